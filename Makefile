@@ -1,0 +1,37 @@
+# Two commands do everything on a fresh clone (each builds what is missing first):
+#   make demo   the main job on embedded defaults (local artifact dir, SQLite MLMD, local Feast)
+#   make test   the whole test suite, in both environments
+SHELL := /bin/bash
+PIPELINE_PY := .venv/pipeline/bin/python
+SERVING_PY := .venv/serving/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-unit test-integration lock compile clean-artifacts services
+
+setup:
+	@scripts/setup-envs.sh all
+
+demo: setup
+	@scripts/demo.sh
+
+# Unit + integration tests: one pytest run per environment; conftest.py routes each test to
+# the environment it needs (marker serving_env), so nothing runs twice or is skipped silently.
+test: setup
+	@scripts/ensure-services.sh
+	$(PIPELINE_PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	$(SERVING_PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+test-unit: setup
+	$(PIPELINE_PY) -m pytest -p no:cacheprovider -m "not integration" $(PYTEST_ARGS)
+	$(SERVING_PY) -m pytest -p no:cacheprovider -m "not integration" $(PYTEST_ARGS)
+
+compile: setup
+	.venv/pipeline/bin/mlops pipeline compile
+
+# Re-resolve the locks (needs uv); the .in files hold the intent, the locks the exact pins.
+lock:
+	uv pip compile --python-version 3.11 --python-platform x86_64-manylinux_2_36 requirements/pipeline.in -o requirements/pipeline.lock.txt
+	uv pip compile --python-version 3.11 --python-platform x86_64-manylinux_2_36 requirements/serving.in -o requirements/serving.lock.txt
+
+services:
+	@scripts/ensure-services.sh

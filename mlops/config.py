@@ -1,0 +1,319 @@
+"""The one typed configuration schema of the platform.
+
+One YAML file per project/pipeline under configs/ describes the dataset, its features, the Feast
+feature tables, splits, model, evaluation and where artifacts and metadata go. Every command,
+component and server reads the same `PlatformConfig` object, so onboarding another tabular
+dataset is a new YAML file, not new code.
+
+Loading is strict: unknown keys, wrong types and missing files raise `ConfigError` naming the
+file and the dotted path of the field. Strings may use `${VAR}` / `${VAR:-default}`; relative
+paths are resolved against the directory of the config file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SPAN_PATTERN = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the file and field it concerns."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnKind(str, Enum):
+    numeric = "numeric"
+    categorical = "categorical"
+    timestamp = "timestamp"
+
+
+class TaskType(str, Enum):
+    binary_classification = "binary_classification"
+    multiclass_classification = "multiclass_classification"
+    regression = "regression"
+
+
+class FeatureSpec(_Strict):
+    name: str = Field(min_length=1)
+    kind: ColumnKind
+    description: str = ""
+
+
+class SourceSpec(_Strict):
+    """Where raw data comes from. `uri` is a path, an fsspec URI (s3://, gs://, file://) or
+    `package://DIST/relative/path` for data files shipped inside an installed Python package."""
+
+    uri: str = Field(min_length=1)
+    format: Literal["csv", "parquet"]
+    na_values: list[str] = Field(default_factory=lambda: ["NA", ""])
+
+
+class LabelSpec(_Strict):
+    column: str = Field(min_length=1)
+    task: TaskType
+    # A pandas expression over raw columns that derives the label, e.g. "dep_delay > 15".
+    # Without it the label column must exist in the source.
+    expression: str | None = None
+
+
+class DatasetSpec(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    source: SourceSpec
+    label: LabelSpec
+    features: list[FeatureSpec] = Field(min_length=1)
+    entity_keys: list[str] = Field(default_factory=list)
+    event_timestamp: str | None = None
+    # pandas query evaluated on raw rows before anything else, e.g. drop cancelled flights.
+    row_filter: str | None = None
+    # Columns kept alongside features (ids, raw label source) but never fed to the model.
+    passthrough_columns: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DatasetSpec":
+        names = [f.name for f in self.features]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"features: duplicate names {dupes}")
+        if self.label.column in names:
+            raise ValueError(f"label.column {self.label.column!r} is also listed in features")
+        return self
+
+    def feature(self, name: str) -> FeatureSpec:
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+
+class FeatureTableSpec(_Strict):
+    """A raw table ingested into the dataset repository and served through a Feast feature view."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    source: SourceSpec
+    entity_keys: list[str] = Field(min_length=1)
+    rename: dict[str, str] = Field(default_factory=dict)  # source column -> feature name
+    # None: a static table (e.g. plane attributes); it gets a fixed epoch timestamp for Feast.
+    event_timestamp: str | None = None
+    columns: list[str] = Field(min_length=1)  # feature columns, after rename
+
+
+class RollingAggregateSpec(_Strict):
+    """Per-key statistics of a column of the main dataset over trailing day windows.
+
+    Computed daily from rows strictly before the day (no label leakage): the value for day D
+    only uses events with timestamp < D 00:00 UTC."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    keys: list[str] = Field(min_length=1)
+    value: str
+    windows_days: list[int] = Field(min_length=1)
+    threshold: float | None = None  # also emit the share of values above it (e.g. late share)
+
+    @field_validator("windows_days")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(w <= 0 for w in v):
+            raise ValueError("windows must be positive day counts")
+        return v
+
+
+class FeaturesSpec(_Strict):
+    repo: str = "feature_repo"
+    project: str = Field(default="flights", pattern=r"^[a-z][a-z0-9_]*$")
+    feature_service: str
+    tables: list[FeatureTableSpec] = Field(default_factory=list)
+    aggregates: list[RollingAggregateSpec] = Field(default_factory=list)
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str = "127.0.0.1:6379"
+
+
+class SplitSpec(_Strict):
+    method: Literal["hash", "time"] = "hash"
+    train: float = Field(0.8, gt=0, lt=1)
+    eval: float = Field(0.1, gt=0, lt=1)
+    test: float = Field(0.1, ge=0, lt=1)
+    hash_keys: list[str] = Field(default_factory=list)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> "SplitSpec":
+        if abs(self.train + self.eval + self.test - 1.0) > 1e-9:
+            raise ValueError(f"train + eval + test must be 1.0, got {self.train + self.eval + self.test:g}")
+        return self
+
+
+class ModelSpec(_Strict):
+    architecture: Literal["dnn", "wide_deep"] = "dnn"
+    hidden_units: list[int] = Field(default_factory=lambda: [64, 64])
+    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(256, gt=0)
+    epochs: int = Field(3, gt=0)
+    early_stopping_patience: int = Field(2, ge=0)
+    embedding_dim: int = Field(8, gt=0)
+    seed: int = 42
+
+
+class EvaluationSpec(_Strict):
+    min_auc: float | None = Field(0.65, ge=0, le=1)
+    max_auc_drop: float | None = Field(0.01, ge=0)
+    slices: list[list[str]] = Field(default_factory=list)
+
+
+class MetadataSpec(_Strict):
+    """ML Metadata backend. sqlite: a file under the artifact root (default); mysql: e.g. the
+    MariaDB of a cluster; grpc: KFP's metadata-grpc-service."""
+
+    backend: Literal["sqlite", "mysql", "grpc"] = "sqlite"
+    sqlite_path: str | None = None  # default: <artifact_root>/metadata/mlmd.sqlite
+    host: str = "127.0.0.1"
+    port: int | None = None  # default 3306 (mysql) / 8080 (grpc)
+    database: str = "mlmd"
+    user: str = "root"
+    password_env: str | None = None  # name of the env var holding the password, never the password
+
+
+class PlatformConfig(_Strict):
+    project: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    artifact_root: str
+    dataset: DatasetSpec
+    features: FeaturesSpec | None = None
+    split: SplitSpec = SplitSpec()
+    model: ModelSpec = ModelSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
+    metadata: MetadataSpec = MetadataSpec()
+    # Set by load_config: where this config came from (for error messages and lineage).
+    source_path: str | None = None
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "PlatformConfig":
+        ds = self.dataset
+        known = {f.name for f in ds.features} | set(ds.passthrough_columns)
+        for key in ds.entity_keys:
+            if key not in known and key != ds.event_timestamp:
+                raise ValueError(f"dataset.entity_keys: {key!r} is neither a feature nor a passthrough column")
+        for key in self.split.hash_keys:
+            if key not in known and key != ds.event_timestamp:
+                raise ValueError(f"split.hash_keys: {key!r} is not a column of the dataset")
+        if self.split.method == "time" and not ds.event_timestamp:
+            raise ValueError("split.method: 'time' needs dataset.event_timestamp")
+        for sl in self.evaluation.slices:
+            for col in sl:
+                if col not in known:
+                    raise ValueError(f"evaluation.slices: {col!r} is not a column of the dataset")
+        return self
+
+    def content_hash(self) -> str:
+        """Stable hash of the semantic content (not of the file's formatting): recorded in MLMD."""
+        body = self.model_dump(mode="json", exclude={"source_path"})
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def metadata_sqlite_path(self) -> str:
+        return self.metadata.sqlite_path or join_uri(self.artifact_root, "metadata", "mlmd.sqlite")
+
+
+def join_uri(root: str, *parts: str) -> str:
+    """Joins path parts onto a local path or an fsspec URI without mangling `scheme://`."""
+    out = root.rstrip("/")
+    for p in parts:
+        out = f"{out}/{p.strip('/')}"
+    return out
+
+
+def _expand_env(value, where: str, path: Path):
+    if isinstance(value, str):
+        def repl(m: re.Match) -> str:
+            var, default = m.group(1), m.group(2)
+            if var in os.environ:
+                return os.environ[var]
+            if default is not None:
+                return default
+            raise ConfigError(f"{path}: {where}: environment variable ${{{var}}} is not set and has no default")
+
+        return _ENV_PATTERN.sub(repl, value)
+    if isinstance(value, dict):
+        return {k: _expand_env(v, f"{where}.{k}" if where else str(k), path) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, f"{where}[{i}]", path) for i, v in enumerate(value)]
+    return value
+
+
+def _is_local_relative(p: str) -> bool:
+    return "://" not in p and not os.path.isabs(p)
+
+
+def _resolve_paths(raw: dict, base: Path) -> dict:
+    """Makes file-system paths relative to the config file absolute."""
+
+    def fix(p: str) -> str:
+        return str((base / p).resolve()) if _is_local_relative(p) else p
+
+    if isinstance(raw.get("artifact_root"), str):
+        raw["artifact_root"] = fix(raw["artifact_root"])
+    ds = raw.get("dataset")
+    if isinstance(ds, dict) and isinstance(ds.get("source"), dict) and isinstance(ds["source"].get("uri"), str):
+        ds["source"]["uri"] = fix(ds["source"]["uri"])
+    feats = raw.get("features")
+    if isinstance(feats, dict):
+        if isinstance(feats.get("repo"), str):
+            feats["repo"] = fix(feats["repo"])
+        for t in feats.get("tables") or []:
+            if isinstance(t, dict) and isinstance(t.get("source"), dict) and isinstance(t["source"].get("uri"), str):
+                t["source"]["uri"] = fix(t["source"]["uri"])
+    md = raw.get("metadata")
+    if isinstance(md, dict) and isinstance(md.get("sqlite_path"), str):
+        md["sqlite_path"] = fix(md["sqlite_path"])
+    return raw
+
+
+def format_validation_error(path: Path | str, err: ValidationError) -> str:
+    lines = [f"{path}: invalid configuration"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | os.PathLike, overrides: dict | None = None) -> PlatformConfig:
+    """Reads and validates a config file. `overrides` are dotted keys, e.g. {"model.epochs": 1}."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    raw = _expand_env(raw, "", path)
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{path}: override {dotted}: {p} is not a mapping")
+        node[leaf] = value
+    raw = _resolve_paths(raw, path.parent.resolve())
+    raw["source_path"] = str(path.resolve())
+    try:
+        return PlatformConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(path, e)) from None
