@@ -10,6 +10,8 @@ import importlib.util
 
 import pytest
 
+pytest_plugins = ["tests.fixtures"]
+
 IN_SERVING_ENV = importlib.util.find_spec("kserve") is not None
 
 

@@ -190,6 +190,125 @@ def data_synthesize(config_path, rows, seed, out):
     emit_json(info)
 
 
+# ---------------------------------------------------------------- metadata (MLMD)
+@cli.group()
+def metadata():
+    """ML Metadata: artifacts, executions, runs and lineage recorded by every step."""
+
+
+def _store(config_path):
+    from mlops.metadata.store import open_store
+
+    return open_store(load(config_path))
+
+
+@metadata.command("artifacts")
+@config_option
+@click.option("--type", "type_name", help="Artifact type, e.g. Dataset, Model.")
+@click.option("--json", "as_json", is_flag=True)
+@runs_in(envs.PIPELINE)
+def metadata_artifacts(config_path, type_name, as_json):
+    """List recorded artifacts."""
+    from dataclasses import asdict
+
+    records = fail_on(ValueError)(_store(config_path).list_artifacts)(type_name)
+    if as_json:
+        emit_json([asdict(r) for r in records])
+        return
+    for r in records:
+        click.echo(f"{r.id}\t{r.type_name}\t{r.name or '-'}\t{r.uri}")
+
+
+@metadata.command("executions")
+@config_option
+@click.option("--run", "run_id", help="Only this run.")
+@click.option("--json", "as_json", is_flag=True)
+@runs_in(envs.PIPELINE)
+def metadata_executions(config_path, run_id, as_json):
+    """List recorded step executions (name = <run id>/<component>)."""
+    from dataclasses import asdict
+
+    records = _store(config_path).list_executions(run_id)
+    if as_json:
+        emit_json([asdict(r) for r in records])
+        return
+    for r in records:
+        click.echo(f"{r.id}\t{r.state}\t{r.name}")
+
+
+@metadata.command("runs")
+@config_option
+@runs_in(envs.PIPELINE)
+def metadata_runs(config_path):
+    """List pipeline runs (MLMD run contexts)."""
+    from mlops.metadata import types as T
+
+    for r in _store(config_path).list_contexts(T.RUN_CONTEXT):
+        click.echo(f"{r.id}\t{r.properties.get('pipeline_name', '')}\t{r.name}\t{r.properties.get('config_hash', '')}")
+
+
+@metadata.command("lineage")
+@config_option
+@click.argument("artifact_id", type=int)
+@runs_in(envs.PIPELINE)
+def metadata_lineage(config_path, artifact_id):
+    """Print the upstream lineage of an artifact, as a tree."""
+    for step in _store(config_path).lineage(artifact_id):
+        a, e = step.artifact, step.execution
+        by = f" <- {e.component} [{e.name}]" if e else ""
+        via = f" (as {step.consumed_as})" if step.consumed_as else ""
+        click.echo(f"{'  ' * step.depth}{a.type_name} {a.name or a.uri}{via}{by}{' (see above)' if step.repeated else ''}")
+
+
+# ---------------------------------------------------------------- pipelines (KFP)
+@cli.group()
+def pipeline():
+    """Compile KFP pipelines to IR YAML and run them locally with kfp.local."""
+
+
+@pipeline.command("compile")
+@click.argument("names", nargs=-1)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Default: pipelines/compiled/.")
+@runs_in(envs.PIPELINE)
+def pipeline_compile(names, out_dir):
+    """Compile pipelines (all when none named) and check the IR strictly."""
+    from mlops import orchestration
+
+    for name in names or sorted(orchestration.PIPELINES):
+        path = fail_on(orchestration.PipelineNotFound)(orchestration.compile_pipeline)(
+            name, out_dir or orchestration.COMPILED_DIR)
+        orchestration.load_ir_strict(path)
+        click.echo(str(path))
+
+
+@pipeline.command("run")
+@click.argument("name")
+@config_option
+@click.option("--span", default="", help="Month to ingest (YYYY-MM).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=JSON", help="Config override, e.g. model.epochs=1.")
+@runs_in(envs.PIPELINE)
+def pipeline_run(name, config_path, span, overrides):
+    """Run a pipeline locally (kfp.local, no cluster) on the config's artifact root."""
+    from mlops import orchestration
+
+    cfg = load(config_path)
+    parsed = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
+        try:
+            parsed[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key] = value
+    args = {"config_path": str(Path(config_path).resolve()), "config_overrides": json.dumps(parsed),
+            "artifact_root": cfg.artifact_root}
+    if span:
+        args["span"] = span
+    fail_on(orchestration.PipelineNotFound)(orchestration.run_local)(name, cfg.artifact_root, args)
+    console().print(f"[green]pipeline {name} finished[/green]; artifacts under {cfg.artifact_root}")
+
+
 def main():
     cli(prog_name="mlops")
 
