@@ -156,6 +156,33 @@ class SplitSpec(_Strict):
         return self
 
 
+class ValidationSpec(_Strict):
+    """Data validation (TFDV): schema as code, and what anomalies and drift do to a run."""
+
+    # Curated schema committed in the repo (reviewed in PRs). None or a missing file: infer it
+    # on the first run (the inferred schema is an artifact to review and commit).
+    schema_path: str | None = None
+    on_anomaly: Literal["fail", "warn"] = "fail"
+    on_drift: Literal["fail", "warn"] = "warn"
+    categorical_drift_linf: float = Field(0.1, gt=0, le=1)  # L-infinity distance
+    numeric_drift_js: float = Field(0.1, gt=0, le=1)  # Jensen-Shannon divergence
+    skew_linf: float = Field(0.1, gt=0, le=1)  # training vs serving statistics
+    stats_sample_rate: float = Field(1.0, gt=0, le=1)
+
+
+class TransformSpec(_Strict):
+    """TFT preprocessing, derived from the feature kinds: numeric -> z-score (+ missing flag),
+    categorical -> vocabulary with OOV buckets; optional quantile buckets and hashed crosses."""
+
+    vocabulary_top_k: int | None = Field(None, gt=0)
+    oov_buckets: int = Field(1, ge=1)
+    bucketize: dict[str, int] = Field(default_factory=dict)  # numeric feature -> bucket count
+    crosses: list[list[str]] = Field(default_factory=list)  # categorical features to cross
+    cross_hash_buckets: int = Field(1000, gt=0)
+    beam_runner: str = "DirectRunner"  # DataflowRunner / FlinkRunner / SparkRunner: config only
+    beam_options: list[str] = Field(default_factory=list)  # e.g. ["--project=x", "--region=y"]
+
+
 class ModelSpec(_Strict):
     architecture: Literal["dnn", "wide_deep"] = "dnn"
     hidden_units: list[int] = Field(default_factory=lambda: [64, 64])
@@ -193,6 +220,8 @@ class PlatformConfig(_Strict):
     features: FeaturesSpec | None = None
     split: SplitSpec = SplitSpec()
     model: ModelSpec = ModelSpec()
+    validation: ValidationSpec = ValidationSpec()
+    transform: TransformSpec = TransformSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
     metadata: MetadataSpec = MetadataSpec()
     # Set by load_config: where this config came from (for error messages and lineage).
@@ -210,6 +239,14 @@ class PlatformConfig(_Strict):
                 raise ValueError(f"split.hash_keys: {key!r} is not a column of the dataset")
         if self.split.method == "time" and not ds.event_timestamp:
             raise ValueError("split.method: 'time' needs dataset.event_timestamp")
+        kinds = {f.name: f.kind for f in ds.features}
+        for name in self.transform.bucketize:
+            if kinds.get(name) != ColumnKind.numeric:
+                raise ValueError(f"transform.bucketize: {name!r} is not a numeric feature")
+        for cross in self.transform.crosses:
+            for name in cross:
+                if kinds.get(name) != ColumnKind.categorical:
+                    raise ValueError(f"transform.crosses: {name!r} is not a categorical feature")
         for sl in self.evaluation.slices:
             for col in sl:
                 if col not in known:
@@ -274,6 +311,9 @@ def _resolve_paths(raw: dict, base: Path) -> dict:
         for t in feats.get("tables") or []:
             if isinstance(t, dict) and isinstance(t.get("source"), dict) and isinstance(t["source"].get("uri"), str):
                 t["source"]["uri"] = fix(t["source"]["uri"])
+    val = raw.get("validation")
+    if isinstance(val, dict) and isinstance(val.get("schema_path"), str):
+        val["schema_path"] = fix(val["schema_path"])
     md = raw.get("metadata")
     if isinstance(md, dict) and isinstance(md.get("sqlite_path"), str):
         md["sqlite_path"] = fix(md["sqlite_path"])
