@@ -342,7 +342,7 @@ def load_config(path: str | os.PathLike, overrides: dict | None = None) -> Platf
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
-    raw = _expand_env(raw, "", path)
+    # Overrides first: an overridden `${VAR}` value needs no VAR.
     for dotted, value in (overrides or {}).items():
         node = raw
         *parents, leaf = dotted.split(".")
@@ -351,6 +351,7 @@ def load_config(path: str | os.PathLike, overrides: dict | None = None) -> Platf
             if not isinstance(node, dict):
                 raise ConfigError(f"{path}: override {dotted}: {p} is not a mapping")
         node[leaf] = value
+    raw = _expand_env(raw, "", path)
     raw = _resolve_paths(raw, path.parent.resolve())
     raw["source_path"] = str(path.resolve())
     try:

@@ -56,3 +56,128 @@ def record_step(config: PlatformConfig, *, pipeline: str, run_id: str, component
         run, component, inputs or {}, outputs or {},
         properties={"config_hash": config.content_hash(), "git_commit": git_commit(), **(properties or {})},
         state=state)
+
+
+# ---------------------------------------------------------------------------------------------
+# Step cache: a re-run with unchanged inputs skips the step and reuses its outputs.
+#
+# Key = component + its code version + the config sections it reads + the fingerprints of its
+# input artifacts + its parameters. Every output directory gets a `_fingerprint` file derived
+# from the key, so a downstream key changes exactly when something upstream changed. kfp.local
+# has no cache of its own and a cluster's KFP cache keys on the pipeline spec, not on data:
+# this one keys on content, and it works the same under both.
+
+FINGERPRINT_FILE = "_fingerprint"
+RESULT_FILE = "result.json"
+
+
+def fingerprint_of(artifact_dir: str) -> str:
+    from mlops import storage
+
+    marker = f"{artifact_dir.rstrip('/')}/{FINGERPRINT_FILE}"
+    if storage.exists(marker):
+        return storage.read_bytes(marker).decode().strip()
+    # Not produced by a platform step (e.g. a file the user passed): hash what is there.
+    import hashlib
+
+    fs, path = storage.fs_and_path(artifact_dir)
+    h = hashlib.sha256()
+    for p in sorted(fs.find(path)) if fs.isdir(path) else [path]:
+        h.update(p[len(path):].encode())
+        with fs.open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def cache_key(component: str, code_version: str, config: PlatformConfig, sections: list[str],
+              inputs: dict[str, str], params: dict | None = None) -> str:
+    import hashlib
+
+    body = {
+        "component": component,
+        "code_version": code_version,
+        "config": config.model_dump(mode="json", include=set(sections)),
+        "inputs": {name: fingerprint_of(d) for name, d in sorted(inputs.items()) if d},
+        "params": params or {},
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _copy_tree(src: str, dst: str) -> None:
+    """Hard-links files where possible (instant, no extra space), copies otherwise."""
+    import shutil
+
+    from mlops import storage
+
+    if storage.is_local(src) and storage.is_local(dst):
+        src_p, dst_p = storage.local_path(src), storage.local_path(dst)
+        if os.path.isdir(dst_p):
+            shutil.rmtree(dst_p)
+
+        def link(s, d):
+            try:
+                os.link(s, d)
+            except OSError:
+                shutil.copy2(s, d)
+
+        shutil.copytree(src_p, dst_p, copy_function=link)
+    else:
+        fs, s = storage.fs_and_path(src)
+        _, d = storage.fs_and_path(dst)
+        fs.copy(s, d, recursive=True)
+
+
+class StepCache:
+    def __init__(self, config: PlatformConfig):
+        from mlops.config import join_uri
+
+        self.root = join_uri(config.artifact_root, "cache")
+
+    def _entry(self, component: str, key: str) -> str:
+        return f"{self.root}/{component}/{key}"
+
+    def restore(self, component: str, key: str, outputs: dict[str, str]) -> dict | None:
+        """Fills `outputs` from a cached run; returns that run's result, or None on a miss."""
+        from mlops import storage
+
+        entry = self._entry(component, key)
+        result_uri = f"{entry}/{RESULT_FILE}"
+        if not storage.exists(result_uri):  # written last: a half-stored entry is a miss
+            return None
+        for name, out_dir in outputs.items():
+            _copy_tree(f"{entry}/{name}", out_dir)
+        return storage.read_json(result_uri)
+
+    def store(self, component: str, key: str, outputs: dict[str, str], result: dict) -> None:
+        from mlops import storage
+
+        entry = self._entry(component, key)
+        for name, out_dir in outputs.items():
+            storage.remove(f"{entry}/{name}", recursive=True)
+            _copy_tree(out_dir, f"{entry}/{name}")
+        storage.write_json_atomic(f"{entry}/{RESULT_FILE}", result)
+
+
+def run_cached(config: PlatformConfig, component: str, code_version: str, *, sections: list[str],
+               inputs: dict[str, str], outputs: dict[str, str], params: dict | None, work, enabled: bool = True,
+               log=print) -> tuple[dict, bool]:
+    """Runs `work()` (which fills the `outputs` dirs and returns a JSON-able dict) unless a run
+    with the same key is cached. Returns (result, was_cached)."""
+    from mlops import storage
+
+    key = cache_key(component, code_version, config, sections, inputs, params)
+    cache = StepCache(config)
+    if enabled:
+        cached = cache.restore(component, key, outputs)
+        if cached is not None:
+            log(f"[cache hit] {component}: inputs, config and code unchanged (key {key[:12]}); reused outputs")
+            return cached, True
+    for out_dir in outputs.values():
+        storage.makedirs(out_dir)
+    result = work()
+    for name, out_dir in outputs.items():
+        storage.write_bytes_atomic(f"{out_dir.rstrip('/')}/{FINGERPRINT_FILE}", f"{key}:{name}\n".encode())
+    if enabled:
+        cache.store(component, key, outputs, result)
+    return result, False

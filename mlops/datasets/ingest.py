@@ -157,7 +157,9 @@ def ingest(config: PlatformConfig, span: str | None = None, include_feature_tabl
     if span is not None:
         if not ds.event_timestamp:
             raise DatasetError(f"{cfg}: --span needs dataset.event_timestamp")
-        df = df[df[ds.event_timestamp].dt.strftime("%Y-%m") == span]
+        ts = df[ds.event_timestamp].dt
+        year, month = map(int, span.split("-"))
+        df = df[(ts.year == year) & (ts.month == month)]  # UTC month; strftime is 10x slower
         if df.empty:
             raise DatasetError(f"{cfg}: span {span} has no rows in {ds.source.uri}")
     version, created = repo.write(ds.name, df, source=ds.source.uri, span=span, event_timestamp=ds.event_timestamp,

@@ -71,10 +71,6 @@ def describe_columns(df: pd.DataFrame) -> list[dict[str, str]]:
     return [{"name": str(c), "dtype": str(t)} for c, t in df.dtypes.items()]
 
 
-def span_of(ts: pd.Series) -> pd.Series:
-    return ts.dt.strftime("%Y-%m")
-
-
 def parse_span_range(selector: str) -> tuple[str, str]:
     lo, _, hi = selector.partition(":")
     for s in (lo, hi):
