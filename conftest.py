@@ -4,6 +4,10 @@
 run only under the serving interpreter (TF 2.21, kserve, feast 0.67); every other test runs only
 under the pipeline interpreter (TFX 1.16, MLMD, kfp 2.13). Nothing is silently skipped: a test
 routed to the other environment is deselected, and counted there.
+
+In the serving environment only test modules that mention the marker are collected: the rest
+may import pipeline-only libraries (ml_metadata, TFX) that do not exist there. A module with
+tests for both environments must therefore import such libraries inside its pipeline tests.
 """
 
 import importlib.util
@@ -13,6 +17,15 @@ import pytest
 pytest_plugins = ["tests.fixtures"]
 
 IN_SERVING_ENV = importlib.util.find_spec("kserve") is not None
+
+
+def pytest_ignore_collect(collection_path, config):
+    if not IN_SERVING_ENV or collection_path.suffix != ".py":
+        return None
+    name = collection_path.name
+    if not (name.startswith("test_") or name.endswith("_test.py")):
+        return None
+    return None if b"serving_env" in collection_path.read_bytes() else True
 
 
 def pytest_collection_modifyitems(config, items):
