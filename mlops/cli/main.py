@@ -309,6 +309,145 @@ def pipeline_run(name, config_path, span, overrides):
     console().print(f"[green]pipeline {name} finished[/green]; artifacts under {cfg.artifact_root}")
 
 
+# ---------------------------------------------------------------- features (Feast)
+@cli.group()
+def features():
+    """Feast feature repository: build sources, apply, materialize, read online features.
+
+    The serving environment's Feast owns the repo's writes (registry, online store); the
+    pipeline environment only reads the registry for point-in-time training sets."""
+
+
+@features.command("apply")
+@config_option
+@runs_in(envs.SERVING)
+def features_apply(config_path):
+    """Build the feature sources (rolling aggregates) from the dataset repository and apply the repo."""
+    from mlops.features import store
+
+    cfg = load(config_path)
+    with console().status("building feature sources and applying the feature repo"):
+        sources = fail_on(ValueError, LookupError)(store.build_feature_sources)(cfg)
+        applied = fail_on(ValueError, LookupError)(store.apply)(cfg)
+    for name, version in sources.items():
+        console().print(f"source {name}: {version.id} ({version.row_count:,} rows)")
+    emit_json(applied)
+
+
+@features.command("materialize")
+@config_option
+@click.option("--start", help="ISO time (default: start of the sources).")
+@click.option("--end", help="ISO time (default: end of the sources).")
+@runs_in(envs.SERVING)
+def features_materialize(config_path, start, end):
+    """Load feature values into the online store (SQLite by default, Redis by config)."""
+    import datetime as dt
+
+    from mlops.features import store
+
+    cfg = load(config_path)
+    parse = (lambda v: dt.datetime.fromisoformat(v) if v else None)
+    with console().status("materializing into the online store"):
+        fail_on(ValueError, LookupError)(store.materialize)(cfg, parse(start), parse(end))
+    console().print(f"[green]materialized[/green] into the {cfg.features.online_store} online store")
+
+
+@features.command("get")
+@config_option
+@click.option("--entity", "entities", multiple=True, required=True, metavar="KEY=VALUE",
+              help="Entity key or request field, repeatable: --entity origin=JFK --entity tailnum=N14228 ...")
+@runs_in(envs.SERVING)
+def features_get(config_path, entities):
+    """Read the model's features for one entity row from the online store."""
+    from mlops.features import store
+
+    row = {}
+    for item in entities:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--entity")
+        row[key] = value
+    result = fail_on(ValueError, LookupError)(store.online_features)(load(config_path), [row])
+    emit_json(result[0])
+
+
+# ---------------------------------------------------------------- models (registry)
+@cli.group()
+def models():
+    """Model registry: versions, aliases (staging, production), promotion and rollback."""
+
+
+def _registry_errors():
+    from mlops.registry.errors import RegistryError
+
+    return (RegistryError,)
+
+
+@models.command("list")
+@config_option
+@click.argument("name", required=False)
+@runs_in(envs.PIPELINE)
+def models_list(config_path, name):
+    """List models, or the versions of one model."""
+    from mlops.registry import cli_ops
+
+    root = load(config_path).artifact_root
+    rows = fail_on(*_registry_errors())(cli_ops.list_versions)(root, name) if name else cli_ops.list_models(root)
+    emit_json(rows)
+
+
+@models.command("show")
+@config_option
+@click.argument("selector")
+@runs_in(envs.PIPELINE)
+def models_show(config_path, selector):
+    """Show a version: NAME@VERSION, NAME@ALIAS or NAME."""
+    from mlops.registry import cli_ops
+
+    emit_json(fail_on(*_registry_errors())(cli_ops.show)(load(config_path).artifact_root, selector))
+
+
+@models.command("promote")
+@config_option
+@click.argument("selector")
+@click.option("--to", "alias", default="production", show_default=True)
+@click.option("--reason", default="")
+@runs_in(envs.PIPELINE)
+def models_promote(config_path, selector, alias, reason):
+    """Point an alias (default production) at a blessed version."""
+    from mlops.registry import cli_ops
+
+    emit_json(fail_on(*_registry_errors())(cli_ops.promote)(load(config_path).artifact_root, selector, alias, reason))
+
+
+@models.command("rollback")
+@config_option
+@click.argument("name")
+@click.option("--alias", default="production", show_default=True)
+@click.option("--reason", default="")
+@runs_in(envs.PIPELINE)
+def models_rollback(config_path, name, alias, reason):
+    """Move an alias back to where it pointed before its last move."""
+    from mlops.registry import cli_ops
+
+    emit_json(fail_on(*_registry_errors())(cli_ops.rollback)(load(config_path).artifact_root, name, alias, reason))
+
+
+@cli.command("lineage")
+@config_option
+@click.argument("selector")
+@runs_in(envs.PIPELINE)
+def lineage(config_path, selector):
+    """Print the chain from a registered model (NAME@VERSION|ALIAS) back to its dataset version."""
+    from mlops.registry import cli_ops
+
+    rows = fail_on(*_registry_errors(), LookupError)(cli_ops.lineage_rows)(load(config_path), selector)
+    for r in rows:
+        depth = r.get("depth", 0)
+        produced = f" <- {r['component']}" if r.get("component") else ""
+        click.echo(f"{'  ' * depth}{r.get('type')} {r.get('name') or r.get('uri')}{produced}")
+
+
 def main():
     cli(prog_name="mlops")
 

@@ -1,0 +1,58 @@
+"""KFP interface of the Evaluator (implementation: executor.py)."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
+
+from mlops.images import PIPELINE_IMAGE
+
+
+@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
+def evaluator(
+    config_path: str,
+    config_overrides: str,
+    artifact_root: str,
+    pipeline_name: str,
+    run_id: str,
+    enable_cache: bool,
+    examples: Input[Dataset],
+    model: Input[Model],
+    evaluation: Output[Artifact],
+    blessing: Output[Artifact],
+    metrics: Output[Metrics],
+    report: Output[HTML],
+) -> bool:
+    """TFMA evaluation of the candidate against production, overall and per slice; blessing.
+
+    Args:
+        config_path: Platform config YAML, relative to the project root in the image.
+        config_overrides: JSON object of dotted config keys to override ("" for none).
+        artifact_root: Overrides the config's artifact root when not empty.
+        pipeline_name: MLMD pipeline context name.
+        run_id: The KFP run id (MLMD run context).
+        enable_cache: Reuse outputs of an identical earlier evaluation.
+        examples: Examples directory (the test split is evaluated).
+        model: Trainer output directory (serving_model/ is evaluated).
+        evaluation: metrics.json (overall, slices, calibration, checks) and index.html.
+        blessing: blessing.json: blessed, reason, checks, baseline version.
+        metrics: Overall candidate metrics, shown in the KFP UI.
+        report: The evaluation report, for the KFP UI.
+
+    Returns:
+        Whether the candidate is blessed.
+    """
+    import shutil
+
+    from components.evaluator.executor import run_step
+    from mlops.steps import load_step_config
+
+    config = load_step_config(config_path, config_overrides, artifact_root)
+    result = run_step(config, examples_dir=examples.path, examples_uri=examples.uri, model_dir=model.path,
+                      model_uri=model.uri, evaluation_dir=evaluation.path, evaluation_uri=evaluation.uri,
+                      blessing_dir=blessing.path, blessing_uri=blessing.uri, pipeline=pipeline_name,
+                      run_id=run_id, enable_cache=enable_cache)
+    shutil.copyfile(f"{evaluation.path}/index.html", report.path)
+    for name, value in result["overall"].get("candidate", {}).items():
+        if value is not None:
+            metrics.log_metric(name, value)
+    blessing.metadata.update(result["blessing"] | {"checks": len(result["blessing"]["checks"])})
+    return bool(result["blessing"]["blessed"])

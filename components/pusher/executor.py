@@ -1,0 +1,67 @@
+"""Pusher: a blessed model becomes a new version in the model registry (alias `staging`);
+an unblessed one is not registered, and the step says why. Either way the run succeeds:
+a model that does not beat production is an outcome, not an error."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlops import artifacts, storage
+from mlops.config import PlatformConfig, join_uri
+
+CODE_VERSION = "pusher/1"
+
+
+@dataclass
+class PushResult:
+    pushed: bool
+    reason: str
+    model_name: str
+    version: int | None = None
+    uri: str | None = None
+
+
+def model_name(config: PlatformConfig) -> str:
+    return config.project
+
+
+def push(config: PlatformConfig, *, model_dir: str, evaluation_dir: str, blessing: dict, dataset_versions: list[str],
+         git_commit: str) -> PushResult:
+    from mlops.registry.store import ModelRegistry
+
+    name = model_name(config)
+    if not blessing.get("blessed"):
+        return PushResult(False, f"not registered: {blessing.get('reason', 'not blessed')}", name)
+    metrics = storage.read_json(join_uri(evaluation_dir, artifacts.METRICS_FILE))
+    candidate = metrics["overall"].get("candidate", {})
+    version = ModelRegistry(config.artifact_root).register(
+        name, model_dir, metrics=candidate, blessing=blessing, dataset_versions=dataset_versions,
+        config_hash=config.content_hash(), git_commit=git_commit, task=config.dataset.label.task.value,
+        output_key=artifacts.OUTPUT_KEY[config.dataset.label.task],
+        features=[{"name": f.name, "dtype": f.dtype} for f in artifacts.model_features(config)])
+    return PushResult(True, f"registered {version.selector} (alias staging)", name, version.version, version.uri)
+
+
+def run_step(config: PlatformConfig, *, model_dir: str, model_uri: str, evaluation_dir: str, blessing_dir: str,
+             blessing_uri: str, examples_dir: str, pipeline: str, run_id: str, log=print) -> PushResult:
+    from components.example_gen.executor import read_info
+    from mlops.registry.lineage import record_registration
+    from mlops.steps import git_commit, record_step
+
+    blessing = storage.read_json(join_uri(blessing_dir, artifacts.BLESSING_FILE))
+    result = push(config, model_dir=model_dir, evaluation_dir=evaluation_dir, blessing=blessing,
+                  dataset_versions=read_info(examples_dir).dataset_versions, git_commit=git_commit())
+    log(f"pusher: {result.reason}")
+    if result.pushed:
+        from mlops.registry.store import ModelRegistry
+
+        version = ModelRegistry(config.artifact_root).get(result.model_name, result.version)
+        record_registration(config, version, run_id=run_id, pipeline=pipeline, model_artifact_uri=model_uri,
+                            blessing_artifact_uri=blessing_uri)
+    else:
+        from mlops.metadata.store import ArtifactRef
+
+        record_step(config, pipeline=pipeline, run_id=run_id, component="pusher",
+                    inputs={"blessing": [ArtifactRef("ModelBlessing", blessing_uri)]},
+                    properties={"code_version": CODE_VERSION, "error": result.reason})
+    return result
