@@ -37,6 +37,8 @@ def read_source(source: SourceSpec, where: str) -> pd.DataFrame:
         raise DatasetError(f"{where}.source.uri: {source.uri} does not exist")
     fs, path = storage.fs_and_path(uri)
     try:
+        if source.format == "parquet" and fs.isdir(path):  # a directory of part files
+            return pd.read_parquet(path if storage.is_local(uri) else uri)
         with fs.open(path, "rb") as f:
             if source.format == "csv":
                 compression = "zip" if path.endswith(".zip") else "infer"
