@@ -1,0 +1,495 @@
+"""The platform's Feast glue: feature sources from the dataset repository, apply, materialize,
+online and historical (point-in-time) retrieval.
+
+Two Feast versions use one feature repo (config.features.repo) and one registry:
+
+* serving image, Feast 0.67: owns every write - `apply` (registry + online tables),
+  `materialize` - and the online reads (`online_features`). Feast 0.67 cannot materialize into
+  SQLite tables created by 0.48.1, so only this side may create them.
+* pipeline image, Feast 0.48.1: only reads the registry, for `historical_features` (the
+  point-in-time join that builds the training set).
+
+This module imports in both and uses only API present in both; Feast is imported lazily, so
+`build_feature_sources` (pandas only) stays cheap to import.
+
+Layout under the artifact root:
+
+    <artifact_root>/feast/sources.json   source name -> parquet path, timestamp field, dataset
+                                          version id, entity keys (read by the repo definitions)
+                         /registry.db    Feast file registry
+                         /online.db      SQLite online store (features.online_store: sqlite)
+
+Time-series sources carry a UTC-day key column `event_day` ("YYYY-MM-DD") as an extra join key;
+callers need not provide it: it is derived from the event/request timestamp (see
+`historical_features`, `online_features`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from mlops import storage
+from mlops.config import ConfigError, FeaturesSpec, PlatformConfig, join_uri
+from mlops.datasets.ingest import STATIC_TIMESTAMP_COLUMN, provided_by_feature_store
+from mlops.datasets.repository import DatasetError, DatasetRepository, DatasetVersion
+from mlops.features.aggregates import DAY_START, rolling_aggregates
+
+FEAST_DIRNAME = "feast"
+SOURCES_FILE = "sources.json"
+DAY_KEY = "event_day"  # UTC date "YYYY-MM-DD": extra join key of every time-series source
+FEAST_SOURCE_SUFFIX = "_feast"  # dataset name of a feature table re-keyed for Feast (+ DAY_KEY)
+ENTITY_TIMESTAMP = "event_timestamp"  # Feast's entity dataframe timestamp column
+YAML_FILES = {"sqlite": "feature_store.yaml", "redis": "feature_store.redis.yaml"}
+
+ENV_PROJECT = "MLOPS_FEAST_PROJECT"
+ENV_DIR = "MLOPS_FEAST_DIR"
+ENV_SOURCES = "MLOPS_FEAST_SOURCES"
+ENV_REDIS_URL = "MLOPS_FEAST_REDIS_URL"
+
+
+class FeatureStoreError(RuntimeError):
+    pass
+
+
+# ---- paths and configuration ---------------------------------------------------------------------
+def _features(config: PlatformConfig) -> FeaturesSpec:
+    if config.features is None:
+        raise ConfigError(f"{config.source_path or 'config'}: no `features:` section (Feast is not configured)")
+    return config.features
+
+
+def feast_dir(config: PlatformConfig) -> str:
+    """<artifact_root>/feast as a local path (Feast's file registry, SQLite and FileSources need one)."""
+    uri = join_uri(config.artifact_root, FEAST_DIRNAME)
+    try:
+        return storage.local_path(uri)
+    except storage.StorageError:
+        raise FeatureStoreError(f"artifact_root {config.artifact_root}: the Feast integration needs a local "
+                                f"artifact root (file registry, SQLite, parquet FileSources)") from None
+
+
+def sources_path(config: PlatformConfig) -> str:
+    return os.path.join(feast_dir(config), SOURCES_FILE)
+
+
+def feast_env(config: PlatformConfig) -> dict[str, str]:
+    """The variables that the repo's feature_store*.yaml and definitions.py expand."""
+    features = _features(config)
+    return {
+        ENV_PROJECT: features.project,
+        ENV_DIR: feast_dir(config),
+        ENV_SOURCES: sources_path(config),
+        ENV_REDIS_URL: features.redis_url,
+    }
+
+
+def read_sources(config: PlatformConfig) -> dict[str, dict[str, Any]]:
+    path = sources_path(config)
+    if not os.path.exists(path):
+        raise FeatureStoreError(f"{path} does not exist: run build_feature_sources(config) first")
+    return storage.read_json(path)
+
+
+def day_keys(ts: pd.Series) -> pd.Series:
+    """UTC date "YYYY-MM-DD" of each timestamp (naive timestamps are taken as UTC; NaT -> None)."""
+    days = _to_utc(ts).dt.floor("D")
+    codes, uniques = pd.factorize(days)  # format each distinct day once: strftime is slow
+    labels = np.append(np.asarray(pd.DatetimeIndex(uniques).strftime("%Y-%m-%d"), dtype=object), None)
+    return pd.Series(labels[codes], index=ts.index, dtype=object)
+
+
+def day_key(value: Any) -> str:
+    ts = pd.Timestamp(value)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return ts.strftime("%Y-%m-%d")
+
+
+def _to_utc(ts: pd.Series) -> pd.Series:
+    ts = pd.to_datetime(ts)
+    ts = ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
+    return ts.astype("datetime64[ns, UTC]")
+
+
+# ---- sources ------------------------------------------------------------------------------------
+def _source_entry(version: DatasetVersion, timestamp_field: str, entity_keys: list[str]) -> dict[str, Any]:
+    return {
+        "path": storage.local_path(version.data_uri),
+        "timestamp_field": timestamp_field,
+        "version": version.id,
+        "entity_keys": list(entity_keys),
+    }
+
+
+def build_feature_sources(config: PlatformConfig) -> dict[str, DatasetVersion]:
+    """Materializes every Feast source as an immutable dataset version and writes sources.json.
+
+    * static feature tables (no event timestamp, e.g. planes): the ingested version as is;
+    * time-series feature tables (e.g. weather): the ingested version plus the `event_day` key,
+      stored as dataset `<table>_feast` (derived_from: the ingested version);
+    * rolling aggregates: computed from the main dataset (`resolve(name, "latest")`: the newest
+      full version, else the newest version of every span), stored as dataset `<aggregate>`.
+
+    Returns source name (table or aggregate name) -> the version Feast reads. Idempotent: the same
+    inputs give the same version ids and rewrite nothing but sources.json.
+    """
+    features = _features(config)
+    cfg = config.source_path or "config"
+    repo = DatasetRepository(config.artifact_root)
+    names = [t.name for t in features.tables] + [a.name for a in features.aggregates]
+    derived = [f"{t.name}{FEAST_SOURCE_SUFFIX}" for t in features.tables if t.event_timestamp]
+    clash = sorted({n for n in names + derived if (names + derived).count(n) > 1} | (set(names + derived) & {config.dataset.name}))
+    if clash:
+        raise ConfigError(f"{cfg}: features: source names {clash} collide (tables, aggregates, derived "
+                          f"'<table>{FEAST_SOURCE_SUFFIX}' datasets and the main dataset share one namespace)")
+
+    out: dict[str, DatasetVersion] = {}
+    sources: dict[str, dict[str, Any]] = {}
+    for table in features.tables:
+        ingested = repo.latest(table.name)
+        if table.event_timestamp:
+            df = repo.load(ingested)
+            df[DAY_KEY] = day_keys(df[table.event_timestamp])
+            keys = [*table.entity_keys, DAY_KEY]
+            version, _ = repo.write(
+                f"{table.name}{FEAST_SOURCE_SUFFIX}", df, source=ingested.uri, event_timestamp=table.event_timestamp,
+                extra={"derived_from": [ingested.id], "role": "feature_table", "entity_keys": keys})
+            sources[table.name] = _source_entry(version, table.event_timestamp, keys)
+        else:
+            version = ingested
+            sources[table.name] = _source_entry(version, STATIC_TIMESTAMP_COLUMN, table.entity_keys)
+        out[table.name] = version
+
+    if features.aggregates:
+        ts = config.dataset.event_timestamp
+        if not ts:
+            raise ConfigError(f"{cfg}: features.aggregates need dataset.event_timestamp")
+        main = repo.resolve(config.dataset.name, "latest")
+        columns = list(dict.fromkeys(
+            [c for a in features.aggregates for c in (*a.keys, a.value)] + [ts]))
+        df = repo.load(main, columns=columns)
+        for spec in features.aggregates:
+            agg = rolling_aggregates(df, spec, ts)
+            if agg.empty:
+                raise DatasetError(f"{cfg}: features.aggregates.{spec.name}: no rows (no events with keys {spec.keys})")
+            agg[DAY_KEY] = day_keys(agg[DAY_START])
+            keys = [*spec.keys, DAY_KEY]
+            version, _ = repo.write(
+                spec.name, agg, source=f"rolling_aggregates({config.dataset.name})", event_timestamp=DAY_START,
+                extra={"derived_from": [v.id for v in main], "role": "feature_table", "entity_keys": keys,
+                       "aggregate": spec.model_dump(mode="json")})
+            sources[spec.name] = _source_entry(version, DAY_START, keys)
+            out[spec.name] = version
+
+    os.makedirs(feast_dir(config), exist_ok=True)
+    storage.write_json_atomic(sources_path(config), sources)
+    return out
+
+
+# ---- the store ------------------------------------------------------------------------------------
+def feature_store(config: PlatformConfig, online: bool = True):
+    """A feast.FeatureStore on config.features.repo, with the YAML of config.features.online_store.
+
+    `online=False` (offline/historical use only) always takes the SQLite YAML: registry and
+    offline store are the same in both, and the pipeline image has no Redis client (Feast 0.48.1
+    imports it while validating a Redis online store config).
+
+    Sets the MLOPS_FEAST_* variables in os.environ (Feast expands them when it loads the YAML, and
+    definitions.py reads MLOPS_FEAST_SOURCES when it is applied)."""
+    from feast import FeatureStore
+
+    features = _features(config)
+    repo_path = Path(features.repo)
+    yaml_file = repo_path / YAML_FILES[features.online_store if online else "sqlite"]
+    if not yaml_file.is_file():
+        raise FeatureStoreError(f"{yaml_file}: feature store YAML not found (features.repo: {features.repo})")
+    os.makedirs(feast_dir(config), exist_ok=True)
+    os.environ.update(feast_env(config))
+    return FeatureStore(repo_path=str(repo_path), fs_yaml_file=yaml_file)
+
+
+def _load_definitions(repo_path: Path) -> list:
+    """Executes the repo's Python files afresh (not through the sys.modules cache, so a second
+    apply in one process sees the current sources.json) and collects their Feast objects."""
+    from feast import Entity, FeatureService, FeatureView, OnDemandFeatureView
+    from feast.data_source import DataSource
+
+    kinds = (Entity, DataSource, FeatureView, OnDemandFeatureView, FeatureService)
+    objects: list = []
+    files = sorted(p for p in repo_path.glob("*.py") if p.name != "__init__.py" and not p.name.startswith("test_"))
+    for i, path in enumerate(files):
+        module_name = f"_mlops_feature_repo_{i}_{path.stem}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            sys.modules.pop(module_name, None)
+        for value in vars(module).values():
+            if isinstance(value, kinds) and not any(value is o for o in objects):
+                objects.append(value)
+    # Sources built inline in a view are objects too (else apply would delete them as stale).
+    names = {(_kind(o), o.name) for o in objects}
+    for view in [o for o in objects if isinstance(o, FeatureView)]:
+        source = view.batch_source
+        if source is not None and ("DataSource", source.name) not in names:
+            objects.append(source)
+            names.add(("DataSource", source.name))
+    return objects
+
+
+def _registry_objects(store) -> list:
+    return [*store.list_entities(), *store.list_data_sources(), *store.list_feature_views(),
+            *store.list_on_demand_feature_views(), *store.list_feature_services()]
+
+
+def _kind(obj) -> str:
+    from feast import Entity, FeatureService, FeatureView, OnDemandFeatureView
+
+    for k in (Entity, FeatureService, OnDemandFeatureView, FeatureView):
+        if isinstance(obj, k):
+            return k.__name__
+    return "DataSource"
+
+
+def apply(config: PlatformConfig) -> dict[str, list[str]]:
+    """Registers the repo's definitions (serving side: Feast 0.67) and creates the online tables.
+
+    Objects of the project that the definitions no longer contain are deleted. Checks that the
+    feature service carries every model feature the config expects from the store. Returns
+    kind -> names applied."""
+    features = _features(config)
+    read_sources(config)  # fail early, with a clear message, when sources.json is missing
+    store = feature_store(config)
+    objects = _load_definitions(Path(features.repo))
+    _check_service(config, objects)
+    wanted = {(_kind(o), o.name) for o in objects}
+    stale = [o for o in _registry_objects(store) if (_kind(o), o.name) not in wanted]
+    store.apply(objects, objects_to_delete=stale, partial=False)
+    summary: dict[str, list[str]] = {}
+    for o in objects:
+        summary.setdefault(_kind(o), []).append(o.name)
+    return summary
+
+
+def _check_service(config: PlatformConfig, objects: list) -> None:
+    from feast import FeatureService
+
+    name = config.features.feature_service
+    services = [o for o in objects if isinstance(o, FeatureService) and o.name == name]
+    if not services:
+        raise FeatureStoreError(f"{config.features.repo}: no FeatureService named {name!r} (features.feature_service)")
+    served = {f.name for p in services[0].feature_view_projections for f in p.features}
+    expected = {f.name for f in config.dataset.features} & provided_by_feature_store(config)
+    missing = sorted(expected - served)
+    if missing:
+        raise FeatureStoreError(f"{config.features.repo}: FeatureService {name!r} lacks model feature(s) {missing} "
+                                f"that {config.source_path or 'the config'} expects from the feature store")
+
+
+def source_time_range(config: PlatformConfig) -> tuple[dt.datetime, dt.datetime]:
+    """Earliest and latest event timestamp over all sources (static tables: 1970-01-01)."""
+    lo, hi = None, None
+    for name, s in read_sources(config).items():
+        ts = _to_utc(pd.read_parquet(s["path"], columns=[s["timestamp_field"]])[s["timestamp_field"]])
+        if ts.empty:
+            continue
+        lo = ts.min() if lo is None else min(lo, ts.min())
+        hi = ts.max() if hi is None else max(hi, ts.max())
+    if lo is None:
+        raise FeatureStoreError(f"{sources_path(config)}: the feature sources have no rows")
+    return lo.to_pydatetime(), hi.to_pydatetime()
+
+
+def materialize(config: PlatformConfig, start: dt.datetime | None = None,
+                end: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime]:
+    """Loads the latest row per entity key with event time in [start, end) into the online store
+    (serving side). Default: the full time range of the sources, which includes 1970-01-01 for
+    static tables. Returns the range used."""
+    lo, hi = (None, None) if start is not None and end is not None else source_time_range(config)
+    start = start if start is not None else lo
+    end = end if end is not None else hi + dt.timedelta(seconds=1)  # the end is exclusive
+    store = feature_store(config)
+    store.materialize(start_date=_aware(start), end_date=_aware(end))
+    return _aware(start), _aware(end)
+
+
+def _aware(t: dt.datetime) -> dt.datetime:
+    t = pd.Timestamp(t)
+    return (t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")).to_pydatetime()
+
+
+def service_features(store, service) -> dict[str, list[str]]:
+    """feature view name -> feature names the service (a FeatureService or its name) reads from it."""
+    if isinstance(service, str):
+        service = store.get_feature_service(service)
+    out: dict[str, list[str]] = {}
+    for p in service.feature_view_projections:
+        out.setdefault(p.name, []).extend(f.name for f in p.features)
+    return out
+
+
+def _request_time_column(config: PlatformConfig, columns: Iterable[str]) -> str | None:
+    columns = set(columns)
+    for c in (config.dataset.event_timestamp, ENTITY_TIMESTAMP):
+        if c and c in columns:
+            return c
+    return None
+
+
+# ---- online ----------------------------------------------------------------------------------------
+def _online_plan(store, service_name: str):
+    """(FeatureService, view -> features, join keys), memoized on the store until its registry
+    cache is refreshed: deserializing them costs ~25x the online read itself (Feast 0.67: ~50 ms
+    vs ~2 ms), and passing the same FeatureService object lets Feast reuse its request context."""
+    # allow_cache: a registry read without it refreshes the registry cache, which would also
+    # invalidate Feast's own per-request cache on every call.
+    def stamp():
+        return service_name, getattr(store.registry, "cached_registry_proto_created", None)
+
+    cached = getattr(store, "_mlops_online_plan", None)
+    cache_valid = getattr(store.registry, "is_cache_valid", lambda: True)  # not in Feast 0.48.1
+    if cached is not None and cached[0] == stamp() and cache_valid():
+        return cached[1]
+    service = store.get_feature_service(service_name, allow_cache=True)
+    per_view = service_features(store, service)
+    join_keys = list(dict.fromkeys(
+        k for v in per_view for k in store.get_feature_view(v, allow_registry_cache=True).join_keys))
+    plan = (service, per_view, join_keys)
+    store._mlops_online_plan = (stamp(), plan)
+    return plan
+
+
+def online_features(config: PlatformConfig, entity_rows: list[dict], store=None) -> list[dict]:
+    """Features of the configured FeatureService for each entity row (serving side).
+
+    A row holds the join keys (origin, dest, carrier, tailnum for flights) and the request time
+    (the dataset's event timestamp column, e.g. time_hour, or `event_timestamp`; the current time
+    when absent), from which `event_day` is derived unless given. Unknown keys yield None values.
+    Returns one dict per row: its join keys and the features. Pass `store` to reuse a FeatureStore.
+    """
+    features = _features(config)
+    store = store if store is not None else feature_store(config)
+    service, per_view, join_keys = _online_plan(store, features.feature_service)
+    now = dt.datetime.now(dt.timezone.utc)
+    rows = []
+    for i, row in enumerate(entity_rows):
+        r = dict(row)
+        if DAY_KEY in join_keys and r.get(DAY_KEY) is None:
+            t_col = _request_time_column(config, r)
+            r[DAY_KEY] = day_key(r[t_col] if t_col and r[t_col] is not None else now)
+        missing = [k for k in join_keys if k not in r]
+        if missing:
+            raise ValueError(f"entity row {i}: missing join key(s) {missing} (needs {join_keys})")
+        # A missing key value matches nothing: send a value no entity has rather than a null key.
+        rows.append({k: ("" if r[k] is None or (isinstance(r[k], float) and pd.isna(r[k])) else r[k])
+                     for k in join_keys})
+    if not rows:
+        return []
+    result = store.get_online_features(features=service, entity_rows=rows).to_dict()
+    out = []
+    for i, row in enumerate(entity_rows):
+        item = {k: row.get(k, rows[i][k]) for k in join_keys}
+        for names in per_view.values():
+            for n in names:
+                item[n] = result[n][i]
+        out.append(item)
+    return out
+
+
+# ---- historical (point in time) -------------------------------------------------------------
+def historical_features(config: PlatformConfig, entity_df: pd.DataFrame, store=None) -> pd.DataFrame:
+    """entity_df plus the FeatureService's features, point-in-time correct (pipeline side).
+
+    Each row gets, per feature view, the latest feature row with timestamp <= its event time
+    (entity_df's dataset event timestamp column, e.g. time_hour, or `event_timestamp`) and within
+    the view's TTL; None/NaN when there is none. Rows keep their count and order.
+
+    Works around Feast 0.48.1's file offline store: it joins each entity row with every feature
+    row of the same join key before the TTL filter (memory explodes on low-cardinality keys: hence
+    the `event_day` key), drops entity rows sharing (join keys, timestamp) and drops rows without
+    a match. So each view is queried once per unique (join keys, timestamp) - per unique key for
+    static tables - and the answers are merged back onto the original rows.
+    """
+    features = _features(config)
+    t_col = _request_time_column(config, entity_df.columns)
+    if t_col is None:
+        raise ValueError(f"entity_df needs an event time column: {config.dataset.event_timestamp!r} "
+                         f"or {ENTITY_TIMESTAMP!r}; it has {list(entity_df.columns)}")
+    store = store if store is not None else feature_store(config, online=False)
+    per_view = service_features(store, features.feature_service)
+    all_features = [n for names in per_view.values() for n in names]
+    clash = sorted({n for n in all_features if all_features.count(n) > 1} | (set(all_features) & set(entity_df.columns)))
+    if clash:
+        raise ValueError(f"feature name(s) {clash} appear twice (in two views, or already in entity_df)")
+
+    base = entity_df.reset_index(drop=True)
+    n = len(base)
+    when = _to_utc(base[t_col])
+    if when.isna().any():
+        raise ValueError(f"entity_df.{t_col}: {int(when.isna().sum())} row(s) have no timestamp")
+    out = base.copy()
+    days = None  # the UTC-day key, computed once when a view needs it
+    for view_name, names in per_view.items():
+        view = store.get_feature_view(view_name)
+        keys = list(view.join_keys)
+        frame = pd.DataFrame(index=base.index)
+        for k in keys:
+            if k in base.columns:
+                frame[k] = base[k]
+            elif k == DAY_KEY:
+                days = day_keys(when) if days is None else days
+                frame[k] = days
+            else:
+                raise ValueError(f"entity_df lacks join key {k!r} of feature view {view_name!r}")
+        frame[ENTITY_TIMESTAMP] = when
+        known = frame[keys].notna().all(axis=1)  # a null key matches nothing
+        static = view.batch_source.timestamp_field == STATIC_TIMESTAMP_COLUMN
+        on = keys if static else [*keys, ENTITY_TIMESTAMP]
+        query = frame.loc[known, on].drop_duplicates().reset_index(drop=True)
+        if static:  # every row is valid from 1970-01-01: one lookup per key
+            query[ENTITY_TIMESTAMP] = when.max()
+        if query.empty:
+            got = frame.loc[[], on].assign(**{name: np.nan for name in names})
+        else:
+            job = store.get_historical_features(entity_df=query, features=[f"{view_name}:{f}" for f in names])
+            got = job.to_df()
+            got[ENTITY_TIMESTAMP] = _to_utc(got[ENTITY_TIMESTAMP])
+            if len(got) > len(query) or got.duplicated(on).any():
+                raise FeatureStoreError(f"feature view {view_name!r}: Feast returned more than one row per "
+                                        f"entity key and timestamp")
+        merged = frame[on].merge(got[on + names], on=on, how="left", validate="many_to_one", sort=False)
+        if len(merged) != n:
+            raise FeatureStoreError(f"feature view {view_name!r}: {n} entity rows in, {len(merged)} out")
+        for name in names:
+            out[name] = merged[name].to_numpy()
+    assert len(out) == n
+    out.index = entity_df.index  # same rows, same order, same labels
+    return out
+
+
+# ---- clean-up ------------------------------------------------------------------------------------
+def teardown(config: PlatformConfig) -> None:
+    """Deletes this project's online tables/keys and registry entries (serving side).
+
+    Not feast.FeatureStore.teardown(): Feast 0.67's deletes every project of the registry (and
+    0.48.1's removes the registry file), while several projects may share one registry."""
+    store = feature_store(config)
+    store.apply([], objects_to_delete=_registry_objects(store), partial=False)  # drops online tables/keys
+    if any(p.name == store.project for p in store.list_projects()):
+        store.registry.delete_project(store.project, commit=True)
+
+
+__all__ = [
+    "DAY_KEY", "ENTITY_TIMESTAMP", "FeatureStoreError", "apply", "build_feature_sources", "day_key", "day_keys",
+    "feast_dir", "feast_env", "feature_store", "historical_features", "materialize", "online_features",
+    "read_sources", "service_features", "source_time_range", "sources_path", "teardown",
+]
