@@ -1,0 +1,42 @@
+"""Feature sync: rebuild the Feast sources from the dataset repository (weather with its day key,
+rolling aggregates from past data only), apply the feature repo, optionally materialize.
+
+Runs in the serving environment, whose Feast owns the feature repo's writes (the pipeline
+environment's Feast 0.48.1 only reads the registry). In the serving image it runs in process;
+anywhere else (kfp.local in the pipeline environment) it hands the work to the serving
+interpreter, exactly as the `mlops` CLI does. It records nothing in MLMD (the serving image has
+no ML Metadata client): ExampleGen records the source versions it read as its inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from mlops import envs
+from mlops.steps import load_step_config
+
+
+def sync(config_path: str, config_overrides: str, artifact_root: str, materialize: bool) -> dict:
+    if envs.current_env() != envs.SERVING:
+        cmd = [envs.interpreter(envs.SERVING), "-m", "components.feature_sync.executor",
+               json.dumps([config_path, config_overrides, artifact_root, materialize])]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"feature sync failed in the serving environment:\n{out.stderr[-4000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    from mlops.features import store
+
+    config = load_step_config(config_path, config_overrides, artifact_root)
+    sources = store.build_feature_sources(config)
+    applied = store.apply(config)
+    if materialize:
+        store.materialize(config)
+    return {"sources": {name: v.id for name, v in sources.items()}, "applied": applied,
+            "materialized": materialize}
+
+
+if __name__ == "__main__":
+    result = sync(*json.loads(sys.argv[1]))
+    print(json.dumps(result))
