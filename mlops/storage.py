@@ -27,6 +27,16 @@ class StorageError(OSError):
     pass
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; published files get the usual 0666 & ~umask instead.
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
 def fs_and_path(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     fs, path = fsspec.core.url_to_fs(uri)
     return fs, path
@@ -94,6 +104,7 @@ def atomic_local_file(path: str) -> Iterator[str]:
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=directory)
     os.close(fd)
+    os.chmod(tmp, _FILE_MODE)
     try:
         yield tmp
         os.replace(tmp, path)

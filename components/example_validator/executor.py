@@ -1,0 +1,290 @@
+"""ExampleValidator: statistics vs schema (anomalies), vs the previous span (drift), vs serving
+(skew), and what the run does about them (config.validation.on_anomaly / on_drift).
+
+Checks, all with tfdv.validate_statistics against <schema_dir>/schema.pbtxt:
+  * schema: every split's statistics in the TRAINING environment (types, presence, domains,
+    value ranges, missing/new columns); an empty split is an anomaly too;
+  * drift: this run's splits (default: train) vs the same split of a previous Statistics
+    artifact, with each feature's drift_comparator;
+  * skew: the train statistics vs serving statistics (e.g. from logged requests, computed with
+    mlops.validation.statistics.compute_statistics), with each feature's skew_comparator; the
+    serving statistics are also validated against the schema's SERVING environment.
+Policy: schema anomalies follow on_anomaly, drift/skew/serving anomalies follow on_drift
+("fail" or "warn"); only ERROR-severity anomalies can fail a run.
+
+Writes the Anomalies artifact (mlops.artifacts):
+    <out>/anomalies.json             readable summary: verdict, policy, one row per anomaly, measurements
+    <out>/<split>.anomalies.pbtxt    TFDV Anomalies of the schema check, per split
+    <out>/drift.anomalies.pbtxt      TFDV output of the drift comparison (when run)
+    <out>/skew.anomalies.pbtxt, <out>/serving.anomalies.pbtxt   (when serving statistics are given)
+    <out>/index.html                 the report
+`run` also copies anomalies.json and index.html to <artifact_root>/reports/<pipeline>/<run_id>/
+example_validator/, which outlives a failed KFP step (KFP uploads outputs only on success).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+from mlops import storage
+from mlops.artifacts import ANOMALIES_SUMMARY, SCHEMA_FILE, SPLITS, STATS_SUFFIX
+from mlops.config import PlatformConfig, join_uri
+from mlops.validation import anomalies as A
+from mlops.validation import report
+from mlops.validation.schema import SERVING, TRAINING, load_schema
+from mlops.validation.statistics import num_examples, read_statistics
+
+COMPONENT = "example_validator"
+CODE_VERSION = "example_validator/1"
+HTML_FILE = "index.html"
+DEFAULT_DRIFT_SPLITS = ("train",)
+SKEW_SPLIT = "train"
+
+
+class ExampleValidatorError(ValueError):
+    """The inputs cannot be validated (missing files), as opposed to data that fails validation."""
+
+
+class DataValidationError(RuntimeError):
+    """The data failed validation under the configured policy."""
+
+
+@dataclass
+class ValidationResult:
+    anomalies: dict[str, list[A.Anomaly]]  # schema anomalies per split
+    drift: list[A.Anomaly]
+    skew: list[A.Anomaly]  # comparator skew and serving-data schema anomalies (category "serving")
+    measurements: list[A.Measurement]
+    on_anomaly: str
+    on_drift: str
+    ok: bool  # no anomaly of any kind
+    should_fail: bool  # per policy
+    out_dir: str
+    inputs: dict[str, str | None] = field(default_factory=dict)
+    report_uri: str | None = None  # persistent copy of the report under the artifact root
+    seconds: float = 0.0
+
+    @property
+    def schema_anomalies(self) -> list[A.Anomaly]:
+        return [a for rows in self.anomalies.values() for a in rows]
+
+    @property
+    def all_anomalies(self) -> list[A.Anomaly]:
+        return self.schema_anomalies + self.drift + self.skew
+
+    @property
+    def html_path(self) -> str:
+        return join_uri(self.out_dir, HTML_FILE)
+
+    def failing(self) -> list[A.Anomaly]:
+        out = []
+        if self.on_anomaly == "fail":
+            out += [a for a in self.schema_anomalies if a.severity == "ERROR"]
+        if self.on_drift == "fail":
+            out += [a for a in self.drift + self.skew if a.severity == "ERROR"]
+        return out
+
+    def summary(self) -> str:
+        n = len(self.schema_anomalies)
+        return f"{n} schema anomal{'y' if n == 1 else 'ies'}, {len(self.drift)} drift, {len(self.skew)} skew"
+
+    def failure_message(self) -> str:
+        failing = self.failing()
+        listed = "; ".join(f"{a.split}/{a.feature}: {a.kind}" for a in failing[:15])
+        more = f"; ... {len(failing) - 15} more" if len(failing) > 15 else ""
+        policy = []
+        if any(a.category == A.SCHEMA for a in failing):
+            policy.append("validation.on_anomaly=fail")
+        if any(a.category != A.SCHEMA for a in failing):
+            policy.append("validation.on_drift=fail")
+        where = self.report_uri or self.html_path
+        return (f"data validation failed ({', '.join(policy)}): {self.summary()}. Failing: {listed}{more}. "
+                f"Report: {where}")
+
+    def to_json(self) -> dict:
+        return {
+            "ok": self.ok, "should_fail": self.should_fail,
+            "policy": {"on_anomaly": self.on_anomaly, "on_drift": self.on_drift},
+            "summary": self.summary(),
+            "message": self.failure_message() if self.should_fail else "",
+            "counts": {"schema": {s: len(r) for s, r in self.anomalies.items()}, "drift": len(self.drift),
+                       "skew": len(self.skew)},
+            "inputs": self.inputs,
+            "anomalies": [asdict(a) for a in self.all_anomalies],
+            "measurements": [{**asdict(m), "exceeded": m.exceeded} for m in self.measurements],
+            "seconds": self.seconds,
+        }
+
+
+def _stats_uri(statistics_dir: str, split: str) -> str:
+    return join_uri(statistics_dir, f"{split}{STATS_SUFFIX}")
+
+
+def available_splits(statistics_dir: str) -> list[str]:
+    names = [n[: -len(STATS_SUFFIX)] for n in storage.listdir(statistics_dir) if n.endswith(STATS_SUFFIX)]
+    return [s for s in SPLITS if s in names] + sorted(s for s in names if s not in SPLITS)
+
+
+def validate(config: PlatformConfig, statistics_dir: str, schema_dir: str, out_dir: str, *,
+             previous_statistics_dir: str | None = None, serving_statistics_path: str | None = None,
+             drift_splits=DEFAULT_DRIFT_SPLITS) -> ValidationResult:
+    import tensorflow_data_validation as tfdv
+
+    t0 = time.perf_counter()
+    schema_uri = join_uri(schema_dir, SCHEMA_FILE)
+    if not storage.exists(schema_uri):
+        raise ExampleValidatorError(f"schema {schema_dir}: no {SCHEMA_FILE}")
+    schema = load_schema(schema_uri)
+    envs = set(schema.default_environment)
+    training_env = TRAINING if TRAINING in envs else None
+    splits = available_splits(statistics_dir)
+    if not splits:
+        raise ExampleValidatorError(f"statistics {statistics_dir}: no <split>{STATS_SUFFIX} files")
+    storage.makedirs(out_dir)
+
+    stats = {s: read_statistics(_stats_uri(statistics_dir, s)) for s in splits}
+    per_split: dict[str, list[A.Anomaly]] = {}
+    for split in splits:
+        result = tfdv.validate_statistics(stats[split], schema, environment=training_env)
+        A.write_anomalies_text(result, join_uri(out_dir, f"{split}.anomalies.pbtxt"))
+        rows = A.rows(result, A.SCHEMA, split)
+        expected_empty = split == "test" and config.split.test == 0
+        if (not stats[split].datasets or num_examples(stats[split]) == 0) and not expected_empty:
+            rows.append(A.empty_split(split))
+        per_split[split] = rows
+
+    drift, skew, measured = [], [], []
+    if previous_statistics_dir:
+        previous = available_splits(previous_statistics_dir)
+        compared = [s for s in drift_splits if s in splits]
+        missing = [s for s in compared if s not in previous]
+        if missing:
+            raise ExampleValidatorError(f"previous statistics {previous_statistics_dir}: no split(s) {missing} to "
+                                        f"compare with (it has {previous})")
+        for split in compared:
+            prev = read_statistics(_stats_uri(previous_statistics_dir, split))
+            result = tfdv.validate_statistics(stats[split], schema, environment=training_env,
+                                              previous_statistics=prev)
+            drift += A.rows(result, A.DRIFT, split, comparators_only=True)
+            measured += A.measurements(result, A.DRIFT, split)
+            A.write_anomalies_text(result, join_uri(out_dir, f"drift.{split}.anomalies.pbtxt"
+                                                    if len(compared) > 1 else "drift.anomalies.pbtxt"))
+    if serving_statistics_path:
+        if not storage.exists(serving_statistics_path):
+            raise ExampleValidatorError(f"serving statistics {serving_statistics_path} do not exist")
+        if SKEW_SPLIT not in stats:
+            raise ExampleValidatorError(f"statistics {statistics_dir}: no {SKEW_SPLIT} split to compare serving with")
+        serving = read_statistics(serving_statistics_path)
+        result = tfdv.validate_statistics(stats[SKEW_SPLIT], schema, environment=training_env,
+                                          serving_statistics=serving)
+        A.write_anomalies_text(result, join_uri(out_dir, "skew.anomalies.pbtxt"))
+        skew += A.rows(result, A.SKEW, SKEW_SPLIT, comparators_only=True)
+        measured += A.measurements(result, A.SKEW, SKEW_SPLIT)
+        serving_result = tfdv.validate_statistics(serving, schema, environment=SERVING if SERVING in envs else None)
+        A.write_anomalies_text(serving_result, join_uri(out_dir, "serving.anomalies.pbtxt"))
+        skew += A.rows(serving_result, A.SERVING, "serving", exclude_comparators=True)
+
+    v = config.validation
+    result = ValidationResult(anomalies=per_split, drift=drift, skew=skew, measurements=measured,
+                              on_anomaly=v.on_anomaly, on_drift=v.on_drift, ok=False, should_fail=False,
+                              out_dir=out_dir, inputs={"statistics": statistics_dir, "schema": schema_uri,
+                                                       "previous_statistics": previous_statistics_dir,
+                                                       "serving_statistics": serving_statistics_path})
+    result.ok = not result.all_anomalies
+    result.should_fail = bool(result.failing())
+    result.seconds = round(time.perf_counter() - t0, 3)
+    write_report(result, out_dir)
+    return result
+
+
+def write_report(result: ValidationResult, out_dir: str) -> None:
+    storage.write_json_atomic(join_uri(out_dir, ANOMALIES_SUMMARY), result.to_json())
+    storage.write_bytes_atomic(join_uri(out_dir, HTML_FILE), report_html(result).encode("utf-8"))
+
+
+def report_html(r: ValidationResult) -> str:
+    if r.should_fail:
+        verdict = f"<p class=\"fail\"><b>FAILED</b>: {report.esc(r.failure_message())}</p>"
+    elif r.ok:
+        verdict = "<p class=\"ok\"><b>OK</b>: no anomalies, no drift, no skew.</p>"
+    else:
+        verdict = (f"<p class=\"warn\"><b>WARNINGS</b>: {report.esc(r.summary())} (policy: on_anomaly="
+                   f"{report.esc(r.on_anomaly)}, on_drift={report.esc(r.on_drift)}).</p>")
+    headers = ["split", "feature", "kind", "severity", "description"]
+
+    def anomaly_rows(items):
+        return [(a.split, a.feature, a.kind, a.severity, a.description) for a in items]
+
+    sections = [verdict,
+                f"<p class=\"note\">Policy: schema anomalies &rarr; {report.esc(r.on_anomaly)}; drift, skew and "
+                f"serving anomalies &rarr; {report.esc(r.on_drift)}.</p>",
+                "<h2>Schema anomalies</h2>" + report.table(headers, anomaly_rows(r.schema_anomalies)),
+                "<h2>Checked splits</h2>" + report.table(["split", "anomalies"],
+                                                         [(s, len(a)) for s, a in r.anomalies.items()], numeric=(1,))]
+    if r.inputs.get("previous_statistics"):
+        sections.append("<h2>Drift vs the previous statistics</h2>" + report.table(headers, anomaly_rows(r.drift)))
+    else:
+        sections.append("<h2>Drift</h2><p class=\"note\">Not checked: no previous statistics given.</p>")
+    if r.inputs.get("serving_statistics"):
+        sections.append("<h2>Training/serving skew and serving data</h2>" + report.table(headers, anomaly_rows(r.skew)))
+    else:
+        sections.append("<h2>Skew</h2><p class=\"note\">Not checked: no serving statistics given.</p>")
+    if r.measurements:
+        sections.append("<h2>Distribution distances</h2>" + report.table(
+            ["comparison", "split", "feature", "measure", "value", "threshold", "above threshold"],
+            [(m.comparison, m.split, m.feature, m.measure, m.value, m.threshold, "YES" if m.exceeded else "")
+             for m in r.measurements], numeric=(4, 5)))
+    sections.append("<h2>Inputs</h2>" + report.table(["input", "uri"], [(k, v or "") for k, v in r.inputs.items()]))
+    return report.page("Data validation", sections)
+
+
+def raise_if_failed(result: ValidationResult) -> None:
+    if result.should_fail:
+        raise DataValidationError(result.failure_message())
+
+
+def anomalies_ref(result: ValidationResult):
+    import hashlib
+    import json
+
+    from mlops.metadata.store import ArtifactRef
+
+    body = json.dumps([[a.category, a.split, a.feature, a.kind] for a in result.all_anomalies]).encode()
+    return ArtifactRef("Anomalies", result.out_dir, properties={
+        "split": json.dumps(list(result.anomalies)), "anomaly_count": len(result.all_anomalies),
+        "content_hash": hashlib.sha256(body).hexdigest()[:16], "ok": result.ok, "should_fail": result.should_fail,
+        "schema_anomalies": len(result.schema_anomalies), "drift_anomalies": len(result.drift),
+        "skew_anomalies": len(result.skew), "report_uri": result.report_uri or ""})
+
+
+def report_dir(config: PlatformConfig, pipeline: str, run_id: str) -> str:
+    return join_uri(config.artifact_root, "reports", pipeline, run_id, COMPONENT)
+
+
+def run(config: PlatformConfig, statistics_dir: str, schema_dir: str, out_dir: str, *, pipeline: str, run_id: str,
+        previous_statistics_dir: str | None = None, serving_statistics_path: str | None = None,
+        drift_splits=DEFAULT_DRIFT_SPLITS) -> ValidationResult:
+    """validate() + a persistent copy of the report + the MLMD record (state FAILED when the
+    policy says the run must fail). Does not raise for bad data: call raise_if_failed()."""
+    from mlops.metadata.store import ArtifactRef
+    from mlops.steps import record_step
+
+    result = validate(config, statistics_dir, schema_dir, out_dir, previous_statistics_dir=previous_statistics_dir,
+                      serving_statistics_path=serving_statistics_path, drift_splits=drift_splits)
+    persistent = report_dir(config, pipeline, run_id)
+    if persistent.rstrip("/") != out_dir.rstrip("/"):
+        result.report_uri = join_uri(persistent, HTML_FILE)
+        storage.makedirs(persistent)
+        write_report(result, persistent)
+        write_report(result, out_dir)  # the message now names the persistent report
+    inputs = {"statistics": [ArtifactRef("Statistics", statistics_dir)], "schema": [ArtifactRef("Schema", schema_dir)]}
+    if previous_statistics_dir:
+        inputs["previous_statistics"] = [ArtifactRef("Statistics", previous_statistics_dir)]
+    properties = {"code_version": CODE_VERSION}
+    if result.should_fail:
+        properties["error"] = result.failure_message()[:2000]
+    record_step(config, pipeline=pipeline, run_id=run_id, component=COMPONENT, inputs=inputs,
+                outputs={"anomalies": [anomalies_ref(result)]}, properties=properties,
+                state="FAILED" if result.should_fail else "COMPLETE")
+    return result
