@@ -16,6 +16,7 @@ from mlops.envs import REPO_ROOT
 # name -> "module:function"
 PIPELINES = {
     "ingest": "pipelines.ingest:ingest_pipeline",
+    "training": "pipelines.training:training_pipeline",
 }
 COMPILED_DIR = REPO_ROOT / "pipelines" / "compiled"
 

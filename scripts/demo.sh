@@ -16,12 +16,12 @@ $MLOPS data spans
 step "2. Feature repository: rolling aggregates, feast apply, materialize (serving env's Feast)"
 $MLOPS features apply
 $MLOPS features materialize
-$MLOPS features get --entity origin=JFK --entity dest=LAX --entity carrier=AA --entity tailnum=N335AA \
+$MLOPS features get --entity origin=JFK --entity dest=LAX --entity carrier=UA --entity tailnum=N14228 \
   --entity time_hour=2013-06-01T17:00:00Z
 
 step "3. Pipeline on kfp.local (compiled IR in pipelines/compiled/)"
 $MLOPS pipeline compile
-$MLOPS pipeline run ${MLOPS_DEMO_PIPELINE:-ingest} --span 2013-04
+$MLOPS run ingest --param span=2013-04
 
 step "4. What ML Metadata recorded"
 $MLOPS metadata runs

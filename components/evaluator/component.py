@@ -40,6 +40,7 @@ def evaluator(
     Returns:
         Whether the candidate is blessed.
     """
+    import math
     import shutil
 
     from components.evaluator.executor import run_step
@@ -52,7 +53,7 @@ def evaluator(
                       run_id=run_id, enable_cache=enable_cache)
     shutil.copyfile(f"{evaluation.path}/index.html", report.path)
     for name, value in result["overall"].get("candidate", {}).items():
-        if value is not None:
+        if value is not None and math.isfinite(value):  # KFP metadata is JSON: no NaN
             metrics.log_metric(name, value)
     blessing.metadata.update(result["blessing"] | {"checks": len(result["blessing"]["checks"])})
     return bool(result["blessing"]["blessed"])

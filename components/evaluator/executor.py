@@ -82,9 +82,32 @@ def calibration_bins(label: np.ndarray, prediction: np.ndarray, bins: int = 10) 
 
 
 def _value(v) -> float | None:
-    if "doubleValue" in v:
-        return float(v["doubleValue"])
-    return None
+    """A TFMA metric value as a float; None when undefined (e.g. precision with no positive
+    prediction is NaN), so reports and KFP metadata stay valid JSON."""
+    value = float(v["doubleValue"]) if "doubleValue" in v else float("nan")  # NaN may come as "NaN"
+    return value if np.isfinite(value) else None
+
+
+def _analyze_raw_data(df: pd.DataFrame, eval_config, output_path: str) -> None:
+    """tfma.analyze_raw_data with an explicit in-process runner. TFMA's own version uses Beam's
+    default DirectRunner, which in Beam 2.71 first tries the Prism runner, downloading its binary
+    from the internet at run time; the FnApiRunner is what DirectRunner falls back to anyway."""
+    import apache_beam as beam
+    import pyarrow as pa
+    import tensorflow_model_analysis as tfma
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    from tfx_bsl.arrow import table_util
+
+    for spec in eval_config.model_specs:
+        for col in (spec.prediction_key, spec.label_key):
+            if col not in df.columns:
+                raise KeyError(f"column {col!r} not in the evaluation frame: {list(df.columns)}")
+    batch = table_util.CanonicalizeRecordBatch(pa.RecordBatch.from_pandas(df, preserve_index=False))
+    writers = tfma.default_writers(output_path, eval_config=eval_config)
+    with beam.Pipeline(runner=FnApiRunner()) as p:
+        _ = (p | beam.Create([batch])
+             | "ExtractEvaluateAndWriteResults" >> tfma.ExtractEvaluateAndWriteResults(
+                 writers=writers, eval_config=eval_config, output_path=output_path))
 
 
 def tfma_metrics(df: pd.DataFrame, label: str, predictions: dict[str, str], slices: list[list[str]]):
@@ -102,9 +125,10 @@ def tfma_metrics(df: pd.DataFrame, label: str, predictions: dict[str, str], slic
     overall: dict[str, dict[str, float]] = {}
     sliced = []
     with tempfile.TemporaryDirectory(prefix="tfma-") as out:
-        tfma.analyze_raw_data(df, eval_config, output_path=out)
+        _analyze_raw_data(df, eval_config, out)
         for model in predictions:  # a multi-model result is read back one model at a time
-            result = tfma.load_eval_result(out, model_name=model)
+            # TFMA names results by model only when there are several models
+            result = tfma.load_eval_result(out, model_name=model if len(predictions) > 1 else None)
             for slice_key, by_output in result.slicing_metrics:
                 metrics = {k: _value(v) for k, v in by_output.get("", {}).get("", {}).items()}
                 if not slice_key:

@@ -263,7 +263,7 @@ def metadata_lineage(config_path, artifact_id):
 # ---------------------------------------------------------------- pipelines (KFP)
 @cli.group()
 def pipeline():
-    """Compile KFP pipelines to IR YAML and run them locally with kfp.local."""
+    """Compile KFP pipelines to IR YAML and run them locally with kfp.local (also `mlops run`)."""
 
 
 @pipeline.command("compile")
@@ -281,32 +281,58 @@ def pipeline_compile(names, out_dir):
         click.echo(str(path))
 
 
-@pipeline.command("run")
+def _key_values(items, option: str, parse_json: bool) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=option)
+        if parse_json:
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+        out[key] = value
+    return out
+
+
+@cli.command("run")
 @click.argument("name")
 @config_option
-@click.option("--span", default="", help="Month to ingest (YYYY-MM).")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="Pipeline parameter, e.g. dataset_selector=2013-01:2013-06, epochs=1.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=JSON", help="Config override, e.g. model.epochs=1.")
+@click.option("--no-cache", is_flag=True, help="Run every step even if an identical run is cached.")
 @runs_in(envs.PIPELINE)
-def pipeline_run(name, config_path, span, overrides):
+def run(name, config_path, params, overrides, no_cache):
     """Run a pipeline locally (kfp.local, no cluster) on the config's artifact root."""
     from mlops import orchestration
 
     cfg = load(config_path)
-    parsed = {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
-        try:
-            parsed[key] = json.loads(value)
-        except json.JSONDecodeError:
-            parsed[key] = value
-    args = {"config_path": str(Path(config_path).resolve()), "config_overrides": json.dumps(parsed),
+    func = fail_on(orchestration.PipelineNotFound)(orchestration.pipeline_func)(name)
+    args = {"config_path": str(Path(config_path).resolve()),
+            "config_overrides": json.dumps(_key_values(overrides, "--set", True)),
             "artifact_root": cfg.artifact_root}
-    if span:
-        args["span"] = span
-    fail_on(orchestration.PipelineNotFound)(orchestration.run_local)(name, cfg.artifact_root, args)
-    console().print(f"[green]pipeline {name} finished[/green]; artifacts under {cfg.artifact_root}")
+    args.update(_key_values(params, "--param", True))
+    known = set(func.component_spec.inputs or {})
+    unknown = sorted(set(args) - known)
+    if unknown:
+        raise click.BadParameter(f"pipeline {name} has no parameter(s) {unknown}; it has {sorted(known)}",
+                                 param_hint="--param")
+    if no_cache:
+        if "enable_cache" not in known:
+            raise click.BadParameter(f"pipeline {name} has no cache to disable", param_hint="--no-cache")
+        args["enable_cache"] = False
+    from kfp.local import config as _  # noqa: F401  (fail here, not mid-run, if kfp.local is absent)
+
+    try:
+        orchestration.run_local(name, cfg.artifact_root, args)
+    except RuntimeError as e:  # kfp.local: a task failed; its own log is above
+        raise click.ClickException(f"pipeline {name} failed: {e}") from None
+    console().print(f"[green]pipeline {name} finished[/green]; step outputs under {cfg.artifact_root}/kfp-local/")
+
+
+pipeline.add_command(run)
 
 
 # ---------------------------------------------------------------- features (Feast)
