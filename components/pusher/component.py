@@ -49,5 +49,5 @@ def pusher(
                       pipeline=pipeline_name, run_id=run_id)
     with open(summary.path, "w") as f:
         f.write(f"# Pusher\n\n{result.reason}\n")
-    selector = f"{result.model_name}@{result.version}" if result.pushed else ""
+    selector = f"{result.model_name}@{result.version}" if result.version else ""
     return namedtuple("PushOutputs", ["pushed", "model_version"])(result.pushed, selector)

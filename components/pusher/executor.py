@@ -25,6 +25,18 @@ def model_name(config: PlatformConfig) -> str:
     return config.project
 
 
+def _registered_with_same_content(registry, name: str, model_dir: str):
+    from mlops.registry.errors import RegistryNotFound
+    from mlops.registry.store import model_content_hash
+
+    try:
+        versions = registry.versions(name)
+    except RegistryNotFound:
+        return None
+    digest = model_content_hash(model_dir)
+    return next((v for v in versions if v.manifest.get("content_hash") == digest), None)
+
+
 def push(config: PlatformConfig, *, model_dir: str, evaluation_dir: str, blessing: dict, dataset_versions: list[str],
          git_commit: str) -> PushResult:
     from mlops.registry.store import ModelRegistry
@@ -32,9 +44,14 @@ def push(config: PlatformConfig, *, model_dir: str, evaluation_dir: str, blessin
     name = model_name(config)
     if not blessing.get("blessed"):
         return PushResult(False, f"not registered: {blessing.get('reason', 'not blessed')}", name)
+    registry = ModelRegistry(config.artifact_root)
+    same = _registered_with_same_content(registry, name, model_dir)
+    if same is not None:  # e.g. a re-run served from the step cache: nothing new to register
+        return PushResult(False, f"already registered as {same.selector} (identical model files)", name,
+                          same.version, same.uri)
     metrics = storage.read_json(join_uri(evaluation_dir, artifacts.METRICS_FILE))
     candidate = metrics["overall"].get("candidate", {})
-    version = ModelRegistry(config.artifact_root).register(
+    version = registry.register(
         name, model_dir, metrics=candidate, blessing=blessing, dataset_versions=dataset_versions,
         config_hash=config.content_hash(), git_commit=git_commit, task=config.dataset.label.task.value,
         output_key=artifacts.OUTPUT_KEY[config.dataset.label.task],

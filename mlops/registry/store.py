@@ -340,23 +340,46 @@ def _write_manifest(version_uri: str, manifest: dict[str, Any]) -> None:
     storage.write_json_atomic(join_uri(version_uri, MANIFEST), manifest)
 
 
+def _model_members(src_dir: str):
+    """(key -> relative path or None, [(absolute member, relative member)]) of MODEL_FILES."""
+    src_fs, src_root = storage.fs_and_path(src_dir)
+    src_root = src_root.rstrip("/")
+    paths: dict[str, str | None] = {}
+    members: list[tuple[str, str]] = []
+    for key, rel in MODEL_FILES.items():
+        src = f"{src_root}/{rel}"
+        found = sorted(src_fs.find(src)) if src_fs.isdir(src) else [src] if src_fs.exists(src) else []
+        paths[key] = rel if found else None
+        members += [(m, m[len(src_root) + 1:]) for m in found]
+    return src_fs, paths, members
+
+
+def _content_hash(files: list[dict[str, Any]]) -> str:
+    listing = "".join(f"{f['path']}\t{f['sha256']}\n" for f in files)
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def model_content_hash(model_dir: str) -> str:
+    """The content hash a registration of `model_dir` would get (without copying anything)."""
+    src_fs, _, members = _model_members(model_dir)
+    files = []
+    for member, rel in members:
+        digest = hashlib.sha256()
+        with src_fs.open(member, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        files.append({"path": rel, "sha256": digest.hexdigest()})
+    return _content_hash(files)
+
+
 def _copy_model_files(src_dir: str, dst_dir: str) -> dict[str, Any]:
     """Copies whatever of MODEL_FILES exists (any fsspec source to any destination); returns the
     manifest fields describing them: relative paths, per-file size and sha256, content hash."""
-    src_fs, src_root = storage.fs_and_path(src_dir)
+    src_fs, paths, members = _model_members(src_dir)
     dst_fs, dst_root = storage.fs_and_path(dst_dir)
-    src_root, dst_root = src_root.rstrip("/"), dst_root.rstrip("/")
-    paths: dict[str, str | None] = {}
-    files: list[dict[str, Any]] = []
-    for key, rel in MODEL_FILES.items():
-        src = f"{src_root}/{rel}"
-        members = sorted(src_fs.find(src)) if src_fs.isdir(src) else [src] if src_fs.exists(src) else []
-        paths[key] = rel if members else None
-        for member in members:
-            member_rel = member[len(src_root) + 1:]
-            files.append(_copy_file(src_fs, member, dst_fs, f"{dst_root}/{member_rel}", member_rel))
-    listing = "".join(f"{f['path']}\t{f['sha256']}\n" for f in files)
-    return {"model_paths": paths, "files": files, "content_hash": hashlib.sha256(listing.encode()).hexdigest()}
+    dst_root = dst_root.rstrip("/")
+    files = [_copy_file(src_fs, member, dst_fs, f"{dst_root}/{rel}", rel) for member, rel in members]
+    return {"model_paths": paths, "files": files, "content_hash": _content_hash(files)}
 
 
 def _copy_file(src_fs, src: str, dst_fs, dst: str, rel: str) -> dict[str, Any]:
