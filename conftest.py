@@ -25,7 +25,7 @@ def pytest_ignore_collect(collection_path, config):
     name = collection_path.name
     if not (name.startswith("test_") or name.endswith("_test.py")):
         return None
-    return None if b"serving_env" in collection_path.read_bytes() else True
+    return None if b"mark.serving_env" in collection_path.read_bytes() else True
 
 
 def pytest_collection_modifyitems(config, items):

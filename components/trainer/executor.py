@@ -1,0 +1,120 @@
+"""Trainer: the Keras model on the Transform step's output, exported for serving and for TFLite.
+
+Plain Python on paths and config; the KFP interface in component.py only maps its parameters and
+artifacts to these functions. The model is mlops.modeling.model (dnn or wide_deep from
+config.model); the work runs in a child process (components.trainer.worker through
+mlops.modeling.child) so this process never imports TensorFlow and a crash in TF/TFT teardown
+cannot fail the step after the model was written.
+
+Output (<out_dir>, the mlops.artifacts Model layout):
+  serving_model/              SavedModel; `serving_default`: one dense [None] tensor per raw
+                              feature (float32 / string) -> {"probability": float32 [None]} with the
+                              TFT layer inside; `transformed`: the core model on transformed features
+  model.tflite                the core model (builtin ops only)
+  tflite_preprocessing.json   TFT constants for mlops.modeling.tflite_predictor
+  training.json               params, seed, history, eval/test metrics, TFLite parity, durations
+  logs/                       TensorBoard event files;  checkpoints/  per-epoch weights
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+from mlops import storage
+from mlops.artifacts import (SERVING_MODEL, TFLITE_MODEL, TFLITE_PREPROCESSING, TRAINING_INFO, TRANSFORM_OUTPUT,
+                             TRANSFORMED_EXAMPLES, SPLITS)
+from mlops.config import PlatformConfig, join_uri
+from mlops.modeling.child import ChildError, run_child
+from mlops.steps import record_step
+
+COMPONENT = "trainer"
+CODE_VERSION = "trainer/1"
+WORKER_MODULE = "components.trainer.worker"
+LOGS = "logs"
+CHECKPOINTS = "checkpoints"
+PARITY_TOLERANCE = 1e-4
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+@dataclass
+class TrainingResult:
+    out_dir: str
+    serving_model: str
+    tflite_model: str
+    logs_dir: str
+    metrics: dict
+    rows: dict
+    epochs_run: int
+    best_epoch: int | None
+    tflite_parity: dict | None
+    durations_s: dict
+    seconds: float
+    worker_exit_code: int
+    worker_peak_rss_mb: float | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def run_training(config: PlatformConfig, transform_dir: str, out_dir: str, *, examples_dir: str | None = None,
+                 parity_rows: int = 2000, parity_tolerance: float = PARITY_TOLERANCE,
+                 timeout: float | None = None) -> TrainingResult:
+    """Trains on <transform_dir>/transformed/{train,eval} and writes the Model layout to out_dir.
+    With `examples_dir`, checks TFLite (+ NumPy preprocessing) against the SavedModel on up to
+    `parity_rows` raw test rows and fails beyond `parity_tolerance`."""
+    started = time.monotonic()
+    needed = [join_uri(transform_dir, TRANSFORM_OUTPUT, "transform_fn", "saved_model.pb")]
+    needed += [join_uri(transform_dir, TRANSFORMED_EXAMPLES, f"{s}.tfrecord.gz") for s in SPLITS]
+    missing = [p for p in needed if not storage.exists(p)]
+    if missing:
+        raise TrainingError(f"transform graph {transform_dir} is incomplete, missing: {missing}")
+    storage.makedirs(out_dir)
+    request = {"config": config.model_dump(mode="json"), "transform_dir": transform_dir, "out_dir": out_dir,
+               "examples_dir": examples_dir, "parity_rows": parity_rows, "parity_tolerance": parity_tolerance}
+    try:
+        result = run_child(WORKER_MODULE, request, what="trainer", timeout=timeout)
+    except ChildError as e:
+        raise TrainingError(str(e)) from None
+    outputs = [join_uri(out_dir, SERVING_MODEL, "saved_model.pb"), join_uri(out_dir, TFLITE_MODEL),
+               join_uri(out_dir, TFLITE_PREPROCESSING), join_uri(out_dir, TRAINING_INFO)]
+    missing = [p for p in outputs if not storage.exists(p)]
+    if missing:
+        raise TrainingError(f"trainer worker reported success but outputs are missing: {missing}")
+    return TrainingResult(
+        out_dir=out_dir, serving_model=join_uri(out_dir, SERVING_MODEL), tflite_model=join_uri(out_dir, TFLITE_MODEL),
+        logs_dir=join_uri(out_dir, LOGS), metrics=result["metrics"], rows=result["rows"],
+        epochs_run=result["epochs_run"], best_epoch=result["best_epoch"], tflite_parity=result["tflite_parity"],
+        durations_s=result["durations_s"], seconds=round(time.monotonic() - started, 3),
+        worker_exit_code=result["worker_exit_code"], worker_peak_rss_mb=result.get("worker_peak_rss_mb"))
+
+
+def model_content_hash(out_dir: str) -> str:
+    from components.transform.executor import content_hash
+
+    return content_hash(join_uri(out_dir, SERVING_MODEL))
+
+
+def run(config: PlatformConfig, transform_dir: str, out_dir: str, *, pipeline: str, run_id: str,
+        model_name: str | None = None, **kwargs) -> TrainingResult:
+    """run_training + the MLMD record: TransformGraph and transformed Examples in; Model out."""
+    from mlops.metadata.store import ArtifactRef
+
+    result = run_training(config, transform_dir, out_dir, **kwargs)
+    graph = ArtifactRef("TransformGraph", transform_dir)
+    transformed = ArtifactRef("Examples", join_uri(transform_dir, TRANSFORMED_EXAMPLES),
+                              properties={"split_names": json.dumps(list(SPLITS))})
+    model = ArtifactRef("Model", out_dir, properties={
+        "name": model_name or config.project, "content_hash": model_content_hash(out_dir),
+        "metrics": json.dumps(result.metrics, sort_keys=True)})
+    record_step(config, pipeline=pipeline, run_id=run_id, component=COMPONENT,
+                inputs={"transform_graph": [graph], "examples": [transformed]},
+                outputs={"model": [model]}, properties={"code_version": CODE_VERSION})
+    return result
