@@ -172,12 +172,30 @@ def run_cached(config: PlatformConfig, component: str, code_version: str, *, sec
         cached = cache.restore(component, key, outputs)
         if cached is not None:
             log(f"[cache hit] {component}: inputs, config and code unchanged (key {key[:12]}); reused outputs")
-            return cached, True
+            old_outputs = cached.pop(_OUTPUTS_KEY, {})
+            return _rebase(cached, {old_outputs[n]: outputs[n] for n in outputs if n in old_outputs}), True
     for out_dir in outputs.values():
         storage.makedirs(out_dir)
     result = work()
     for name, out_dir in outputs.items():
         storage.write_bytes_atomic(f"{out_dir.rstrip('/')}/{FINGERPRINT_FILE}", f"{key}:{name}\n".encode())
     if enabled:
-        cache.store(component, key, outputs, result)
+        cache.store(component, key, outputs, {**result, _OUTPUTS_KEY: outputs})
     return result, False
+
+
+_OUTPUTS_KEY = "__output_dirs__"
+
+
+def _rebase(value, moves: dict[str, str]):
+    """Rewrites paths inside a cached result from the cached run's output dirs to this run's."""
+    if isinstance(value, str):
+        for old, new in moves.items():
+            if value == old or value.startswith(old.rstrip("/") + "/"):
+                return new + value[len(old):]
+        return value
+    if isinstance(value, dict):
+        return {k: _rebase(v, moves) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rebase(v, moves) for v in value]
+    return value

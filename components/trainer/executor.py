@@ -103,11 +103,19 @@ def model_content_hash(out_dir: str) -> str:
 
 
 def run(config: PlatformConfig, transform_dir: str, out_dir: str, *, pipeline: str, run_id: str,
-        model_name: str | None = None, **kwargs) -> TrainingResult:
+        model_name: str | None = None, enable_cache: bool = True, **kwargs) -> TrainingResult:
     """run_training + the MLMD record: TransformGraph and transformed Examples in; Model out."""
-    from mlops.metadata.store import ArtifactRef
+    from dataclasses import asdict
 
-    result = run_training(config, transform_dir, out_dir, **kwargs)
+    from mlops.metadata.store import ArtifactRef
+    from mlops.steps import run_cached
+
+    result_dict, cached = run_cached(
+        config, COMPONENT, CODE_VERSION, sections=["dataset", "transform", "model"],
+        inputs={"transform_graph": transform_dir, "examples": kwargs.get("examples_dir") or ""},
+        outputs={"model": out_dir}, params={},
+        work=lambda: asdict(run_training(config, transform_dir, out_dir, **kwargs)), enabled=enable_cache)
+    result = TrainingResult(**result_dict)
     graph = ArtifactRef("TransformGraph", transform_dir)
     transformed = ArtifactRef("Examples", join_uri(transform_dir, TRANSFORMED_EXAMPLES),
                               properties={"split_names": json.dumps(list(SPLITS))})
@@ -116,5 +124,6 @@ def run(config: PlatformConfig, transform_dir: str, out_dir: str, *, pipeline: s
         "metrics": json.dumps(result.metrics, sort_keys=True)})
     record_step(config, pipeline=pipeline, run_id=run_id, component=COMPONENT,
                 inputs={"transform_graph": [graph], "examples": [transformed]},
-                outputs={"model": [model]}, properties={"code_version": CODE_VERSION})
+                outputs={"model": [model]}, properties={"code_version": CODE_VERSION},
+                state="CACHED" if cached else "COMPLETE")
     return result

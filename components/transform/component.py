@@ -15,7 +15,9 @@ def transform(
     run_id: str,
     examples: Input[Dataset],
     transform_graph: Output[Artifact],
+    enable_cache: bool = True,
     schema: Input[Artifact] = None,
+    anomalies: Input[Artifact] = None,
 ):
     """TFT analysis on the train split and transformation of train/eval/test (MLMD: TransformGraph).
 
@@ -28,8 +30,10 @@ def transform(
         examples: Directory with <split>.parquet for train/eval/test (raw feature encoding).
         transform_graph: Directory: transform_output/ (TFTransformOutput) and
             transformed/<split>.tfrecord.gz; metadata carries row counts and vocabulary sizes.
+        enable_cache: Reuse the outputs of an identical earlier run (same examples, schema, config, code).
         schema: Optional TFDV schema directory (schema.pbtxt): the config's features are checked
             against it before any Beam work.
+        anomalies: Optional ExampleValidator output: the validation this step ran behind (lineage).
     """
     from components.transform.executor import run
     from components.transform.worker import LOCAL_RUNNERS
@@ -41,7 +45,8 @@ def transform(
     local = config.transform.beam_runner in LOCAL_RUNNERS
     result = run(config, examples.path if local else examples.uri,
                  transform_graph.path if local else transform_graph.uri, pipeline=pipeline_name, run_id=run_id,
-                 schema_dir=schema.path if schema is not None else None)
+                 schema_dir=schema.path if schema is not None else None,
+                 anomalies_dir=anomalies.path if anomalies is not None else None, enable_cache=enable_cache)
     transform_graph.metadata.update({
         "row_counts": result.rows, "vocabulary_sizes": result.vocabulary_sizes,
         "content_hash": result.content_hash, "beam_runner": config.transform.beam_runner,

@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from mlops import storage
-from mlops.artifacts import SPLITS, TRANSFORM_OUTPUT, TRANSFORMED_EXAMPLES, split_path
+from mlops.artifacts import SCHEMA_FILE, SPLITS, TRANSFORM_OUTPUT, TRANSFORMED_EXAMPLES, split_path
 from mlops.config import PlatformConfig, join_uri
 from mlops.modeling.child import ChildError, run_child
 from mlops.steps import record_step
@@ -101,7 +101,6 @@ def check_schema(config: PlatformConfig, schema_dir: str) -> None:
     from google.protobuf import text_format
     from tensorflow_metadata.proto.v0 import schema_pb2
 
-    from mlops.artifacts import SCHEMA_FILE
     from mlops.modeling.preprocessing import FeaturePlan
 
     uri = join_uri(schema_dir, SCHEMA_FILE)
@@ -160,14 +159,25 @@ def run_transform(config: PlatformConfig, examples_dir: str, out_dir: str, *,
 
 
 def run(config: PlatformConfig, examples_dir: str, out_dir: str, *, pipeline: str, run_id: str,
-        schema_dir: str | None = None, examples_properties: dict | None = None, **kwargs) -> TransformResult:
-    """[check_schema +] run_transform + the MLMD record: Examples (and Schema) in; TransformGraph
-    and transformed Examples out."""
+        schema_dir: str | None = None, anomalies_dir: str | None = None, enable_cache: bool = True,
+        examples_properties: dict | None = None, **kwargs) -> TransformResult:
+    """[check_schema +] run_transform (or the step cache) + the MLMD record: Examples, Schema and
+    the validation verdict (Anomalies: the gate this step ran behind) in; TransformGraph and
+    transformed Examples out."""
+    from dataclasses import asdict
+
     from mlops.metadata.store import ArtifactRef
+    from mlops.steps import run_cached
 
     if schema_dir:
         check_schema(config, schema_dir)
-    result = run_transform(config, examples_dir, out_dir, **kwargs)
+    result_dict, cached = run_cached(
+        config, COMPONENT, CODE_VERSION, sections=["dataset", "transform"],
+        # the schema file itself (its directory also holds reports that name their own path)
+        inputs={"examples": examples_dir, "schema": join_uri(schema_dir, SCHEMA_FILE) if schema_dir else ""},
+        outputs={"transform_graph": out_dir},
+        params={}, work=lambda: asdict(run_transform(config, examples_dir, out_dir, **kwargs)), enabled=enable_cache)
+    result = TransformResult(**result_dict)
     split_names = json.dumps(list(SPLITS))
     examples = ArtifactRef("Examples", examples_dir, properties={
         "split_names": split_names, "row_count": sum(result.rows.values()), **(examples_properties or {})})
@@ -179,8 +189,10 @@ def run(config: PlatformConfig, examples_dir: str, out_dir: str, *, pipeline: st
     inputs = {"examples": [examples]}
     if schema_dir:
         inputs["schema"] = [ArtifactRef("Schema", schema_dir)]
+    if anomalies_dir:
+        inputs["anomalies"] = [ArtifactRef("Anomalies", anomalies_dir)]
     record_step(config, pipeline=pipeline, run_id=run_id, component=COMPONENT,
                 inputs=inputs,
                 outputs={"transform_graph": [graph], "transformed_examples": [transformed]},
-                properties={"code_version": CODE_VERSION})
+                properties={"code_version": CODE_VERSION}, state="CACHED" if cached else "COMPLETE")
     return result

@@ -1,0 +1,34 @@
+"""Build files: skaffold.yaml is valid against the official v4beta13 schema, and every image it
+builds has a Dockerfile installing exactly its environment's lock."""
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+SCHEMA = REPO.parent / "shared" / "schemas" / "skaffold-v4beta13.json"
+
+
+@pytest.mark.skipif(not SCHEMA.exists(), reason="shared/schemas is not beside this checkout")
+def test_skaffold_yaml_matches_the_official_schema():
+    doc = yaml.safe_load((REPO / "skaffold.yaml").read_text())
+    jsonschema.validate(doc, json.loads(SCHEMA.read_text()))
+
+
+def test_every_image_has_its_dockerfile_and_lock():
+    doc = yaml.safe_load((REPO / "skaffold.yaml").read_text())
+    images = {a["image"].rsplit("/", 1)[1]: a["docker"]["dockerfile"] for a in doc["build"]["artifacts"]}
+    assert set(images) == {"pipeline", "serving"}
+    for env, dockerfile in images.items():
+        text = (REPO / dockerfile).read_text()
+        assert f"requirements/{env}.lock.txt" in text and "--no-deps" in text
+        for copied in ("mlops", "components", "configs", "feature_repo"):
+            assert f"COPY {copied} {copied}" in text
+    from mlops.images import PIPELINE_IMAGE, SERVING_IMAGE
+
+    assert PIPELINE_IMAGE.startswith(doc["build"]["artifacts"][0]["image"])
+    assert SERVING_IMAGE.startswith(doc["build"]["artifacts"][1]["image"])
