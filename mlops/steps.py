@@ -90,6 +90,22 @@ def fingerprint_of(artifact_dir: str) -> str:
     return h.hexdigest()
 
 
+def source_version(name: str, *modules: str) -> str:
+    """A component's code version for the step cache: its name and a hash of the source of the
+    modules that decide its outputs, so an edited step never serves outputs of its old code."""
+    import hashlib
+    import importlib.util
+
+    digest = hashlib.sha256()
+    for module in modules:
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.origin:
+            raise ImportError(f"source_version: module {module} not found")
+        with open(spec.origin, "rb") as f:
+            digest.update(f.read())
+    return f"{name}/{digest.hexdigest()[:12]}"
+
+
 def cache_key(component: str, code_version: str, config: PlatformConfig, sections: list[str],
               inputs: dict[str, str], params: dict | None = None) -> str:
     import hashlib

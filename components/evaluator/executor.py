@@ -23,9 +23,10 @@ import numpy as np
 import pandas as pd
 
 from mlops import artifacts, storage
+from mlops.steps import source_version
 from mlops.config import PlatformConfig, TaskType, join_uri
 
-CODE_VERSION = "evaluator/1"
+CODE_VERSION = source_version("evaluator", __name__)
 CANDIDATE, BASELINE = "candidate", "baseline"
 METRICS = ["ExampleCount", "AUC", "Precision", "Recall", "Calibration", "MeanLabel", "MeanPrediction",
            "BinaryAccuracy"]
@@ -186,7 +187,7 @@ def evaluate(config: PlatformConfig, examples_dir: str, model_dir: str, out_dir:
                         baseline_version=baseline_version)
     result.checks = judge(config, overall, baseline_version)
     result.blessed = all(c.passed for c in result.checks)
-    failed = [c.detail for c in result.checks if not c.passed]
+    failed = [f"{c.name}: {c.detail}" for c in result.checks if not c.passed]
     result.reason = "; ".join(failed) if failed else "all thresholds met"
     result.seconds = {"predict": round(t_pred - t0, 3), "tfma": round(t_tfma - t_pred, 3)}
     storage.makedirs(out_dir)

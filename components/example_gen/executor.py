@@ -21,10 +21,11 @@ import numpy as np
 import pandas as pd
 
 from mlops import artifacts, storage
+from mlops.steps import source_version
 from mlops.config import PlatformConfig, SplitSpec, join_uri
 from mlops.datasets.repository import DatasetError, DatasetRepository
 
-CODE_VERSION = "example_gen/1"
+CODE_VERSION = source_version("example_gen", __name__, "mlops.artifacts", "mlops.features.store")
 
 
 class ExampleGenError(ValueError):

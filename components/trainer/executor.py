@@ -28,10 +28,10 @@ from mlops.artifacts import (SERVING_MODEL, TFLITE_MODEL, TFLITE_PREPROCESSING, 
                              TRANSFORMED_EXAMPLES, SPLITS)
 from mlops.config import PlatformConfig, join_uri
 from mlops.modeling.child import ChildError, run_child
-from mlops.steps import record_step
+from mlops.steps import record_step, source_version
 
 COMPONENT = "trainer"
-CODE_VERSION = "trainer/1"
+CODE_VERSION = source_version("trainer", __name__, "components.trainer.worker", "mlops.modeling.model", "mlops.modeling.preprocessing", "mlops.modeling.tflite_export")
 WORKER_MODULE = "components.trainer.worker"
 LOGS = "logs"
 CHECKPOINTS = "checkpoints"

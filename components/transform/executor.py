@@ -26,10 +26,10 @@ from mlops import storage
 from mlops.artifacts import SCHEMA_FILE, SPLITS, TRANSFORM_OUTPUT, TRANSFORMED_EXAMPLES, split_path
 from mlops.config import PlatformConfig, join_uri
 from mlops.modeling.child import ChildError, run_child
-from mlops.steps import record_step
+from mlops.steps import record_step, source_version
 
 COMPONENT = "transform"
-CODE_VERSION = "transform/1"
+CODE_VERSION = source_version("transform", __name__, "components.transform.worker", "mlops.modeling.preprocessing")
 WORKER_MODULE = "components.transform.worker"
 DEFAULT_BATCH_ROWS = 10_000  # rows per Arrow RecordBatch fed to TFT
 

@@ -329,7 +329,22 @@ def run(name, config_path, params, overrides, no_cache):
         orchestration.run_local(name, cfg.artifact_root, args)
     except RuntimeError as e:  # kfp.local: a task failed; its own log is above
         raise click.ClickException(f"pipeline {name} failed: {e}") from None
-    console().print(f"[green]pipeline {name} finished[/green]; step outputs under {cfg.artifact_root}/kfp-local/")
+    _print_outputs(cfg.artifact_root, name)
+
+
+def _print_outputs(artifact_root: str, pipeline_name: str) -> None:
+    """Where every step's artifacts went (the newest local run of the pipeline)."""
+    from rich.table import Table
+
+    runs = sorted(Path(artifact_root, "kfp-local").glob(f"{pipeline_name}-*"))
+    if not runs:
+        return
+    table = Table("step", "artifact", "path", title=f"pipeline {pipeline_name} finished: {runs[-1].name}")
+    table.columns[2].overflow = "fold"
+    for step in sorted(p for p in runs[-1].iterdir() if p.is_dir()):
+        for artifact in sorted(p for p in step.iterdir() if p.name != "executor_output.json"):
+            table.add_row(step.name, artifact.name, str(artifact))
+    console().print(table)
 
 
 pipeline.add_command(run)

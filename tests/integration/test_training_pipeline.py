@@ -134,3 +134,20 @@ def test_schema_violating_span_fails_at_validation_and_registers_nothing(root, f
     reports = list((root / "reports" / "training").glob("*/example_validator/index.html"))
     assert reports, "the validation report is kept even though the step failed"
     assert [v.version for v in registry(root).versions("flights")] == [1]
+
+
+def test_another_dataset_by_config_alone(tmp_path):
+    """A dataset without entity keys or a feature store, described only by a config file: no
+    Feast, a schema inferred on the first run; the same pipeline trains and registers it."""
+    config_path = REPO / "tests" / "configs" / "flights_raw_only.yaml"
+    env = {**os.environ, "MLOPS_ARTIFACT_ROOT": str(tmp_path)}
+    ingest = subprocess.run(MLOPS + ["data", "ingest", "--config", str(config_path), "--span", "2013-05"],
+                            capture_output=True, text=True, env=env)
+    assert ingest.returncode == 0, ingest.stderr
+    out = subprocess.run(MLOPS + ["run", "training", "--config", str(config_path), "--param",
+                                  "dataset_selector=2013-05"], capture_output=True, text=True, env=env, cwd=REPO,
+                         timeout=900)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-6000:]
+    assert "pusher: registered flights-raw@1" in out.stdout + out.stderr
+    schema = next((tmp_path / "kfp-local").glob("training-*/schema-gen/schema/schema.pbtxt")).read_text()
+    assert "inferred" in schema.lower()[:2000]
