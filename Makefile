@@ -6,7 +6,7 @@ PIPELINE_PY := .venv/pipeline/bin/python
 SERVING_PY := .venv/serving/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-unit test-integration lock compile clean-artifacts services
+.PHONY: setup demo test test-unit lock compile services
 
 setup:
 	@scripts/setup-envs.sh all
@@ -18,8 +18,10 @@ demo: setup
 # the environment it needs (marker serving_env), so nothing runs twice or is skipped silently.
 test: setup
 	@scripts/ensure-services.sh
-	$(PIPELINE_PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
-	$(SERVING_PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	@status=0; \
+	$(PIPELINE_PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS) || status=$$?; \
+	$(SERVING_PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS) || status=$$?; \
+	exit $$status
 
 test-unit: setup
 	$(PIPELINE_PY) -m pytest -p no:cacheprovider -m "not integration" $(PYTEST_ARGS)

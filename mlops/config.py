@@ -273,10 +273,15 @@ def join_uri(root: str, *parts: str) -> str:
 
 def _expand_env(value, where: str, path: Path):
     if isinstance(value, str):
+        value_whole = value
         def repl(m: re.Match) -> str:
             var, default = m.group(1), m.group(2)
             if var in os.environ:
-                return os.environ[var]
+                value = os.environ[var]
+                # A relative path typed in a shell means the shell's directory, not the file's.
+                if m.group(0) == value_whole and _is_local_relative(value) and ("/" in value or value.startswith(".")):
+                    return os.path.abspath(value)
+                return value
             if default is not None:
                 return default
             raise ConfigError(f"{path}: {where}: environment variable ${{{var}}} is not set and has no default")

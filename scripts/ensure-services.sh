@@ -7,6 +7,7 @@ up() { (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; }
 wait_up() { for _ in $(seq 1 60); do up "$1" && return 0; sleep 0.5; done; echo "services: $2 still down on :$1" >&2; status=1; }
 if ! up 3306; then
   echo "services: starting MariaDB" >&2
+  install -d -o mysql -g mysql /run/mysqld 2>/dev/null || mkdir -p /run/mysqld
   start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
   wait_up 3306 MariaDB
 fi

@@ -145,12 +145,16 @@ def judge(config: PlatformConfig, overall: dict[str, dict[str, float]], baseline
     ev = config.evaluation
     cand_auc = overall[CANDIDATE].get("auc")
     checks = []
+    if cand_auc is None:  # e.g. a split with one class only
+        return [Check("auc_defined", False, "AUC is undefined on the evaluation split (one class only?)")]
     if ev.min_auc is not None:
-        ok = cand_auc is not None and cand_auc >= ev.min_auc
+        ok = cand_auc >= ev.min_auc
         checks.append(Check("min_auc", ok, f"AUC {cand_auc:.4f} {'>=' if ok else '<'} {ev.min_auc}"))
     if ev.max_auc_drop is not None:
-        if BASELINE in overall:
-            base_auc = overall[BASELINE].get("auc")
+        base_auc = overall.get(BASELINE, {}).get("auc")
+        if BASELINE in overall and base_auc is None:
+            checks.append(Check("max_auc_drop", True, f"production {baseline_version}: AUC undefined, not compared"))
+        elif BASELINE in overall:
             ok = cand_auc >= base_auc - ev.max_auc_drop
             checks.append(Check("max_auc_drop", ok,
                                 f"AUC {cand_auc:.4f} vs production {baseline_version} {base_auc:.4f} "
@@ -169,6 +173,9 @@ def evaluate(config: PlatformConfig, examples_dir: str, model_dir: str, out_dir:
     features = artifacts.model_features(config)
     output_key = artifacts.OUTPUT_KEY[config.dataset.label.task]
     df = pd.read_parquet(artifacts.split_path(examples_dir, split))
+    if df.empty and split == "test":  # split.test = 0: evaluate on eval
+        split = "eval"
+        df = pd.read_parquet(artifacts.split_path(examples_dir, split))
     if df.empty:
         raise ValueError(f"split {split!r} of {examples_dir} is empty: nothing to evaluate")
     preds = {CANDIDATE: predict(join_uri(model_dir, artifacts.SERVING_MODEL), df, features, output_key)}
@@ -246,6 +253,11 @@ def run_step(config: PlatformConfig, *, examples_dir: str, examples_uri: str, mo
     from mlops.steps import record_step, run_cached
 
     baseline = production_baseline(config)
+    if baseline is not None and [f["name"] for f in baseline.features] != [f.name for f in artifacts.model_features(config)]:
+        # Production was trained on other inputs: it cannot score these examples, so the change
+        # threshold does not apply (the value threshold still does).
+        log(f"evaluator: production {baseline.selector} has other input features; not used as baseline")
+        baseline = None
     baseline_dir = baseline.uri if baseline else None
     baseline_version = baseline.selector if baseline else ""
 

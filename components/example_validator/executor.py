@@ -266,13 +266,13 @@ def report_dir(config: PlatformConfig, pipeline: str, run_id: str) -> str:
 def previous_statistics(config: PlatformConfig, statistics_dir: str) -> str | None:
     """The statistics of the most recent earlier run over different data (e.g. last month's
     span), from ML Metadata: what drift is measured against when the caller names none."""
-    from mlops.metadata.store import open_store
+    from mlops.metadata.store import canonical_uri, open_store
 
     current = storage.read_json(join_uri(statistics_dir, STATS_INDEX)) if storage.exists(
         join_uri(statistics_dir, STATS_INDEX)) else {}
     candidates = sorted(open_store(config).list_artifacts("Statistics"), key=lambda a: a.create_time_ms, reverse=True)
     for a in candidates:
-        if a.uri.rstrip("/") == statistics_dir.rstrip("/") or not storage.exists(a.uri):
+        if a.uri == canonical_uri(statistics_dir) or not storage.exists(a.uri):
             continue
         if current.get("content_hash") and a.properties.get("content_hash") == current.get("content_hash"):
             continue  # the same data again: no drift to measure

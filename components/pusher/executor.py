@@ -59,6 +59,16 @@ def push(config: PlatformConfig, *, model_dir: str, evaluation_dir: str, blessin
     return PushResult(True, f"registered {version.selector} (alias staging)", name, version.version, version.uri)
 
 
+def _require_recorded(config: PlatformConfig, model_uri: str, blessing_uri: str) -> None:
+    from mlops.metadata.store import open_store
+
+    store = open_store(config)
+    for type_name, uri in (("Model", model_uri), ("ModelBlessing", blessing_uri)):
+        if store.find_artifact(type_name, uri=uri) is None:
+            raise LookupError(f"pusher: no {type_name} artifact {uri} in ML Metadata: the upstream step did not "
+                              f"record it, so a registration would have no lineage")
+
+
 def run_step(config: PlatformConfig, *, model_dir: str, model_uri: str, evaluation_dir: str, blessing_dir: str,
              blessing_uri: str, examples_dir: str, pipeline: str, run_id: str, log=print) -> PushResult:
     from components.example_gen.executor import read_info
@@ -66,10 +76,11 @@ def run_step(config: PlatformConfig, *, model_dir: str, model_uri: str, evaluati
     from mlops.steps import git_commit, record_step
 
     blessing = storage.read_json(join_uri(blessing_dir, artifacts.BLESSING_FILE))
+    _require_recorded(config, model_uri, blessing_uri)  # before registering: no version without lineage
     result = push(config, model_dir=model_dir, evaluation_dir=evaluation_dir, blessing=blessing,
                   dataset_versions=read_info(examples_dir).dataset_versions, git_commit=git_commit())
     log(f"pusher: {result.reason}")
-    if result.pushed:
+    if result.version is not None:  # newly registered, or the same files registered before
         from mlops.registry.store import ModelRegistry
 
         version = ModelRegistry(config.artifact_root).get(result.model_name, result.version)

@@ -158,6 +158,14 @@ def run_transform(config: PlatformConfig, examples_dir: str, out_dir: str, *,
         content_hash=content_hash(tft_dir))
 
 
+def schema_digest(schema_dir: str) -> str:
+    """Hash of the schema's content: comment lines (SchemaGen's header names run-specific paths)
+    and the reports beside it do not count, so an unchanged schema keeps the cache valid."""
+    text = storage.read_bytes(join_uri(schema_dir, SCHEMA_FILE)).decode()
+    body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
 def run(config: PlatformConfig, examples_dir: str, out_dir: str, *, pipeline: str, run_id: str,
         schema_dir: str | None = None, anomalies_dir: str | None = None, enable_cache: bool = True,
         examples_properties: dict | None = None, **kwargs) -> TransformResult:
@@ -173,10 +181,8 @@ def run(config: PlatformConfig, examples_dir: str, out_dir: str, *, pipeline: st
         check_schema(config, schema_dir)
     result_dict, cached = run_cached(
         config, COMPONENT, CODE_VERSION, sections=["dataset", "transform"],
-        # the schema file itself (its directory also holds reports that name their own path)
-        inputs={"examples": examples_dir, "schema": join_uri(schema_dir, SCHEMA_FILE) if schema_dir else ""},
-        outputs={"transform_graph": out_dir},
-        params={}, work=lambda: asdict(run_transform(config, examples_dir, out_dir, **kwargs)), enabled=enable_cache)
+        inputs={"examples": examples_dir}, outputs={"transform_graph": out_dir},
+        params={"schema": schema_digest(schema_dir) if schema_dir else ""}, work=lambda: asdict(run_transform(config, examples_dir, out_dir, **kwargs)), enabled=enable_cache)
     result = TransformResult(**result_dict)
     split_names = json.dumps(list(SPLITS))
     examples = ArtifactRef("Examples", examples_dir, properties={

@@ -253,7 +253,7 @@ def metadata_runs(config_path):
 @runs_in(envs.PIPELINE)
 def metadata_lineage(config_path, artifact_id):
     """Print the upstream lineage of an artifact, as a tree."""
-    for step in _store(config_path).lineage(artifact_id):
+    for step in fail_on(LookupError)(_store(config_path).lineage)(artifact_id):
         a, e = step.artifact, step.execution
         by = f" <- {e.component} [{e.name}]" if e else ""
         via = f" (as {step.consumed_as})" if step.consumed_as else ""

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from mlops import storage
-from mlops.config import PlatformConfig, SourceSpec
+from mlops.config import SPAN_PATTERN, PlatformConfig, SourceSpec
 from mlops.datasets.repository import DatasetError, DatasetRepository, DatasetVersion
 
 STATIC_FEATURE_TIMESTAMP = pd.Timestamp("1970-01-01", tz="UTC")
@@ -157,6 +157,8 @@ def ingest(config: PlatformConfig, span: str | None = None, include_feature_tabl
         raw = read_source(ds.source, f"{cfg}: dataset")
     df = prepare_dataset(config, raw)
     if span is not None:
+        if not SPAN_PATTERN.match(span):
+            raise DatasetError(f"--span {span!r} is not a month (YYYY-MM)")
         if not ds.event_timestamp:
             raise DatasetError(f"{cfg}: --span needs dataset.event_timestamp")
         ts = df[ds.event_timestamp].dt

@@ -234,7 +234,10 @@ class DatasetRepository:
                 raise DatasetError(f"dataset {name!r} has no spans")
             return [list(spans.values())[-1]]
         if selector == "all-spans":
-            return list(self.spans(name).values())
+            spans = list(self.spans(name).values())
+            if not spans:
+                raise DatasetError(f"dataset {name!r} has no spans under {self.root}")
+            return spans
         if SPAN_PATTERN.match(selector):
             spans = self.spans(name)
             if selector not in spans:
@@ -246,7 +249,10 @@ class DatasetRepository:
             if not chosen:
                 raise DatasetError(f"dataset {name!r}: no span in {selector}")
             return chosen
-        return [self.get(selector)]
+        version = self.get(selector)
+        if version.name != name:
+            raise DatasetError(f"dataset version {selector!r} belongs to dataset {version.name!r}, not {name!r}")
+        return [version]
 
     def load(self, versions: DatasetVersion | list[DatasetVersion], columns: list[str] | None = None) -> pd.DataFrame:
         if isinstance(versions, DatasetVersion):

@@ -38,7 +38,7 @@ import pandas as pd
 
 from mlops import storage
 from mlops.config import ConfigError, FeaturesSpec, PlatformConfig, join_uri
-from mlops.datasets.ingest import STATIC_TIMESTAMP_COLUMN, provided_by_feature_store
+from mlops.datasets.ingest import STATIC_FEATURE_TIMESTAMP, STATIC_TIMESTAMP_COLUMN, provided_by_feature_store
 from mlops.datasets.repository import DatasetError, DatasetRepository, DatasetVersion
 from mlops.features.aggregates import DAY_START, rolling_aggregates
 
@@ -55,7 +55,7 @@ ENV_SOURCES = "MLOPS_FEAST_SOURCES"
 ENV_REDIS_URL = "MLOPS_FEAST_REDIS_URL"
 
 
-class FeatureStoreError(RuntimeError):
+class FeatureStoreError(ValueError):
     pass
 
 
@@ -319,6 +319,15 @@ def materialize(config: PlatformConfig, start: dt.datetime | None = None,
     end = end if end is not None else hi + dt.timedelta(seconds=1)  # the end is exclusive
     store = feature_store(config)
     store.materialize(start_date=_aware(start), end_date=_aware(end))
+    static = [t.name for t in _features(config).tables if not t.event_timestamp]
+    if static and _aware(start) > STATIC_FEATURE_TIMESTAMP.to_pydatetime():
+        # Static rows (e.g. planes) are stamped 1970-01-01: a window that starts later would skip
+        # them and serve None for every plane feature. They are small: always load them whole.
+        views = [v.name for v in store.list_feature_views()
+                 if getattr(v.batch_source, "name", "") in {f"{name}_source" for name in static}]
+        if views:
+            store.materialize(start_date=STATIC_FEATURE_TIMESTAMP.to_pydatetime(), end_date=_aware(end),
+                              feature_views=views)
     return _aware(start), _aware(end)
 
 

@@ -192,11 +192,25 @@ def _event_key(event: pb.Event) -> str | None:
     return next((s.key for s in event.path.steps if s.HasField("key")), None)
 
 
+# Where KFP's launcher mounts object-store artifacts inside a container: a step may know an
+# artifact by its URI (artifact.uri) or by its local path (artifact.path); both are one artifact.
+_KFP_MOUNTS = (("/minio/", "minio://"), ("/s3/", "s3://"), ("/gcs/", "gs://"))
+
+
+def canonical_uri(uri: str) -> str:
+    """One spelling per artifact: KFP mount paths become their object-store URIs, no trailing /."""
+    for mount, scheme in _KFP_MOUNTS:
+        if uri.startswith(mount):
+            uri = scheme + uri[len(mount):]
+            break
+    return uri.rstrip("/") or uri
+
+
 def _external_id(type_name: str, uri: str) -> str:
     """Deterministic identity of an artifact. The uri is hashed: MLMD's MySQL schema makes
     external_id a case-insensitive VARCHAR(255), so raw uris could be too long or collide
     ("s3://b/Model" vs "s3://b/model") on MySQL while working on SQLite."""
-    return f"{type_name}:{hashlib.sha256(uri.encode()).hexdigest()}"
+    return f"{type_name}:{hashlib.sha256(canonical_uri(uri).encode()).hexdigest()}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,7 +354,7 @@ class MetadataStore:
         if stored is not None:
             artifact.CopyFrom(stored)
         else:
-            artifact.type_id, artifact.uri, artifact.external_id = self._type_ids[type_name], ref.uri, ext_id
+            artifact.type_id, artifact.uri, artifact.external_id = self._type_ids[type_name], canonical_uri(ref.uri), ext_id
         if ref.name:
             artifact.name = ref.name
         _set_properties(artifact, ref.properties, T.ARTIFACT_TYPES[type_name])
@@ -395,6 +409,8 @@ class MetadataStore:
         """Walks upstream from an artifact: its producing execution, that execution's inputs,
         their producers, ... Depth-first, inputs in (key, index) order, so printing each step
         indented by `depth` gives the tree. FAILED/CANCELED executions are not producers."""
+        if not self.mlmd.get_artifacts_by_id([artifact_id]):
+            raise LookupError(f"no artifact with id {artifact_id} in ML Metadata")
         steps: list[LineageStep] = []
         expanded: set[int] = set()
 

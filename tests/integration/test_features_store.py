@@ -8,6 +8,8 @@ point-in-time join, checked against a recomputation from the source tables.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import hashlib
 import importlib.util
 import json
@@ -125,13 +127,16 @@ def _same(a, b) -> bool:
 
 
 # ---- serving environment: apply, materialize, online -------------------------------------------
-def _check_online(config) -> None:
+def _check_online(config, window_start=None) -> None:
+    """`window_start`: materialize only from then on (as `mlops features materialize --start`);
+    the static plane rows (stamped 1970-01-01) must be served all the same."""
     versions = store.build_feature_sources(config)
     assert set(versions) == {"weather", "planes", "route_delay", "carrier_delay"}
     applied = store.apply(config)
     assert set(applied["FeatureView"]) == FEATURE_VIEWS
-    start, end = store.materialize(config)
-    assert start.year == 1970  # the static plane attributes are valid from the epoch
+    start, end = store.materialize(config, start=window_start)
+    if window_start is None:
+        assert start.year == 1970  # the static plane attributes are valid from the epoch
 
     src = _sources(config)
     flights = _flights(config)
@@ -182,7 +187,7 @@ def test_serving_apply_materialize_online_sqlite(make_config):
 
     assert feast.__version__.startswith("0.67")
     config = make_config(**{"features.online_store": "sqlite"})
-    _check_online(config)
+    _check_online(config, window_start=dt.datetime(2013, 2, 1, tzinfo=dt.timezone.utc))
     # apply is idempotent and removes what the definitions no longer contain
     from datetime import timedelta
 

@@ -177,7 +177,7 @@ def test_flights_config_aggregates_are_fast_on_the_full_year_sized_input():
     t0 = time.perf_counter()
     outs = [rolling_aggregates(df, spec, "time_hour") for spec in config.features.aggregates]
     elapsed = time.perf_counter() - t0
-    assert elapsed < 10, f"rolling aggregates took {elapsed:.1f} s"
+    assert elapsed < 30, f"rolling aggregates took {elapsed:.1f} s"  # ~1 s here; catches a quadratic blow-up
     for spec, out in zip(config.features.aggregates, outs):
         assert set(aggregate_feature_names(spec)) <= set(out.columns)
         days = df.groupby(spec.keys)["time_hour"].agg(["min", "max"])
