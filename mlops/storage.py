@@ -15,6 +15,7 @@ import io
 import json
 import os
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -143,6 +144,19 @@ def write_parquet_atomic(df, uri: str) -> None:
 
 def new_temp_name() -> str:
     return f".tmp-{uuid.uuid4().hex[:12]}"
+
+
+def remove_stale_temps(directory: str, older_than_s: float = 3600) -> None:
+    """Removes `.tmp-*` entries older than an hour: what a writer killed with -9 left behind
+    (Ctrl-C and exceptions clean up after themselves). Local file systems only."""
+    if not is_local(directory):
+        return
+    base = local_path(directory)
+    for entry in listdir(directory):
+        path = os.path.join(base, entry)
+        with contextlib.suppress(FileNotFoundError):
+            if entry.startswith(".tmp-") and time.time() - os.path.getmtime(path) > older_than_s:
+                remove(path, recursive=True)
 
 
 def remove(uri: str, recursive: bool = False) -> None:

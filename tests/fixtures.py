@@ -3,7 +3,6 @@ constants, and the real local services the integration tests use."""
 
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 

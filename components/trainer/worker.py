@@ -52,7 +52,6 @@ def run(request: dict) -> dict:
         durations[name] = round(now - since, 3)
         return now
 
-    import json
 
     import numpy as np
     import tensorflow as tf

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,21 +150,8 @@ class DatasetRepository:
             # Object stores have no directory rename: data first, manifest (the commit point) last.
             storage.write_parquet_atomic(df, join_uri(final, DATA_FILE))
             storage.write_json_atomic(join_uri(final, MANIFEST), manifest)
-        self._collect_stale_temps(versions)
+        storage.remove_stale_temps(versions)
         return DatasetVersion(version_id, name, final, manifest), True
-
-    def _collect_stale_temps(self, versions: str, older_than_s: float = 3600) -> None:
-        """Removes temp dirs left by killed ingests (Ctrl-C cleans up itself; kill -9 cannot)."""
-        if not storage.is_local(versions):
-            return
-        import os
-
-        base = storage.local_path(versions)
-        for entry in storage.listdir(versions):
-            if entry.startswith(".tmp-"):
-                p = os.path.join(base, entry)
-                if time.time() - os.path.getmtime(p) > older_than_s:
-                    storage.remove(p, recursive=True)
 
     # ---- reading -------------------------------------------------------------------------
     def names(self) -> list[str]:

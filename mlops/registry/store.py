@@ -35,7 +35,6 @@ import hashlib
 import json
 import os
 import re
-import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -162,7 +161,7 @@ class ModelRegistry:
 
     def _publish_local(self, name: str, versions_uri: str, model_dir: str, manifest: dict) -> ModelVersion:
         storage.makedirs(versions_uri)
-        _collect_stale_temps(versions_uri)
+        storage.remove_stale_temps(versions_uri)
         tmp = join_uri(versions_uri, storage.new_temp_name())
         storage.makedirs(tmp)
         try:
@@ -391,13 +390,3 @@ def _copy_file(src_fs, src: str, dst_fs, dst: str, rel: str) -> dict[str, Any]:
             fout.write(chunk)
             size += len(chunk)
     return {"path": rel, "size": size, "sha256": digest.hexdigest()}
-
-
-def _collect_stale_temps(versions_uri: str, older_than_s: float = 3600) -> None:
-    """Removes temp dirs of registrations killed with -9 (others clean up after themselves)."""
-    base = storage.local_path(versions_uri)
-    for entry in storage.listdir(versions_uri):
-        path = os.path.join(base, entry)
-        with contextlib.suppress(FileNotFoundError):
-            if entry.startswith(".tmp-") and time.time() - os.path.getmtime(path) > older_than_s:
-                storage.remove(path, recursive=True)

@@ -2,7 +2,6 @@
 builds has a Dockerfile installing exactly its environment's lock."""
 
 import json
-from pathlib import Path
 
 import jsonschema
 import pytest

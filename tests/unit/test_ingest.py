@@ -2,13 +2,12 @@
 
 import pandas as pd
 import pytest
-import yaml
 
 from mlops.config import load_config
 from mlops.datasets.ingest import ingest
 from mlops.datasets.repository import DatasetError, DatasetRepository
 
-from tests.conftest import FLIGHTS_CONFIG, REPO
+from tests.conftest import FLIGHTS_CONFIG
 
 
 @pytest.fixture(scope="module")
