@@ -247,10 +247,11 @@ class PlatformConfig(_Strict):
             for name in cross:
                 if kinds.get(name) != ColumnKind.categorical:
                     raise ValueError(f"transform.crosses: {name!r} is not a categorical feature")
+        model_inputs = {f.name for f in ds.features if f.kind != ColumnKind.timestamp}
         for sl in self.evaluation.slices:
             for col in sl:
-                if col not in known:
-                    raise ValueError(f"evaluation.slices: {col!r} is not a column of the dataset")
+                if col not in model_inputs:  # the examples the Evaluator reads hold model features only
+                    raise ValueError(f"evaluation.slices: {col!r} is not a (non-timestamp) feature of the dataset")
         return self
 
     def content_hash(self) -> str:

@@ -70,6 +70,7 @@ def build_training_frame(config: PlatformConfig, selector: str) -> tuple[pd.Data
     repo = DatasetRepository(config.artifact_root)
     versions = repo.resolve(config.dataset.name, selector)
     df = repo.load(versions)
+    dataset_columns = list(df.columns)  # what the split hash may use (not Feast values)
     sources: dict[str, str] = {}
     if config.features is not None:
         from mlops.features import store as feature_store
@@ -79,6 +80,7 @@ def build_training_frame(config: PlatformConfig, selector: str) -> tuple[pd.Data
         if len(df) != rows:
             raise ExampleGenError(f"feature retrieval returned {len(df)} rows for {rows} entity rows")
         sources = {name: entry["version"] for name, entry in feature_store.read_sources(config).items()}
+    df.attrs["dataset_columns"] = dataset_columns  # retrieval returns a new frame
     return df, [v.id for v in versions], sources
 
 
@@ -96,7 +98,9 @@ def run_example_gen(config: PlatformConfig, selector: str, out_dir: str) -> Exam
     except KeyError as e:
         raise ExampleGenError(f"{config.source_path}: dataset.features: {e.args[0]} after feature retrieval") from None
     encoded[ds.label.column] = artifacts.encode_label(df[ds.label.column], ds.label.task)
-    split = assign_splits(df, config.split, ds.event_timestamp)
+    # Hash over the dataset's own columns: a feature re-sync must not move rows between splits.
+    own = df.attrs.get("dataset_columns") or list(df.columns)
+    split = assign_splits(df[own], config.split, ds.event_timestamp)
     counts = {}
     storage.makedirs(out_dir)
     for name in artifacts.SPLITS:

@@ -122,7 +122,7 @@ class DatasetRepository:
             "data_sha256": data_hash,
             "content_hash": digest,
             "event_timestamp": event_timestamp,
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds"),  # orders "latest"
             "format_version": FORMAT_VERSION,
             **(extra or {}),
         }
