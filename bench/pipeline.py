@@ -27,8 +27,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 MLOPS = [sys.executable, "-m", "mlops.cli.main"]
-TASK_LINE = re.compile(r"^(\d\d:\d\d:\d\d\.\d+) - \w+ - (Executing task|Task) .*?'([\w-]+)'.*?(finished with status (\w+))?",
-                       re.M)
+TASK_START = re.compile(r"^(\d\d:\d\d:\d\d\.\d+) - \w+ - Executing task '([\w-]+)'", re.M)
+TASK_END = re.compile(r"^(\d\d:\d\d:\d\d\.\d+) - \w+ - Task '([\w-]+)' finished with status", re.M)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -46,14 +46,11 @@ def bench_config(out: Path, synthetic: Path) -> Path:
 
 
 def step_seconds(log: str) -> dict[str, float]:
-    started, seconds = {}, {}
-    for m in TASK_LINE.finditer(ANSI.sub("", log)):
-        t = dt.datetime.strptime(m.group(1), "%H:%M:%S.%f")
-        if m.group(2) == "Executing task":
-            started[m.group(3)] = t
-        elif m.group(4) and m.group(3) in started:
-            seconds[m.group(3)] = round((t - started[m.group(3)]).total_seconds() % 86400, 2)
-    return seconds
+    log = ANSI.sub("", log)
+    parse = (lambda t: dt.datetime.strptime(t, "%H:%M:%S.%f"))
+    started = {m.group(2): parse(m.group(1)) for m in TASK_START.finditer(log)}
+    return {m.group(2): round((parse(m.group(1)) - started[m.group(2)]).total_seconds() % 86400, 2)
+            for m in TASK_END.finditer(log) if m.group(2) in started}
 
 
 def run_scale(rows: int, out: Path, seed: int) -> dict:
