@@ -415,7 +415,10 @@ def features_get(config_path, entities):
 # ---------------------------------------------------------------- models (registry)
 @cli.group()
 def models():
-    """Model registry: versions, aliases (staging, production), promotion and rollback."""
+    """Model registry: versions, aliases (staging, production), promotion and rollback.
+
+    These run in either environment (the serving image too): the registry is files in the
+    artifact store and needs no ML Metadata; `mlops lineage` is the MLMD view."""
 
 
 def _registry_errors():
@@ -427,7 +430,6 @@ def _registry_errors():
 @models.command("list")
 @config_option
 @click.argument("name", required=False)
-@runs_in(envs.PIPELINE)
 def models_list(config_path, name):
     """List models, or the versions of one model."""
     from mlops.registry import cli_ops
@@ -440,7 +442,6 @@ def models_list(config_path, name):
 @models.command("show")
 @config_option
 @click.argument("selector")
-@runs_in(envs.PIPELINE)
 def models_show(config_path, selector):
     """Show a version: NAME@VERSION, NAME@ALIAS or NAME."""
     from mlops.registry import cli_ops
@@ -453,7 +454,6 @@ def models_show(config_path, selector):
 @click.argument("selector")
 @click.option("--to", "alias", default="production", show_default=True)
 @click.option("--reason", default="")
-@runs_in(envs.PIPELINE)
 def models_promote(config_path, selector, alias, reason):
     """Point an alias (default production) at a blessed version."""
     from mlops.registry import cli_ops
@@ -466,7 +466,6 @@ def models_promote(config_path, selector, alias, reason):
 @click.argument("name")
 @click.option("--alias", default="production", show_default=True)
 @click.option("--reason", default="")
-@runs_in(envs.PIPELINE)
 def models_rollback(config_path, name, alias, reason):
     """Move an alias back to where it pointed before its last move."""
     from mlops.registry import cli_ops

@@ -37,3 +37,24 @@ def test_serving_env_resolves_and_reads_a_version_without_ml_metadata(tmp_path):
     with pytest.raises(NotBlessedError):
         register(registry, tmp_path / "trainer-1", blessing={"blessed": False})
     assert not any(m.startswith("ml_metadata") for m in sys.modules)
+
+
+def test_models_cli_runs_in_the_serving_env_without_reexec(tmp_path, monkeypatch):
+    """`mlops models ...` stays in the serving interpreter (a serving image has no pipeline env)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from mlops.cli.main import cli
+
+    root = tmp_path / "artifacts"
+    registry = ModelRegistry(str(root))
+    register(registry, make_model_dir(tmp_path, "1"))
+    monkeypatch.setenv("MLOPS_ARTIFACT_ROOT", str(root))
+    monkeypatch.setenv("MLOPS_PIPELINE_PYTHON", "/nonexistent/python")  # a re-exec would fail loudly
+    runner = CliRunner()
+    promoted = runner.invoke(cli, ["models", "promote", "flights@1", "--reason", "test"])
+    assert promoted.exit_code == 0, promoted.output
+    shown = runner.invoke(cli, ["models", "show", "flights@production"])
+    assert shown.exit_code == 0 and json.loads(shown.output)["selector"] == "flights@1"
+    assert not any(m.startswith("ml_metadata") for m in sys.modules)
