@@ -78,16 +78,7 @@ def fingerprint_of(artifact_dir: str) -> str:
     if storage.exists(marker):
         return storage.read_bytes(marker).decode().strip()
     # Not produced by a platform step (e.g. a file the user passed): hash what is there.
-    import hashlib
-
-    fs, path = storage.fs_and_path(artifact_dir)
-    h = hashlib.sha256()
-    for p in sorted(fs.find(path)) if fs.isdir(path) else [path]:
-        h.update(p[len(path):].encode())
-        with fs.open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
+    return storage.tree_hash(artifact_dir)
 
 
 def source_version(name: str, *modules: str) -> str:

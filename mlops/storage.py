@@ -142,6 +142,21 @@ def write_parquet_atomic(df, uri: str) -> None:
         fs.pipe_file(path, buf.getvalue())
 
 
+def tree_hash(uri: str) -> str:
+    """sha256 over the relative paths and bytes of every file under `uri` (sorted), or of the
+    file itself: the content identity of an artifact directory."""
+    import hashlib
+
+    fs, path = fs_and_path(uri)
+    h = hashlib.sha256()
+    for p in sorted(fs.find(path)) if fs.isdir(path) else [path]:
+        h.update(p[len(path):].encode())
+        with fs.open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
 def new_temp_name() -> str:
     return f".tmp-{uuid.uuid4().hex[:12]}"
 

@@ -28,6 +28,7 @@ from mlops.artifacts import (SERVING_MODEL, TFLITE_MODEL, TFLITE_PREPROCESSING, 
                              TRANSFORMED_EXAMPLES, SPLITS)
 from mlops.config import PlatformConfig, join_uri
 from mlops.modeling.child import ChildError, run_child
+from mlops.registry.store import model_content_hash
 from mlops.steps import record_step, source_version
 
 COMPONENT = "trainer"
@@ -96,12 +97,6 @@ def run_training(config: PlatformConfig, transform_dir: str, out_dir: str, *, ex
         worker_exit_code=result["worker_exit_code"], worker_peak_rss_mb=result.get("worker_peak_rss_mb"))
 
 
-def model_content_hash(out_dir: str) -> str:
-    from components.transform.executor import content_hash
-
-    return content_hash(join_uri(out_dir, SERVING_MODEL))
-
-
 def run(config: PlatformConfig, transform_dir: str, out_dir: str, *, pipeline: str, run_id: str,
         model_name: str | None = None, enable_cache: bool = True, **kwargs) -> TrainingResult:
     """run_training + the MLMD record: TransformGraph and transformed Examples in; Model out."""
@@ -120,7 +115,7 @@ def run(config: PlatformConfig, transform_dir: str, out_dir: str, *, pipeline: s
     transformed = ArtifactRef("Examples", join_uri(transform_dir, TRANSFORMED_EXAMPLES),
                               properties={"split_names": json.dumps(list(SPLITS))})
     model = ArtifactRef("Model", out_dir, properties={
-        "name": model_name or config.project, "content_hash": model_content_hash(out_dir),
+        "name": model_name or config.project, "content_hash": model_content_hash(out_dir),  # = the registry manifest's hash of these files
         "metrics": json.dumps(result.metrics, sort_keys=True)})
     record_step(config, pipeline=pipeline, run_id=run_id, component=COMPONENT,
                 inputs={"transform_graph": [graph], "examples": [transformed]},

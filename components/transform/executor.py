@@ -84,15 +84,8 @@ def _check_examples(examples_dir: str) -> dict[str, int]:
 
 
 def content_hash(root: str) -> str:
-    """sha256 over the relative paths and bytes of every file under `root` (sorted)."""
-    fs, path = storage.fs_and_path(root)
-    h = hashlib.sha256()
-    for f in sorted(fs.find(path)):
-        h.update(f[len(path):].encode())
-        with fs.open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()[:16]
+    """Short content identity of a directory (recorded in MLMD)."""
+    return storage.tree_hash(root)[:16]
 
 
 def check_schema(config: PlatformConfig, schema_dir: str) -> None:
