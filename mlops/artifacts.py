@@ -97,3 +97,7 @@ def encode_label(series: pd.Series, task: TaskType) -> pd.Series:
 
 def split_path(examples_dir: str, split: str) -> str:
     return join_uri(examples_dir, f"{split}.parquet")
+
+
+def stats_path(statistics_dir: str, split: str) -> str:
+    return join_uri(statistics_dir, f"{split}{STATS_SUFFIX}")

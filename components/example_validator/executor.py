@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 
 from mlops import storage
 from components.statistics_gen.executor import STATS_INDEX
-from mlops.artifacts import ANOMALIES_SUMMARY, SCHEMA_FILE, SPLITS, STATS_SUFFIX
+from mlops.artifacts import ANOMALIES_SUMMARY, SCHEMA_FILE, SPLITS, STATS_SUFFIX, stats_path
 from mlops.config import PlatformConfig, join_uri
 from mlops.validation import anomalies as A
 from mlops.validation import report
@@ -118,10 +118,6 @@ class ValidationResult:
         }
 
 
-def _stats_uri(statistics_dir: str, split: str) -> str:
-    return join_uri(statistics_dir, f"{split}{STATS_SUFFIX}")
-
-
 def available_splits(statistics_dir: str) -> list[str]:
     names = [n[: -len(STATS_SUFFIX)] for n in storage.listdir(statistics_dir) if n.endswith(STATS_SUFFIX)]
     return [s for s in SPLITS if s in names] + sorted(s for s in names if s not in SPLITS)
@@ -144,7 +140,7 @@ def validate(config: PlatformConfig, statistics_dir: str, schema_dir: str, out_d
         raise ExampleValidatorError(f"statistics {statistics_dir}: no <split>{STATS_SUFFIX} files")
     storage.makedirs(out_dir)
 
-    stats = {s: read_statistics(_stats_uri(statistics_dir, s)) for s in splits}
+    stats = {s: read_statistics(stats_path(statistics_dir, s)) for s in splits}
     per_split: dict[str, list[A.Anomaly]] = {}
     for split in splits:
         result = tfdv.validate_statistics(stats[split], schema, environment=training_env)
@@ -164,7 +160,7 @@ def validate(config: PlatformConfig, statistics_dir: str, schema_dir: str, out_d
             raise ExampleValidatorError(f"previous statistics {previous_statistics_dir}: no split(s) {missing} to "
                                         f"compare with (it has {previous})")
         for split in compared:
-            prev = read_statistics(_stats_uri(previous_statistics_dir, split))
+            prev = read_statistics(stats_path(previous_statistics_dir, split))
             result = tfdv.validate_statistics(stats[split], schema, environment=training_env,
                                               previous_statistics=prev)
             drift += A.rows(result, A.DRIFT, split, comparators_only=True)

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from mlops import storage
-from mlops.artifacts import SCHEMA_FILE
+from mlops.artifacts import SCHEMA_FILE, stats_path
 from mlops.config import PlatformConfig, join_uri
 from mlops.validation import report
 from mlops.validation.schema import (SERVING, TRAINING, Schema, apply_comparators, check_covers_config,
@@ -77,7 +77,7 @@ def build(config: PlatformConfig, statistics_dir: str, out_dir: str) -> SchemaIn
             note = (f"validation.schema_path {curated} does not exist: schema inferred. Review {SCHEMA_FILE} "
                     f"and commit it there to make it the curated schema.")
             log.warning(note)
-        stats_uri = join_uri(statistics_dir, f"{INFER_FROM_SPLIT}.stats.pb")
+        stats_uri = stats_path(statistics_dir, INFER_FROM_SPLIT)
         if not storage.exists(stats_uri):
             raise SchemaGenError(f"statistics {statistics_dir}: no {INFER_FROM_SPLIT}.stats.pb to infer a schema from")
         schema = infer(read_statistics(stats_uri))

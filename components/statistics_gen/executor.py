@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 
 from mlops import artifacts, storage
-from mlops.artifacts import SPLITS, STATS_SUFFIX
+from mlops.artifacts import SPLITS, STATS_SUFFIX, stats_path
 from mlops.config import PlatformConfig, join_uri
 from mlops.validation import report
 from mlops.validation.statistics import compute_statistics, feature_summary, read_statistics, write_statistics
@@ -48,10 +48,6 @@ class StatisticsOutput:
     @property
     def html_path(self) -> str:
         return join_uri(self.out_dir, HTML_FILE)
-
-
-def stats_path(statistics_dir: str, split: str) -> str:
-    return join_uri(statistics_dir, f"{split}{STATS_SUFFIX}")
 
 
 def read_split(examples_dir: str, split: str) -> pd.DataFrame:
