@@ -213,6 +213,47 @@ class MetadataSpec(_Strict):
     password_env: str | None = None  # name of the env var holding the password, never the password
 
 
+class PayloadLogSpec(_Strict):
+    """Where predictions are logged for monitoring (request id, model version, features, output)."""
+    enabled: bool = True
+    sink: Literal["parquet", "redis"] = "parquet"
+    path: str | None = None  # parquet sink; default <artifact_root>/payload_logs (hour partitions)
+    redis_url: str = "127.0.0.1:6379"
+    redis_stream: str = "mlops:payloads"
+    redis_maxlen: int = Field(1_000_000, gt=0)  # approximate MAXLEN of the stream
+    queue_size: int = Field(100_000, gt=0)  # rows waiting to be written; beyond it rows are dropped
+    flush_rows: int = Field(10_000, gt=0)
+    flush_seconds: float = Field(5.0, gt=0)
+
+
+class StreamSpec(_Strict):
+    """Prediction requests over Redis Streams (`mlops stream`)."""
+    redis_url: str = "127.0.0.1:6379"
+    input_stream: str = "mlops:requests"
+    output_stream: str = "mlops:predictions"
+    dead_letter_stream: str = "mlops:dead-letter"
+    group: str = "mlops-predictors"
+    batch_size: int = Field(256, gt=0)  # events read (and predicted) per micro-batch
+    block_ms: int = Field(200, ge=0)
+    claim_idle_ms: int = Field(30_000, gt=0)  # a pending event idle this long is taken over
+    dedup_ttl_s: int = Field(7 * 24 * 3600, gt=0)  # how long a request id stays answered
+
+
+class ServingSpec(_Strict):
+    """Online, batch, streaming and embedded prediction (serving/)."""
+    model: str | None = None  # NAME, NAME@ALIAS or NAME@VERSION; default: the project's name
+    host: str = "127.0.0.1"
+    http_port: int = Field(8080, ge=0, le=65535)
+    grpc_port: int = Field(8081, ge=0, le=65535)
+    runtime: Literal["savedmodel", "tflite"] = "savedmodel"
+    feature_lookup: bool = True  # enrich requests from the Feast online store (if features: is set)
+    max_batch_rows: int = Field(10_000, gt=0)
+    max_request_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    reload_interval_s: float = Field(5.0, ge=0)  # how often the alias is re-resolved; 0: never
+    payload_log: PayloadLogSpec = PayloadLogSpec()
+    stream: StreamSpec = StreamSpec()
+
+
 class PlatformConfig(_Strict):
     project: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
     artifact_root: str
@@ -224,6 +265,7 @@ class PlatformConfig(_Strict):
     transform: TransformSpec = TransformSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
     metadata: MetadataSpec = MetadataSpec()
+    serving: ServingSpec = ServingSpec()
     # Set by load_config: where this config came from (for error messages and lineage).
     source_path: str | None = None
 
@@ -256,7 +298,8 @@ class PlatformConfig(_Strict):
 
     def content_hash(self) -> str:
         """Stable hash of the semantic content (not of the file's formatting): recorded in MLMD."""
-        body = self.model_dump(mode="json", exclude={"source_path"})
+        # serving: ports and sinks do not change what a training run produces.
+        body = self.model_dump(mode="json", exclude={"source_path", "serving"})
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
     @property

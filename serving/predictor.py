@@ -1,0 +1,201 @@
+"""One predict interface over a registered model, whatever runs it.
+
+    predictor = load_predictor(model_dir, runtime="savedmodel" | "tflite")
+    predictor.inputs                     # [InputSpec(name, dtype)], the raw features
+    predictor.predict({"hour": np.array([7.0], np.float32), "carrier": np.array(["DL"], object), ...})
+        -> np.ndarray [n] float32 (probability for binary classification)
+
+Raw encoding (mlops.artifacts): numeric features float32 with NaN for missing, categorical
+features str with "" for missing. Both runtimes apply the same preprocessing: the SavedModel
+holds the TFT graph, the TFLite runtime a NumPy re-implementation of it (parity-tested in the
+Trainer). `savedmodel` needs TensorFlow; `tflite` only NumPy and a TFLite interpreter
+(ai_edge_litert, tflite_runtime or TensorFlow), which is what an edge device runs.
+
+`validate_rows` is the request checker every entry point (REST, gRPC, batch, stream) shares:
+it names the input that is missing, unknown, of the wrong type or of the wrong length.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass
+from typing import Mapping, Protocol, Sequence
+
+import numpy as np
+
+from mlops.registry.store import MODEL_FILES
+
+NUMERIC, CATEGORICAL = "float32", "string"
+
+
+class PredictionInputError(ValueError):
+    """The request is wrong (names, types, shapes): the client's fault, a 4xx."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    dtype: str  # NUMERIC ("float32") or CATEGORICAL ("string")
+
+
+class Predictor(Protocol):
+    inputs: list[InputSpec]
+    runtime: str
+
+    def predict(self, rows: Mapping[str, np.ndarray]) -> np.ndarray: ...
+
+
+def _spec_of(model_dir: str) -> dict | None:
+    path = os.path.join(model_dir, MODEL_FILES["tflite_preprocessing"])
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def as_numeric(name: str, values) -> np.ndarray:
+    """float32 column; None -> NaN. Text that is not a number is the client's error."""
+    arr = np.asarray(values)
+    if arr.dtype == object or arr.dtype.kind in "US":
+        out = np.empty(arr.shape, dtype=np.float32)
+        flat = arr.reshape(-1)
+        o = out.reshape(-1)
+        for i, v in enumerate(flat):
+            if v is None:
+                o[i] = np.nan
+            elif isinstance(v, (bool, np.bool_)):
+                raise PredictionInputError(f"input {name!r}: expected numbers, got a boolean at row {i}")
+            else:
+                try:
+                    o[i] = float(v)
+                except (TypeError, ValueError):
+                    raise PredictionInputError(f"input {name!r}: expected numbers, got {v!r} at row {i}") from None
+        return out
+    if arr.dtype.kind == "b":
+        raise PredictionInputError(f"input {name!r}: expected numbers, got booleans")
+    if arr.dtype.kind not in "iuf":
+        raise PredictionInputError(f"input {name!r}: expected numbers, got dtype {arr.dtype}")
+    return arr.astype(np.float32, copy=False)
+
+
+def as_text(name: str, values) -> np.ndarray:
+    """object array of str; None -> "", bytes decoded as UTF-8. Numbers are accepted as their
+    text (a month sent as 7 means "7", as the training data encoded it)."""
+    arr = np.asarray(values, dtype=object)
+    out = np.empty(arr.shape, dtype=object)
+    flat, o = arr.reshape(-1), out.reshape(-1)
+    for i, v in enumerate(flat):
+        if v is None:
+            o[i] = ""
+        elif isinstance(v, str):
+            o[i] = v
+        elif isinstance(v, (bytes, np.bytes_)):
+            try:
+                o[i] = bytes(v).decode("utf-8")
+            except UnicodeDecodeError:
+                raise PredictionInputError(f"input {name!r}: row {i} is not valid UTF-8") from None
+        elif isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise PredictionInputError(f"input {name!r}: expected strings, got {type(v).__name__} at row {i}")
+        elif isinstance(v, (float, np.floating)) and np.isnan(v):
+            o[i] = ""
+        elif isinstance(v, (float, np.floating)) and float(v).is_integer():
+            o[i] = str(int(v))
+        else:
+            o[i] = str(v)
+    return out
+
+
+def validate_rows(inputs: Sequence[InputSpec], rows: Mapping[str, object], *, max_rows: int | None = None,
+                  allow_extra: Sequence[str] = ()) -> tuple[dict[str, np.ndarray], int]:
+    """Checked, encoded columns for `inputs` and the row count. Every input must be present, 1-D
+    (or [n, 1]) and of one length n >= 1; names not in `inputs` or `allow_extra` are refused."""
+    known = {s.name for s in inputs}
+    unknown = sorted(set(rows) - known - set(allow_extra))
+    if unknown:
+        raise PredictionInputError(f"unknown input(s) {unknown}; the model takes {sorted(known)}")
+    missing = [s.name for s in inputs if s.name not in rows]
+    if missing:
+        raise PredictionInputError(f"missing input(s) {missing}")
+    out: dict[str, np.ndarray] = {}
+    n = None
+    for spec in inputs:
+        col = as_numeric(spec.name, rows[spec.name]) if spec.dtype == NUMERIC else as_text(spec.name, rows[spec.name])
+        if col.ndim == 0:
+            col = col.reshape(1)
+        elif col.ndim == 2 and col.shape[1] == 1:
+            col = col.reshape(-1)
+        elif col.ndim != 1:
+            raise PredictionInputError(f"input {spec.name!r}: expected shape [n] or [n, 1], got {list(col.shape)}")
+        if n is None:
+            n = len(col)
+        elif len(col) != n:
+            raise PredictionInputError(f"input {spec.name!r}: {len(col)} rows, but {inputs[0].name!r} has {n}")
+        out[spec.name] = col
+    if not n:
+        raise PredictionInputError("empty batch: every input has 0 rows")
+    if max_rows is not None and n > max_rows:
+        raise PredictionInputError(f"batch of {n} rows exceeds the limit of {max_rows}")
+    return out, n
+
+
+class SavedModelPredictor:
+    """The raw-feature serving signature of <model_dir>/serving_model (TFT graph inside)."""
+
+    runtime = "savedmodel"
+
+    def __init__(self, model_dir: str, output_key: str | None = None):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf
+
+        self._tf = tf
+        self._loaded = tf.saved_model.load(os.path.join(model_dir, MODEL_FILES["serving_model"]))
+        self._fn = self._loaded.signatures["serving_default"]
+        specs = self._fn.structured_input_signature[1]
+        self.inputs = [InputSpec(name, NUMERIC if spec.dtype == tf.float32 else CATEGORICAL)
+                       for name, spec in sorted(specs.items())]
+        self._dtypes = {name: spec.dtype for name, spec in specs.items()}
+        outputs = list(self._fn.structured_outputs)
+        self.output_key = output_key if output_key in outputs else outputs[0]
+
+    def predict(self, rows: Mapping[str, np.ndarray]) -> np.ndarray:
+        tf = self._tf
+        out = self._fn(**{name: tf.constant(rows[name], dtype=dtype) for name, dtype in self._dtypes.items()})
+        return out[self.output_key].numpy().reshape(-1).astype(np.float32, copy=False)
+
+
+class TFLiteModelPredictor:
+    """model.tflite + the NumPy preprocessor; no TensorFlow server. The interpreter is not
+    thread-safe: calls are serialized."""
+
+    runtime = "tflite"
+
+    def __init__(self, model_dir: str, num_threads: int | None = None):
+        from mlops.modeling.tflite_predictor import TFLitePredictor
+
+        self._impl = TFLitePredictor.from_dir(model_dir, num_threads=num_threads)
+        self.inputs = [InputSpec(name, NUMERIC if dtype == "float32" else CATEGORICAL)
+                       for name, dtype in sorted(self._impl.preprocessor.raw_features)]
+        self.output_key = self._impl.output_key
+        self._lock = threading.Lock()
+
+    def predict(self, rows: Mapping[str, np.ndarray]) -> np.ndarray:
+        with self._lock:
+            return self._impl.predict(rows).copy()
+
+
+def load_predictor(model_dir: str, runtime: str = "savedmodel", output_key: str | None = None) -> Predictor:
+    """A predictor for a local model directory (a registry version or KServe's /mnt/models)."""
+    if not os.path.isdir(model_dir):
+        raise FileNotFoundError(f"model directory {model_dir} does not exist")
+    if runtime == "savedmodel":
+        if not os.path.isdir(os.path.join(model_dir, MODEL_FILES["serving_model"])):
+            raise FileNotFoundError(f"{model_dir} has no {MODEL_FILES['serving_model']}/ (use runtime tflite?)")
+        return SavedModelPredictor(model_dir, output_key)
+    if runtime == "tflite":
+        for key in ("tflite", "tflite_preprocessing"):
+            if not os.path.exists(os.path.join(model_dir, MODEL_FILES[key])):
+                raise FileNotFoundError(f"{model_dir} has no {MODEL_FILES[key]} (use runtime savedmodel?)")
+        return TFLiteModelPredictor(model_dir)
+    raise ValueError(f"unknown runtime {runtime!r}: use 'savedmodel' or 'tflite'")

