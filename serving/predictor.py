@@ -25,7 +25,8 @@ from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 
-from mlops.registry.store import MODEL_FILES
+# MODEL_FILES (mlops.registry.store) is imported inside the functions that need it: an edge bundle
+# (serving/edge.py) ships this module with NumPy only, without the registry's pandas/pydantic/fsspec.
 
 NUMERIC, CATEGORICAL = "float32", "string"
 
@@ -48,6 +49,8 @@ class Predictor(Protocol):
 
 
 def _spec_of(model_dir: str) -> dict | None:
+    from mlops.registry.store import MODEL_FILES
+
     path = os.path.join(model_dir, MODEL_FILES["tflite_preprocessing"])
     if not os.path.exists(path):
         return None
@@ -149,6 +152,8 @@ class SavedModelPredictor:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import tensorflow as tf
 
+        from mlops.registry.store import MODEL_FILES
+
         self._tf = tf
         self._loaded = tf.saved_model.load(os.path.join(model_dir, MODEL_FILES["serving_model"]))
         self._fn = self._loaded.signatures["serving_default"]
@@ -187,6 +192,8 @@ class TFLiteModelPredictor:
 
 def load_predictor(model_dir: str, runtime: str = "savedmodel", output_key: str | None = None) -> Predictor:
     """A predictor for a local model directory (a registry version or KServe's /mnt/models)."""
+    from mlops.registry.store import MODEL_FILES
+
     if not os.path.isdir(model_dir):
         raise FileNotFoundError(f"model directory {model_dir} does not exist")
     if runtime == "savedmodel":
