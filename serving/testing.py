@@ -77,10 +77,14 @@ def register(artifact_root: str, name: str, model_dir: str, *, features=None, me
     """A blessed registry version of model_dir (staging alias moves to it)."""
     from mlops.registry.store import ModelRegistry
 
+    if features is None:  # the serving signature's raw inputs, as the Trainer records them
+        from serving.predictor import load_predictor
+
+        features = [{"name": s.name, "dtype": s.dtype} for s in load_predictor(model_dir).inputs]
     return ModelRegistry(str(artifact_root)).register(
         name, model_dir, metrics=metrics or {"auc": 0.7}, blessing={"blessed": True, "reason": "test"},
         dataset_versions=["test"], config_hash="test", git_commit="test", task="binary_classification",
-        output_key="probability", features=features or [])
+        output_key="probability", features=features)
 
 
 def build_real_model(out_dir: str, rows: int = 3000, python: str | None = None, timeout: float = 900) -> str:
