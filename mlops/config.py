@@ -239,6 +239,15 @@ class StreamSpec(_Strict):
     dedup_ttl_s: int = Field(7 * 24 * 3600, gt=0)  # how long a request id stays answered
 
 
+class BatchSpec(_Strict):
+    """Offline inference over a dataset version or a parquet/csv URI (`mlops predict batch`)."""
+    chunk_rows: int = Field(65_536, gt=0)  # rows read, predicted and written per step (one online read each)
+    # Row ids of the output: this input column when the input has it, else the row's position in
+    # the input (0-based, over all files in order).
+    id_column: str | None = None
+    passthrough_columns: list[str] = Field(default_factory=list)  # input columns copied to the output
+
+
 class ServingSpec(_Strict):
     """Online, batch, streaming and embedded prediction (serving/)."""
     model: str | None = None  # NAME, NAME@ALIAS or NAME@VERSION; default: the project's name
@@ -252,6 +261,7 @@ class ServingSpec(_Strict):
     reload_interval_s: float = Field(5.0, ge=0)  # how often the alias is re-resolved; 0: never
     payload_log: PayloadLogSpec = PayloadLogSpec()
     stream: StreamSpec = StreamSpec()
+    batch: BatchSpec = BatchSpec()
 
 
 class PlatformConfig(_Strict):

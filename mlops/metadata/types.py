@@ -42,6 +42,8 @@ ARTIFACT_TYPES: dict[str, dict[str, str]] = {
     "mlops.ModelEvaluation": {"metrics": S, "baseline_version": S},                             # metrics: JSON
     "mlops.ModelBlessing":   {"blessed": I, "reason": S, "baseline_version": S},                # blessed: 0/1
     "mlops.PushedModel":     {"name": S, "version": S, "destination": S},
+    # Batch inference output (one parquet file): model = "<name>@<version>"
+    "mlops.Predictions":     {"model": S, "row_count": I, "content_hash": S, "predicted_at": S},
 }
 
 EXECUTION_TYPE = "mlops.ComponentRun"
