@@ -1,0 +1,424 @@
+"""Payload logging: every prediction (online, batch, stream) to a durable sink, off the request path.
+
+    logger = PayloadLogger.from_config(config)      # a no-op logger if serving.payload_log.enabled is false
+    logger.log(model="flights", version="3", source="online", request_ids=ids,
+               features=model_input_columns, predictions=probabilities)    # -> bool, microseconds
+    logger.stats()    # queued_rows, logged_rows, written_rows, dropped_rows, write_errors, lost_rows
+    logger.flush(); logger.close()
+
+The request thread only appends references to a bounded queue (counted in rows); a writer thread
+converts and writes them. So a caller must not modify the arrays it passed to `log` afterwards
+(the serving code hands over freshly built columns). When the queue holds `queue_size` rows not
+yet written, `log` refuses the call at once: returns False and counts the rows as dropped; it never
+waits. Counters: logged_rows = written_rows + queued_rows + lost_rows at any time, where lost rows
+were accepted but could not be written (bad data, or a sink that failed every retry; each failed
+attempt is a write error). `source` says which entry point predicted: "online", "batch", "stream".
+
+Sinks (serving.payload_log.sink):
+
+* parquet (default): `<path or artifact_root/payload_logs>/<model>/date=YYYY-MM-DD/hour=HH/part-*.parquet`,
+  Hive partitions by the UTC hour of each logged call, one file per (model, hour, feature set) per
+  flush. Columns: request_id, model, version, source, timestamp (UTC, microseconds), prediction, then
+  one column per feature with its raw type (float32 / string). A feature named like a fixed column
+  or a partition key (flights has `hour`) is stored as `feature_<name>`, so Hive readers can
+  tell it from the partition; `read_payload_logs` gives partition-named features their own name back. Files appear atomically (a `.tmp-` file renamed on a
+  local disk, one PUT on an object store), and readers (pyarrow.dataset, pandas, `read_payload_logs`)
+  skip dot-files, so a reader never sees a partial file, even after a SIGKILL mid-write.
+* redis: one XADD per row to `redis_stream` (MAXLEN ~ redis_maxlen, pipelined), fields request_id,
+  model, version, source, timestamp (epoch seconds), prediction and `features` (a JSON object; NaN
+  -> null). Needs redis-py: the serving environment.
+
+Writes happen every `flush_rows` queued rows or `flush_seconds` after the oldest queued row, on
+flush() and on close(); loggers still open at interpreter exit are closed (flushed) by atexit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as dt
+import json
+import logging
+import threading
+import time
+import uuid
+import weakref
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+log = logging.getLogger("mlops.serving.payload_log")
+
+FIXED_COLUMNS = ("request_id", "model", "version", "source", "timestamp", "prediction")
+PARTITION_KEYS = ("date", "hour")
+WRITE_ATTEMPTS = 3  # per file / pipeline before its rows count as lost
+
+
+def payload_log_root(config) -> str:
+    from mlops.config import join_uri
+
+    return config.serving.payload_log.path or join_uri(config.artifact_root, "payload_logs")
+
+
+def feature_column(name: str) -> str:
+    """The stored column name of a feature: fixed columns and partition keys are not shadowed."""
+    return f"feature_{name}" if name in FIXED_COLUMNS or name in PARTITION_KEYS else name
+
+
+# An accepted log() call, exactly as the caller handed it over (conversion is the writer's job).
+# (model, version, source, request_ids, features, predictions, epoch seconds)
+Entry = tuple
+
+
+class NullPayloadLogger:
+    """What from_config returns when payload logging is disabled: logs nothing, costs nothing."""
+
+    enabled = False
+
+    def log(self, **_: Any) -> bool:
+        return False  # nothing was logged (and nothing is counted as dropped: logging is off)
+
+    def stats(self) -> dict[str, int]:
+        return dict.fromkeys(("queued_rows", "logged_rows", "written_rows", "dropped_rows", "write_errors",
+                              "lost_rows"), 0)
+
+    def flush(self, timeout: float = 10) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class PayloadLogger:
+    enabled = True
+
+    def __init__(self, sink, *, queue_size: int = 100_000, flush_rows: int = 10_000, flush_seconds: float = 5.0):
+        self.sink = sink
+        self.queue_size, self.flush_rows, self.flush_seconds = queue_size, flush_rows, flush_seconds
+        # One lock for the queue and the counters; the request thread holds it for a few
+        # attribute updates, the writer only to take the whole queue at once.
+        self._cond = threading.Condition(threading.Lock())
+        self._pending: list[Entry] = []
+        self._pending_rows = 0
+        self._oldest = 0.0  # monotonic time the oldest pending entry was queued
+        self._queued = self._logged = self._written = self._dropped = self._lost = self._errors = 0
+        self._flush_wanted = False
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="payload-log-writer", daemon=True)
+        self._thread.start()
+        _OPEN.add(self)
+
+    @classmethod
+    def from_config(cls, config) -> "PayloadLogger | NullPayloadLogger":
+        spec = config.serving.payload_log
+        if not spec.enabled:
+            return NullPayloadLogger()
+        if spec.sink == "redis":
+            sink = RedisSink(spec.redis_url, spec.redis_stream, spec.redis_maxlen)
+        else:
+            sink = ParquetSink(payload_log_root(config))
+        return cls(sink, queue_size=spec.queue_size, flush_rows=spec.flush_rows, flush_seconds=spec.flush_seconds)
+
+    # ---- the request path --------------------------------------------------------------------
+    def log(self, *, model: str, version: str, source: str, request_ids: Sequence[str],
+            features: Mapping[str, np.ndarray], predictions: np.ndarray, timestamp: float | None = None) -> bool:
+        """Queues one prediction call's rows; never blocks. False: not accepted (queue full or
+        closed), the rows are counted in dropped_rows. Mismatched lengths are a caller bug: ValueError."""
+        n = len(predictions)
+        if len(request_ids) != n:
+            raise ValueError(f"payload log: {len(request_ids)} request ids for {n} predictions")
+        for name, column in features.items():
+            if len(column) != n:
+                raise ValueError(f"payload log: feature {name!r} has {len(column)} rows for {n} predictions")
+        if n == 0:
+            return True
+        entry = (model, str(version), source, request_ids, dict(features), predictions,
+                 time.time() if timestamp is None else float(timestamp))
+        with self._cond:
+            if self._closed or self._queued + n > self.queue_size:
+                self._dropped += n
+                return False
+            if not self._pending:
+                self._oldest = time.monotonic()
+            self._pending.append(entry)
+            self._pending_rows += n
+            self._queued += n
+            self._logged += n
+            if self._pending_rows >= self.flush_rows > self._pending_rows - n:
+                self._cond.notify_all()  # the writer waits for this threshold (flush() waiters may share it)
+        return True
+
+    def stats(self) -> dict[str, int]:
+        with self._cond:
+            return {"queued_rows": self._queued, "logged_rows": self._logged, "written_rows": self._written,
+                    "dropped_rows": self._dropped, "write_errors": self._errors, "lost_rows": self._lost}
+
+    # ---- flushing and shutdown ----------------------------------------------------------------
+    def flush(self, timeout: float = 10) -> None:
+        """Writes everything logged before this call; waits up to `timeout` seconds for it."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            target = self._logged
+            self._flush_wanted = True
+            self._cond.notify_all()
+            while self._written + self._lost < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._thread.is_alive():
+                    log.warning("payload log flush: %d rows still queued after %.1f s",
+                                target - self._written - self._lost, timeout)
+                    return
+                self._cond.wait(remaining)
+
+    def close(self, timeout: float = 30) -> None:
+        """Stops accepting rows, writes what is queued, stops the writer. Idempotent."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("payload log close: the writer did not finish within %.0f s", timeout)
+            return
+        self.sink.close()
+        _OPEN.discard(self)
+
+    # ---- the writer thread --------------------------------------------------------------------
+    def _take(self) -> list[Entry] | None:
+        """Waits until a write is due; the entries to write, or None when closed and drained."""
+        with self._cond:
+            while True:
+                if self._pending and (self._closed or self._flush_wanted or self._pending_rows >= self.flush_rows):
+                    break
+                if self._closed:
+                    return None
+                if self._pending:
+                    remaining = self._oldest + self.flush_seconds - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                else:
+                    self._flush_wanted = False
+                    # log() does not wake us for the first row (that would cost every call a
+                    # notify); waking every flush_seconds bounds its wait to ~flush_seconds.
+                    self._cond.wait(self.flush_seconds)
+            batch, self._pending, self._pending_rows = self._pending, [], 0
+            self._flush_wanted = False
+            return batch
+
+    def _run(self) -> None:
+        while (batch := self._take()) is not None:
+            for rows, build in self.sink.units(batch):
+                written = self._write_unit(rows, build)
+                with self._cond:
+                    self._queued -= rows
+                    if written:
+                        self._written += rows
+                    else:
+                        self._lost += rows
+                    self._cond.notify_all()
+
+    def _write_unit(self, rows: int, build: Callable[[], Any]) -> bool:
+        try:
+            payload = build()
+        except Exception:  # data that cannot be converted: retrying would not help
+            log.exception("payload log: %d rows could not be converted; they are lost", rows)
+            self._count_error()
+            return False
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                self.sink.write(payload)
+                return True
+            except Exception as e:
+                self._count_error()
+                if attempt == WRITE_ATTEMPTS:
+                    log.error("payload log: writing %d rows failed %d times (%s); they are lost", rows, attempt, e)
+                    return False
+                log.warning("payload log: write failed (%s), retrying", e)
+                if not self._closed:  # closing: retry at once rather than hold up shutdown
+                    time.sleep(0.2 * attempt)
+        return False
+
+    def _count_error(self) -> None:
+        with self._cond:
+            self._errors += 1
+
+
+# Loggers not closed by their owner are flushed at interpreter exit. atexit runs before daemon
+# threads are stopped, so the writer is still there to drain the queue.
+_OPEN: "weakref.WeakSet[PayloadLogger]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_loggers() -> None:
+    for logger in list(_OPEN):
+        logger.close(timeout=10)
+
+
+# ---- sinks: units(entries) -> [(rows, build)], build() -> payload, write(payload) ---------------
+def _column(values: Sequence) -> np.ndarray:
+    arr = np.asarray(values)
+    return arr.reshape(-1)
+
+
+class ParquetSink:
+    def __init__(self, root: str):
+        import pyarrow as pa
+        import pyarrow.parquet  # noqa: F401
+
+        from mlops import storage  # noqa: F401
+
+        self.root = root.rstrip("/")
+        self._swept: set[str] = set()
+        # Everything the writer needs is imported now: the atexit flush runs when imports are no
+        # longer possible (pyarrow loads its pandas shim lazily, on the first object column).
+        pa.array(np.array([""], dtype=object), from_pandas=True)
+
+    def units(self, entries: list[Entry]) -> Iterator[tuple[int, Callable[[], tuple[str, bytes]]]]:
+        groups: dict[tuple, list[Entry]] = {}
+        for e in entries:
+            groups.setdefault((e[0], int(e[6] // 3600), tuple(sorted(e[4]))), []).append(e)
+        for (model, hour, _), group in groups.items():
+            yield sum(len(e[5]) for e in group), (lambda m=model, h=hour, g=group: self._build(m, h, g))
+
+    def _build(self, model: str, hour: int, group: list[Entry]) -> tuple[str, bytes]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not model or "/" in model or model.startswith("."):
+            raise ValueError(f"model name {model!r} cannot be a directory name")
+        counts = [len(e[5]) for e in group]
+        n = sum(counts)
+        micros = (np.array([e[6] for e in group], dtype=np.float64) * 1e6).round().astype(np.int64)
+        cols = {
+            "request_id": pa.array([i if isinstance(i, str) else str(i) for e in group for i in e[3]], pa.string()),
+            "model": pa.array([model] * n, pa.string()),
+            "version": pa.array(np.repeat(np.array([e[1] for e in group], dtype=object), counts), pa.string()),
+            "source": pa.array(np.repeat(np.array([e[2] for e in group], dtype=object), counts), pa.string()),
+            "timestamp": pa.array(np.repeat(micros, counts), pa.timestamp("us", tz="UTC")),
+            "prediction": pa.array(np.concatenate([_column(e[5]) for e in group])),
+        }
+        for name in group[0][4]:  # the first call's column order
+            values = np.concatenate([_column(e[4][name]) for e in group])
+            # Object columns: None/NaN are missing values; float columns keep NaN (the raw encoding).
+            cols[feature_column(name)] = pa.array(values, from_pandas=values.dtype == object)
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.table(cols), sink)
+        start = dt.datetime.fromtimestamp(hour * 3600, dt.timezone.utc)
+        directory = f"{self.root}/{model}/date={start:%Y-%m-%d}/hour={start:%H}"
+        return f"{directory}/part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet", sink.getvalue().to_pybytes()
+
+    def write(self, payload: tuple[str, bytes]) -> None:
+        from mlops import storage
+
+        uri, data = payload
+        directory = uri.rsplit("/", 1)[0]
+        if directory not in self._swept:  # temp files of a writer killed mid-write (once per partition)
+            storage.remove_stale_temps(directory)
+            self._swept.add(directory)
+        storage.write_bytes_atomic(uri, data)
+
+    def close(self) -> None:
+        pass
+
+
+def _json_values(column: np.ndarray) -> list:
+    values = column.tolist()
+    if column.dtype.kind == "f" or column.dtype == object:
+        return [None if isinstance(v, float) and v != v else v for v in values]
+    return values
+
+
+class RedisSink:
+    CHUNK_ROWS = 1000  # XADDs per pipeline round trip
+
+    def __init__(self, url: str, stream: str, maxlen: int):
+        from serving.redis_conn import connect
+
+        self.client = connect(url, purpose="serving.payload_log.redis_url")
+        self.stream, self.maxlen = stream, maxlen
+
+    def units(self, entries: list[Entry]) -> Iterator[tuple[int, Callable[[], list[dict]]]]:
+        chunk: list[Entry] = []
+        rows = 0
+        for e in entries:
+            chunk.append(e)
+            rows += len(e[5])
+            if rows >= self.CHUNK_ROWS:
+                yield rows, (lambda c=chunk: self._build(c))
+                chunk, rows = [], 0
+        if chunk:
+            yield rows, (lambda c=chunk: self._build(c))
+
+    @staticmethod
+    def _build(chunk: list[Entry]) -> list[dict]:
+        messages = []
+        for model, version, source, ids, features, predictions, ts in chunk:
+            names = list(features)
+            columns = [_json_values(_column(features[k])) for k in names]
+            preds = _column(predictions).tolist()
+            for i, rid in enumerate(ids):
+                messages.append({
+                    "request_id": str(rid), "model": model, "version": version, "source": source,
+                    "timestamp": repr(ts), "prediction": repr(float(preds[i])),
+                    "features": json.dumps(dict(zip(names, (c[i] for c in columns))), separators=(",", ":"),
+                                           allow_nan=False, default=str),
+                })
+        return messages
+
+    def write(self, messages: list[dict]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for fields in messages:
+            pipe.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)
+        pipe.execute()
+
+    def close(self) -> None:
+        self.client.close()
+
+
+# ---- reading (monitoring: serving statistics, training/serving skew) -----------------------------
+def _utc(value) -> "Any":
+    import pandas as pd
+
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return pd.Timestamp(value, unit="s", tz="UTC")
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def read_payload_logs(root: str, model: str, start=None, end=None):
+    """The logged rows of `model` with start <= timestamp < end (datetimes, ISO text or epoch
+    seconds; naive = UTC), sorted by time, as a pandas DataFrame. Only the hour partitions that
+    overlap the range are opened. `root` is payload_log_root(config)."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from mlops import storage
+
+    lo, hi = _utc(start), _utc(end)
+    base = f"{root.rstrip('/')}/{model}"
+    fs, _ = storage.fs_and_path(base)
+    frames = []
+    for day in storage.listdir(base):
+        if not day.startswith("date="):
+            continue
+        for hour in storage.listdir(f"{base}/{day}"):
+            if not hour.startswith("hour="):
+                continue
+            h0 = pd.Timestamp(f"{day[5:]}T{hour[5:]}:00:00", tz="UTC")
+            if (lo is not None and h0 + pd.Timedelta(hours=1) <= lo) or (hi is not None and h0 >= hi):
+                continue
+            directory = f"{base}/{day}/{hour}"
+            for name in storage.listdir(directory):
+                if name.endswith(".parquet") and not name.startswith((".", "_")):
+                    with fs.open(storage.fs_and_path(f"{directory}/{name}")[1], "rb") as f:
+                        frames.append(pq.read_table(f).to_pandas())
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in FIXED_COLUMNS})
+    # The reader adds no partition columns, so partition-named features get their names back.
+    df = pd.concat(frames, ignore_index=True).rename(columns={feature_column(k): k for k in PARTITION_KEYS})
+    keep = np.ones(len(df), dtype=bool)
+    if lo is not None:
+        keep &= (df["timestamp"] >= lo).to_numpy()
+    if hi is not None:
+        keep &= (df["timestamp"] < hi).to_numpy()
+    return df[keep].sort_values("timestamp", kind="stable").reset_index(drop=True)
