@@ -65,7 +65,7 @@ def as_numeric(name: str, values) -> np.ndarray:
         out = np.empty(arr.shape, dtype=np.float32)
         flat = arr.reshape(-1)
         o = out.reshape(-1)
-        for i, v in enumerate(flat):
+        for i, v in enumerate(flat.tolist()):  # Python values: an error shows 'x', not np.str_('x')
             if v is None:
                 o[i] = np.nan
             elif isinstance(v, (bool, np.bool_)):

@@ -21,6 +21,10 @@ import numpy as np
 from mlops.modeling.farmhash import fingerprint64
 
 SUPPORTED_FORMAT = 1
+# mlops.artifacts.TFLITE_MODEL / TFLITE_PREPROCESSING, repeated here because mlops.artifacts imports
+# pandas and pydantic, which an edge device does not have (serving/edge_test.py keeps them equal).
+MODEL_FILE = "model.tflite"
+PREPROCESSING_FILE = "tflite_preprocessing.json"
 _CACHE_LIMIT = 1_000_000
 
 
@@ -133,11 +137,9 @@ class TFLitePredictor:
 
     @classmethod
     def from_dir(cls, model_dir: str, num_threads: int | None = None) -> "TFLitePredictor":
-        from mlops.artifacts import TFLITE_MODEL, TFLITE_PREPROCESSING
-
-        with open(os.path.join(model_dir, TFLITE_PREPROCESSING)) as f:
+        with open(os.path.join(model_dir, PREPROCESSING_FILE)) as f:
             spec = json.load(f)
-        return cls(os.path.join(model_dir, TFLITE_MODEL), spec, num_threads)
+        return cls(os.path.join(model_dir, MODEL_FILE), spec, num_threads)
 
     def predict(self, rows: Mapping[str, np.ndarray]) -> np.ndarray:
         features = self.preprocessor(rows)
