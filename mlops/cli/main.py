@@ -21,6 +21,11 @@ import click
 
 from mlops import envs
 
+# envs.run_in re-executes `python -m mlops.cli.main`: one module object under both names, so
+# command modules that import this one (mlops.cli.stream) register on the same `cli`.
+if __name__ == "__main__":
+    sys.modules.setdefault("mlops.cli.main", sys.modules[__name__])
+
 DEFAULT_CONFIG = os.environ.get("MLOPS_CONFIG", str(envs.REPO_ROOT / "configs" / "flights.yaml"))
 
 config_option = click.option(
@@ -486,6 +491,10 @@ def lineage(config_path, selector):
         depth = r.get("depth", 0)
         produced = f" <- {r['component']}" if r.get("component") else ""
         click.echo(f"{'  ' * depth}{r.get('type')} {r.get('name') or r.get('uri')}{produced}")
+
+
+from mlops.cli.stream import stream  # noqa: E402  (it uses the helpers above)
+cli.add_command(stream)
 
 
 def main():

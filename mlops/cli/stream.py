@@ -1,0 +1,68 @@
+"""`mlops stream`: answer prediction requests from a Redis stream (serving/stream.py).
+
+Registered by mlops.cli.main (import that module, not this one: this one uses its helpers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import click
+
+from mlops import envs
+from mlops.cli.main import _key_values, _registry_errors, config_option, console, emit_json, runs_in
+
+
+@click.command("stream")
+@config_option
+@click.option("--model", "model", metavar="NAME[@ALIAS|@VERSION]",
+              help="Registry selector or model directory (default: serving.model, else the project's name).")
+@click.option("--consumer", help="Consumer name in the group (default: the host name, i.e. the pod). A consumer "
+                                 "restarted under its name answers its unacknowledged events first.")
+@click.option("--max-events", type=click.IntRange(min=1), help="Stop after this many events (default: run until "
+                                                               "SIGTERM or Ctrl-C).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=JSON",
+              help="Config override, e.g. serving.stream.batch_size=512 (repeatable).")
+@runs_in(envs.SERVING)
+def stream(config_path, model, consumer, max_events, overrides):
+    """Consume prediction requests from serving.stream.input_stream (consumer group, at least once
+    in, one answer per request id out, malformed events to the dead-letter stream). SIGTERM
+    finishes and acknowledges the batch in hand, then exits; the counters are printed as JSON."""
+    import signal
+
+    import redis
+
+    from mlops.config import ConfigError, load_config
+    from serving.handle import ModelHandle
+    from serving.payload_log import PayloadLogger
+    from serving.redis_conn import RedisUnavailable
+    from serving.stream import StreamConsumer
+
+    try:
+        cfg = load_config(config_path, overrides=_key_values(overrides, "--set", True))
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+    spec = cfg.serving.stream
+    try:
+        handle = ModelHandle.from_config(cfg, model)
+    except (*_registry_errors(), FileNotFoundError, LookupError) as e:
+        raise click.ClickException(f"--model {model or cfg.serving.model or cfg.project}: {e}") from None
+    logger = PayloadLogger.from_config(cfg)
+    try:
+        worker = StreamConsumer(cfg, handle, logger, consumer=consumer)
+        worker.ensure_group()
+    except RedisUnavailable as e:
+        raise click.ClickException(str(e)) from None
+    except redis.ConnectionError as e:
+        raise click.ClickException(f"serving.stream.redis_url {spec.redis_url}: {e}") from None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: worker.stop())
+    handle.start_watching()
+    console().print(f"{worker.consumer}: {handle.current.label} answering {spec.input_stream} -> "
+                    f"{spec.output_stream} (group {spec.group}, dead letters: {spec.dead_letter_stream})")
+    try:
+        stats = worker.run(max_events=max_events)
+    finally:
+        handle.stop()
+        logger.close()
+    emit_json(asdict(stats))
