@@ -1,0 +1,174 @@
+"""Prometheus metrics of the model server, beside the ones KServe and prometheus_client have.
+
+Already there (not duplicated): KServe's per-stage histograms `request_preprocess_seconds`,
+`request_predict_seconds`, `request_postprocess_seconds` {model_name} (kserve.metrics; our
+preprocess stage includes the Feast online read), and prometheus_client's default collectors:
+`process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`, ...,
+`python_gc_*`. All of it is served at GET /metrics by KServe's REST server.
+
+Added here:
+
+    mlops_requests_total{protocol, endpoint, code}        every REST request / gRPC call
+    mlops_request_errors_total{protocol, endpoint, code}  the ones that did not succeed
+    mlops_request_seconds{protocol, endpoint}             end to end in the server, sub-ms buckets
+    mlops_predicted_rows_total{model, version}
+    mlops_rows_without_features_total{model}              the store knew nothing: defaults used
+    mlops_model_info{model, version, runtime}             1 for the version being served
+    mlops_model_ready{model}
+    mlops_model_reloads_total{model, result}              hot reloads: swapped | failed
+    mlops_payload_log_rows{model, state}                  PayloadLogger.stats() at scrape time
+
+Labels stay bounded: `endpoint` is a route kind (v2_infer, v1_predict, ...) or a gRPC method
+name, never a raw path.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+# Sub-millisecond resolution where the server spends its time (KServe's histograms start at 5 ms).
+LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
+                   2.5, 10.0)
+
+REQUESTS = Counter("mlops_requests", "Requests by protocol, endpoint and status code",
+                   ["protocol", "endpoint", "code"])
+REQUEST_ERRORS = Counter("mlops_request_errors", "Requests that did not succeed (4xx/5xx, gRPC status not OK)",
+                         ["protocol", "endpoint", "code"])
+REQUEST_SECONDS = Histogram("mlops_request_seconds", "Time in the server per request",
+                            ["protocol", "endpoint"], buckets=LATENCY_BUCKETS)
+PREDICTED_ROWS = Counter("mlops_predicted_rows", "Rows predicted", ["model", "version"])
+ROWS_WITHOUT_FEATURES = Counter("mlops_rows_without_features",
+                                "Rows for which the feature store had no values (documented defaults used)",
+                                ["model"])
+MODEL_INFO = Gauge("mlops_model_info", "1 for the model version being served", ["model", "version", "runtime"])
+MODEL_READY = Gauge("mlops_model_ready", "1 once the model is loaded and warmed up", ["model"])
+MODEL_RELOADS = Counter("mlops_model_reloads", "Hot reloads of a moved alias", ["model", "result"])
+
+
+def rest_endpoint(path: str) -> str:
+    """The route kind of a REST path (a bounded label value)."""
+    if path.startswith("/v2/"):
+        if path.endswith("/infer"):
+            return "v2_infer"
+        if path.startswith("/v2/health/"):
+            return "v2_" + path[len("/v2/health/"):] if path in ("/v2/health/live", "/v2/health/ready") else "other"
+        if path.startswith("/v2/models/"):
+            return "v2_model_ready" if path.endswith("/ready") else "v2_model_metadata"
+        return "v2_other"
+    if path.startswith("/v1/models/"):
+        if path.endswith(":predict"):
+            return "v1_predict"
+        return "v1_explain" if path.endswith(":explain") else "v1_model_ready"
+    return {"/metrics": "metrics", "/": "live"}.get(path, "other")
+
+
+def record_request(protocol: str, endpoint: str, code: str, ok: bool, seconds: float) -> None:
+    REQUESTS.labels(protocol, endpoint, code).inc()
+    if not ok:
+        REQUEST_ERRORS.labels(protocol, endpoint, code).inc()
+    REQUEST_SECONDS.labels(protocol, endpoint).observe(seconds)
+
+
+class RequestMetricsMiddleware:
+    """Pure ASGI middleware (no per-request task, unlike BaseHTTPMiddleware): counts and times every
+    REST request, and refuses a body whose Content-Length exceeds the limit with 413 before reading
+    it. Bodies without a Content-Length (chunked) are capped by the app's own max_body_size."""
+
+    def __init__(self, app, max_body_bytes: int | None = None):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        endpoint = rest_endpoint(scope["path"])
+        status = 500  # if the app dies before starting a response
+
+        async def send_and_watch(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            too_large = self._too_large(scope)
+            if too_large:
+                await _send_json(send_and_watch, 413, too_large)
+            else:
+                await self.app(scope, receive, send_and_watch)
+        finally:
+            record_request("rest", endpoint, str(status), status < 400, time.perf_counter() - start)
+
+    def _too_large(self, scope) -> str | None:
+        if self.max_body_bytes is None:
+            return None
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                try:
+                    size = int(value)
+                except ValueError:
+                    return None  # the HTTP parser has already refused it
+                if size > self.max_body_bytes:
+                    return (f"request body of {size} bytes exceeds the limit of {self.max_body_bytes} bytes "
+                            f"(serving.max_request_bytes)")
+        return None
+
+
+async def _send_json(send, status: int, error: str) -> None:
+    import orjson
+
+    body = orjson.dumps({"error": error})
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def grpc_metrics_interceptor():
+    """An asyncio gRPC server interceptor counting and timing every call by method and status.
+    Placed outside KServe's ExceptionToStatusInterceptor, it sees the status that one set."""
+    import grpc
+    from grpc_interceptor import AsyncServerInterceptor
+
+    class GrpcMetricsInterceptor(AsyncServerInterceptor):
+        async def intercept(self, method, request_or_iterator, context, method_name):
+            start = time.perf_counter()
+            code = "OK"
+            try:
+                return await method(request_or_iterator, context)
+            except BaseException:
+                status = context.code()
+                code = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
+                raise
+            finally:
+                record_request("grpc", method_name.rsplit("/", 1)[-1], code, code == "OK",
+                               time.perf_counter() - start)
+
+    return GrpcMetricsInterceptor()
+
+
+class PayloadLogCollector:
+    """Exposes PayloadLogger.stats() of each served model at scrape time (the logger keeps its own
+    counters). One collector per process; models come and go (tests start several)."""
+
+    def __init__(self):
+        self.sources: dict[str, Callable[[], dict]] = {}
+
+    def collect(self):
+        family = GaugeMetricFamily("mlops_payload_log_rows",
+                                   "Payload log rows by state (queued, logged, written, dropped, lost) and write "
+                                   "errors", labels=["model", "state"])
+        for model, stats in list(self.sources.items()):
+            for key, value in stats().items():
+                family.add_metric([model, key.removesuffix("_rows")], value)
+        yield family
+
+
+PAYLOAD_LOG = PayloadLogCollector()
+REGISTRY.register(PAYLOAD_LOG)

@@ -1,0 +1,140 @@
+"""The KServe model in process (no server): KServe's own Model.__call__ drives preprocess ->
+predict -> postprocess on the tiny registry, and KServe's DataPlane answers readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.serving_env
+
+ROWS = {"hour": [7.0, 22.0, None], "distance": [500.0, 2000.0, 100.0], "temp": [None, 50.0, 30.0],
+        "seats": [100.0, 180.0, 50.0], "carrier": ["UA", "DL", "UA"], "origin": ["EWR", "JFK", "LGA"],
+        "dest": ["ATL", "LAX", "BOS"], "month": ["1", "7", "12"]}
+
+
+def expected(bias: float = 0.0) -> np.ndarray:
+    from serving.testing import tiny_probability
+
+    rows = {k: np.array([np.nan if v is None else v for v in vs], dtype=object if isinstance(vs[0], str) else float)
+            for k, vs in ROWS.items()}
+    return tiny_probability(rows, bias)
+
+
+def v2_request(request_id: str | None = "req-1", rows: dict = ROWS):
+    from kserve import InferInput, InferRequest
+
+    inputs = [InferInput(k, [len(v)], "BYTES" if isinstance(v[0], str) else "FP32", data=list(v)) for k, v in rows.items()]
+    return InferRequest("flights", inputs, request_id=request_id)
+
+
+@pytest.fixture
+def loaded(tiny_config):
+    from serving.model import RegistryModel
+
+    model = RegistryModel(tiny_config, "flights@production", watch=False)
+    model.load()
+    yield model
+    model.stop()
+
+
+def test_v2_v1_and_the_payload_log(loaded, tiny_config):
+    from kserve.protocol.rest.v2_datamodels import InferenceResponse
+
+    from serving.payload_log import payload_log_root, read_payload_logs
+
+    response, _ = asyncio.run(loaded(v2_request("req-1")))
+    assert (response.id, response.model_name, response.model_version) == ("req-1", "flights", "1")
+    out = response.outputs[0]
+    assert (out.name, out.datatype, out.shape) == ("probability", "FP32", [3])
+    np.testing.assert_allclose(out.data, expected(), rtol=1e-6)
+
+    # kserve 0.21: the response model needs a string id, so a request without one gets one
+    response, _ = asyncio.run(loaded(v2_request(None)))
+    assert len(response.id) == 32
+    InferenceResponse.model_validate(response.to_rest()[0])
+
+    v1, _ = asyncio.run(loaded({"instances": [{k: v[i] for k, v in ROWS.items()} for i in range(3)]}))
+    np.testing.assert_allclose(v1["predictions"], expected(), rtol=1e-6)
+
+    loaded.payload_logger.flush()
+    logged = read_payload_logs(payload_log_root(tiny_config), "flights")
+    assert len(logged) == 9 and set(logged["version"]) == {"1"} and set(logged["source"]) == {"online"}
+    first = logged[logged["request_id"].str.startswith("req-1")].sort_values("request_id")
+    assert list(first["request_id"]) == ["req-1-0", "req-1-1", "req-1-2"]
+    np.testing.assert_allclose(first["prediction"], expected(), rtol=1e-6)
+    assert list(first["carrier"]) == ROWS["carrier"] and np.isnan(first["temp"].iloc[0])
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda r: {**r, "colour": ["red"] * 3}, "unknown input(s) ['colour']"),
+    (lambda r: {k: v for k, v in r.items() if k != "temp"}, "missing input(s) ['temp']"),
+    (lambda r: {**r, "hour": ["seven", 1.0, 2.0]}, "input 'hour': expected numbers, got 'seven' at row 0"),
+    (lambda r: {**r, "carrier": ["UA"]}, "but 'carrier' has 1"),
+])
+def test_bad_v2_input_is_invalid_input_naming_the_field(loaded, mutate, message):
+    from kserve.errors import InvalidInput
+
+    with pytest.raises(InvalidInput) as e:
+        asyncio.run(loaded(v2_request("x", mutate(dict(ROWS)))))
+    assert message in str(e.value)
+
+
+def test_unknown_requested_output_is_invalid(loaded):
+    from kserve.errors import InvalidInput
+    from kserve.protocol.infer_type import RequestedOutput
+
+    request = v2_request()
+    request.request_outputs = [RequestedOutput("logits")]
+    with pytest.raises(InvalidInput, match=r"unknown output\(s\) \['logits'\]"):
+        asyncio.run(loaded(request))
+
+
+def test_metadata_is_the_request_schema(loaded):
+    inputs = loaded.get_input_types()
+    assert {i["name"]: i["datatype"] for i in inputs} == {
+        "carrier": "BYTES", "dest": "BYTES", "distance": "FP32", "hour": "FP32", "month": "BYTES",
+        "origin": "BYTES", "seats": "FP32", "temp": "FP32"}
+    assert all(i["shape"] == [-1] for i in inputs)
+    assert loaded.get_output_types() == [{"name": "probability", "datatype": "FP32", "shape": [-1]}]
+
+
+def test_not_ready_until_loaded_and_a_failed_load_is_reported(tiny_config):
+    from kserve.errors import ModelNotReady
+
+    from serving.model import RegistryModel
+    from serving.server import ServingDataPlane
+
+    model = RegistryModel(tiny_config, "flights@production", watch=False)
+    dataplane = ServingDataPlane(model_registry=__import__("kserve").ModelRepository())
+    dataplane.model_registry.update(model)
+    assert not model.ready and asyncio.run(dataplane.ready()) is False
+    with pytest.raises(ModelNotReady):
+        model.get_input_types()
+    model.start_loading().join(120)
+    assert model.ready and asyncio.run(dataplane.ready()) is True
+    metadata = asyncio.run(dataplane.model_metadata("flights"))
+    assert metadata["versions"] == ["1"] and metadata["platform"] == "mlops-savedmodel"
+    model.stop()
+
+    errors = []
+    broken = RegistryModel(tiny_config, "flights@nonexistent", watch=False)
+    broken.start_loading(on_error=errors.append).join(60)
+    assert not broken.ready and "nonexistent" in str(errors[0])
+    with pytest.raises(ModelNotReady, match="Loading failed"):  # KServe's DataPlane retries load()
+        broken.load()
+
+
+def test_a_request_during_a_background_load_is_not_ready(tiny_config):
+    from kserve.errors import ModelNotReady
+
+    from serving.model import RegistryModel
+
+    model = RegistryModel(tiny_config, "flights@production", watch=False)
+    with model._load_lock:  # as if the loader thread were busy loading
+        model._loader = threading.Thread(target=lambda: None)
+        with pytest.raises(ModelNotReady, match="still loading"):
+            model.load()

@@ -1,0 +1,228 @@
+"""Request bodies of the online protocols -> named request columns; pure (NumPy + orjson).
+
+    columns_from_tensors(tensors)   Open Inference Protocol v2 tensors (REST JSON or gRPC),
+                                    one tensor per request field, shape [n] or [n, 1]
+    columns_from_v1(body)           KServe v1: {"instances": [{field: value, ...}, ...]}
+    parse_v2_json(body_bytes)       the v2 REST body, checked, without pydantic
+
+Each error is a PredictionInputError (-> HTTP 400 / gRPC INVALID_ARGUMENT) whose message names the
+part of the request that is wrong: the tensor or field, the row, the expected form. The values
+themselves (numbers vs strings, missing fields, row counts) are checked afterwards by the shared
+`validate_rows` against the model's request schema.
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from typing import Any, Iterable, NamedTuple, Sequence
+
+import numpy as np
+
+from serving.predictor import PredictionInputError
+
+# v2 datatype -> NumPy dtype of its raw (binary) encoding. BOOL is refused: no model input is a
+# boolean, and a boolean sent for a number is a client bug, not a 0/1.
+NUMERIC_DATATYPES = {
+    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
+    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
+    "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
+}
+DATATYPES = (*NUMERIC_DATATYPES, "BYTES")
+_SCALARS = (str, int, float, type(None))
+
+
+class Tensor(NamedTuple):
+    """One v2 input tensor: `data` is a (possibly nested) list, or None when `raw` bytes hold it
+    (gRPC raw_input_contents, REST binary extension)."""
+
+    name: str
+    datatype: str
+    shape: Sequence[int]
+    data: Any
+    raw: bytes | None = None
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def row_ids(request_id: str, n: int) -> list[str]:
+    """One id per predicted row (the payload log's key): the request id itself for a single row,
+    `<id>-<i>` within a batch."""
+    return [request_id] if n == 1 else [f"{request_id}-{i}" for i in range(n)]
+
+
+def _rows_of(name: str, shape: Sequence[int]) -> int:
+    if not isinstance(shape, (list, tuple)) or not all(isinstance(d, int) and not isinstance(d, bool)
+                                                       for d in shape):
+        raise PredictionInputError(f"input {name!r}: shape must be a list of integers, got {shape!r}")
+    dims = list(shape)
+    if len(dims) == 2 and dims[1] == 1:
+        dims = dims[:1]
+    if len(dims) != 1 or dims[0] < 0:
+        raise PredictionInputError(f"input {name!r}: shape {list(shape)}: expected [n] or [n, 1] (one value per row)")
+    return dims[0]
+
+
+def _flat(name: str, data: Any, depth: int) -> list:
+    """Row-major data, nested up to `depth` levels (v2 JSON allows both flat and nested)."""
+    if not isinstance(data, list):
+        raise PredictionInputError(f"input {name!r}: data must be a list, got {type(data).__name__}")
+    if depth == 2 and data and isinstance(data[0], list):
+        out = []
+        for i, item in enumerate(data):
+            if not isinstance(item, list):
+                raise PredictionInputError(f"input {name!r}: data[{i}] is not a list like data[0]")
+            out.extend(item)
+        data = out
+    for i, v in enumerate(data):
+        if not isinstance(v, _SCALARS) and not isinstance(v, bytes):
+            raise PredictionInputError(
+                f"input {name!r}: data[{i}] is a {type(v).__name__}; expected a number, a string or null")
+    return data
+
+
+def _raw_bytes_tensor(name: str, raw: bytes) -> list[bytes]:
+    """The v2 binary BYTES layout: each element is a 4-byte little-endian length + its bytes."""
+    out, i, size = [], 0, len(raw)
+    while i < size:
+        if i + 4 > size:
+            raise PredictionInputError(f"input {name!r}: raw BYTES contents end inside a length prefix")
+        (length,) = struct.unpack_from("<I", raw, i)
+        i += 4
+        if i + length > size:
+            raise PredictionInputError(f"input {name!r}: raw BYTES element of {length} bytes overruns the contents")
+        out.append(raw[i:i + length])
+        i += length
+    return out
+
+
+def tensor_column(t: Tensor) -> np.ndarray:
+    """One request column (1-D) from a v2 tensor; shape, datatype and data must agree."""
+    name = t.name
+    datatype = t.datatype.upper() if isinstance(t.datatype, str) else t.datatype
+    if datatype not in DATATYPES:
+        raise PredictionInputError(f"input {name!r}: datatype {t.datatype!r} is not one of {list(DATATYPES)}")
+    n = _rows_of(name, t.shape)
+    if t.raw is not None:
+        if datatype == "BYTES":
+            values = _raw_bytes_tensor(name, t.raw)
+        else:
+            dtype = np.dtype(NUMERIC_DATATYPES[datatype])
+            if len(t.raw) % dtype.itemsize:
+                raise PredictionInputError(
+                    f"input {name!r}: {len(t.raw)} raw bytes are not a whole number of {datatype} values")
+            values = np.frombuffer(t.raw, dtype=dtype)
+    else:
+        values = _flat(name, t.data, len(t.shape))
+    if len(values) != n:
+        raise PredictionInputError(f"input {name!r}: shape {list(t.shape)} says {n} rows, data has {len(values)} values")
+    if isinstance(values, np.ndarray):
+        return values
+    if datatype == "BYTES":
+        column = np.empty(n, dtype=object)
+        column[:] = values
+        return column
+    column = np.asarray(values)
+    # A homogeneous list of numbers converts in C; anything else (strings, nulls) goes to the
+    # per-value checker in validate_rows, which names the offending row.
+    if column.dtype.kind not in "iuf":
+        column = np.empty(n, dtype=object)
+        column[:] = values
+    return column
+
+
+def columns_from_tensors(tensors: Iterable[Tensor], *, max_rows: int | None = None) -> dict[str, np.ndarray]:
+    cols: dict[str, np.ndarray] = {}
+    for t in tensors:
+        if not isinstance(t.name, str) or not t.name:
+            raise PredictionInputError(f"an input has no name (got {t.name!r})")
+        if t.name in cols:
+            raise PredictionInputError(f"input {t.name!r} is given more than once")
+        col = tensor_column(t)
+        if max_rows is not None and len(col) > max_rows:
+            raise PredictionInputError(f"input {t.name!r}: batch of {len(col)} rows exceeds the limit of {max_rows}")
+        cols[t.name] = col
+    if not cols:
+        raise PredictionInputError("the request has no inputs")
+    return cols
+
+
+def columns_from_v1(body: Any, *, max_rows: int | None = None) -> dict[str, list]:
+    """{"instances": [{field: value}, ...]} -> columns; a field absent from a row is null there."""
+    if not isinstance(body, dict) or "instances" not in body:
+        raise PredictionInputError('a v1 request is a JSON object {"instances": [{field: value, ...}, ...]}')
+    instances = body["instances"]
+    if not isinstance(instances, list):
+        raise PredictionInputError(f"'instances' must be a list of objects, got {type(instances).__name__}")
+    if not instances:
+        raise PredictionInputError("empty batch: 'instances' is empty")
+    if max_rows is not None and len(instances) > max_rows:
+        raise PredictionInputError(f"batch of {len(instances)} rows exceeds the limit of {max_rows}")
+    cols: dict[str, list] = {}
+    n = len(instances)
+    for i, row in enumerate(instances):
+        if not isinstance(row, dict):
+            raise PredictionInputError(f"instances[{i}] must be an object {{field: value}}, got {type(row).__name__}")
+        for key, value in row.items():
+            if not isinstance(value, _SCALARS):
+                raise PredictionInputError(
+                    f"instances[{i}].{key}: expected a number, a string or null, got {type(value).__name__}")
+            col = cols.get(key)
+            if col is None:
+                col = cols[key] = [None] * n
+            col[i] = value
+    return cols
+
+
+# ---- the v2 REST body ----------------------------------------------------------------------------
+class V2Request(NamedTuple):
+    id: str | None
+    tensors: list[Tensor]
+    parameters: dict | None
+    outputs: list[dict] | None  # requested outputs: [{"name": ..., "parameters": {...}}]
+
+
+def _check_parameters(where: str, value: Any) -> dict | None:
+    if value is not None and not isinstance(value, dict):
+        raise PredictionInputError(f"{where} must be an object, got {type(value).__name__}")
+    return value
+
+
+def parse_v2_json(body: bytes) -> V2Request:
+    """The v2 REST inference request: structure checked here, values by the model's schema."""
+    import orjson
+
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise PredictionInputError(f"malformed JSON body: {e}") from None
+    if not isinstance(doc, dict):
+        raise PredictionInputError(f"the body must be a JSON object, got {type(doc).__name__}")
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise PredictionInputError(f"'id' must be a string, got {type(request_id).__name__}")
+    inputs = doc.get("inputs")
+    if not isinstance(inputs, list):
+        raise PredictionInputError("'inputs' must be a list of tensors {name, datatype, shape, data}")
+    tensors = []
+    for i, item in enumerate(inputs):
+        if not isinstance(item, dict):
+            raise PredictionInputError(f"inputs[{i}] must be an object {{name, datatype, shape, data}}")
+        name = item.get("name")
+        label = f"input {name!r}" if isinstance(name, str) and name else f"inputs[{i}]"
+        for key, kind in (("name", str), ("datatype", str), ("shape", list), ("data", list)):
+            if not isinstance(item.get(key), kind):
+                raise PredictionInputError(f"{label}: '{key}' must be a {kind.__name__}, got {item.get(key)!r:.60}")
+        _check_parameters(f"{label}: 'parameters'", item.get("parameters"))
+        tensors.append(Tensor(name, item["datatype"], item["shape"], item["data"]))
+    outputs = doc.get("outputs")
+    if outputs is not None:
+        if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
+                                                    for o in outputs):
+            raise PredictionInputError("'outputs' must be a list of objects {name, parameters}")
+        for o in outputs:
+            _check_parameters(f"output {o['name']!r}: 'parameters'", o.get("parameters"))
+    return V2Request(request_id, tensors, _check_parameters("'parameters'", doc.get("parameters")), outputs)
+

@@ -1,0 +1,311 @@
+"""KServe's ModelServer, bound where configured, ready only when the model is, and faster on v2 REST.
+
+What KServe 0.21 already provides and is used as is: the v1 and v2 REST routes and the v2 gRPC
+service (kserve.protocol), the DataPlane that calls Model.preprocess/predict/postprocess with its
+per-stage histograms, the error mapping (InvalidInput -> 400 / INVALID_ARGUMENT, ModelNotFound ->
+404 / NOT_FOUND, ModelNotReady -> 503 / UNAVAILABLE), /metrics, SIGTERM handling.
+
+What this subclass changes, and why:
+
+* host: KServe binds 0.0.0.0 (REST) and [::] (gRPC); here both bind `host` (127.0.0.1 locally).
+* readiness: KServe's server-level ready is true as soon as the process is up; here
+  /v2/health/ready (and gRPC ServerReady) is true only when every registered model is loaded. The
+  model loads in the background so liveness answers meanwhile.
+* v2 REST infer: the same DataPlane call, but the body is parsed with orjson by a plain route in
+  front of KServe's FastAPI one (skipping pydantic in and out, jsonable_encoder and ~40 route
+  matches): measured, it is most of KServe's REST overhead. Binary-extension requests and every
+  other route go to KServe's code.
+* per-request logging off by default (KServe's timing middleware, latency and access log lines:
+  three log records per request); `--enable_latency_logging true` brings the timing back.
+* request counts, errors and latencies by endpoint (serving.metrics), a 413 naming the limit
+  for an oversized body, gRPC messages capped at the same size.
+* a malformed protobuf gets INVALID_ARGUMENT naming the message (gRPC's own answer is INTERNAL),
+  an unknown datatype gets a message naming the input.
+* the heap is frozen once loaded (serving.model.freeze_heap), which removes the GC pauses that
+  otherwise dominate p99.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from concurrent import futures
+
+import orjson
+from fastapi import FastAPI
+from kserve import InferInput, InferRequest
+from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING, INFERENCE_CONTENT_LENGTH_HEADER
+from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotReady
+from kserve.model_server import ModelServer as KServeModelServer
+from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
+from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, LoggingInterceptor
+from kserve.protocol.grpc.server import GRPCServer
+from kserve.protocol.grpc.servicer import InferenceServicer
+from kserve.protocol.infer_type import RequestedOutput
+from kserve.protocol.rest.server import RESTServer
+from starlette.requests import Request
+from starlette.responses import Response
+
+from serving.metrics import RequestMetricsMiddleware, grpc_metrics_interceptor
+from serving.predictor import PredictionInputError
+from serving.protocol import DATATYPES, parse_v2_json
+
+log = logging.getLogger("mlops.serving")
+
+
+class ServingDataPlane(DataPlane):
+    async def ready(self) -> bool:
+        """Ready = every registered model loaded (plus KServe's predictor check in a transformer)."""
+        models = self.model_registry.get_models()
+        if not models:
+            return False
+        for model in models.values():
+            if not await model.healthy():
+                return False
+        return await super().ready()
+
+    async def model_metadata(self, model_name: str) -> dict:
+        metadata = await super().model_metadata(model_name)
+        model = self.get_model_from_registry(model_name)
+        handle = getattr(model, "handle", None)
+        if handle is not None:  # the version served and how (KServe leaves both empty)
+            metadata["versions"] = [handle.current.version]
+            metadata["platform"] = f"mlops-{model.runtime}"
+        return metadata
+
+
+# ---- REST ------------------------------------------------------------------------------------------
+def v2_infer_request(body: bytes, model_name: str) -> InferRequest:
+    """A v2 JSON body as KServe's InferRequest, checked by serving.protocol instead of pydantic."""
+    try:
+        parsed = parse_v2_json(body)
+    except PredictionInputError as e:
+        raise InvalidInput(str(e)) from None
+    inputs = [InferInput(t.name, t.shape, t.datatype, t.data) for t in parsed.tensors]
+    outputs = [RequestedOutput(o["name"], o.get("parameters")) for o in parsed.outputs] if parsed.outputs else None
+    return InferRequest(model_name, inputs, request_id=parsed.id, parameters=parsed.parameters,
+                        request_outputs=outputs)
+
+
+def v2_infer_route(dataplane: DataPlane):
+    async def v2_infer(request: Request) -> Response:
+        model_name = request.path_params["model_name"]
+        if not await dataplane.model_ready(model_name, True):
+            raise ModelNotReady(model_name)
+        body = await request.body()
+        headers = dict(request.headers)
+        if INFERENCE_CONTENT_LENGTH_HEADER in headers:  # binary tensor extension: KServe's decoder
+            try:
+                infer_request, _ = dataplane.decode(body, headers, protocol_version="v2", model_name=model_name)
+            except InvalidInput:
+                raise
+            except (KeyError, TypeError, ValueError, IndexError) as e:
+                raise InvalidInput(f"binary v2 request: {type(e).__name__}: {e}") from None
+        else:
+            infer_request = v2_infer_request(body, model_name)
+        response, response_headers = await dataplane.infer(model_name, infer_request, headers)
+        response, encode_headers = dataplane.encode(model_name, response, headers, {})
+        response_headers.update(encode_headers)
+        if isinstance(response, bytes):
+            return Response(response, headers=response_headers, media_type="application/octet-stream")
+        response_headers.pop("content-type", None)
+        return Response(orjson.dumps(response), headers=response_headers, media_type="application/json")
+
+    return v2_infer
+
+
+def quiet_handler(status: int, level: int):
+    """KServe logs a full traceback at ERROR for each of these: a client's bad request, a readiness
+    probe before the model is loaded. One log line (same status and body as KServe's) is enough."""
+
+    async def handle(_, exc: Exception) -> Response:
+        log.log(level, "%s: %s", status, exc)
+        return Response(orjson.dumps({"error": str(exc)}), status_code=status, media_type="application/json")
+
+    return handle
+
+
+class _RESTServer(RESTServer):
+    def __init__(self, *args, host: str, max_request_bytes: int, per_request_logs: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.config.host = host
+        self.max_request_bytes = max_request_bytes
+        self.per_request_logs = per_request_logs
+        if not per_request_logs:  # what uvicorn's access_log=False does, after KServe configured logging
+            logging.getLogger("uvicorn.access").handlers = []
+            logging.getLogger("uvicorn.access").propagate = False
+
+    def _add_middlewares(self, app: FastAPI):
+        if self.per_request_logs:
+            super()._add_middlewares(app)
+        app.add_middleware(RequestMetricsMiddleware, max_body_bytes=self.max_request_bytes)
+        app.max_body_size = self.max_request_bytes  # chunked bodies (no Content-Length): Starlette's 413
+
+    def _register_endpoints(self, app: FastAPI):
+        # Added first, so it is matched before KServe's route for the same path.
+        app.add_route("/v2/models/{model_name}/infer", v2_infer_route(self.dataplane), methods=["POST"])
+        super()._register_endpoints(app)
+
+    def _add_exception_handlers(self, app: FastAPI):
+        super()._add_exception_handlers(app)
+        app.add_exception_handler(InvalidInput, quiet_handler(400, logging.INFO))
+        app.add_exception_handler(ModelNotFound, quiet_handler(404, logging.INFO))
+        app.add_exception_handler(ModelNotReady, quiet_handler(503, logging.DEBUG))
+        app.add_exception_handler(ServerNotReady, quiet_handler(503, logging.DEBUG))
+
+    async def start(self):
+        # create_application() ran in ModelServer.start, before the heap was frozen
+        await self._server.serve()
+
+
+# ---- gRPC ------------------------------------------------------------------------------------------
+class _Malformed:
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+def _lenient(deserializer):
+    """A request that does not parse reaches the handler as _Malformed (gRPC's own answer would be
+    INTERNAL, a server error, for the client's bad bytes)."""
+
+    def parse(data: bytes):
+        try:
+            return deserializer(data)
+        except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and friends
+            return _Malformed(e)
+
+    return parse
+
+
+def _guarded(behavior, method: str):
+    async def call(request, context):
+        if isinstance(request, _Malformed):
+            raise InvalidInput(f"malformed protobuf for {method}: {request.error}")
+        return await behavior(request, context)
+
+    return call
+
+
+class _Servicer(InferenceServicer):
+    @classmethod
+    def validate_grpc_request(cls, request: pb.ModelInferRequest):
+        for tensor in request.inputs:  # KServe's own message here is "invalid content type"
+            if tensor.datatype.upper() not in DATATYPES:
+                raise InvalidInput(f"input {tensor.name!r}: datatype {tensor.datatype!r} is not one of {list(DATATYPES)}")
+        super().validate_grpc_request(request)
+
+
+def add_servicer(servicer, server) -> None:
+    """KServe's generated registration, with lenient deserializers and guarded handlers."""
+
+    class Recorder:
+        def add_generic_rpc_handlers(self, handlers):
+            pass
+
+        def add_registered_method_handlers(self, service, handlers):
+            self.service, self.handlers = service, handlers
+
+    recorder = Recorder()
+    grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, recorder)
+    import grpc
+
+    handlers = {name: h._replace(request_deserializer=_lenient(h.request_deserializer),
+                                 unary_unary=_guarded(h.unary_unary, name))
+                for name, h in recorder.handlers.items()}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(recorder.service, handlers),))
+    server.add_registered_method_handlers(recorder.service, handlers)
+
+
+class _GRPCServer(GRPCServer):
+    def __init__(self, *args, host: str, max_message_bytes: int, per_request_logs: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.host, self.max_message_bytes, self.per_request_logs = host, max_message_bytes, per_request_logs
+
+    async def start(self, max_workers):
+        from grpc import aio
+
+        interceptors = [grpc_metrics_interceptor(), ExceptionToStatusInterceptor()]
+        if self.per_request_logs:
+            interceptors.insert(0, LoggingInterceptor())
+        self._server = aio.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers), interceptors=interceptors,
+            options=[("grpc.max_send_message_length", self._kwargs.get("grpc_max_send_message_length")),
+                     ("grpc.max_receive_message_length", self.max_message_bytes)])
+        add_servicer(_Servicer(self._data_plane, self._model_repository_extension), self._server)
+        address = f"[{self.host}]:{self._port}" if ":" in self.host else f"{self.host}:{self._port}"
+        self._server.add_insecure_port(address)
+        log.info("gRPC server on %s", address)
+        await self._server.start()
+        await self._server.wait_for_termination()
+
+
+# ---- the server --------------------------------------------------------------------------------------
+class ModelServer(KServeModelServer):
+    def __init__(self, *, host: str = "127.0.0.1", max_request_bytes: int = 8 * 1024 * 1024,
+                 per_request_logs: bool = False, **kwargs):
+        kwargs.setdefault("enable_latency_logging", per_request_logs)
+        super().__init__(**kwargs)
+        if self.workers > 1:
+            raise ValueError("--workers > 1 is not supported: run more replicas (each loads the model once)")
+        self.host = host
+        self.max_request_bytes = max_request_bytes
+        self.per_request_logs = per_request_logs
+        self.dataplane = ServingDataPlane(model_registry=self.registered_models)
+        self.exit_code = 0
+
+    def fail(self, reason: BaseException) -> None:
+        """From any thread: stop serving and exit non-zero (a model that cannot load)."""
+        log.error("stopping the server: %s", reason)
+        self.exit_code = 1
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def start(self, models) -> None:
+        """Registers the models whether loaded or not (readiness tells), starts loading those that
+        can load in the background, serves until SIGTERM; exits 1 if a model fails to load."""
+        from serving.model import freeze_heap
+
+        for model in models:
+            model.enable_latency_logging = self.enable_latency_logging
+            self.register_model(model)
+        common = dict(host=self.host, per_request_logs=self.per_request_logs)
+        self._rest_server = _RESTServer(
+            FASTAPI_APP_IMPORT_STRING, self.dataplane, self.model_repository_extension, self.http_port,
+            access_log_format=self.access_log_format, workers=1, grace_period=self.grace_period,
+            event_loop=self.event_loop, timeout_keep_alive=self.timeout_keep_alive,
+            ssl_certfile=self.ssl_certfile, ssl_keyfile=self.ssl_keyfile,
+            max_request_bytes=self.max_request_bytes, **common)
+        self._rest_server.create_application()
+        self.servers.append(self._rest_server.start())
+        if self.enable_grpc:
+            from kserve.model_server import args as kserve_args
+
+            self._grpc_server = _GRPCServer(self.grpc_port, self.dataplane, self.model_repository_extension,
+                                            kwargs=vars(kserve_args), grace_period=self.grace_period,
+                                            max_message_bytes=self.max_request_bytes, **common)
+            self.servers.append(self._grpc_server.start(self.max_threads))
+        self.register_signal_handler()  # before loading starts: a failed load signals the process
+        for model in models:
+            if not model.ready and hasattr(model, "start_loading"):
+                model.start_loading(on_error=self.fail)
+            else:
+                model.start()  # KServe's hook
+        freeze_heap()  # the app and routes are built; the model freezes its own objects once loaded
+        asyncio.run(self._serve())
+        if self.exit_code:
+            raise SystemExit(self.exit_code)
+
+    async def _serve(self):
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(self._custom_exception_handler or self.default_exception_handler)
+        await super()._serve()
+
+    def stop(self, sig: int):
+        # KServe stops gRPC (and a multi-process REST server); the single-process uvicorn has
+        # already stopped on the same signal. A SIGTERM before uvicorn started is ours to relay.
+        if self._rest_server is not None:
+            self._rest_server._server.should_exit = True
+        super().stop(sig)
