@@ -496,6 +496,9 @@ def lineage(config_path, selector):
 from mlops.cli.stream import stream  # noqa: E402  (it uses the helpers above)
 cli.add_command(stream)
 
+from mlops.cli.serve import serve  # noqa: E402  (it uses the helpers above)
+cli.add_command(serve)
+
 
 def main():
     cli(prog_name="mlops")
