@@ -17,6 +17,7 @@ from mlops.envs import REPO_ROOT
 PIPELINES = {
     "ingest": "pipelines.ingest:ingest_pipeline",
     "training": "pipelines.training:training_pipeline",
+    "batch_inference": "pipelines.batch_inference:batch_inference_pipeline",
 }
 COMPILED_DIR = REPO_ROOT / "pipelines" / "compiled"
 

@@ -341,7 +341,8 @@ def _print_outputs(artifact_root: str, pipeline_name: str) -> None:
     """Where every step's artifacts went (the newest local run of the pipeline)."""
     from rich.table import Table
 
-    runs = sorted(Path(artifact_root, "kfp-local").glob(f"{pipeline_name}-*"))
+    # kfp.local names run directories after the IR name: KFP turns "_" into "-".
+    runs = sorted(Path(artifact_root, "kfp-local").glob(f"{pipeline_name.replace('_', '-')}-*"))
     if not runs:
         return
     table = Table("step", "artifact", "path", title=f"pipeline {pipeline_name} finished: {runs[-1].name}")
@@ -495,6 +496,9 @@ def lineage(config_path, selector):
 
 from mlops.cli.stream import stream  # noqa: E402  (it uses the helpers above)
 cli.add_command(stream)
+
+from mlops.cli.predict import predict  # noqa: E402  (it uses the helpers above)
+cli.add_command(predict)
 
 from mlops.cli.serve import serve  # noqa: E402  (it uses the helpers above)
 cli.add_command(serve)

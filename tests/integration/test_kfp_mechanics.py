@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 def test_compiles_to_strict_ir_and_committed_copy_is_current(name, tmp_path):
     path = orchestration.compile_pipeline(name, tmp_path)
     spec = orchestration.load_ir_strict(path)
-    assert spec.pipeline_info.name == name
+    assert spec.pipeline_info.name == name.replace("_", "-")  # KFP names allow no underscores
     for executor in spec.deployment_spec.fields["executors"].struct_value.fields.values():
         container = executor.struct_value.fields["container"].struct_value.fields
         command = " ".join(v.string_value for v in container["command"].list_value.values)

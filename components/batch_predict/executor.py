@@ -1,0 +1,100 @@
+"""batch_predict: a model over a dataset version (or a parquet/csv file) -> a predictions parquet,
+recorded in ML Metadata as
+
+    Dataset version(s) ─┐
+                        ├─ batch_predict ─> Predictions
+    PushedModel / Model ┘
+
+so `MetadataStore.lineage()` walks from a predictions file to the model version that made it and
+on through the training run to the model's own dataset versions. The work is serving.batch (the
+same predictor, enrichment and payload logging as online serving); the KFP component
+(component.py) and `mlops predict batch` both call `run_step`.
+
+A run that fails (bad input, a model error) is recorded as FAILED with its inputs and the error,
+and writes no predictions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Sequence
+
+from mlops.config import PlatformConfig, join_uri
+
+COMPONENT = "batch_predict"
+PIPELINE = "batch_inference"  # the MLMD pipeline context (KFP runs and `mlops predict batch` alike)
+CODE_VERSION = "batch_predict/1"
+
+
+def new_run_id() -> str:
+    """Run id of a batch prediction outside KFP (the CLI)."""
+    return f"predict-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def default_output_uri(config: PlatformConfig, run_id: str) -> str:
+    return join_uri(config.artifact_root, "predictions", run_id, "predictions.parquet")
+
+
+def input_refs(inp) -> list:
+    """The input as MLMD Dataset artifacts: the repository versions (the artifacts ingest
+    recorded: same type and uri), or the file/directory URI."""
+    from components.ingest.executor import dataset_ref
+    from mlops.metadata.store import ArtifactRef
+
+    if inp.dataset_versions:
+        return [dataset_ref(v) for v in inp.dataset_versions]
+    return [ArtifactRef("Dataset", inp.uri, properties={"name": inp.uri.rstrip("/").rsplit("/", 1)[-1]})]
+
+
+def model_ref(result):
+    """A registry version is the PushedModel the pusher recorded (same uri and name, so the
+    lineage continues into the training run); a plain model directory is a Model."""
+    from mlops.metadata.store import ArtifactRef
+
+    props = {"name": result.model_name, "version": result.model_version}
+    if result.from_registry:
+        return ArtifactRef("PushedModel", result.model_uri, name=f"{result.model_name}@{result.model_version}",
+                           properties={**props, "destination": result.model_uri})
+    return ArtifactRef("Model", result.model_uri, properties=props)
+
+
+def run_step(config: PlatformConfig, *, model: str | None, input: str = "", output_uri: str = "",
+             summary_uri: str | None = None, pipeline: str = PIPELINE, run_id: str | None = None,
+             chunk_rows: int | None = None, id_column: str | None = None,
+             passthrough: Sequence[str] | None = None, runtime: str | None = None, log_payloads: bool = False,
+             log=print):
+    """serving.batch.predict_batch + the MLMD record. Returns the BatchResult. Defaults: the
+    config's dataset @latest as input, <artifact_root>/predictions/<run id>/ as output."""
+    from mlops import storage
+    from mlops.metadata.store import ArtifactRef
+    from mlops.steps import record_step
+    from serving.batch import predict_batch, resolve_input
+
+    run_id = run_id or new_run_id()
+    input = input or f"{config.dataset.name}@latest"
+    output_uri = output_uri or default_output_uri(config, run_id)
+    properties = {"code_version": CODE_VERSION}
+    try:
+        result = predict_batch(config, model=model or None, input=input, output=output_uri, summary=summary_uri,
+                               chunk_rows=chunk_rows, id_column=id_column, passthrough=passthrough, runtime=runtime,
+                               log_payloads=log_payloads)
+    except Exception as e:
+        try:  # the inputs that could be resolved, so the failure is findable from the dataset
+            inputs = {"dataset": input_refs(resolve_input(config, input))}
+        except Exception:
+            inputs = {}
+        record_step(config, pipeline=pipeline, run_id=run_id, component=COMPONENT, inputs=inputs,
+                    properties={**properties, "error": f"{type(e).__name__}: {e}"[:2000]}, state="FAILED")
+        raise
+    summary = result.summary
+    predictions = ArtifactRef("Predictions", result.output_uri, properties={
+        "model": f"{result.model_name}@{result.model_version}", "row_count": result.rows,
+        "content_hash": storage.tree_hash(result.output_uri), "predicted_at": summary["started_at"],
+        "summary_uri": result.summary_uri})
+    record_step(config, pipeline=pipeline, run_id=run_id, component=COMPONENT,
+                inputs={"dataset": input_refs(result.input), "model": [model_ref(result)]},
+                outputs={"predictions": [predictions]}, properties=properties)
+    log(f"batch_predict: {result.rows:,} rows in {summary['seconds']:.1f} s ({summary['rows_per_second']:,.0f} rows/s) "
+        f"with {result.model_name}@{result.model_version} -> {result.output_uri}")
+    return result
