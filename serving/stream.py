@@ -60,6 +60,9 @@ except ImportError:  # pragma: no cover
     from json import loads as _loads
 
 ACK_CHUNK = 1000  # ids per XACK inside the script (Lua's unpack has a stack limit)
+DEAD_LETTER_FIELDS = 100  # original fields copied to a dead letter (same limit; a poison event
+                          # with thousands of fields must not make the batch's commit fail)
+MAX_REQUEST_ID = 256  # characters; the id is part of a Redis key
 
 # KEYS: input, output, dead letter, then one dedup key per output, then one per dead letter.
 # ARGV: group, ttl, model, version, timestamp, n_out, n_dead, n_out x (event id, request id,
@@ -129,6 +132,8 @@ def decode_event(fields: Mapping[bytes, bytes], schema, time_column: str | None)
     request_id = _text(fields.get(b"request_id"))
     if not request_id:
         raise MalformedEvent("missing or empty field 'request_id' (UTF-8 text)")
+    if len(request_id) > MAX_REQUEST_ID:
+        raise MalformedEvent(f"field 'request_id' is longer than {MAX_REQUEST_ID} characters")
     raw = fields.get(b"data")
     if raw is None:
         raise MalformedEvent("missing field 'data' (a JSON object of the request fields)")
@@ -161,6 +166,7 @@ class StreamConsumer:
         self.handle = handle
         self.logger = logger or NullPayloadLogger()
         self.consumer = consumer or socket.gethostname()
+        # a bytes client (decode_responses off): event fields are kept byte for byte
         self.client = client or connect(self.spec.redis_url, purpose="serving.stream.redis_url")
         self._commit = self.client.register_script(COMMIT_LUA)
         self.stats = StreamStats()
@@ -282,25 +288,28 @@ class StreamConsumer:
     def _predict(self, served, names: tuple, events: list, dead: list):
         """Predictions for a group of valid events; events whose completion fails on their own
         (e.g. a time the store cannot parse) move to `dead`. -> (predictions, columns, events)."""
-        rows = {name: [e[2][name] for e in events] for name in names}
+        enricher = served.enricher
         try:
-            cols, _ = served.enricher.complete(rows)
+            cols, _ = enricher.complete({name: [e[2][name] for e in events] for name in names})
         except PredictionInputError:
-            # Find the culprits one by one (rare: per-event validation passed).
-            kept = []
+            # Rare (each event passed validation): complete them one by one, so the culprits are
+            # named and the others are still answered, from their own completed rows.
+            kept, parts = [], []
             for e in events:
                 try:
-                    served.enricher.complete({k: [e[2][k]] for k in names})
+                    parts.append(enricher.complete({name: [e[2][name]] for name in names})[0])
                     kept.append(e)
                 except PredictionInputError as err:
                     dead.append((e[0], e[3], str(err), e[1]))
             if not kept:
                 return np.zeros(0, np.float32), {}, []
+            cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
             events = kept
-            cols, _ = served.enricher.complete({name: [e[2][name] for e in events] for name in names})
         return served.predictor.predict(cols), cols, events
 
     def _commit_batch(self, served, answered, predictions, columns, dead) -> None:
+        if not answered and not dead:
+            return
         s = self.spec
         now = time.time()
         preds = np.concatenate(predictions) if predictions else np.zeros(0, np.float32)
@@ -311,15 +320,16 @@ class StreamConsumer:
         for (eid, rid), p in zip(answered, preds.tolist()):
             args += [eid, rid, repr(p)]
         for eid, fields, reason, request_id in dead:
+            original = list(fields.items())
+            if len(original) > DEAD_LETTER_FIELDS:
+                reason += f" (the first {DEAD_LETTER_FIELDS} of its {len(original)} fields are kept)"
             meta = {"reason": reason, "event_id": eid, "input_stream": s.input_stream, "consumer": self.consumer}
             if request_id:
                 meta["request_id"] = request_id
             flat = [x for k, v in meta.items() for x in (k, v)]
-            flat += [x for k, v in fields.items() for x in (b"event:" + (k if isinstance(k, bytes) else k.encode()), v)]
+            flat += [x for k, v in original[:DEAD_LETTER_FIELDS] for x in (b"event:" + k, v)]
             args += [eid, len(flat) // 2, *flat]
             log.warning("dead letter %s: %s", _text(eid), reason)
-        if not answered and not dead:
-            return
         written = self._commit(keys=keys, args=args)
         self.stats.batches += 1
         self.stats.events += len(answered) + len(dead)

@@ -203,6 +203,51 @@ def test_idle_events_of_a_dead_consumer_are_claimed_and_a_slow_one_cannot_answer
     assert pending(client, names) == 0
 
 
+@pytest.mark.integration
+def test_events_are_enriched_from_feast_and_a_lookup_failure_only_dead_letters_its_event(
+        feast_online_root, tiny_model_dirs, streams):
+    """Real Feast online store: the tiny model takes temp and seats from it (weather, planes)."""
+    import pandas as pd
+
+    from mlops.config import load_config
+    from mlops.datasets.repository import DatasetRepository
+    from mlops.features.store import read_sources
+    from serving.handle import ModelHandle
+    from serving.stream import StreamConsumer
+    from serving.testing import tiny_probability
+
+    client, names = streams
+    root, project = feast_online_root
+    config = with_stream(load_config(FLIGHTS_CONFIG, overrides={"artifact_root": str(root),
+                                                                "features.project": project}), **names)
+    handle = ModelHandle.from_config(config, tiny_model_dirs[1], name="flights")
+    assert {s.name for s in handle.current.enricher.store_features} == {"temp", "seats"}
+
+    repo = DatasetRepository(config.artifact_root)
+    flights = repo.load(repo.resolve(config.dataset.name, "latest"))
+    planes = pd.read_parquet(read_sources(config)["planes"]["path"]).set_index("tailnum")
+    f = flights[(flights["time_hour"] >= pd.Timestamp("2013-02-10", tz="UTC"))
+                & flights["tailnum"].isin(planes.index)].iloc[0]
+    known = {"origin": f.origin, "dest": f.dest, "carrier": f.carrier, "tailnum": f.tailnum, "hour": float(f.hour),
+             "month": str(f.month), "distance": float(f.distance), "time_hour": f.time_hour.isoformat()}
+    requests = {"known": known, "unknown-plane": {**known, "tailnum": "N0NE-UNKNOWN"},
+                "bad-time": {**known, "time_hour": "not a time"}}
+    send(client, names["input_stream"], [{"request_id": k, "data": json.dumps(v)} for k, v in requests.items()])
+    stats = StreamConsumer(config, handle, consumer="c1").run(max_events=3)
+
+    out = {o["request_id"]: float(o["prediction"]) for o in outputs(client, names["output_stream"])}
+    assert set(out) == {"known", "unknown-plane"} and stats.dead_lettered == 1
+    weather = handle.current.enricher.complete({k: [v] for k, v in known.items()})[0]["temp"][0]
+    assert not np.isnan(weather)
+    for rid, seats in (("known", planes.loc[f.tailnum, "seats"]), ("unknown-plane", np.nan)):  # documented default
+        row = {**{k: [v] for k, v in requests[rid].items()}, "temp": [weather], "seats": [seats]}
+        assert out[rid] == pytest.approx(float(tiny_probability(row)[0]), abs=1e-6)
+    assert planes.loc[f.tailnum, "seats"] > 0  # so the store's value changes the prediction
+    dead = client.xrange(names["dead_letter_stream"])[0][1]
+    assert dead[b"request_id"] == b"bad-time" and b"feature lookup" in dead[b"reason"]
+    assert pending(client, names) == 0
+
+
 def cli(names: dict, *args: str, **stream) -> list[str]:
     sets = {"serving.feature_lookup": False, "serving.payload_log.enabled": False,
             **{f"serving.stream.{k}": v for k, v in {**names, **stream}.items()}}
