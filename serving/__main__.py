@@ -26,8 +26,23 @@ import json
 import logging
 import os
 import sys
+import warnings
 
-from kserve import model_server as kserve_server
+
+
+def _import_kserve_server():
+    """kserve.model_server parses sys.argv when imported, allowing abbreviations: our --config
+    would be taken for its --configure_logging. It is imported with an empty command line; the
+    parser below, which extends its parser, reads the real one."""
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        from kserve import model_server
+    finally:
+        sys.argv = argv
+    return model_server
+
+
+kserve_server = _import_kserve_server()
 
 DEFAULT_CONFIG = os.environ.get("MLOPS_CONFIG", os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "configs", "flights.yaml"))
@@ -64,6 +79,8 @@ def overrides_of(items: list[str]) -> dict:
 
 def build(args: argparse.Namespace):
     """(model, server) for parsed arguments; nothing is loaded or bound yet."""
+    from kserve import PredictorConfig
+
     from mlops.config import ConfigError, load_config
     from serving.model import RegistryModel
     from serving.server import ModelServer
@@ -77,7 +94,15 @@ def build(args: argparse.Namespace):
     if args.predictor_host and args.predictor_protocol == "v1":
         parser.error("--predictor_host: this transformer talks to its predictor with --predictor_protocol v2 "
                      "or grpc-v2")
+    kserve_server.args = args  # what its import-time parse would have read (--configure_logging, ...)
     model = RegistryModel(config, source, name=args.model_name, runtime=args.runtime)
+    # What KServe's ModelServer would build from its own parse of sys.argv (see _import_kserve_server).
+    predictor_config = PredictorConfig(
+        predictor_host=args.predictor_host, predictor_protocol=args.predictor_protocol,
+        predictor_use_ssl=args.predictor_use_ssl,
+        predictor_request_timeout_seconds=args.predictor_request_timeout_seconds,
+        predictor_request_retries=args.predictor_request_retries,
+        predictor_health_check=args.enable_predictor_health_check)
     latency_logging = args.per_request_logs if args.enable_latency_logging is None else args.enable_latency_logging
     server = ModelServer(
         host=args.host or serving.host,
@@ -87,13 +112,15 @@ def build(args: argparse.Namespace):
         enable_latency_logging=latency_logging, workers=args.workers, max_threads=args.max_threads,
         max_asyncio_workers=args.max_asyncio_workers, enable_grpc=args.enable_grpc,
         enable_docs_url=args.enable_docs_url, access_log_format=args.access_log_format,
-        timeout_keep_alive=args.timeout_keep_alive)
+        timeout_keep_alive=args.timeout_keep_alive, predictor_config=predictor_config, kserve_args=vars(args))
     return model, server
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # KServe's own routes use ORJSONResponse, which this FastAPI deprecates: not ours to fix.
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     model, server = build(args)
     server.start([model])

@@ -73,10 +73,15 @@ def record_request(protocol: str, endpoint: str, code: str, ok: bool, seconds: f
     REQUEST_SECONDS.labels(protocol, endpoint).observe(seconds)
 
 
+class RequestTooLarge(Exception):
+    """A request body beyond the limit (-> 413 with this message)."""
+
+
 class RequestMetricsMiddleware:
     """Pure ASGI middleware (no per-request task, unlike BaseHTTPMiddleware): counts and times every
-    REST request, and refuses a body whose Content-Length exceeds the limit with 413 before reading
-    it. Bodies without a Content-Length (chunked) are capped by the app's own max_body_size."""
+    REST request, and caps the request body: a Content-Length beyond the limit is refused with 413
+    before the body is read; a chunked body raises RequestTooLarge (-> 413) once it has grown past
+    the limit, so it is never held in memory whole."""
 
     def __init__(self, app, max_body_bytes: int | None = None):
         self.app = app
@@ -97,27 +102,43 @@ class RequestMetricsMiddleware:
             await send(message)
 
         try:
-            too_large = self._too_large(scope)
-            if too_large:
-                await _send_json(send_and_watch, 413, too_large)
+            size = self._content_length(scope)
+            if size is not None and size > self.max_body_bytes:
+                await _send_json(send_and_watch, 413, self._message(f"request body of {size} bytes"))
+            elif size is None and self.max_body_bytes is not None:
+                await self.app(scope, self._capped(receive), send_and_watch)
             else:
                 await self.app(scope, receive, send_and_watch)
         finally:
             record_request("rest", endpoint, str(status), status < 400, time.perf_counter() - start)
 
-    def _too_large(self, scope) -> str | None:
+    def _message(self, what: str) -> str:
+        return f"{what} exceeds the limit of {self.max_body_bytes} bytes (serving.max_request_bytes)"
+
+    def _content_length(self, scope) -> int | None:
         if self.max_body_bytes is None:
             return None
         for key, value in scope["headers"]:
             if key == b"content-length":
                 try:
-                    size = int(value)
+                    return int(value)
                 except ValueError:
-                    return None  # the HTTP parser has already refused it
-                if size > self.max_body_bytes:
-                    return (f"request body of {size} bytes exceeds the limit of {self.max_body_bytes} bytes "
-                            f"(serving.max_request_bytes)")
+                    return None  # the HTTP parser has refused it already
         return None
+
+    def _capped(self, receive):
+        received = 0
+
+        async def capped_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise RequestTooLarge(self._message(f"a chunked request body of more than {received} bytes"))
+            return message
+
+        return capped_receive
 
 
 async def _send_json(send, status: int, error: str) -> None:

@@ -276,8 +276,13 @@ class RegistryModel(Model):
         request: InferRequest = result.request
         # gRPC answers in typed contents unless the client sent raw contents (then raw, as it
         # evidently reads them); REST answers JSON unless binary outputs were asked for.
-        data = p if (not request.from_grpc or request.use_binary_outputs) else p.tolist()
-        output = InferOutput(OUTPUT, [n], "FP32", data=data)
+        if not request.from_grpc:
+            output = InferOutput(OUTPUT, [n], "FP32", data=p)
+        elif request.use_binary_outputs:
+            output = InferOutput(OUTPUT, [n], "FP32")
+            output.set_data_from_numpy(p, binary_data=True)  # (kserve's to_grpc fails on array data)
+        else:
+            output = InferOutput(OUTPUT, [n], "FP32", data=p.tolist())
         return InferResponse(result.request_id, self.name, [output], model_version=result.version,
                              use_binary_outputs=request.use_binary_outputs, requested_outputs=request.request_outputs)
 

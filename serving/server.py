@@ -17,8 +17,8 @@ What this subclass changes, and why:
   other route go to KServe's code.
 * per-request logging off by default (KServe's timing middleware, latency and access log lines:
   three log records per request); `--enable_latency_logging true` brings the timing back.
-* request counts, errors and latencies by endpoint (serving.metrics), a 413 naming the limit
-  for an oversized body, gRPC messages capped at the same size.
+* request counts, errors and latencies by endpoint (serving.metrics); a 413 naming the limit
+  for an oversized body, chunked or not; gRPC messages capped at the same size.
 * a malformed protobuf gets INVALID_ARGUMENT naming the message (gRPC's own answer is INTERNAL),
   an unknown datatype gets a message naming the input.
 * the heap is frozen once loaded (serving.model.freeze_heap), which removes the GC pauses that
@@ -50,7 +50,7 @@ from kserve.protocol.rest.server import RESTServer
 from starlette.requests import Request
 from starlette.responses import Response
 
-from serving.metrics import RequestMetricsMiddleware, grpc_metrics_interceptor
+from serving.metrics import RequestMetricsMiddleware, RequestTooLarge, grpc_metrics_interceptor
 from serving.predictor import PredictionInputError
 from serving.protocol import DATATYPES, parse_v2_json
 
@@ -143,7 +143,6 @@ class _RESTServer(RESTServer):
         if self.per_request_logs:
             super()._add_middlewares(app)
         app.add_middleware(RequestMetricsMiddleware, max_body_bytes=self.max_request_bytes)
-        app.max_body_size = self.max_request_bytes  # chunked bodies (no Content-Length): Starlette's 413
 
     def _register_endpoints(self, app: FastAPI):
         # Added first, so it is matched before KServe's route for the same path.
@@ -153,6 +152,7 @@ class _RESTServer(RESTServer):
     def _add_exception_handlers(self, app: FastAPI):
         super()._add_exception_handlers(app)
         app.add_exception_handler(InvalidInput, quiet_handler(400, logging.INFO))
+        app.add_exception_handler(RequestTooLarge, quiet_handler(413, logging.INFO))
         app.add_exception_handler(ModelNotFound, quiet_handler(404, logging.INFO))
         app.add_exception_handler(ModelNotReady, quiet_handler(503, logging.DEBUG))
         app.add_exception_handler(ServerNotReady, quiet_handler(503, logging.DEBUG))
@@ -224,6 +224,7 @@ class _GRPCServer(GRPCServer):
     def __init__(self, *args, host: str, max_message_bytes: int, per_request_logs: bool, **kwargs):
         super().__init__(*args, **kwargs)
         self.host, self.max_message_bytes, self.per_request_logs = host, max_message_bytes, per_request_logs
+        self.started = asyncio.Event()
 
     async def start(self, max_workers):
         from grpc import aio
@@ -240,15 +241,23 @@ class _GRPCServer(GRPCServer):
         self._server.add_insecure_port(address)
         log.info("gRPC server on %s", address)
         await self._server.start()
+        self.started.set()
         await self._server.wait_for_termination()
 
 
 # ---- the server --------------------------------------------------------------------------------------
 class ModelServer(KServeModelServer):
     def __init__(self, *, host: str = "127.0.0.1", max_request_bytes: int = 8 * 1024 * 1024,
-                 per_request_logs: bool = False, **kwargs):
+                 per_request_logs: bool = False, kserve_args: dict | None = None, **kwargs):
+        """`kserve_args`: KServe's parsed flags (gRPC send limit); default: what kserve.model_server
+        parsed from sys.argv when imported."""
         kwargs.setdefault("enable_latency_logging", per_request_logs)
         super().__init__(**kwargs)
+        if kserve_args is None:
+            from kserve.model_server import args
+
+            kserve_args = vars(args)
+        self.kserve_args = kserve_args
         if self.workers > 1:
             raise ValueError("--workers > 1 is not supported: run more replicas (each loads the model once)")
         self.host = host
@@ -256,6 +265,7 @@ class ModelServer(KServeModelServer):
         self.per_request_logs = per_request_logs
         self.dataplane = ServingDataPlane(model_registry=self.registered_models)
         self.exit_code = 0
+        self._stopping = False
 
     def fail(self, reason: BaseException) -> None:
         """From any thread: stop serving and exit non-zero (a model that cannot load)."""
@@ -281,10 +291,8 @@ class ModelServer(KServeModelServer):
         self._rest_server.create_application()
         self.servers.append(self._rest_server.start())
         if self.enable_grpc:
-            from kserve.model_server import args as kserve_args
-
             self._grpc_server = _GRPCServer(self.grpc_port, self.dataplane, self.model_repository_extension,
-                                            kwargs=vars(kserve_args), grace_period=self.grace_period,
+                                            kwargs=self.kserve_args, grace_period=self.grace_period,
                                             max_message_bytes=self.max_request_bytes, **common)
             self.servers.append(self._grpc_server.start(self.max_threads))
         self.register_signal_handler()  # before loading starts: a failed load signals the process
@@ -301,11 +309,29 @@ class ModelServer(KServeModelServer):
     async def _serve(self):
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(self._custom_exception_handler or self.default_exception_handler)
+        if self._stopping:  # a signal arrived before the event loop ran
+            loop.create_task(self._shutdown())
         await super()._serve()
 
     def stop(self, sig: int):
-        # KServe stops gRPC (and a multi-process REST server); the single-process uvicorn has
-        # already stopped on the same signal. A SIGTERM before uvicorn started is ours to relay.
+        """SIGTERM/SIGINT (KServe's handler, after uvicorn's own has stopped REST): stop gRPC, unload
+        the models. KServe's version stops the gRPC server at once, which crashes gRPC's core if it
+        is still starting (a model that fails to load within the first second): here it waits."""
+        self._stopping = True
         if self._rest_server is not None:
-            self._rest_server._server.should_exit = True
-        super().stop(sig)
+            self._rest_server._server.should_exit = True  # uvicorn not started yet: it exits at once
+        try:
+            asyncio.get_running_loop().create_task(self._shutdown())
+        except RuntimeError:
+            pass  # not serving yet: _serve shuts down at its start
+        for model_name in list(self.registered_models.get_models()):
+            self.registered_models.unload(model_name)
+
+    async def _shutdown(self):
+        from kserve.utils.inference_client_factory import InferenceClientFactory
+
+        log.info("stopping the model server")
+        await InferenceClientFactory().close()  # a transformer's clients to its predictor
+        if self._grpc_server is not None:
+            await self._grpc_server.started.wait()
+            await self._grpc_server.stop()
