@@ -537,6 +537,25 @@ def main(argv: list[str] | None = None) -> dict:
         "batch": lambda: bench_batch(ctx, work, args.batch_rows),
         "stream": lambda: bench_stream(ctx, args.stream_events),
     }
+    try:
+        run_sections(result, sections, only)
+    finally:
+        if args.online_store == "redis" and not args.work:  # nobody will reuse this project's keys
+            from mlops.features.store import teardown
+
+            teardown(s["config"])
+    result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    result["ratios"] = _ratios(result, args.concurrency)
+    result["targets"] = targets(result, args.concurrency)
+    text = json.dumps(result, indent=2, default=str)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+    print(text)
+    return result
+
+
+def run_sections(result: dict, sections: dict, only: list[str]) -> None:
     for name in only:
         load_before = [round(x, 2) for x in os.getloadavg()]
         log(f"section {name} (load average {load_before})")
@@ -548,17 +567,7 @@ def main(argv: list[str] | None = None) -> dict:
             result[name] = {"status": "failed", "error": f"{type(e).__name__}: {e}",
                             "traceback": traceback.format_exc()[-3000:]}
             log(f"section {name} failed: {e}")
-        if isinstance(result[name], dict):
-            result[name]["loadavg_before"] = load_before
-    result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    result["ratios"] = _ratios(result, args.concurrency)
-    result["targets"] = targets(result, args.concurrency)
-    text = json.dumps(result, indent=2, default=str)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
-    print(text)
-    return result
+        result[name]["loadavg_before"] = load_before
 
 
 if __name__ == "__main__":
