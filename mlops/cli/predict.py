@@ -11,7 +11,7 @@ from __future__ import annotations
 import click
 
 from mlops import envs
-from mlops.cli.main import config_option, emit_json, load, runs_in
+from mlops.cli.main import _key_values, config_option, emit_json, runs_in
 
 
 @click.group()
@@ -26,7 +26,8 @@ def _errors():
     from serving.batch import BatchInputError
     from serving.predictor import PredictionInputError
 
-    return BatchInputError, DatasetError, RegistryError, StorageError, PredictionInputError, FileNotFoundError
+    return BatchInputError, DatasetError, RegistryError, StorageError, PredictionInputError, FileNotFoundError, \
+        LookupError
 
 
 @predict.command("batch")
@@ -51,17 +52,23 @@ def _errors():
               help="Default: serving.runtime.")
 @click.option("--log-payloads", is_flag=True,
               help="Also log every prediction to the payload log (serving.payload_log), for monitoring.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=JSON",
+              help="Config override, e.g. serving.batch.chunk_rows=8192 (repeatable).")
 @runs_in(envs.PIPELINE)
 def predict_batch(config_path, model, input_spec, output_uri, summary_uri, id_column, passthrough, chunk_rows,
-                  runtime, log_payloads):
+                  runtime, log_payloads, overrides):
     """Predict every row of a dataset version or file with a registered model.
 
     Writes a parquet of row_id, prediction, model_name, model_version, predicted_at (+ passthrough
     columns) atomically, a JSON summary beside it, and the lineage (dataset version -> model ->
     predictions) to ML Metadata. Prints the summary."""
     from components.batch_predict.executor import run_step
+    from mlops.config import ConfigError, load_config
 
-    cfg = load(config_path)
+    try:
+        cfg = load_config(config_path, overrides=_key_values(overrides, "--set", True))
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
     columns = [c.strip() for item in passthrough for c in item.split(",") if c.strip()] or None
     try:
         result = run_step(cfg, model=model, input=input_spec, output_uri=output_uri, summary_uri=summary_uri,
