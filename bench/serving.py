@@ -1,7 +1,7 @@
 """Benchmark: online, batch and streaming prediction, side by side in one run, as JSON.
 
-    .venv/serving/bin/python bench/serving.py [--model-dir DIR] [--work DIR] [--duration 10]
-        [--concurrency 8] [--online-store sqlite|redis] [--only raw,peer,server,batch,stream]
+    .venv/serving/bin/python bench/serving.py [--model-dir DIR] [--work DIR] [--duration 5]
+        [--rounds 3] [--concurrency 8] [--online-store sqlite|redis] [--only raw,online,batch,stream]
         [--out bench/results/serving.json]
 
 Set-up (reused when --work already holds it): a real flights model (serving.testing.build_real_model,
@@ -16,14 +16,15 @@ Measured, all on 127.0.0.1 in this one run (these machines are noisy: compare ra
   raw      in-process: the serving signature (SavedModel) and TFLite, 1 row and 256 rows (the
            limit); the Feast online read alone; "model + direct online-store read" = the
            enricher's validation + one online read + the model (what a request must cost at least)
-  server   `python -m serving` (KServe ModelServer + serving.model) in a subprocess: v2 REST and
-           gRPC, 1 row, feast and full; 1 closed-loop worker (latency) and --concurrency workers
-           (throughput); predictions checked against the in-process ones first
-  peer     bench/peer_fastapi.py: a plain FastAPI/uvicorn endpoint around the same predictor, REST
-           full rows, same load
-  batch    serving.batch.run_batch on a parquet file of every model input (February's flights,
-           repeated to --batch-rows), against
-           the raw batched loop doing the same parquet read, predict and parquet write
+  online   two subprocesses up together: `python -m serving` (KServe ModelServer + serving.model:
+           v2 REST and gRPC, 1 row, feast and full) and the peer, bench/peer_fastapi.py (a plain
+           FastAPI/uvicorn endpoint around the same predictor, full rows); predictions checked
+           against the in-process ones first; then --rounds rounds, each measuring every endpoint
+           in turn with 1 closed-loop worker (latency) and --concurrency workers (throughput);
+           medians over the rounds
+  batch    serving.batch.run_batch on a parquet file of every model input (February's flights
+           repeated to --batch-rows), against the raw batched loop doing the same parquet read,
+           predict and parquet write
   stream   serving.stream.benchmark_throughput: events/s through Redis Streams end to end
 A piece that is not there (a module not written yet) is reported "not available"; a failure is
 reported with its error and the rest still runs. Targets (pass/fail) are at the end of the JSON.
@@ -57,7 +58,7 @@ MODEL = "flights"
 REQUEST_ROWS = 256
 BATCH_ROWS = 256
 PARITY = 1e-5
-SECTIONS = ("raw", "peer", "server", "batch", "stream")
+SECTIONS = ("raw", "online", "batch", "stream")
 
 
 class NotAvailable(Exception):
@@ -301,58 +302,76 @@ def bench_raw(ctx: dict, duration: float) -> dict:
     return out
 
 
-def _load(kind: str, call, concurrency: int, duration: float, warmup: float) -> dict:
-    latency = call(concurrency=1, warmup_s=warmup, duration_s=duration)
-    throughput = call(concurrency=concurrency, warmup_s=warmup, duration_s=duration)
-    log(f"{kind}: 1 worker p50 {latency.get('p50_ms')} / p99 {latency.get('p99_ms')} ms; {concurrency} workers "
-        f"{throughput.get('calls_per_s')} req/s (p99 {throughput.get('p99_ms')} ms)")
-    return {"latency_1_worker": latency, f"throughput_{concurrency}_workers": throughput}
-
-
-def bench_peer(ctx: dict, work: Path, concurrency: int, duration: float, warmup: float) -> dict:
-    req = ctx["requests"]
-    port = free_port()
-    argv = [sys.executable, "-m", "bench.peer_fastapi", "--model-dir", ctx["model_dir"], "--port", str(port)]
-    with Child("peer", argv, f"http://127.0.0.1:{port}/v2/health/ready", work):
-        url = f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer"
-        bodies = rest_bodies(req["model"], req["dtypes"], req["rows"])
-        out = {"max_abs_diff": check_rest(url, bodies, req["expected"])}
-        out["rest_full"] = _load("peer REST full", lambda **kw: loadgen.run_rest(url, bodies, **kw),
-                                 concurrency, duration, warmup)
+def _median_stats(rounds: list[dict]) -> dict:
+    """Per statistic, the median over the rounds (a round disturbed by another job moves it less)."""
+    keys = ("p50_ms", "p90_ms", "p99_ms", "max_ms", "calls_per_s", "client_cpu_s")
+    out = {k: round(float(np.median([r[k] for r in rounds if k in r])), 3) for k in keys
+           if any(k in r for r in rounds)}
+    out["errors"] = sum(r.get("errors", 0) for r in rounds)
     return out
 
 
-def bench_server(ctx: dict, work: Path, concurrency: int, duration: float, warmup: float) -> dict:
-    import importlib.util
-
-    if importlib.util.find_spec("serving.model") is None or importlib.util.find_spec("serving.__main__") is None:
-        raise NotAvailable("serving/model.py + python -m serving are not there yet")
-    req = ctx["requests"]
-    http_port, grpc_port = free_port(), free_port()
+def server_argv(ctx: dict, http_port: int, grpc_port: int) -> list[str]:
     argv = [sys.executable, "-m", "serving", "--model", f"{MODEL}@production", "--http_port", str(http_port),
             "--grpc_port", str(grpc_port)]
     for k, v in ctx["overrides"].items():
         argv += ["--set", f"{k}={json.dumps(v)}"]
-    out = {"argv": argv[2:]}
-    with Child("server", argv, f"http://127.0.0.1:{http_port}/v2/health/ready", work) as child:
-        url = f"http://127.0.0.1:{http_port}/v2/models/{MODEL}/infer"
-        target = f"127.0.0.1:{grpc_port}"
-        for form in ("feast", "full"):
-            bodies = rest_bodies(req[form], req["dtypes"], req["rows"])
-            grpcs = grpc_requests(req[form], req["dtypes"], req["rows"], MODEL)
-            diff = max(check_rest(url, bodies, req["expected"]), check_grpc(target, grpcs, req["expected"]))
-            out[f"rest_{form}"] = _load(f"server REST {form}", lambda **kw: loadgen.run_rest(url, bodies, **kw),
-                                        concurrency, duration, warmup)
-            out[f"grpc_{form}"] = _load(f"server gRPC {form}", lambda **kw: loadgen.run_grpc(target, grpcs, **kw),
-                                        concurrency, duration, warmup)
-            out[f"{form}_max_abs_diff"] = diff
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as r:
-                out["metrics_bytes"] = len(r.read())
-        except OSError:
-            pass
-        if child.proc.poll() is not None:
-            raise RuntimeError(f"the server died during the run: {child.tail()}")
+    return argv
+
+
+def bench_online(ctx: dict, work: Path, *, concurrency: int, duration: float, warmup: float, rounds: int) -> dict:
+    """The peer and our server up together; every round measures each endpoint in turn (1 worker,
+    then `concurrency` workers), so a burst of load from elsewhere hits all of them alike."""
+    import contextlib
+    import importlib.util
+
+    req = ctx["requests"]
+    endpoints: dict[str, tuple[str, callable]] = {}  # name -> (group, call(**load))
+    out: dict = {"peer": {}, "server": {}}
+    with contextlib.ExitStack() as stack:
+        port = free_port()
+        stack.enter_context(Child("peer", [sys.executable, "-m", "bench.peer_fastapi", "--model-dir",
+                                           ctx["model_dir"], "--port", str(port)],
+                                  f"http://127.0.0.1:{port}/v2/health/ready", work))
+        url = f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer"
+        bodies = rest_bodies(req["model"], req["dtypes"], req["rows"])
+        out["peer"]["max_abs_diff"] = check_rest(url, bodies, req["expected"])
+        endpoints["rest_full"] = ("peer", lambda url=url, b=bodies, **kw: loadgen.run_rest(url, b, **kw))
+
+        server = None
+        if importlib.util.find_spec("serving.model") is None or importlib.util.find_spec("serving.__main__") is None:
+            out["server"] = {"status": "not available", "reason": "serving/model.py + python -m serving are not there yet"}
+        else:
+            http_port, grpc_port = free_port(), free_port()
+            argv = server_argv(ctx, http_port, grpc_port)
+            out["server"]["argv"] = argv[2:]
+            server = stack.enter_context(Child("server", argv, f"http://127.0.0.1:{http_port}/v2/health/ready", work))
+            url = f"http://127.0.0.1:{http_port}/v2/models/{MODEL}/infer"
+            target = f"127.0.0.1:{grpc_port}"
+            for form in ("feast", "full"):
+                bodies = rest_bodies(req[form], req["dtypes"], req["rows"])
+                grpcs = grpc_requests(req[form], req["dtypes"], req["rows"], MODEL)
+                out["server"][f"{form}_max_abs_diff"] = max(check_rest(url, bodies, req["expected"]),
+                                                           check_grpc(target, grpcs, req["expected"]))
+                endpoints[f"server rest_{form}"] = (
+                    "server", lambda url=url, b=bodies, **kw: loadgen.run_rest(url, b, **kw))
+                endpoints[f"server grpc_{form}"] = (
+                    "server", lambda t=target, r=grpcs, **kw: loadgen.run_grpc(t, r, **kw))
+
+        loads = {"latency_1_worker": 1, f"throughput_{concurrency}_workers": concurrency}
+        measured: dict = {}
+        for r in range(rounds):
+            for name, (group, call) in endpoints.items():
+                for load, workers in loads.items():
+                    stats = call(concurrency=workers, warmup_s=warmup, duration_s=duration)
+                    measured.setdefault(name, {}).setdefault(load, []).append(stats)
+                    log(f"round {r + 1}/{rounds} {group} {name.split()[-1]} {workers} worker(s): p50 "
+                        f"{stats.get('p50_ms')} p99 {stats.get('p99_ms')} ms, {stats.get('calls_per_s')} req/s")
+        for name, (group, _) in endpoints.items():
+            out[group][name.split()[-1]] = {load: {**_median_stats(runs), "rounds": runs}
+                                            for load, runs in measured[name].items()}
+        if server is not None and server.proc.poll() is not None:
+            raise RuntimeError(f"the server died during the run: {server.tail()}")
     return out
 
 
@@ -450,7 +469,7 @@ def targets(result: dict, concurrency: int) -> list[dict]:
         out.append({"target": name, "value": value, "limit": limit,
                     "pass": None if value is None or limit is None else bool(ok(value, limit))})
 
-    raw, server, peer = result.get("raw", {}), result.get("server", {}), result.get("peer", {})
+    raw, server, peer = result.get("raw", {}), _get(result, "online", "server") or {}, _get(result, "online", "peer") or {}
     read_p99 = _get(raw, "model_plus_online_read_1row", "p99_ms")
     model_p99 = _get(raw, "savedmodel_1row", "p99_ms")
     for proto in ("rest", "grpc"):
@@ -476,7 +495,7 @@ def targets(result: dict, concurrency: int) -> list[dict]:
 
 def _ratios(result: dict, concurrency: int) -> dict:
     thr = f"throughput_{concurrency}_workers"
-    raw, server, peer = result.get("raw", {}), result.get("server", {}), result.get("peer", {})
+    raw, server, peer = result.get("raw", {}), _get(result, "online", "server") or {}, _get(result, "online", "peer") or {}
     pairs = {
         "rest_full_p50_over_raw_model_p50": (_get(server, "rest_full", "latency_1_worker", "p50_ms"),
                                              _get(raw, "savedmodel_1row", "p50_ms")),
@@ -497,7 +516,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model-dir", help="a Trainer output (default: train one, ~1 min)")
     ap.add_argument("--work", help="work directory; reused by a later run (default: a new temporary one)")
-    ap.add_argument("--duration", type=float, default=10.0, help="seconds per load measurement")
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds per load measurement")
+    ap.add_argument("--rounds", type=int, default=3, help="online measurements are repeated, interleaved; medians")
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--raw-duration", type=float, default=3.0, help="seconds per in-process measurement")
     ap.add_argument("--concurrency", type=int, default=8, help="closed-loop workers for the throughput runs")
@@ -522,6 +542,7 @@ def main(argv: list[str] | None = None) -> dict:
     result: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(), "work": str(work),
                     "settings": {"duration_s": args.duration, "warmup_s": args.warmup, "concurrency": args.concurrency,
                                  "raw_duration_s": args.raw_duration, "online_store": args.online_store,
+                                 "rounds": args.rounds,
                                  "request_rows": REQUEST_ROWS}}
     s = setup(work, args.model_dir, args.online_store)
     served = ModelHandle.from_config(s["config"], f"{MODEL}@production").current
@@ -532,8 +553,8 @@ def main(argv: list[str] | None = None) -> dict:
                        "request_fields": {"feast": sorted(requests["feast"]), "full": sorted(requests["full"])}}
     sections = {
         "raw": lambda: bench_raw(ctx, args.raw_duration),
-        "peer": lambda: bench_peer(ctx, work, args.concurrency, args.duration, args.warmup),
-        "server": lambda: bench_server(ctx, work, args.concurrency, args.duration, args.warmup),
+        "online": lambda: bench_online(ctx, work, concurrency=args.concurrency, duration=args.duration,
+                                       warmup=args.warmup, rounds=args.rounds),
         "batch": lambda: bench_batch(ctx, work, args.batch_rows),
         "stream": lambda: bench_stream(ctx, args.stream_events),
     }
