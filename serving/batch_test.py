@@ -274,7 +274,7 @@ def test_input_specs(tiny_config, tmp_path):
 
 
 # ---- encoding ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("spec,values,arrow_type", [
+ENCODING_CASES = [
     (InputSpec("x", NUMERIC), [1, None, 3], pa.int64()),
     (InputSpec("x", NUMERIC), [1.5, None, float("nan")], pa.float64()),
     (InputSpec("x", NUMERIC), ["1.5", None, "7"], pa.string()),
@@ -285,7 +285,10 @@ def test_input_specs(tiny_config, tmp_path):
     (InputSpec("c", CATEGORICAL), [7.0, None, 2.5], pa.float64()),
     (InputSpec("c", CATEGORICAL), [b"caf\xc3\xa9", None], pa.binary()),
     (InputSpec("c", CATEGORICAL), [None, None], pa.null()),
-])
+]
+
+
+@pytest.mark.parametrize("spec,values,arrow_type", ENCODING_CASES)
 def test_arrow_encoding_is_the_request_checkers(spec, values, arrow_type):
     """Batch encodes whole Arrow columns; online serving checks request values one by one: the
     model must see the same thing either way."""
@@ -334,3 +337,15 @@ def test_every_prediction_is_payload_logged_without_drops(tiny_registry, served,
     assert logged["request_id"].tolist() == df["flight_key"].tolist()
     assert set(logged["source"]) == {"batch"} and set(logged["version"]) == {"1"}
     np.testing.assert_allclose(logged["prediction"], expected(df), rtol=1e-6, atol=1e-6)
+
+
+# ---- the serving environment ---------------------------------------------------------------------
+@pytest.mark.serving_env
+def test_batch_runs_in_the_serving_environment_too(tiny_config, served, tmp_path):
+    """Batch runs in the pipeline image, but the serving benchmark (bench/serving.py) and a serving
+    pod may call it: the same results with pyarrow 26 / NumPy 2 / TF 2.21."""
+    for case in ENCODING_CASES:
+        test_arrow_encoding_is_the_request_checkers(*case)
+    test_chunked_run_over_part_files_keeps_row_order_ids_and_values(tiny_config, served, tmp_path)
+    (tmp_path / "crash").mkdir()
+    test_a_crash_mid_run_leaves_the_previous_output_whole(tiny_config, served, tmp_path / "crash")
