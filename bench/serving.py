@@ -21,7 +21,7 @@ Measured, all on 127.0.0.1 in this one run (these machines are noisy: compare ra
            FastAPI/uvicorn endpoint around the same predictor, full rows); predictions checked
            against the in-process ones first; then --rounds rounds, each measuring every endpoint
            in turn with 1 closed-loop worker (latency) and --concurrency workers (throughput);
-           medians over the rounds
+           medians over the rounds. --server-runtimes savedmodel,tflite adds a server on TFLite
   batch    serving.batch.run_batch on a parquet file of every model input (February's flights
            repeated to --batch-rows), against the raw batched loop doing the same parquet read,
            predict and parquet write
@@ -319,7 +319,8 @@ def server_argv(ctx: dict, http_port: int, grpc_port: int) -> list[str]:
     return argv
 
 
-def bench_online(ctx: dict, work: Path, *, concurrency: int, duration: float, warmup: float, rounds: int) -> dict:
+def bench_online(ctx: dict, work: Path, *, concurrency: int, duration: float, warmup: float, rounds: int,
+                 runtimes: list[str]) -> dict:
     """The peer and our server up together; every round measures each endpoint in turn (1 worker,
     then `concurrency` workers), so a burst of load from elsewhere hits all of them alike."""
     import contextlib
@@ -327,7 +328,7 @@ def bench_online(ctx: dict, work: Path, *, concurrency: int, duration: float, wa
 
     req = ctx["requests"]
     endpoints: dict[str, tuple[str, callable]] = {}  # name -> (group, call(**load))
-    out: dict = {"peer": {}, "server": {}}
+    out: dict = {"peer": {}}
     with contextlib.ExitStack() as stack:
         port = free_port()
         stack.enter_context(Child("peer", [sys.executable, "-m", "bench.peer_fastapi", "--model-dir",
@@ -338,25 +339,29 @@ def bench_online(ctx: dict, work: Path, *, concurrency: int, duration: float, wa
         out["peer"]["max_abs_diff"] = check_rest(url, bodies, req["expected"])
         endpoints["rest_full"] = ("peer", lambda url=url, b=bodies, **kw: loadgen.run_rest(url, b, **kw))
 
-        server = None
+        servers = []
         if importlib.util.find_spec("serving.model") is None or importlib.util.find_spec("serving.__main__") is None:
             out["server"] = {"status": "not available", "reason": "serving/model.py + python -m serving are not there yet"}
-        else:
+            runtimes = []
+        for runtime in runtimes:
+            # The first runtime is "server" (the targets use it); the others "server_<runtime>".
+            group = "server" if runtime == runtimes[0] else f"server_{runtime}"
             http_port, grpc_port = free_port(), free_port()
-            argv = server_argv(ctx, http_port, grpc_port)
-            out["server"]["argv"] = argv[2:]
-            server = stack.enter_context(Child("server", argv, f"http://127.0.0.1:{http_port}/v2/health/ready", work))
+            argv = server_argv(ctx, http_port, grpc_port) + ["--runtime", runtime]
+            out[group] = {"argv": argv[2:]}
+            servers.append(stack.enter_context(Child(group, argv, f"http://127.0.0.1:{http_port}/v2/health/ready",
+                                                     work)))
             url = f"http://127.0.0.1:{http_port}/v2/models/{MODEL}/infer"
             target = f"127.0.0.1:{grpc_port}"
             for form in ("feast", "full"):
                 bodies = rest_bodies(req[form], req["dtypes"], req["rows"])
                 grpcs = grpc_requests(req[form], req["dtypes"], req["rows"], MODEL)
-                out["server"][f"{form}_max_abs_diff"] = max(check_rest(url, bodies, req["expected"]),
-                                                           check_grpc(target, grpcs, req["expected"]))
-                endpoints[f"server rest_{form}"] = (
-                    "server", lambda url=url, b=bodies, **kw: loadgen.run_rest(url, b, **kw))
-                endpoints[f"server grpc_{form}"] = (
-                    "server", lambda t=target, r=grpcs, **kw: loadgen.run_grpc(t, r, **kw))
+                out[group][f"{form}_max_abs_diff"] = max(check_rest(url, bodies, req["expected"]),
+                                                         check_grpc(target, grpcs, req["expected"]))
+                endpoints[f"{group} rest_{form}"] = (
+                    group, lambda url=url, b=bodies, **kw: loadgen.run_rest(url, b, **kw))
+                endpoints[f"{group} grpc_{form}"] = (
+                    group, lambda t=target, r=grpcs, **kw: loadgen.run_grpc(t, r, **kw))
 
         loads = {"latency_1_worker": 1, f"throughput_{concurrency}_workers": concurrency}
         measured: dict = {}
@@ -370,8 +375,9 @@ def bench_online(ctx: dict, work: Path, *, concurrency: int, duration: float, wa
         for name, (group, _) in endpoints.items():
             out[group][name.split()[-1]] = {load: {**_median_stats(runs), "rounds": runs}
                                             for load, runs in measured[name].items()}
-        if server is not None and server.proc.poll() is not None:
-            raise RuntimeError(f"the server died during the run: {server.tail()}")
+        for server in servers:
+            if server.proc.poll() is not None:
+                raise RuntimeError(f"{server.name} died during the run: {server.tail()}")
     return out
 
 
@@ -522,6 +528,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--raw-duration", type=float, default=3.0, help="seconds per in-process measurement")
     ap.add_argument("--concurrency", type=int, default=8, help="closed-loop workers for the throughput runs")
     ap.add_argument("--online-store", choices=["sqlite", "redis"], default="sqlite")
+    ap.add_argument("--server-runtimes", type=lambda v: v.split(","), default=["savedmodel"],
+                    help="model runtimes of the server, e.g. savedmodel,tflite (the first is the one the targets use)")
     ap.add_argument("--batch-rows", type=int, default=500_000, help="rows of the batch input (February, repeated)")
     ap.add_argument("--stream-events", type=int, default=10_000)
     ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
@@ -542,7 +550,7 @@ def main(argv: list[str] | None = None) -> dict:
     result: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(), "work": str(work),
                     "settings": {"duration_s": args.duration, "warmup_s": args.warmup, "concurrency": args.concurrency,
                                  "raw_duration_s": args.raw_duration, "online_store": args.online_store,
-                                 "rounds": args.rounds,
+                                 "rounds": args.rounds, "server_runtimes": args.server_runtimes,
                                  "request_rows": REQUEST_ROWS}}
     s = setup(work, args.model_dir, args.online_store)
     served = ModelHandle.from_config(s["config"], f"{MODEL}@production").current
@@ -554,7 +562,7 @@ def main(argv: list[str] | None = None) -> dict:
     sections = {
         "raw": lambda: bench_raw(ctx, args.raw_duration),
         "online": lambda: bench_online(ctx, work, concurrency=args.concurrency, duration=args.duration,
-                                       warmup=args.warmup, rounds=args.rounds),
+                                       warmup=args.warmup, rounds=args.rounds, runtimes=args.server_runtimes),
         "batch": lambda: bench_batch(ctx, work, args.batch_rows),
         "stream": lambda: bench_stream(ctx, args.stream_events),
     }

@@ -125,10 +125,6 @@ def predict_columns(predictor: TFLiteModelPredictor, columns: Mapping[str, objec
     return predictor.predict(checked)
 
 
-def _read_arg(value: str) -> str:
-    return sys.stdin.read() if value == "-" else value
-
-
 def _predict_main(argv: Sequence[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m serving.edge", description="Predict with the TFLite model "
                                  "(no TensorFlow needed). `python -m serving.edge bundle -h`: package a bundle.")
@@ -139,7 +135,7 @@ def _predict_main(argv: Sequence[str]) -> int:
     args = ap.parse_args(argv)
     try:
         if args.json is not None:
-            columns = parse_json_rows(_read_arg(args.json))
+            columns = parse_json_rows(sys.stdin.read() if args.json == "-" else args.json)
         else:
             if args.csv == "-":
                 text = sys.stdin.read()

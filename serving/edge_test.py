@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import json
 import os
 import subprocess
@@ -242,7 +243,7 @@ def test_the_bundle_cli_matches_the_savedmodel_and_names_bad_input(bundle, test_
 
     one = {k: (None if isinstance(v[0], (float, np.floating)) and np.isnan(v[0]) else
                v[0].item() if isinstance(v[0], np.generic) else v[0]) for k, v in rows.items()}
-    monkeypatch.setattr(sys, "stdin", __import__("io").StringIO(json.dumps(one)))
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(one)))
     assert main(["--model-dir", model, "--json", "-"]) == 0
     assert abs(json.loads(capsys.readouterr().out)["predictions"][0] - expected[0]) <= PARITY_TOLERANCE
 
