@@ -254,7 +254,9 @@ class ServingSpec(_Strict):
     host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)
     grpc_port: int = Field(8081, ge=0, le=65535)
-    runtime: Literal["savedmodel", "tflite"] = "savedmodel"
+    # auto: TFLite for batches up to 256 rows, the SavedModel above (serving.predictor.AutoPredictor);
+    # a model without TFLite files runs its SavedModel
+    runtime: Literal["savedmodel", "tflite", "auto"] = "auto"
     feature_lookup: bool = True  # enrich requests from the Feast online store (if features: is set)
     max_batch_rows: int = Field(10_000, gt=0)
     max_request_bytes: int = Field(8 * 1024 * 1024, gt=0)

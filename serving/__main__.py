@@ -1,7 +1,7 @@
 """python -m serving: the online model server (KServe custom runtime).
 
     python -m serving --config configs/flights.yaml --model flights@production \\
-        [--runtime tflite] [--host 127.0.0.1] [--http_port 8080] [--grpc_port 8081] \\
+        [--runtime auto|tflite|savedmodel] [--host 127.0.0.1] [--http_port 8080] [--grpc_port 8081] \\
         [--set serving.reload_interval_s=1] [KServe's own flags: --max_threads, --enable_grpc, ...]
 
 Built the way KServe's runtimes are: this parser extends `kserve.model_server.parser`, so every
@@ -54,7 +54,8 @@ parser.add_argument("--model", help="NAME[@ALIAS|@VERSION] in the registry, or a
                                     "(default: serving.model, else the project name).")
 parser.add_argument("--model_dir", help="A model directory (KServe's storage initializer mounts /mnt/models); "
                                         "same as --model DIR.")
-parser.add_argument("--runtime", choices=["savedmodel", "tflite"], help="Default: serving.runtime.")
+parser.add_argument("--runtime", choices=["savedmodel", "tflite", "auto"],
+                    help="Default: serving.runtime (auto: TFLite for small batches, the SavedModel for large).")
 parser.add_argument("--host", help="Address to bind, REST and gRPC (default: serving.host).")
 parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=JSON",
                     help="Config override, e.g. serving.reload_interval_s=1 (repeatable).")

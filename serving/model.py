@@ -148,7 +148,7 @@ class RegistryModel(Model):
                 if self.watch:
                     self.handle.start_watching()
                 log.info("model %s ready: %s (runtime %s) in %.1f s", self.name, self.handle.current.label,
-                         self.runtime, time.perf_counter() - started)
+                         self.handle.current.predictor.runtime, time.perf_counter() - started)
                 freeze_heap()
             self.ready = True
             metrics.MODEL_READY.labels(self.name).set(1)
@@ -194,10 +194,10 @@ class RegistryModel(Model):
     def _show_version(self, new: ServedModel, old: ServedModel | None) -> None:
         if old is not None:
             try:
-                metrics.MODEL_INFO.remove(self.name, old.version, self.runtime)
+                metrics.MODEL_INFO.remove(self.name, old.version, old.predictor.runtime)
             except KeyError:
                 pass
-        metrics.MODEL_INFO.labels(self.name, new.version, self.runtime).set(1)
+        metrics.MODEL_INFO.labels(self.name, new.version, new.predictor.runtime).set(1)
 
     @property
     def remote_predictor(self) -> bool:

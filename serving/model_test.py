@@ -138,3 +138,23 @@ def test_a_request_during_a_background_load_is_not_ready(tiny_config):
         model._loader = threading.Thread(target=lambda: None)
         with pytest.raises(ModelNotReady, match="still loading"):
             model.load()
+
+
+@pytest.mark.integration
+def test_auto_runtime_runs_tflite_for_small_batches_and_the_savedmodel_for_large(real_model_dir, tiny_model_dirs):
+    import os
+
+    from mlops.modeling.predictions import raw_features_of, read_raw_rows
+    from serving.predictor import AutoPredictor, load_predictor
+
+    assert load_predictor(tiny_model_dirs[1], "auto").runtime == "savedmodel"  # no TFLite files: no change
+    auto = load_predictor(real_model_dir, "auto")
+    assert isinstance(auto, AutoPredictor) and auto.inputs == auto.lite.inputs
+    rows = read_raw_rows(os.path.join(os.path.dirname(real_model_dir), "examples"), "test",
+                         raw_features_of(real_model_dir), limit=300)
+    n = len(rows["hour"])
+    assert n > auto.small_rows
+    small = {k: v[:auto.small_rows] for k, v in rows.items()}
+    np.testing.assert_array_equal(auto.predict(small), auto.lite.predict(small))
+    np.testing.assert_array_equal(auto.predict(rows), auto.saved.predict(rows))
+    np.testing.assert_allclose(auto.predict(small), auto.saved.predict(small), atol=1e-5)

@@ -74,7 +74,7 @@ class ServingDataPlane(DataPlane):
         handle = getattr(model, "handle", None)
         if handle is not None:  # the version served and how (KServe leaves both empty)
             metadata["versions"] = [handle.current.version]
-            metadata["platform"] = f"mlops-{model.runtime}"
+            metadata["platform"] = f"mlops-{handle.current.predictor.runtime}"
         return metadata
 
 

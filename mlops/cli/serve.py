@@ -21,7 +21,8 @@ from mlops.cli.main import _key_values, _registry_errors, config_option, runs_in
 @click.option("--host", help="Address to bind, REST and gRPC (default: serving.host, 127.0.0.1).")
 @click.option("--http-port", type=click.IntRange(0, 65535), help="Default: serving.http_port (8080).")
 @click.option("--grpc-port", type=click.IntRange(0, 65535), help="Default: serving.grpc_port (8081).")
-@click.option("--runtime", type=click.Choice(["savedmodel", "tflite"]), help="Default: serving.runtime.")
+@click.option("--runtime", type=click.Choice(["savedmodel", "tflite", "auto"]),
+              help="Default: serving.runtime (auto: TFLite for small batches, the SavedModel for large).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=JSON",
               help="Config override, e.g. serving.reload_interval_s=1 (repeatable).")
 @click.option("--per-request-logs", is_flag=True, help="Access log and latency log line for every request.")
