@@ -79,13 +79,7 @@ class BatchInput:
     format: str  # "parquet" | "csv"
     dataset_versions: tuple = ()  # mlops.datasets.repository.DatasetVersion, when from the repository
     na_values: tuple[str, ...] = ("NA", "")  # csv null markers
-
-    @property
-    def uri(self) -> str:
-        """One URI for the whole input (lineage): the spec's file/directory, or the single version."""
-        if self.dataset_versions:
-            return self.dataset_versions[0].uri if len(self.dataset_versions) == 1 else self.spec
-        return self.spec
+    uri: str = ""  # a file input: the file or directory (absolute when local), for lineage
 
 
 def _is_path(spec: str) -> bool:
@@ -130,6 +124,8 @@ def _file_input(spec: str, na_values: tuple[str, ...]) -> BatchInput:
     fs, path = storage.fs_and_path(spec)
     if not fs.exists(path):
         raise BatchInputError(f"input {spec}: no such file or directory")
+    local = isinstance(fs, LocalFileSystem)
+    uri = path if local else spec  # fsspec makes local paths absolute
     if fs.isdir(path):
         def visible(p: str) -> bool:  # skip in-progress `.tmp-*` files and `_SUCCESS`-style markers
             return not any(part.startswith((".", "_")) for part in p[len(path):].split("/"))
@@ -137,11 +133,10 @@ def _file_input(spec: str, na_values: tuple[str, ...]) -> BatchInput:
         parts = sorted(p for p in fs.find(path) if p.endswith((".parquet", ".pq")) and visible(p))
         if not parts:
             raise BatchInputError(f"input {spec}: the directory holds no .parquet files")
-        local = isinstance(fs, LocalFileSystem)
         return BatchInput(spec, tuple(p if local else fs.unstrip_protocol(p) for p in parts), "parquet",
-                          na_values=na_values)
-    return BatchInput(spec, (spec,), "csv" if path.lower().endswith(CSV_SUFFIXES) else "parquet",
-                      na_values=na_values)
+                          na_values=na_values, uri=uri)
+    return BatchInput(spec, (uri,), "csv" if path.lower().endswith(CSV_SUFFIXES) else "parquet",
+                      na_values=na_values, uri=uri)
 
 
 # ---- reading -------------------------------------------------------------------------------------
@@ -155,7 +150,7 @@ def _opened(uri: str, fmt: str):
         yield f
 
 
-def _csv_reader(f, column_types: dict[str, pa.DataType], columns: list[str] | None, na_values: Sequence[str]):
+def _csv_reader(f, column_types: dict[str, pa.DataType], columns: list[str], na_values: Sequence[str]):
     from pyarrow import csv
 
     return csv.open_csv(
@@ -169,11 +164,11 @@ def input_columns(inp: BatchInput) -> list[str]:
     import pyarrow.parquet as pq
 
     try:
+        if inp.format == "csv":
+            return _csv_header(inp.files[0])
         with _opened(inp.files[0], inp.format) as f:
-            if inp.format == "csv":
-                return list(_csv_reader(f, {}, None, inp.na_values).schema.names)
             return list(pq.ParquetFile(f).schema_arrow.names)
-    except (pa.ArrowInvalid, OSError) as e:
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as e:
         raise BatchInputError(f"input {inp.files[0]}: cannot read it as {inp.format}: {e}") from None
 
 
@@ -214,7 +209,7 @@ def iter_chunks(inp: BatchInput, columns: list[str], chunk_rows: int,
                     pf = pq.ParquetFile(f)
                     _require(uri, pf.schema_arrow.names, columns)
                     text = [c for c in as_dictionary if _is_text(pf.schema_arrow.field(c).type)]
-                    if text:
+                    if text:  # a constructor option, and only string columns may take it
                         pf = pq.ParquetFile(f, read_dictionary=text)
                     batches = pf.iter_batches(batch_size=chunk_rows, columns=columns)
                 for table in _rechunk(batches, chunk_rows):
@@ -335,7 +330,7 @@ class ColumnPlan:
         return list(dict.fromkeys(names))
 
 
-def plan_columns(config, available: Sequence[str], model_inputs: Sequence[InputSpec], *, enricher=None,
+def plan_columns(config, available: Sequence[str], model_inputs: Sequence[InputSpec], *, enricher: FeatureEnricher,
                  id_column: str | None = None, id_column_required: bool = False,
                  passthrough: Sequence[str] = (), where: str = "input") -> ColumnPlan:
     """Checks the input's columns against what the model needs; BatchInputError names what is missing."""
@@ -377,7 +372,7 @@ def plan_columns(config, available: Sequence[str], model_inputs: Sequence[InputS
     return ColumnPlan(direct, keys, tuple(missing), time_column, id_column, tuple(passthrough))
 
 
-def online_store_problem(config, enricher=None) -> str | None:
+def online_store_problem(config, enricher: FeatureEnricher | None = None) -> str | None:
     """Why the Feast online store cannot complete rows here, or None if it can."""
     import importlib.util
 
@@ -585,12 +580,13 @@ def run_batch(config, served: "ServedModel", inp: BatchInput, output_uri: str, *
                     progress(rows)
             if rows == 0:
                 raise BatchInputError(f"input {inp.spec}: no rows to predict")
-            defaulted = enricher.rows_without_features - without_store_values
-            if plan.enrich and defaulted == rows:
+            if plan.enrich and enricher.rows_without_features - without_store_values == rows:
+                no_time = (f" (the input has no {enricher.time_column!r} column: the lookups used the current time)"
+                           if enricher.time_column and not plan.time_column else "")
                 raise BatchInputError(
-                    f"input {inp.spec}: the feature store had no values for any of the {rows} rows (features "
-                    f"{list(plan.from_store)}): is the online store materialized for the input's time range? "
-                    f"Nothing was written")
+                    f"input {inp.spec}: not one of the {rows} rows got all its feature-store values "
+                    f"{list(plan.from_store)} from the online store{no_time}: is it materialized for the input's "
+                    f"time range? Nothing was written")
             t0 = time.perf_counter()
             writer.close()  # the footer; the rename/PUT follows when the block exits
             seconds["write"] += time.perf_counter() - t0

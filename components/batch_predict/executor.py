@@ -17,6 +17,7 @@ and writes no predictions.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import uuid
 from typing import Sequence
 
@@ -74,18 +75,23 @@ def run_step(config: PlatformConfig, *, model: str | None, input: str = "", outp
     run_id = run_id or new_run_id()
     input = input or f"{config.dataset.name}@latest"
     output_uri = output_uri or default_output_uri(config, run_id)
+    if "://" not in output_uri:  # a path typed in a shell: the lineage records where it really is
+        output_uri = os.path.abspath(output_uri)
     properties = {"code_version": CODE_VERSION}
     try:
         result = predict_batch(config, model=model or None, input=input, output=output_uri, summary=summary_uri,
                                chunk_rows=chunk_rows, id_column=id_column, passthrough=passthrough, runtime=runtime,
                                log_payloads=log_payloads)
     except Exception as e:
-        try:  # the inputs that could be resolved, so the failure is findable from the dataset
-            inputs = {"dataset": input_refs(resolve_input(config, input))}
-        except Exception:
-            inputs = {}
-        record_step(config, pipeline=pipeline, run_id=run_id, component=COMPONENT, inputs=inputs,
-                    properties={**properties, "error": f"{type(e).__name__}: {e}"[:2000]}, state="FAILED")
+        try:  # best effort: the run's own error is what the caller must see
+            try:  # the input, when it resolves, so the failure is findable from the dataset
+                inputs = {"dataset": input_refs(resolve_input(config, input))}
+            except Exception:
+                inputs = {}
+            record_step(config, pipeline=pipeline, run_id=run_id, component=COMPONENT, inputs=inputs,
+                        properties={**properties, "error": f"{type(e).__name__}: {e}"[:2000]}, state="FAILED")
+        except Exception as record_error:
+            log(f"batch_predict: the failure could not be recorded in ML Metadata: {record_error}")
         raise
     summary = result.summary
     predictions = ArtifactRef("Predictions", result.output_uri, properties={

@@ -257,3 +257,11 @@ def test_cli_real_model_over_a_dataset_version_with_online_features(tmp_path, se
     steps = store.lineage(store.find_artifact("Predictions", uri=str(out)).id)
     assert {(s.consumed_as, s.artifact.name) for s in steps if s.depth == 1} == {
         ("dataset", version.id), ("model", "flights@1")}
+
+    # January was never materialized (the online store starts on February 1): every row would be
+    # predicted on defaults, so the run fails and the February predictions stay as they were.
+    before = out.read_bytes()
+    proc = subprocess.run([*cmd[:cmd.index("--input") + 1], "flights@2013-01", *cmd[cmd.index("--output"):]],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    assert proc.returncode == 1 and "not one of the" in proc.stderr and "materialized" in proc.stderr, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and out.read_bytes() == before
