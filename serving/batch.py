@@ -32,8 +32,8 @@ Features the model needs but the input lacks: if they are feature-store features
 online store exists, each chunk is completed by `FeatureEnricher` in ONE online read keyed by the
 input's entity columns and event time column (documented defaults for unknown entities, counted in
 the summary). Otherwise the run fails before predicting anything, naming the missing columns. A
-whole batch is never predicted on defaults: a run in which no row got a feature-store value fails
-before its output is published.
+whole batch is never predicted on defaults: a run in which not one row got all its feature-store
+values fails before its output is published.
 
 This module imports without TensorFlow, Feast or MLMD (they load with the model / on first use);
 lineage is recorded by the batch_predict component (components/batch_predict/executor.py).
@@ -513,13 +513,12 @@ def _encoded_chunks(inp: BatchInput, plan: ColumnPlan, chunk_rows: int) -> Itera
 
 def run_batch(config, served: "ServedModel", inp: BatchInput, output_uri: str, *, summary_uri: str | None = None,
               chunk_rows: int | None = None, id_column: str | None = None, passthrough: Sequence[str] | None = None,
-              payload_logger=None, progress=None) -> BatchResult:
+              payload_logger=None) -> BatchResult:
     """Predicts every row of `inp` with `served` and publishes the predictions at `output_uri`.
 
     `id_column` / `passthrough` default to serving.batch's; an id column named here must exist
     (the configured one is used when present). `payload_logger`: a PayloadLogger to log every
-    prediction to (batch applies backpressure: it waits for the logger rather than dropping rows).
-    `progress(rows_done)` is called after each chunk."""
+    prediction to (batch applies backpressure: it waits for the logger rather than dropping rows)."""
     spec = config.serving.batch
     chunk_rows = chunk_rows or spec.chunk_rows
     passthrough = list(spec.passthrough_columns if passthrough is None else passthrough)
@@ -576,8 +575,6 @@ def run_batch(config, served: "ServedModel", inp: BatchInput, output_uri: str, *
                 seconds["payload_log"] += time.perf_counter() - t3
                 rows += n
                 chunks += 1
-                if progress is not None:
-                    progress(rows)
             if rows == 0:
                 raise BatchInputError(f"input {inp.spec}: no rows to predict")
             if plan.enrich and enricher.rows_without_features - without_store_values == rows:
@@ -644,7 +641,7 @@ def _log_payloads(logger, config, served, row_ids, features: dict[str, np.ndarra
 def predict_batch(config, *, model: str | None, input: str, output: str, summary: str | None = None,
                   chunk_rows: int | None = None, id_column: str | None = None,
                   passthrough: Sequence[str] | None = None, runtime: str | None = None,
-                  log_payloads: bool = False, progress=None) -> BatchResult:
+                  log_payloads: bool = False) -> BatchResult:
     """Loads `model` (NAME, NAME@ALIAS, NAME@VERSION or a model directory; None: serving.model or
     the project's name) and runs `run_batch`."""
     from serving.handle import ModelHandle, _is_dir_source
@@ -659,7 +656,7 @@ def predict_batch(config, *, model: str | None, input: str, output: str, summary
         logger = PayloadLogger.from_config(config)
     try:
         result = run_batch(config, served, inp, output, summary_uri=summary, chunk_rows=chunk_rows,
-                           id_column=id_column, passthrough=passthrough, payload_logger=logger, progress=progress)
+                           id_column=id_column, passthrough=passthrough, payload_logger=logger)
         result.from_registry = not _is_dir_source(handle.source)
         return result
     finally:
