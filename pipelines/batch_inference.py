@@ -42,7 +42,7 @@ def batch_inference_pipeline(
         id_column: Input column for row ids; empty: serving.batch.id_column if present, else row positions.
         passthrough_columns: Comma-separated input columns copied to the output; empty: serving.batch's.
         chunk_rows: Rows per read/predict/write step; 0: serving.batch.chunk_rows.
-        runtime: savedmodel or tflite; empty: serving.runtime.
+        runtime: savedmodel or tflite; empty: serving.runtime (auto means the SavedModel).
         log_payloads: Also log every prediction to the payload log (monitoring).
     """
     batch_predict(

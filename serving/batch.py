@@ -643,10 +643,14 @@ def predict_batch(config, *, model: str | None, input: str, output: str, summary
                   passthrough: Sequence[str] | None = None, runtime: str | None = None,
                   log_payloads: bool = False) -> BatchResult:
     """Loads `model` (NAME, NAME@ALIAS, NAME@VERSION or a model directory; None: serving.model or
-    the project's name) and runs `run_batch`."""
+    the project's name) with `runtime` (savedmodel or tflite; default serving.runtime, where auto
+    means the SavedModel) and runs `run_batch`."""
     from serving.handle import ModelHandle, _is_dir_source
 
     inp = resolve_input(config, input)  # before loading a model: a bad input fails in milliseconds
+    runtime = runtime or config.serving.runtime
+    if runtime == "auto":  # one engine per run: the SavedModel (auto would take TFLite for a short last chunk)
+        runtime = "savedmodel"
     handle = ModelHandle.from_config(config, model, runtime=runtime)
     served = handle.current
     logger = None

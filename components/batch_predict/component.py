@@ -38,7 +38,7 @@ def batch_predict(
         id_column: Input column for row ids ("" = serving.batch.id_column if present, else row positions).
         passthrough_columns: Comma-separated input columns copied to the output ("" = serving.batch's).
         chunk_rows: Rows per read/predict/write step (0 = serving.batch.chunk_rows).
-        runtime: savedmodel or tflite ("" = serving.runtime).
+        runtime: savedmodel or tflite ("" = serving.runtime; auto means the SavedModel).
         log_payloads: Also log every prediction with the payload logger (serving.payload_log).
         pipeline_name: MLMD pipeline context name.
         run_id: The KFP run id (MLMD run context).

@@ -75,8 +75,8 @@ def run_step(config: PlatformConfig, *, model: str | None, input: str = "", outp
     run_id = run_id or new_run_id()
     input = input or f"{config.dataset.name}@latest"
     output_uri = output_uri or default_output_uri(config, run_id)
-    if "://" not in output_uri:  # a path typed in a shell: the lineage records where it really is
-        output_uri = os.path.abspath(output_uri)
+    # Paths typed in a shell: the lineage and the summary record where the files really are.
+    output_uri, summary_uri = (u if not u or "://" in u else os.path.abspath(u) for u in (output_uri, summary_uri))
     properties = {"code_version": CODE_VERSION}
     try:
         result = predict_batch(config, model=model or None, input=input, output=output_uri, summary=summary_uri,

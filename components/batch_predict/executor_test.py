@@ -230,6 +230,7 @@ def test_cli_real_model_over_a_dataset_version_with_online_features(tmp_path, se
     got = pd.read_parquet(out)
     assert summary["rows"] == len(got) == version.row_count
     assert summary["input"]["dataset_versions"] == [version.id] and summary["model"]["version"] == "1"
+    assert summary["model"]["runtime"] == "savedmodel"  # serving.runtime auto: one engine for every chunk
     lookup = summary["feature_lookup"]
     assert set(lookup["features"]) >= {"temp", "seats", "route_delay_mean_7d"} and lookup["time_column"] == "time_hour"
     # Rows with at least one default: 16% of February's tailnums are not in the planes table,

@@ -49,7 +49,7 @@ def _errors():
 @click.option("--chunk-rows", type=click.IntRange(min=1), default=None,
               help="Rows per read/predict/write step. Default: serving.batch.chunk_rows.")
 @click.option("--runtime", type=click.Choice(["savedmodel", "tflite"]), default=None,
-              help="Default: serving.runtime.")
+              help="Default: serving.runtime (auto means the SavedModel here: one engine per run).")
 @click.option("--log-payloads", is_flag=True,
               help="Also log every prediction to the payload log (serving.payload_log), for monitoring.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=JSON",
