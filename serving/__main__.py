@@ -59,6 +59,7 @@ parser.add_argument("--runtime", choices=["savedmodel", "tflite", "auto"],
 parser.add_argument("--host", help="Address to bind, REST and gRPC (default: serving.host).")
 parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=JSON",
                     help="Config override, e.g. serving.reload_interval_s=1 (repeatable).")
+parser.add_argument("--predict_threads", type=int, help="Threads for Feast reads and model calls (default: one per core).")
 parser.add_argument("--per_request_logs", action="store_true",
                     help="Access log and KServe's timing log lines for every request (off: they cost ~0.1 ms).")
 # Defaults that the config provides unless the flag is given (KServe's own defaults are fixed ports).
@@ -96,7 +97,7 @@ def build(args: argparse.Namespace):
         parser.error("--predictor_host: this transformer talks to its predictor with --predictor_protocol v2 "
                      "or grpc-v2")
     kserve_server.args = args  # what its import-time parse would have read (--configure_logging, ...)
-    model = RegistryModel(config, source, name=args.model_name, runtime=args.runtime)
+    model = RegistryModel(config, source, name=args.model_name, runtime=args.runtime, threads=args.predict_threads)
     # What KServe's ModelServer would build from its own parse of sys.argv (see _import_kserve_server).
     predictor_config = PredictorConfig(
         predictor_host=args.predictor_host, predictor_protocol=args.predictor_protocol,

@@ -28,7 +28,7 @@ import time
 from typing import Callable
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 # Sub-millisecond resolution where the server spends its time (KServe's histograms start at 5 ms).
 LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -41,9 +41,6 @@ REQUEST_ERRORS = Counter("mlops_request_errors", "Requests that did not succeed 
 REQUEST_SECONDS = Histogram("mlops_request_seconds", "Time in the server per request",
                             ["protocol", "endpoint"], buckets=LATENCY_BUCKETS)
 PREDICTED_ROWS = Counter("mlops_predicted_rows", "Rows predicted", ["model", "version"])
-ROWS_WITHOUT_FEATURES = Counter("mlops_rows_without_features",
-                                "Rows for which the feature store had no values (documented defaults used)",
-                                ["model"])
 MODEL_INFO = Gauge("mlops_model_info", "1 for the model version being served", ["model", "version", "runtime"])
 MODEL_READY = Gauge("mlops_model_ready", "1 once the model is loaded and warmed up", ["model"])
 MODEL_RELOADS = Counter("mlops_model_reloads", "Hot reloads of a moved alias", ["model", "result"])
@@ -174,22 +171,28 @@ def grpc_metrics_interceptor():
     return GrpcMetricsInterceptor()
 
 
-class PayloadLogCollector:
-    """Exposes PayloadLogger.stats() of each served model at scrape time (the logger keeps its own
-    counters). One collector per process; models come and go (tests start several)."""
+class ServedModelCollector:
+    """Counters the served model keeps itself, read at scrape time: rows the feature store knew
+    nothing about (the enricher's count) and PayloadLogger.stats(). One collector per process;
+    models come and go (tests start several)."""
 
     def __init__(self):
-        self.sources: dict[str, Callable[[], dict]] = {}
+        self.sources: dict[str, Callable[[], dict]] = {}  # model -> {"rows_without_features": n, "payload_log": {...}}
 
     def collect(self):
-        family = GaugeMetricFamily("mlops_payload_log_rows",
-                                   "Payload log rows by state (queued, logged, written, dropped, lost) and write "
-                                   "errors", labels=["model", "state"])
+        rows = CounterMetricFamily("mlops_rows_without_features",
+                                   "Rows for which the feature store had no values (documented defaults used)",
+                                   labels=["model"])
+        log = GaugeMetricFamily("mlops_payload_log_rows", "Payload log rows by state (queued, logged, written, "
+                                "dropped, lost) and write errors", labels=["model", "state"])
         for model, stats in list(self.sources.items()):
-            for key, value in stats().items():
-                family.add_metric([model, key.removesuffix("_rows")], value)
-        yield family
+            values = stats()
+            rows.add_metric([model], values["rows_without_features"])
+            for key, value in (values.get("payload_log") or {}).items():
+                log.add_metric([model, key.removesuffix("_rows")], value)
+        yield rows
+        yield log
 
 
-PAYLOAD_LOG = PayloadLogCollector()
-REGISTRY.register(PAYLOAD_LOG)
+SERVED_MODELS = ServedModelCollector()
+REGISTRY.register(SERVED_MODELS)
