@@ -1,6 +1,6 @@
 """The peer of the serving benchmark: a plain FastAPI endpoint wrapping the same predictor.
 
-    python -m bench.peer_fastapi --model-dir DIR --port P [--runtime savedmodel|tflite]
+    python -m bench.peer_fastapi --model-dir DIR --port P [--runtime savedmodel|tflite|auto]
 
 What a team would write without a serving framework: FastAPI + uvicorn (uvloop, httptools, access
 log off like our server), one sync route (FastAPI runs it in its thread pool) that takes the same
@@ -49,7 +49,8 @@ def create_app(model_dir: str, runtime: str = "savedmodel"):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model-dir", required=True)
-    ap.add_argument("--runtime", default="savedmodel", choices=["savedmodel", "tflite"])
+    ap.add_argument("--runtime", default="savedmodel", choices=["savedmodel", "tflite", "auto"],
+                    help="serving.predictor runtime; the benchmark passes the server's")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     args = ap.parse_args()

@@ -13,15 +13,16 @@ request-time features, the departure hour: the server looks the rest up in ONE o
 "full" = every model input (no lookup).
 
 Measured, all on 127.0.0.1 in this one run (these machines are noisy: compare ratios, not runs):
-  raw      in-process: the serving signature (SavedModel) and TFLite, 1 row and 256 rows (the
-           limit); the Feast online read alone; "model + direct online-store read" = the
-           enricher's validation + one online read + the model (what a request must cost at least)
+  raw      in-process: the serving signature (SavedModel), TFLite and the server's runtime (auto:
+           TFLite up to 256 rows), 1 row and 256 rows (the limit); the Feast online read alone;
+           "model + direct online-store read" = the enricher's validation + one online read + the
+           model in the server's runtime (what a request must cost at least)
   online   two subprocesses up together: `python -m serving` (KServe ModelServer + serving.model:
            v2 REST and gRPC, 1 row, feast and full) and the peer, bench/peer_fastapi.py (a plain
-           FastAPI/uvicorn endpoint around the same predictor, full rows); predictions checked
+           FastAPI/uvicorn endpoint around the same predictor and runtime, full rows); predictions checked
            against the in-process ones first; then --rounds rounds, each measuring every endpoint
            in turn with 1 closed-loop worker (latency) and --concurrency workers (throughput);
-           medians over the rounds. --server-runtimes savedmodel,tflite adds a server on TFLite
+           medians over the rounds. --server-runtimes auto,savedmodel adds a server per runtime
   batch    serving.batch.run_batch on a parquet file of every model input (February's flights
            repeated to --batch-rows), against the raw batched loop doing the same parquet read,
            predict and parquet write
@@ -272,7 +273,8 @@ def bench_raw(ctx: dict, duration: float) -> dict:
     feast, n = req["feast"], req["rows"]
     one = [{k: v[i:i + 1] for k, v in req["model"].items()} for i in range(n)]
     out = {}
-    for runtime in ("savedmodel", "tflite"):
+    runtimes = ["savedmodel", "tflite"] + [r for r in [served.predictor.runtime] if r not in ("savedmodel", "tflite")]
+    for runtime in runtimes:  # + the server's runtime ("auto": TFLite for small batches)
         predictor = served.predictor if runtime == served.predictor.runtime else load_predictor(ctx["model_dir"], runtime)
         i = iter(range(1 << 62))
         out[f"{runtime}_1row"] = loadgen.measure_calls(lambda: predictor.predict(one[next(i) % n]), duration_s=duration)
@@ -332,7 +334,7 @@ def bench_online(ctx: dict, work: Path, *, concurrency: int, duration: float, wa
     with contextlib.ExitStack() as stack:
         port = free_port()
         stack.enter_context(Child("peer", [sys.executable, "-m", "bench.peer_fastapi", "--model-dir",
-                                           ctx["model_dir"], "--port", str(port)],
+                                           ctx["model_dir"], "--port", str(port), "--runtime", runtimes[0]],
                                   f"http://127.0.0.1:{port}/v2/health/ready", work))
         url = f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer"
         bodies = rest_bodies(req["model"], req["dtypes"], req["rows"])
@@ -476,8 +478,8 @@ def targets(result: dict, concurrency: int) -> list[dict]:
                     "pass": None if value is None or limit is None else bool(ok(value, limit))})
 
     raw, server, peer = result.get("raw", {}), _get(result, "online", "server") or {}, _get(result, "online", "peer") or {}
-    read_p99 = _get(raw, "model_plus_online_read_1row", "p99_ms")
-    model_p99 = _get(raw, "savedmodel_1row", "p99_ms")
+    read_p99 = _get(raw, "model_plus_online_read_1row", "p99_ms")  # with the server's runtime
+    model_p99 = _get(raw, f"{result['settings']['server_runtimes'][0]}_1row", "p99_ms")
     for proto in ("rest", "grpc"):
         for form, base in (("feast", read_p99), ("full", model_p99)):
             add(f"{proto} {form} 1-row p99 <= 2 x raw p99 + 1 ms (ms)",
@@ -502,13 +504,16 @@ def targets(result: dict, concurrency: int) -> list[dict]:
 def _ratios(result: dict, concurrency: int) -> dict:
     thr = f"throughput_{concurrency}_workers"
     raw, server, peer = result.get("raw", {}), _get(result, "online", "server") or {}, _get(result, "online", "peer") or {}
+    runtime = result["settings"]["server_runtimes"][0]
     pairs = {
         "rest_full_p50_over_raw_model_p50": (_get(server, "rest_full", "latency_1_worker", "p50_ms"),
-                                             _get(raw, "savedmodel_1row", "p50_ms")),
+                                             _get(raw, f"{runtime}_1row", "p50_ms")),
+        "grpc_full_p50_over_raw_model_p50": (_get(server, "grpc_full", "latency_1_worker", "p50_ms"),
+                                             _get(raw, f"{runtime}_1row", "p50_ms")),
         "rest_feast_p50_over_raw_model_plus_read_p50": (_get(server, "rest_feast", "latency_1_worker", "p50_ms"),
                                                         _get(raw, "model_plus_online_read_1row", "p50_ms")),
-        "peer_p50_over_raw_model_p50": (_get(peer, "rest_full", "latency_1_worker", "p50_ms"),
-                                        _get(raw, "savedmodel_1row", "p50_ms")),
+        "peer_p50_over_raw_savedmodel_p50": (_get(peer, "rest_full", "latency_1_worker", "p50_ms"),
+                                             _get(raw, "savedmodel_1row", "p50_ms")),
         "rest_full_throughput_over_peer": (_get(server, "rest_full", thr, "calls_per_s"),
                                            _get(peer, "rest_full", thr, "calls_per_s")),
         "tflite_1row_p50_over_savedmodel_1row_p50": (_get(raw, "tflite_1row", "p50_ms"),
@@ -528,8 +533,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--raw-duration", type=float, default=3.0, help="seconds per in-process measurement")
     ap.add_argument("--concurrency", type=int, default=8, help="closed-loop workers for the throughput runs")
     ap.add_argument("--online-store", choices=["sqlite", "redis"], default="sqlite")
-    ap.add_argument("--server-runtimes", type=lambda v: v.split(","), default=["savedmodel"],
-                    help="model runtimes of the server, e.g. savedmodel,tflite (the first is the one the targets use)")
+    ap.add_argument("--server-runtimes", type=lambda v: v.split(","),
+                    help="model runtimes of the server, e.g. auto,savedmodel,tflite; the first (default: the "
+                         "config's serving.runtime) is the one the raw calls and the targets use")
     ap.add_argument("--batch-rows", type=int, default=500_000, help="rows of the batch input (February, repeated)")
     ap.add_argument("--stream-events", type=int, default=10_000)
     ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
@@ -550,10 +556,12 @@ def main(argv: list[str] | None = None) -> dict:
     result: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(), "work": str(work),
                     "settings": {"duration_s": args.duration, "warmup_s": args.warmup, "concurrency": args.concurrency,
                                  "raw_duration_s": args.raw_duration, "online_store": args.online_store,
-                                 "rounds": args.rounds, "server_runtimes": args.server_runtimes,
+                                 "rounds": args.rounds,
                                  "request_rows": REQUEST_ROWS}}
     s = setup(work, args.model_dir, args.online_store)
-    served = ModelHandle.from_config(s["config"], f"{MODEL}@production").current
+    args.server_runtimes = args.server_runtimes or [s["config"].serving.runtime]
+    result["settings"]["server_runtimes"] = args.server_runtimes
+    served = ModelHandle.from_config(s["config"], f"{MODEL}@production", runtime=args.server_runtimes[0]).current
     requests = request_sets(served, february_flights(s["config"], REQUEST_ROWS))
     ctx = {**s, "served": served, "requests": requests}
     result["setup"] = {"model_dir": s["model_dir"], "seconds": s["seconds"], "model": served.label,
