@@ -43,7 +43,6 @@ REQUEST_SECONDS = Histogram("mlops_request_seconds", "Time in the server per req
 PREDICTED_ROWS = Counter("mlops_predicted_rows", "Rows predicted", ["model", "version"])
 MODEL_INFO = Gauge("mlops_model_info", "1 for the model version being served", ["model", "version", "runtime"])
 MODEL_READY = Gauge("mlops_model_ready", "1 once the model is loaded and warmed up", ["model"])
-MODEL_RELOADS = Counter("mlops_model_reloads", "Hot reloads of a moved alias", ["model", "result"])
 
 
 def rest_endpoint(path: str) -> str:
@@ -148,49 +147,31 @@ async def _send_json(send, status: int, error: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def grpc_metrics_interceptor():
-    """An asyncio gRPC server interceptor counting and timing every call by method and status.
-    Placed outside KServe's ExceptionToStatusInterceptor, it sees the status that one set."""
-    import grpc
-    from grpc_interceptor import AsyncServerInterceptor
-
-    class GrpcMetricsInterceptor(AsyncServerInterceptor):
-        async def intercept(self, method, request_or_iterator, context, method_name):
-            start = time.perf_counter()
-            code = "OK"
-            try:
-                return await method(request_or_iterator, context)
-            except BaseException:
-                status = context.code()
-                code = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
-                raise
-            finally:
-                record_request("grpc", method_name.rsplit("/", 1)[-1], code, code == "OK",
-                               time.perf_counter() - start)
-
-    return GrpcMetricsInterceptor()
-
-
 class ServedModelCollector:
     """Counters the served model keeps itself, read at scrape time: rows the feature store knew
-    nothing about (the enricher's count) and PayloadLogger.stats(). One collector per process;
-    models come and go (tests start several)."""
+    nothing about (the enricher's count), hot reloads (the handle's failures), PayloadLogger.stats().
+    One collector per process; models come and go (tests start several)."""
 
     def __init__(self):
-        self.sources: dict[str, Callable[[], dict]] = {}  # model -> {"rows_without_features": n, "payload_log": {...}}
+        # model -> {"rows_without_features": n, "reloads": {"swapped": n, "failed": n}, "payload_log": {...}}
+        self.sources: dict[str, Callable[[], dict]] = {}
 
     def collect(self):
         rows = CounterMetricFamily("mlops_rows_without_features",
                                    "Rows for which the feature store had no values (documented defaults used)",
                                    labels=["model"])
+        reloads = CounterMetricFamily("mlops_model_reloads", "Hot reloads of a moved alias", labels=["model", "result"])
         log = GaugeMetricFamily("mlops_payload_log_rows", "Payload log rows by state (queued, logged, written, "
                                 "dropped, lost) and write errors", labels=["model", "state"])
         for model, stats in list(self.sources.items()):
             values = stats()
             rows.add_metric([model], values["rows_without_features"])
+            for result, n in values["reloads"].items():
+                reloads.add_metric([model, result], n)
             for key, value in (values.get("payload_log") or {}).items():
                 log.add_metric([model, key.removesuffix("_rows")], value)
         yield rows
+        yield reloads
         yield log
 
 

@@ -134,6 +134,7 @@ class RegistryModel(Model):
         # concurrent clients, same 1-client latency as calling inline).
         self.pool = ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 2, thread_name_prefix="predict")
         self._retired_rows_without_features = 0  # counted by the enrichers of versions swapped out
+        self._swaps = 0
         metrics.SERVED_MODELS.sources[self.name] = self._stats
         metrics.MODEL_READY.labels(self.name).set(0)
 
@@ -200,10 +201,11 @@ class RegistryModel(Model):
         if self.handle is not None:
             rows += self.handle.current.enricher.rows_without_features
         return {"rows_without_features": rows,
+                "reloads": {"swapped": self._swaps, "failed": self.handle.reload_failures if self.handle else 0},
                 "payload_log": self.payload_logger.stats() if self.payload_logger.enabled else None}
 
     def _on_swap(self, new: ServedModel, old: ServedModel | None) -> None:
-        metrics.MODEL_RELOADS.labels(self.name, "swapped").inc()
+        self._swaps += 1
         if old is not None:
             self._retired_rows_without_features += old.enricher.rows_without_features
         self._show_version(new, old)

@@ -31,8 +31,10 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from concurrent import futures
 
+import grpc
 import orjson
 from fastapi import FastAPI
 from kserve import InferInput, InferRequest
@@ -50,7 +52,7 @@ from kserve.protocol.rest.server import RESTServer
 from starlette.requests import Request
 from starlette.responses import Response
 
-from serving.metrics import RequestMetricsMiddleware, RequestTooLarge, grpc_metrics_interceptor
+from serving.metrics import RequestMetricsMiddleware, RequestTooLarge, record_request
 from serving.predictor import PredictionInputError
 from serving.protocol import DATATYPES, parse_v2_json
 
@@ -190,6 +192,23 @@ def _guarded(behavior, method: str):
     return call
 
 
+class _StatusAndMetricsInterceptor(ExceptionToStatusInterceptor):
+    """KServe's exception -> gRPC status mapping, and the count and latency of each call by method
+    and status (one interceptor layer instead of two: each costs a coroutine per call)."""
+
+    async def intercept(self, method, request_or_iterator, context, method_name):
+        start = time.perf_counter()
+        code = "OK"
+        try:
+            return await super().intercept(method, request_or_iterator, context, method_name)
+        except BaseException:
+            status = context.code()  # set by the abort in super().handle_exception
+            code = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
+            raise
+        finally:
+            record_request("grpc", method_name.rsplit("/", 1)[-1], code, code == "OK", time.perf_counter() - start)
+
+
 class _Servicer(InferenceServicer):
     @classmethod
     def validate_grpc_request(cls, request: pb.ModelInferRequest):
@@ -211,8 +230,6 @@ def add_servicer(servicer, server) -> None:
 
     recorder = Recorder()
     grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, recorder)
-    import grpc
-
     handlers = {name: h._replace(request_deserializer=_lenient(h.request_deserializer),
                                  unary_unary=_guarded(h.unary_unary, name))
                 for name, h in recorder.handlers.items()}
@@ -229,7 +246,7 @@ class _GRPCServer(GRPCServer):
     async def start(self, max_workers):
         from grpc import aio
 
-        interceptors = [grpc_metrics_interceptor(), ExceptionToStatusInterceptor()]
+        interceptors = [_StatusAndMetricsInterceptor()]
         if self.per_request_logs:
             interceptors.insert(0, LoggingInterceptor())
         self._server = aio.server(

@@ -587,6 +587,7 @@ def test_hot_reload_under_load_drops_nothing(tmp_path, tiny_model_dirs):
         switch = versions.index("2")  # the switch happened, once: no "1" after the first "2"
         assert switch > 0 and set(versions[switch:]) == {"2"}, (protocol, versions[switch - 3:switch + 3])
     assert metric(values, "mlops_model_reloads_total", model="flights", result="swapped") == 1
+    assert metric(values, "mlops_model_reloads_total", model="flights", result="failed") == 0
     assert metric(values, "mlops_model_info", model="flights", version="2") == 1
     assert metric(values, "mlops_model_info", model="flights", version="1") == 0  # the old one is gone
 
