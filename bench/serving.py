@@ -34,6 +34,7 @@ reported with its error and the rest still runs. Targets (pass/fail) are at the 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -202,6 +203,7 @@ class Child:
         deadline = time.monotonic() + self.timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self._log.close()
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {self.tail()}")
             try:
                 with urllib.request.urlopen(self.ready_url, timeout=1) as r:
@@ -276,7 +278,7 @@ def bench_raw(ctx: dict, duration: float) -> dict:
     runtimes = ["savedmodel", "tflite"] + [r for r in [served.predictor.runtime] if r not in ("savedmodel", "tflite")]
     for runtime in runtimes:  # + the server's runtime ("auto": TFLite for small batches)
         predictor = served.predictor if runtime == served.predictor.runtime else load_predictor(ctx["model_dir"], runtime)
-        i = iter(range(1 << 62))
+        i = itertools.count()
         out[f"{runtime}_1row"] = loadgen.measure_calls(lambda: predictor.predict(one[next(i) % n]), duration_s=duration)
         batch = {k: v[:BATCH_ROWS] for k, v in req["model"].items()}
         out[f"{runtime}_{BATCH_ROWS}rows"] = loadgen.measure_calls(lambda: predictor.predict(batch), duration_s=duration,
@@ -288,11 +290,11 @@ def bench_raw(ctx: dict, duration: float) -> dict:
     keys = [k for k in config.dataset.entity_keys if k != enricher.time_column]
     entity_rows = [{**{k: feast[k][i] for k in keys}, enricher.time_column: feast[enricher.time_column][i]}
                    for i in range(n)]
-    i = iter(range(1 << 62))
+    i = itertools.count()
     out["online_read_1row"] = loadgen.measure_calls(
         lambda: online_features(config, [entity_rows[next(i) % n]], store=store), duration_s=duration)
     feast_one = [{k: v[j:j + 1] for k, v in feast.items()} for j in range(n)]
-    i = iter(range(1 << 62))
+    i = itertools.count()
 
     def model_plus_read():
         cols, _ = enricher.complete(feast_one[next(i) % n])
