@@ -30,6 +30,7 @@ NUMERIC_DATATYPES = {
 }
 DATATYPES = (*NUMERIC_DATATYPES, "BYTES")
 _SCALARS = (str, int, float, type(None))
+_SCALAR_TYPES = frozenset((str, int, float, type(None), bytes, bool))  # exact types: a set lookup per value
 
 
 class Tensor(NamedTuple):
@@ -54,6 +55,8 @@ def row_ids(request_id: str, n: int) -> list[str]:
 
 
 def _rows_of(name: str, shape: Sequence[int]) -> int:
+    if type(shape) is list and len(shape) == 1 and type(shape[0]) is int and shape[0] >= 0:
+        return shape[0]  # the common case, checked in a few type tests (this runs per input per request)
     if not isinstance(shape, (list, tuple)) or not all(isinstance(d, int) and not isinstance(d, bool)
                                                        for d in shape):
         raise PredictionInputError(f"input {name!r}: shape must be a list of integers, got {shape!r}")
@@ -77,7 +80,7 @@ def _flat(name: str, data: Any, depth: int) -> list:
             out.extend(item)
         data = out
     for i, v in enumerate(data):
-        if not isinstance(v, _SCALARS) and not isinstance(v, bytes):
+        if type(v) not in _SCALAR_TYPES and not isinstance(v, (*_SCALARS, bytes)):
             raise PredictionInputError(
                 f"input {name!r}: data[{i}] is a {type(v).__name__}; expected a number, a string or null")
     return data
@@ -190,6 +193,15 @@ def _check_parameters(where: str, value: Any) -> dict | None:
     return value
 
 
+def _tensor_error(i: int, item: dict):
+    name = item.get("name")
+    label = f"input {name!r}" if isinstance(name, str) and name else f"inputs[{i}]"
+    for key, kind in (("name", str), ("datatype", str), ("shape", list), ("data", list)):
+        if not isinstance(item.get(key), kind):
+            raise PredictionInputError(f"{label}: '{key}' must be a {kind.__name__}, got {item.get(key)!r:.60}")
+    _check_parameters(f"{label}: 'parameters'", item.get("parameters"))
+
+
 def parse_v2_json(body: bytes) -> V2Request:
     """The v2 REST inference request: structure checked here, values by the model's schema."""
     import orjson
@@ -210,13 +222,12 @@ def parse_v2_json(body: bytes) -> V2Request:
     for i, item in enumerate(inputs):
         if not isinstance(item, dict):
             raise PredictionInputError(f"inputs[{i}] must be an object {{name, datatype, shape, data}}")
-        name = item.get("name")
-        label = f"input {name!r}" if isinstance(name, str) and name else f"inputs[{i}]"
-        for key, kind in (("name", str), ("datatype", str), ("shape", list), ("data", list)):
-            if not isinstance(item.get(key), kind):
-                raise PredictionInputError(f"{label}: '{key}' must be a {kind.__name__}, got {item.get(key)!r:.60}")
-        _check_parameters(f"{label}: 'parameters'", item.get("parameters"))
-        tensors.append(Tensor(name, item["datatype"], item["shape"], item["data"]))
+        name, datatype, shape, data = item.get("name"), item.get("datatype"), item.get("shape"), item.get("data")
+        parameters = item.get("parameters")
+        if not (type(name) is str and type(datatype) is str and type(shape) is list and type(data) is list
+                and (parameters is None or type(parameters) is dict)):
+            _tensor_error(i, item)
+        tensors.append(Tensor(name, datatype, shape, data))
     outputs = doc.get("outputs")
     if outputs is not None:
         if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
