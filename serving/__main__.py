@@ -59,7 +59,8 @@ parser.add_argument("--runtime", choices=["savedmodel", "tflite", "auto"],
 parser.add_argument("--host", help="Address to bind, REST and gRPC (default: serving.host).")
 parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=JSON",
                     help="Config override, e.g. serving.reload_interval_s=1 (repeatable).")
-parser.add_argument("--predict_threads", type=int, help="Threads for Feast reads and model calls (default: one per core).")
+parser.add_argument("--predict_threads", type=int,
+                    help="Threads for Feast reads and model calls (default: one per core; 0: in the event loop).")
 parser.add_argument("--per_request_logs", action="store_true",
                     help="Access log and KServe's timing log lines for every request (off: they cost ~0.1 ms).")
 # Defaults that the config provides unless the flag is given (KServe's own defaults are fixed ports).

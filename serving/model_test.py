@@ -158,3 +158,16 @@ def test_auto_runtime_runs_tflite_for_small_batches_and_the_savedmodel_for_large
     np.testing.assert_array_equal(auto.predict(small), auto.lite.predict(small))
     np.testing.assert_array_equal(auto.predict(rows), auto.saved.predict(rows))
     np.testing.assert_allclose(auto.predict(small), auto.saved.predict(small), atol=1e-5)
+
+
+def test_threads_0_predicts_in_the_event_loop(tiny_config):
+    from serving.model import RegistryModel
+
+    model = RegistryModel(tiny_config, "flights@production", watch=False, threads=0)
+    model.load()
+    try:
+        assert model.pool is None
+        response, _ = asyncio.run(model(v2_request("inline")))
+        np.testing.assert_allclose(response.outputs[0].data, expected(), rtol=1e-6)
+    finally:
+        model.stop()
