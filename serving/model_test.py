@@ -171,3 +171,27 @@ def test_threads_0_predicts_in_the_event_loop(tiny_config):
         np.testing.assert_allclose(response.outputs[0].data, expected(), rtol=1e-6)
     finally:
         model.stop()
+
+
+def test_concurrent_requests_predict_in_the_pool_a_lone_one_inline(loaded):
+    served = loaded.handle.current
+    predict, threads = served.predictor.predict, []
+
+    def recording_predict(columns):  # the real predictor; notes which thread ran it
+        threads.append(threading.current_thread().name)
+        return predict(columns)
+
+    served.predictor.predict = recording_predict
+    try:
+        asyncio.run(loaded(v2_request("alone")))
+        assert threads == ["MainThread"]
+
+        async def together():
+            return await asyncio.gather(*(loaded(v2_request(f"c{i}")) for i in range(4)))
+
+        for response, _ in asyncio.run(together()):
+            np.testing.assert_allclose(response.outputs[0].data, expected(), rtol=1e-6)
+        assert any(name.startswith("predict") for name in threads[1:])
+        assert loaded.in_flight == 0
+    finally:
+        del served.predictor.predict
