@@ -114,7 +114,11 @@ class ModelHandle:
     def _load(self, name: str, version: str, uri: str, manifest: dict) -> ServedModel:
         model_dir = local_model_dir(uri)
         predictor = load_predictor(model_dir, self.runtime, output_key=manifest.get("output_key"))
-        enricher = FeatureEnricher(self.config, predictor.inputs)
+        # A reload keeps the Feast FeatureStore of the version it replaces (same config): building
+        # one takes seconds, which would otherwise stall the first requests on the new version.
+        previous = getattr(self, "current", None)
+        enricher = FeatureEnricher(self.config, predictor.inputs,
+                                   store=previous.enricher._store if previous is not None else None)
         served = ServedModel(name, version, uri, model_dir, predictor, enricher, manifest)
         _warm_up(served)
         return served
@@ -158,7 +162,15 @@ class ModelHandle:
 
 
 def _warm_up(served: ServedModel) -> None:
-    """One prediction on a row of defaults, so the first request does not pay for tracing."""
+    """One prediction on a row of defaults, so the first request does not pay for tracing; and,
+    with a feature store, one online read of an unknown entity: the first read builds Feast's
+    FeatureStore (measured: ~6 s with the import), which must not happen inside a request."""
     rows = {s.name: (np.array([np.nan], np.float32) if s.dtype == "float32" else np.array([""], object))
             for s in served.predictor.inputs}
     served.predictor.predict(rows)
+    enricher = served.enricher
+    if enricher.lookup:
+        from mlops.features.store import online_features
+
+        keys = [k for k in enricher.config.dataset.entity_keys if k != enricher.time_column]
+        online_features(enricher.config, [dict.fromkeys(keys, "")], store=enricher.store())

@@ -195,3 +195,36 @@ def test_concurrent_requests_predict_in_the_pool_a_lone_one_inline(loaded):
         assert loaded.in_flight == 0
     finally:
         del served.predictor.predict
+
+
+@pytest.mark.integration
+def test_feature_store_is_built_at_load_and_kept_across_reloads(tmp_path, feast_online_root, real_model_dir):
+    import shutil
+    import time
+
+    from mlops.config import load_config
+    from mlops.registry.store import ModelRegistry
+    from serving.handle import ModelHandle
+    from serving.testing import register
+    from tests.fixtures import FLIGHTS_CONFIG
+
+    seeded, project = feast_online_root
+    root = tmp_path / "artifacts"
+    shutil.copytree(seeded, root, symlinks=True)
+    for _ in range(2):
+        register(root, "flights", real_model_dir)
+    registry = ModelRegistry(str(root))
+    registry.promote("flights", 1, "production", reason="test")
+    config = load_config(FLIGHTS_CONFIG, overrides={"artifact_root": str(root), "features.project": project})
+    handle = ModelHandle.from_config(config, "flights@production")
+    store = handle.current.enricher._store
+    assert store is not None  # built while loading, not by the first request
+    request = {"origin": ["JFK"], "dest": ["LAX"], "carrier": ["AA"], "tailnum": ["N0NE"], "hour": [7.0],
+               "month": ["2"], "distance": [2475.0], "time_hour": ["2013-02-10T12:00:00+00:00"]}
+    started = time.perf_counter()
+    handle.current.enricher.complete(request)
+    assert time.perf_counter() - started < 1.0
+    assert handle.current.enricher.rows_without_features == 1  # the request's unknown tailnum; not the warm-up
+    registry.promote("flights", 2, "production", reason="test")
+    assert handle.reload_if_changed() and handle.current.version == "2"
+    assert handle.current.enricher._store is store
