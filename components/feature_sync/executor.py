@@ -1,6 +1,10 @@
 """Feature sync: rebuild the Feast sources from the dataset repository (weather with its day key,
 rolling aggregates from past data only), apply the feature repo, optionally materialize.
 
+The sources are rebuilt every time (content-addressed: unchanged inputs give the same versions);
+the apply (Feast's import and registry update: most of this step's time) is skipped when its
+inputs and the registry are exactly as the last apply left them (store.apply_if_changed).
+
 Runs in the serving environment, whose Feast owns the feature repo's writes (the pipeline
 environment's Feast 0.48.1 only reads the registry). In the serving image it runs in process;
 anywhere else (kfp.local in the pipeline environment) it hands the work to the serving
@@ -27,16 +31,26 @@ def sync(config_path: str, config_overrides: str, artifact_root: str, materializ
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             raise RuntimeError(f"feature sync failed in the serving environment:\n{out.stderr[-4000:]}")
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        result = json.loads(out.stdout.strip().splitlines()[-1])  # the child's own log is captured
+        _log_skip(result)
+        return result
     from mlops.features import store
 
     config = load_step_config(config_path, config_overrides, artifact_root)
     sources = store.build_feature_sources(config)
-    applied = store.apply(config)
+    applied, reapplied = store.apply_if_changed(config)
     if materialize:
         store.materialize(config)
-    return {"sources": {name: v.id for name, v in sources.items()}, "applied": applied,
-            "materialized": materialize}
+    result = {"sources": {name: v.id for name, v in sources.items()}, "applied": applied, "reapplied": reapplied,
+              "materialized": materialize}
+    _log_skip(result)
+    return result
+
+
+def _log_skip(result: dict) -> None:
+    if not result.get("reapplied", True):
+        print("feature_sync: feature repo, sources and registry unchanged since the last apply: not re-applied",
+              file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ Layout under the artifact root:
                                           version id, entity keys (read by the repo definitions)
                          /registry.db    Feast file registry
                          /online.db      SQLite online store (features.online_store: sqlite)
+                         /applied.json   what the last `apply` applied: the identity of its
+                                          inputs and the registry it left (apply_if_changed)
 
 Time-series sources carry a UTC-day key column `event_day` ("YYYY-MM-DD") as an extra join key;
 callers need not provide it: it is derived from the event/request timestamp (see
@@ -27,7 +29,10 @@ callers need not provide it: it is derived from the event/request timestamp (see
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import importlib.metadata
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -45,6 +50,7 @@ from mlops.timestamps import as_utc
 
 FEAST_DIRNAME = "feast"
 SOURCES_FILE = "sources.json"
+APPLIED_FILE = "applied.json"
 DAY_KEY = "event_day"  # UTC date "YYYY-MM-DD": extra join key of every time-series source
 FEAST_SOURCE_SUFFIX = "_feast"  # dataset name of a feature table re-keyed for Feast (+ DAY_KEY)
 ENTITY_TIMESTAMP = "event_timestamp"  # Feast's entity dataframe timestamp column
@@ -260,9 +266,11 @@ def apply(config: PlatformConfig) -> dict[str, list[str]]:
 
     Objects of the project that the definitions no longer contain are deleted. Checks that the
     feature service carries every model feature the config expects from the store. Returns
-    kind -> names applied."""
+    kind -> names applied, and records it with the identity of the inputs (apply_key) and the
+    registry's hash in <feast dir>/applied.json, for apply_if_changed."""
     features = _features(config)
     read_sources(config)  # fail early, with a clear message, when sources.json is missing
+    key = apply_key(config)
     store = feature_store(config)
     objects = _load_definitions(Path(features.repo))
     _check_service(config, objects)
@@ -272,7 +280,84 @@ def apply(config: PlatformConfig) -> dict[str, list[str]]:
     summary: dict[str, list[str]] = {}
     for o in objects:
         summary.setdefault(_kind(o), []).append(o.name)
+    local = _local_state(config)
+    if local is not None and os.path.isfile(local[0]):
+        storage.write_json_atomic(os.path.join(feast_dir(config), APPLIED_FILE),
+                                  {"key": key, "registry_sha256": _sha256(local[0]), "applied": summary})
     return summary
+
+
+def apply_if_changed(config: PlatformConfig) -> tuple[dict[str, list[str]], bool]:
+    """apply(config), unless the last apply had the same inputs (apply_key: config sections,
+    Feast version, the repo's files, sources.json) and the registry and online store are still
+    as it left them (registry file hash; the SQLite online store file exists): re-applying would
+    change nothing. Returns (kind -> names applied, whether apply ran)."""
+    read_sources(config)
+    local = _local_state(config)
+    record_path = os.path.join(feast_dir(config), APPLIED_FILE)
+    if local is not None and os.path.exists(record_path):
+        registry, online = local
+        try:
+            record = storage.read_json(record_path)
+        except (OSError, ValueError):
+            record = {}
+        if (record.get("key") == apply_key(config) and os.path.isfile(registry)
+                and record.get("registry_sha256") == _sha256(registry) and (online is None or os.path.exists(online))):
+            return record["applied"], False
+    return apply(config), True
+
+
+def apply_key(config: PlatformConfig) -> str:
+    """Identity of what apply(config) would write: the config's dataset and features sections
+    (the feature service check reads both), the Feast variables, Feast's version, every file of
+    the feature repo and the content of sources.json."""
+    features = _features(config)
+    h = hashlib.sha256(json.dumps({
+        "dataset": config.dataset.model_dump(mode="json"), "features": features.model_dump(mode="json"),
+        "env": feast_env(config), "feast": importlib.metadata.version("feast"),
+    }, sort_keys=True, default=str).encode())
+    repo = Path(features.repo)
+    for path in sorted(p for p in repo.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        h.update(f"\0{path.relative_to(repo).as_posix()}\0".encode())
+        h.update(path.read_bytes())
+    with open(sources_path(config), "rb") as f:
+        h.update(b"\0sources\0" + f.read())
+    return h.hexdigest()
+
+
+def _local_state(config: PlatformConfig) -> tuple[str, str | None] | None:
+    """(registry file, SQLite online store file or None for Redis) when the repo's YAML puts
+    them where this module can check them (a file registry and a SQLite file or Redis), else
+    None: apply_if_changed then always applies."""
+    from string import Template
+
+    import yaml
+
+    features = _features(config)
+    yaml_file = Path(features.repo) / YAML_FILES[features.online_store]
+    if not yaml_file.is_file():
+        return None
+    env = feast_env(config)  # Feast expands ${VAR} in the YAML from these
+
+    def expand(value) -> str | None:  # a local file path (relative: to the repo, as Feast reads it)
+        if not isinstance(value, str) or "://" in value:
+            return None
+        return os.path.normpath(os.path.join(features.repo, Template(value).safe_substitute(env)))
+
+    doc = yaml.safe_load(yaml_file.read_text()) or {}
+    registry = expand(doc.get("registry"))
+    online = doc.get("online_store") or {}
+    if registry is None or online.get("type") not in ("sqlite", "redis"):
+        return None
+    if online["type"] == "redis":
+        return registry, None
+    path = expand(online.get("path"))
+    return (registry, path) if path else None
+
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def _check_service(config: PlatformConfig, objects: list) -> None:

@@ -171,6 +171,36 @@ def test_serving_apply_materialize_online_sqlite(make_config):
 
 
 @pytest.mark.serving_env
+def test_serving_apply_if_changed_skips_only_a_no_op_apply(make_config):
+    """The pipeline's feature sync re-applies only when something an apply reads or writes
+    changed: the sources, the config, the registry or the SQLite online store file."""
+    config = make_config(**{"features.online_store": "sqlite"})
+    store.build_feature_sources(config)
+    applied, ran = store.apply_if_changed(config)
+    assert ran and set(applied["FeatureView"]) == FEATURE_VIEWS
+    assert store.apply_if_changed(config) == (applied, False)
+    store.build_feature_sources(config)  # rebuilt from the same datasets: the same sources
+    assert store.apply_if_changed(config) == (applied, False)
+
+    feast_dir = Path(store.feast_dir(config))
+    for lost in ("registry.db", "online.db"):  # e.g. a cleaned artifact root
+        (feast_dir / lost).unlink()
+        assert store.apply_if_changed(config) == (applied, True), lost
+        assert (feast_dir / lost).exists() and store.apply_if_changed(config)[1] is False
+    # the registry written by someone else (another apply of this project): re-applied
+    store.feature_store(config).delete_feature_service(config.features.feature_service)
+    assert store.apply_if_changed(config)[1] is True
+    assert store.feature_store(config).get_feature_service(config.features.feature_service)
+    # other sources, or another config: re-applied
+    sources = store.read_sources(config)
+    sources["planes"]["version"] += "-other"
+    (feast_dir / "sources.json").write_text(json.dumps(sources))
+    assert store.apply_if_changed(config)[1] is True and store.apply_if_changed(config)[1] is False
+    other = make_config(**{"features.online_store": "sqlite", "features.redis_url": "127.0.0.1:6380"})
+    assert store.apply_if_changed(other)[1] is True and store.apply_if_changed(other)[1] is False
+
+
+@pytest.mark.serving_env
 @pytest.mark.redis
 def test_serving_apply_materialize_online_redis(make_config, redis_url):
     import redis
