@@ -293,18 +293,27 @@ def apply_if_changed(config: PlatformConfig) -> tuple[dict[str, list[str]], bool
     as it left them (registry file hash; the SQLite online store file exists): re-applying would
     change nothing. Returns (kind -> names applied, whether apply ran)."""
     read_sources(config)
+    record = _current_apply(config)
+    if record is not None:
+        return record["applied"], False
+    return apply(config), True
+
+
+def _current_apply(config: PlatformConfig) -> dict | None:
+    """The applied.json record when it describes the repo, sources and registry as they are now."""
     local = _local_state(config)
     record_path = os.path.join(feast_dir(config), APPLIED_FILE)
-    if local is not None and os.path.exists(record_path):
-        registry, online = local
-        try:
-            record = storage.read_json(record_path)
-        except (OSError, ValueError):
-            record = {}
-        if (record.get("key") == apply_key(config) and os.path.isfile(registry)
-                and record.get("registry_sha256") == _sha256(registry) and (online is None or os.path.exists(online))):
-            return record["applied"], False
-    return apply(config), True
+    if local is None or not os.path.exists(record_path):
+        return None
+    registry, online = local
+    try:
+        record = storage.read_json(record_path)
+    except (OSError, ValueError):
+        return None
+    if (record.get("key") == apply_key(config) and os.path.isfile(registry)
+            and record.get("registry_sha256") == _sha256(registry) and (online is None or os.path.exists(online))):
+        return record
+    return None
 
 
 def apply_key(config: PlatformConfig) -> str:
@@ -397,6 +406,7 @@ def materialize(config: PlatformConfig, start: dt.datetime | None = None,
     lo, hi = (None, None) if start is not None and end is not None else source_time_range(config)
     start = start if start is not None else lo
     end = end if end is not None else hi + dt.timedelta(seconds=1)  # the end is exclusive
+    current = _current_apply(config) if os.path.exists(sources_path(config)) else None
     store = feature_store(config)
     store.materialize(start_date=_aware(start), end_date=_aware(end))
     static = [t.name for t in _features(config).tables if not t.event_timestamp]
@@ -408,6 +418,11 @@ def materialize(config: PlatformConfig, start: dt.datetime | None = None,
         if views:
             store.materialize(start_date=STATIC_FEATURE_TIMESTAMP.to_pydatetime(), end_date=_aware(end),
                               feature_views=views)
+    if current is not None:
+        # Feast records the materialized intervals in the registry; a re-apply would keep them
+        # and change nothing, so the apply record stays valid with the registry's new hash.
+        storage.write_json_atomic(os.path.join(feast_dir(config), APPLIED_FILE),
+                                  {**current, "registry_sha256": _sha256(_local_state(config)[0])})
     return _aware(start), _aware(end)
 
 

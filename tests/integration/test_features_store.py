@@ -181,14 +181,22 @@ def test_serving_apply_if_changed_skips_only_a_no_op_apply(make_config):
     assert store.apply_if_changed(config) == (applied, False)
     store.build_feature_sources(config)  # rebuilt from the same datasets: the same sources
     assert store.apply_if_changed(config) == (applied, False)
+    utc = dt.timezone.utc
+    window = {"start": dt.datetime(2013, 2, 27, tzinfo=utc), "end": dt.datetime(2013, 3, 1, tzinfo=utc)}
+    registry_before = (Path(store.feast_dir(config)) / "registry.db").read_bytes()
+    store.materialize(config, **window)  # Feast notes the interval in the registry, which a re-apply keeps
+    assert (Path(store.feast_dir(config)) / "registry.db").read_bytes() != registry_before
+    assert store.apply_if_changed(config) == (applied, False)
 
     feast_dir = Path(store.feast_dir(config))
     for lost in ("registry.db", "online.db"):  # e.g. a cleaned artifact root
         (feast_dir / lost).unlink()
         assert store.apply_if_changed(config) == (applied, True), lost
         assert (feast_dir / lost).exists() and store.apply_if_changed(config)[1] is False
-    # the registry written by someone else (another apply of this project): re-applied
+    # the registry written by someone else (another apply of this project): re-applied, even
+    # after a materialize
     store.feature_store(config).delete_feature_service(config.features.feature_service)
+    store.materialize(config, **window)
     assert store.apply_if_changed(config)[1] is True
     assert store.feature_store(config).get_feature_service(config.features.feature_service)
     # other sources, or another config: re-applied
