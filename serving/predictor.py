@@ -18,7 +18,6 @@ it names the input that is missing, unknown, of the wrong type or of the wrong l
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from dataclasses import dataclass
@@ -47,16 +46,6 @@ class Predictor(Protocol):
     runtime: str
 
     def predict(self, rows: Mapping[str, np.ndarray]) -> np.ndarray: ...
-
-
-def _spec_of(model_dir: str) -> dict | None:
-    from mlops.registry.store import MODEL_FILES
-
-    path = os.path.join(model_dir, MODEL_FILES["tflite_preprocessing"])
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
 
 
 def as_numeric(name: str, values) -> np.ndarray:
