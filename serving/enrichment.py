@@ -81,18 +81,23 @@ class FeatureEnricher:
             return _epoch_seconds_to_iso(arr.astype(np.float64).reshape(-1))
         return as_text(self.time_column, arr).reshape(-1)
 
-    def complete(self, rows: Mapping[str, object], *, max_rows: int | None = None) -> tuple[dict[str, np.ndarray], int]:
-        """Validated request columns -> (every model input as a raw column, row count)."""
+    def check(self, rows: Mapping[str, object], *, max_rows: int | None = None) -> tuple[dict[str, np.ndarray], int]:
+        """The request columns checked against the schema: (encoded columns except the time
+        column, row count). PredictionInputError names what is wrong."""
         from serving.predictor import validate_rows
 
-        given_optional = [s for s in self.schema.optional if s.name in rows]
-        time_spec = [s for s in given_optional if s.name == self.time_column]
-        checked, n = validate_rows(self.schema.required + [s for s in given_optional if s not in time_spec], rows,
-                                   max_rows=max_rows, allow_extra=[s.name for s in time_spec])
+        given_optional = [s for s in self.schema.optional if s.name in rows and s.name != self.time_column]
+        has_time = self.time_column is not None and self.time_column in rows
+        return validate_rows(self.schema.required + given_optional, rows, max_rows=max_rows,
+                             allow_extra=[self.time_column] if has_time else ())
+
+    def complete(self, rows: Mapping[str, object], *, max_rows: int | None = None) -> tuple[dict[str, np.ndarray], int]:
+        """Validated request columns -> (every model input as a raw column, row count)."""
+        checked, n = self.check(rows, max_rows=max_rows)
         missing_store = [s for s in self.store_features if s.name not in checked]
         if missing_store:
             times = None
-            if time_spec:
+            if self.time_column is not None and self.time_column in rows:
                 times = self._time_values(rows[self.time_column])
                 if len(times) != n:
                     raise PredictionInputError(f"input {self.time_column!r}: {len(times)} rows, expected {n}")

@@ -50,7 +50,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from serving.predictor import PredictionInputError, validate_rows
+from serving.predictor import PredictionInputError
 
 log = logging.getLogger("mlops.serving.stream")
 
@@ -126,7 +126,7 @@ def _text(value: bytes | str | None) -> str | None:
         return None
 
 
-def decode_event(fields: Mapping[bytes, bytes], schema, time_column: str | None) -> tuple[str, dict[str, Any]]:
+def decode_event(fields: Mapping[bytes, bytes], enricher) -> tuple[str, dict[str, Any]]:
     """(request id, request fields) of one event, checked against the request schema on its own
     (one row); MalformedEvent says what is wrong."""
     request_id = _text(fields.get(b"request_id"))
@@ -146,12 +146,12 @@ def decode_event(fields: Mapping[bytes, bytes], schema, time_column: str | None)
     for name, value in data.items():
         if isinstance(value, (list, dict)):
             raise MalformedEvent(f"data field {name!r}: expected a single value, got a JSON {type(value).__name__}")
+    time_column = enricher.time_column
     time_value = data.get(time_column) if time_column else None
     if time_value is not None and (isinstance(time_value, bool) or not isinstance(time_value, (str, int, float))):
         raise MalformedEvent(f"data field {time_column!r}: expected ISO-8601 text or epoch seconds")
-    inputs = schema.required + [s for s in schema.optional if s.name in data and s.name != time_column]
     try:
-        validate_rows(inputs, {k: [v] for k, v in data.items()}, allow_extra=[time_column] if time_column else ())
+        enricher.check({k: [v] for k, v in data.items()})
     except PredictionInputError as e:
         raise MalformedEvent(str(e).replace(" at row 0", "")) from None
     return request_id, data
@@ -261,7 +261,7 @@ class StreamConsumer:
                 dead.append((event_id, {}, "the entry was deleted from the stream before it was processed", None))
                 continue
             try:
-                request_id, data = decode_event(fields, enricher.schema, enricher.time_column)
+                request_id, data = decode_event(fields, enricher)
             except MalformedEvent as e:
                 dead.append((event_id, fields, str(e), _text(fields.get(b"request_id"))))
                 continue
