@@ -58,12 +58,14 @@ class FeatureEnricher:
         self.store_features = [s for s in self.model_inputs if s.name in provided]
         self.lookup = bool(self.store_features)
         self.time_column = config.dataset.event_timestamp if self.lookup else None
+        # the keys of the online read (the time column only selects the day, see online_features)
+        self.lookup_keys = ([k for k in config.dataset.entity_keys if k != self.time_column]
+                            if self.lookup else [])
         self._store = store
         model_names = {s.name for s in self.model_inputs}
         required = [s for s in self.model_inputs if s.name not in provided]
         if self.lookup:
-            required += [InputSpec(k, CATEGORICAL) for k in config.dataset.entity_keys
-                         if k not in model_names and k != self.time_column]
+            required += [InputSpec(k, CATEGORICAL) for k in self.lookup_keys if k not in model_names]
         optional = ([InputSpec(self.time_column, CATEGORICAL)] if self.time_column else []) + self.store_features
         self.schema = RequestSchema(sorted(required, key=lambda s: s.name), optional)
         self.rows_without_features = 0  # rows the store knew nothing about (defaults used)
@@ -110,7 +112,7 @@ class FeatureEnricher:
         """One online read for all n rows; defaults where the store has no value."""
         from mlops.features.store import online_features
 
-        keys = [k for k in self.config.dataset.entity_keys if k != self.time_column]
+        keys = self.lookup_keys
         entity_rows = []
         for i in range(n):
             r = {k: cols[k][i] for k in keys}

@@ -172,5 +172,4 @@ def _warm_up(served: ServedModel) -> None:
     if enricher.lookup:
         from mlops.features.store import online_features
 
-        keys = [k for k in enricher.config.dataset.entity_keys if k != enricher.time_column]
-        online_features(enricher.config, [dict.fromkeys(keys, "")], store=enricher.store())
+        online_features(enricher.config, [dict.fromkeys(enricher.lookup_keys, "")], store=enricher.store())
