@@ -48,7 +48,6 @@ def build_tiny_model(out_dir: str, bias: float = 0.0) -> str:
             return {"probability": tf.reshape(tf.sigmoid(z), [-1, 1])}
 
     module = Tiny()
-    fn = module.serve.get_concrete_function()
 
     @tf.function(input_signature=list(spec.values()))
     def serving_default(*args):
@@ -58,7 +57,6 @@ def build_tiny_model(out_dir: str, bias: float = 0.0) -> str:
     os.makedirs(out_dir, exist_ok=True)
     tf.saved_model.save(module, os.path.join(out_dir, "serving_model"),
                         signatures={"serving_default": serving_default.get_concrete_function()})
-    del fn
     with open(os.path.join(out_dir, "training.json"), "w") as f:
         json.dump({"model": "tiny", "bias": bias}, f)
     return out_dir
