@@ -261,6 +261,8 @@ class ServingSpec(_Strict):
     max_batch_rows: int = Field(10_000, gt=0)
     max_request_bytes: int = Field(8 * 1024 * 1024, gt=0)
     reload_interval_s: float = Field(5.0, ge=0)  # how often the alias is re-resolved; 0: never
+    # SIGTERM: seconds to finish accepted requests before exiting (below the pod's terminationGracePeriodSeconds)
+    shutdown_grace_s: float = Field(20.0, ge=0)
     payload_log: PayloadLogSpec = PayloadLogSpec()
     stream: StreamSpec = StreamSpec()
     batch: BatchSpec = BatchSpec()
