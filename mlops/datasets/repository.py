@@ -24,14 +24,23 @@ import pandas as pd
 
 from mlops import storage
 from mlops.config import SPAN_PATTERN, join_uri
+from mlops.errors import InvalidInput, MlopsError, NotFound
 
 MANIFEST = "manifest.json"
 DATA_FILE = "data.parquet"
 FORMAT_VERSION = 1
 
 
-class DatasetError(ValueError):
-    pass
+class DatasetError(MlopsError):
+    """A dataset could not be ingested, stored or read (catch this to mean any dataset problem)."""
+
+
+class DatasetInputError(DatasetError, InvalidInput):
+    """The config, a parameter (span, selector) or the source data is wrong; retrying unchanged fails again."""
+
+
+class DatasetNotFound(DatasetError, NotFound):
+    """A dataset, version, span or source that does not exist."""
 
 
 @dataclass(frozen=True)
@@ -74,9 +83,9 @@ def parse_span_range(selector: str) -> tuple[str, str]:
     lo, _, hi = selector.partition(":")
     for s in (lo, hi):
         if not SPAN_PATTERN.match(s):
-            raise DatasetError(f"span range {selector!r}: {s!r} is not YYYY-MM")
+            raise DatasetInputError(f"span range {selector!r}: {s!r} is not YYYY-MM")
     if lo > hi:
-        raise DatasetError(f"span range {selector!r}: start is after end")
+        raise DatasetInputError(f"span range {selector!r}: start is after end")
     return lo, hi
 
 
@@ -98,11 +107,17 @@ class DatasetRepository:
         event_timestamp: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> tuple[DatasetVersion, bool]:
-        """Stores `df` as a version of dataset `name`. Returns (version, created)."""
+        """Stores `df` as a version of dataset `name`. Returns (version, created): created is False
+        when the version already existed, also when a concurrent writer published it first."""
         if span is not None and not SPAN_PATTERN.match(span):
-            raise DatasetError(f"span {span!r} is not YYYY-MM")
+            raise DatasetInputError(f"span {span!r} is not YYYY-MM")
         if df.empty:
-            raise DatasetError(f"dataset {name!r}{' span ' + span if span else ''}: no rows to ingest")
+            raise DatasetInputError(f"dataset {name!r}{' span ' + span if span else ''}: no rows to ingest")
+        versions = self._versions_dir(name)
+        # Temp dirs of writers killed with -9, swept on every write (also one that finds its version
+        # already stored). By age (storage.remove_stale_temps: untouched for an hour), not by lock: a
+        # live writer's temp dir is minutes old at most, and object stores have no locks.
+        storage.remove_stale_temps(versions)
         df = df.reset_index(drop=True)
         data_hash = frame_fingerprint(df)
         identity = {"name": name, "span": span, "data_sha256": data_hash, "format": FORMAT_VERSION}
@@ -130,7 +145,6 @@ class DatasetRepository:
             ts = df[event_timestamp]
             manifest["time_range"] = [ts.min().isoformat(), ts.max().isoformat()]
 
-        versions = self._versions_dir(name)
         final = join_uri(versions, version_id)
         if storage.is_local(versions):
             # Build the whole version in a hidden temp dir, then one atomic rename publishes it.
@@ -142,15 +156,18 @@ class DatasetRepository:
                 try:
                     storage.rename(tmp, final)
                 except OSError:
-                    if self.find(version_id) is None:  # not a concurrent identical ingest
+                    # A directory cannot be renamed over a non-empty one: a concurrent ingest of the
+                    # same data published it first. Its version is the one that exists.
+                    published = self.find(version_id)
+                    if published is None:
                         raise
+                    return published, False
             finally:
                 storage.remove(tmp, recursive=True)
         else:
             # Object stores have no directory rename: data first, manifest (the commit point) last.
             storage.write_parquet_atomic(df, join_uri(final, DATA_FILE))
             storage.write_json_atomic(join_uri(final, MANIFEST), manifest)
-        storage.remove_stale_temps(versions)
         return DatasetVersion(version_id, name, final, manifest), True
 
     # ---- reading -------------------------------------------------------------------------
@@ -186,7 +203,7 @@ class DatasetRepository:
     def get(self, version_id: str) -> DatasetVersion:
         v = self.find(version_id)
         if v is None:
-            raise DatasetError(f"dataset version {version_id!r} not found under {self.root}")
+            raise DatasetNotFound(f"dataset version {version_id!r} not found under {self.root}")
         return v
 
     def spans(self, name: str) -> dict[str, DatasetVersion]:
@@ -200,7 +217,7 @@ class DatasetRepository:
     def latest(self, name: str) -> DatasetVersion:
         versions = self.versions(name)
         if not versions:
-            raise DatasetError(f"dataset {name!r} has no versions under {self.root}; run `mlops data ingest` first")
+            raise DatasetNotFound(f"dataset {name!r} has no versions under {self.root}; run `mlops data ingest` first")
         return versions[-1]
 
     def resolve(self, name: str, selector: str = "latest") -> list[DatasetVersion]:
@@ -212,32 +229,33 @@ class DatasetRepository:
                 return [full[-1]]
             spans = self.spans(name)
             if not spans:
-                raise DatasetError(f"dataset {name!r} has no versions under {self.root}; run `mlops data ingest` first")
+                raise DatasetNotFound(f"dataset {name!r} has no versions under {self.root}; run `mlops data ingest` "
+                                      "first")
             return list(spans.values())
         if selector == "latest-span":
             spans = self.spans(name)
             if not spans:
-                raise DatasetError(f"dataset {name!r} has no spans")
+                raise DatasetNotFound(f"dataset {name!r} has no spans under {self.root}")
             return [list(spans.values())[-1]]
         if selector == "all-spans":
             spans = list(self.spans(name).values())
             if not spans:
-                raise DatasetError(f"dataset {name!r} has no spans under {self.root}")
+                raise DatasetNotFound(f"dataset {name!r} has no spans under {self.root}")
             return spans
         if SPAN_PATTERN.match(selector):
             spans = self.spans(name)
             if selector not in spans:
-                raise DatasetError(f"dataset {name!r}: span {selector} not ingested (have: {', '.join(spans) or 'none'})")
+                raise DatasetNotFound(f"dataset {name!r}: span {selector} not ingested (have: {', '.join(spans) or 'none'})")
             return [spans[selector]]
         if ":" in selector:
             lo, hi = parse_span_range(selector)
             chosen = [v for s, v in self.spans(name).items() if lo <= s <= hi]
             if not chosen:
-                raise DatasetError(f"dataset {name!r}: no span in {selector}")
+                raise DatasetNotFound(f"dataset {name!r}: no span in {selector} under {self.root}")
             return chosen
         version = self.get(selector)
         if version.name != name:
-            raise DatasetError(f"dataset version {selector!r} belongs to dataset {version.name!r}, not {name!r}")
+            raise DatasetInputError(f"dataset version {selector!r} belongs to dataset {version.name!r}, not {name!r}")
         return [version]
 
     def load(self, versions: DatasetVersion | list[DatasetVersion], columns: list[str] | None = None) -> pd.DataFrame:

@@ -104,3 +104,77 @@ def test_object_store_uri(tmp_path):
     assert repo.write("d", frame(), source="s") == (repo.get(v.id), False)
     pd.testing.assert_frame_equal(repo.load(v), frame())
     storage.remove("memory://bucket", recursive=True)
+
+
+def _age(path, seconds):
+    old = os.path.getmtime(path) - seconds
+    os.utime(path, (old, old))
+
+
+def test_every_write_sweeps_stale_temp_dirs_but_not_a_live_writers(tmp_path):
+    """A killed ingest leaves .tmp-* behind; the next write sweeps it even when its own version
+    already exists. A temp dir younger than an hour belongs to a live writer and stays."""
+    repo = DatasetRepository(str(tmp_path))
+    repo.write("d", frame(), source="s")
+    versions = tmp_path / "datasets" / "d" / "versions"
+    killed, live = versions / ".tmp-killed000000", versions / ".tmp-live00000000"
+    for leftover in (killed, live):
+        leftover.mkdir()
+        (leftover / "data.parquet").write_bytes(b"half written")
+    _age(killed, 2 * 3600)
+    _, created = repo.write("d", frame(), source="s")  # the "already exists" path
+    assert not created
+    assert not killed.exists() and live.exists()
+    _age(live, 2 * 3600)
+    with pytest.raises(DatasetError, match="no rows"):
+        repo.write("d", frame().iloc[:0], source="s")  # refused input changes nothing
+    assert live.exists()
+
+
+def _racing_write(root, barrier, results):
+    """One of two processes writing the same version; both have passed the existence check and
+    built their temp dir when they reach the rename (the barrier)."""
+    import mlops.storage as storage_module
+
+    real_rename = storage_module.rename
+
+    def rename_after_both_built(src, dst):
+        barrier.wait(timeout=60)
+        return real_rename(src, dst)
+
+    storage_module.rename = rename_after_both_built
+    version, created = DatasetRepository(root).write("d", frame(), source="s")
+    results.put((version.id, created))
+
+
+def test_concurrent_writes_of_the_same_data_create_it_once(tmp_path):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    writers = [ctx.Process(target=_racing_write, args=(str(tmp_path), barrier, results)) for _ in range(2)]
+    for w in writers:
+        w.start()
+    outcomes = sorted(results.get(timeout=120) for _ in writers)
+    for w in writers:
+        w.join(timeout=60)
+        assert w.exitcode == 0
+    assert outcomes[0][0] == outcomes[1][0]
+    assert sorted(created for _, created in outcomes) == [False, True]  # one found the other's version
+    repo = DatasetRepository(str(tmp_path))
+    assert len(repo.versions("d")) == 1
+    assert os.listdir(tmp_path / "datasets" / "d" / "versions") == [outcomes[0][0]]  # no temp dir left
+
+
+def test_errors_have_kinds(tmp_path):
+    from mlops.errors import InvalidInput, NotFound, status_of
+
+    repo = DatasetRepository(str(tmp_path))
+    with pytest.raises(NotFound, match=f"not found under {tmp_path}") as missing:
+        repo.get("d-000000000000")
+    with pytest.raises(NotFound, match=f"has no versions under {tmp_path}"):
+        repo.resolve("d", "latest")
+    with pytest.raises(InvalidInput) as bad_span:
+        repo.write("d", frame(), source="s", span="2013-13")
+    assert isinstance(missing.value, DatasetError) and isinstance(bad_span.value, DatasetError)
+    assert (status_of(missing.value).exit_code, status_of(bad_span.value).exit_code) == (1, 2)
