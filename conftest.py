@@ -14,7 +14,7 @@ import importlib.util
 
 import pytest
 
-pytest_plugins = ["tests.fixtures"]
+pytest_plugins = ["tests.support.fixtures"]
 
 IN_SERVING_ENV = importlib.util.find_spec("kserve") is not None
 

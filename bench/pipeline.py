@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-MLOPS = [sys.executable, "-m", "mlops.cli.main"]
+MLOPS = [sys.executable, "-m", "cli"]
 TASK_START = re.compile(r"^(\d\d:\d\d:\d\d\.\d+) - \w+ - Executing task '([\w-]+)'", re.M)
 TASK_END = re.compile(r"^(\d\d:\d\d:\d\d\.\d+) - \w+ - Task '([\w-]+)' finished with status", re.M)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")

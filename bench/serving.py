@@ -4,9 +4,9 @@
         [--rounds 3] [--concurrency 8] [--online-store sqlite|redis] [--only raw,online,batch,stream]
         [--out bench/results/serving.json]
 
-Set-up (reused when --work already holds it): a real flights model (serving.testing.build_real_model,
+Set-up (reused when --work already holds it): a real flights model (tests.support.serving_models.build_real_model,
 ~1 min, or --model-dir), January-February 2013 in a dataset repository and February materialized
-into a Feast online store (serving.testing.seed_datasets / materialize_online, as the tests'
+into a Feast online store (tests.support.serving_models.seed_datasets / materialize_online, as the tests'
 feast_online_root), the model registered as flights@production. Requests are 256 February
 flights, in two forms with the same predictions: "feast" = what a client knows (entity keys,
 request-time features, the departure hour: the server looks the rest up in ONE online read) and
@@ -82,7 +82,7 @@ def machine() -> dict:
 def setup(work: Path, model_dir: str | None, online_store: str) -> dict:
     from mlops.config import load_config
     from mlops.registry.store import ModelRegistry
-    from serving.testing import FLIGHTS_CONFIG, build_real_model, materialize_online, register, seed_datasets
+    from tests.support.serving_models import FLIGHTS_CONFIG, build_real_model, materialize_online, register, seed_datasets
 
     work.mkdir(parents=True, exist_ok=True)
     state_path = work / "setup.json"

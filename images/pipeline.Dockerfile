@@ -10,6 +10,7 @@ COPY mlops mlops
 COPY components components
 COPY pipelines pipelines
 COPY serving serving
+COPY cli cli
 COPY configs configs
 COPY feature_repo feature_repo
 RUN pip install --no-deps -e .

@@ -6,10 +6,10 @@ COPY requirements/serving.lock.txt requirements/
 # The lock is complete (every transitive pin), so no resolver runs in the build.
 RUN pip install --no-deps -r requirements/serving.lock.txt && python -m compileall -q /usr/local/lib/python3.11
 COPY pyproject.toml README.md ./
+# What the server, stream consumer and edge tools run: the core, serving and the command line.
 COPY mlops mlops
-COPY components components
-COPY pipelines pipelines
 COPY serving serving
+COPY cli cli
 COPY configs configs
 COPY feature_repo feature_repo
 RUN pip install --no-deps -e .

@@ -23,12 +23,23 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mlops.envs import REPO_ROOT
+from mlops.errors import InvalidInput
+
 SPAN_PATTERN = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+# The config a command uses when none is given: $MLOPS_CONFIG, else the checkout's flights.yaml.
+DEFAULT_CONFIG_PATH = os.environ.get("MLOPS_CONFIG", str(REPO_ROOT / "configs" / "flights.yaml"))
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-class ConfigError(ValueError):
-    """A configuration problem, with the file and field it concerns."""
+class ConfigError(InvalidInput):
+    """A configuration problem, with the file and field it concerns. `override` is the dotted key
+    of the override (a --set or pipeline parameter) at fault, when one is: callers name their
+    option instead of the file."""
+
+    def __init__(self, message: str, override: str | None = None):
+        super().__init__(message)
+        self.override = override
 
 
 class _Strict(BaseModel):
@@ -412,7 +423,7 @@ def load_config(path: str | os.PathLike, overrides: dict | None = None) -> Platf
         for p in parents:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"{path}: override {dotted}: {p} is not a mapping")
+                raise ConfigError(f"override {dotted}: {p} is not a mapping in {path}", override=dotted)
         node[leaf] = value
     raw = _expand_env(raw, "", path)
     raw = _resolve_paths(raw, path.parent.resolve())
@@ -420,4 +431,18 @@ def load_config(path: str | os.PathLike, overrides: dict | None = None) -> Platf
     try:
         return PlatformConfig.model_validate(raw)
     except ValidationError as e:
+        at_fault = _override_at_fault(e, overrides or {})
+        if at_fault is not None:
+            problems = format_validation_error("", e).split("\n", 1)[1].strip()
+            raise ConfigError(f"override {at_fault}={json.dumps(overrides[at_fault], default=str)}: {problems}",
+                              override=at_fault) from None
         raise ConfigError(format_validation_error(path, e)) from None
+
+
+def _override_at_fault(err: ValidationError, overrides: dict) -> str | None:
+    """The override key that every validation error lies in (itself or a key below it), if any."""
+    for dotted in overrides:
+        prefix = tuple(dotted.split("."))
+        if all(tuple(str(p) for p in e["loc"])[:len(prefix)] == prefix for e in err.errors()):
+            return dotted
+    return None

@@ -16,6 +16,8 @@ import os
 import sys
 from pathlib import Path
 
+from mlops.errors import MlopsError
+
 PIPELINE = "pipeline"
 SERVING = "serving"
 _REEXEC_GUARD = "MLOPS_REEXEC_FROM"
@@ -23,8 +25,8 @@ _REEXEC_GUARD = "MLOPS_REEXEC_FROM"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-class EnvironmentMissing(RuntimeError):
-    pass
+class EnvironmentMissing(MlopsError):
+    """The interpreter of the environment a command needs is not there (run `make setup`)."""
 
 
 def current_env() -> str | None:
@@ -43,8 +45,9 @@ def interpreter(env: str) -> str:
     return str(REPO_ROOT / ".venv" / env / "bin" / "python")
 
 
-def run_in(env: str, argv: list[str]) -> None:
-    """Continues this command in `env`: returns if already there, else replaces the process."""
+def run_in(env: str, argv: list[str], entry_module: str) -> None:
+    """Continues this command in `env`: returns if already there, else replaces the process with
+    `python -m entry_module argv...` under that environment's interpreter."""
     here = current_env()
     if here == env:
         return
@@ -60,4 +63,4 @@ def run_in(env: str, argv: list[str]) -> None:
     os.environ[_REEXEC_GUARD] = here or "unknown"
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(python, [python, "-m", "mlops.cli.main", *argv])
+    os.execv(python, [python, "-m", entry_module, *argv])

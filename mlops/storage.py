@@ -23,9 +23,11 @@ from typing import Any, Iterator
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from mlops.errors import MlopsError
 
-class StorageError(OSError):
-    pass
+
+class StorageError(MlopsError):
+    """An artifact store read or write failed; the message names the URI."""
 
 
 def _current_umask() -> int:

@@ -19,7 +19,7 @@ import pytest
 from serving.batch import (OUTPUT_COLUMNS, BatchInputError, encode_column, predict_batch, resolve_input, run_batch,
                            summary_uri_for)
 from serving.predictor import CATEGORICAL, NUMERIC, InputSpec, PredictionInputError, validate_rows
-from serving.testing import TINY_CATEGORICAL, TINY_NUMERIC, tiny_probability
+from tests.support.serving_models import TINY_CATEGORICAL, TINY_NUMERIC, tiny_probability
 
 
 def flights_frame(n: int, seed: int = 0) -> pd.DataFrame:
@@ -216,7 +216,7 @@ def test_missing_feature_store_columns_without_an_online_store(tiny_registry, se
     """temp and seats come from the feature store (weather, planes): an input without them fails,
     naming them, rather than being predicted on defaults."""
     from mlops.config import load_config
-    from tests.fixtures import FLIGHTS_CONFIG
+    from tests.support.fixtures import FLIGHTS_CONFIG
 
     src = tmp_path / "in.parquet"
     flights_frame(20).drop(columns=["temp", "seats"]).assign(tailnum="N1").to_parquet(src)
@@ -317,7 +317,7 @@ def test_every_prediction_is_payload_logged_without_drops(tiny_registry, served,
     """The logger's queue holds fewer rows than a chunk: batch waits for it rather than dropping."""
     from mlops.config import load_config
     from serving.payload_log import PayloadLogger, read_payload_logs
-    from tests.fixtures import FLIGHTS_CONFIG
+    from tests.support.fixtures import FLIGHTS_CONFIG
 
     config = load_config(FLIGHTS_CONFIG, overrides={
         "artifact_root": str(tiny_registry), "serving.feature_lookup": False,

@@ -33,7 +33,7 @@ import numpy as np
 from serving.predictor import PredictionInputError, TFLiteModelPredictor, validate_rows
 
 # The modules an edge bundle needs, relative to the repository root (+ empty package __init__s).
-BUNDLE_MODULES = ("serving/edge.py", "serving/predictor.py",
+BUNDLE_MODULES = ("serving/edge.py", "serving/predictor.py", "mlops/errors.py",
                   "mlops/modeling/tflite_predictor.py", "mlops/modeling/farmhash.py")
 BUNDLE_MODEL_DIR = "model"
 BUNDLE_INFO = "bundle.json"
@@ -331,9 +331,9 @@ def _bundle_main(argv: Sequence[str]) -> int:
     try:
         config = None
         if args.model:
-            from mlops.cli.main import DEFAULT_CONFIG
+            from mlops.config import DEFAULT_CONFIG_PATH
 
-            config = load_config(args.config or DEFAULT_CONFIG)
+            config = load_config(args.config or DEFAULT_CONFIG_PATH)
         info = build_bundle(args.out, selector=args.model, model_dir=args.model_dir, config=config)
     except PredictionInputError as e:
         print(f"error: the bundled model failed its example row: {e}", file=sys.stderr)

@@ -25,7 +25,7 @@ import pytest
 
 from serving.edge import (BUNDLE_INFO, EDGE_RUNTIMES, main, parse_csv_rows, parse_json_rows)
 from serving.predictor import InputSpec, PredictionInputError, validate_rows
-from tests.fixtures import FLIGHTS_CONFIG
+from tests.support.fixtures import FLIGHTS_CONFIG
 
 pytestmark = pytest.mark.serving_env
 
@@ -140,7 +140,7 @@ def bundle(real_model_dir, tmp_path_factory):
     from mlops.config import load_config
     from mlops.registry.store import ModelRegistry
     from serving.edge import build_bundle
-    from serving.testing import register
+    from tests.support.serving_models import register
 
     root = tmp_path_factory.mktemp("edge-registry") / "artifacts"
     register(root, "flights", real_model_dir)

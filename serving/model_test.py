@@ -17,7 +17,7 @@ ROWS = {"hour": [7.0, 22.0, None], "distance": [500.0, 2000.0, 100.0], "temp": [
 
 
 def expected(bias: float = 0.0) -> np.ndarray:
-    from serving.testing import tiny_probability
+    from tests.support.serving_models import tiny_probability
 
     rows = {k: np.array([np.nan if v is None else v for v in vs], dtype=object if isinstance(vs[0], str) else float)
             for k, vs in ROWS.items()}
@@ -205,8 +205,8 @@ def test_feature_store_is_built_at_load_and_kept_across_reloads(tmp_path, feast_
     from mlops.config import load_config
     from mlops.registry.store import ModelRegistry
     from serving.handle import ModelHandle
-    from serving.testing import register
-    from tests.fixtures import FLIGHTS_CONFIG
+    from tests.support.serving_models import register
+    from tests.support.fixtures import FLIGHTS_CONFIG
 
     seeded, project = feast_online_root
     root = tmp_path / "artifacts"

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from serving.payload_log import ParquetSink, PayloadLogger, payload_log_root, read_payload_logs
-from tests.fixtures import FLIGHTS_CONFIG, REPO
+from tests.support.fixtures import FLIGHTS_CONFIG, REPO
 
 BOTH_ENVS = pytest.mark.parametrize("env", [pytest.param("pipeline", id="pipeline-env"),
                                             pytest.param("serving", id="serving-env", marks=pytest.mark.serving_env)])

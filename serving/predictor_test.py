@@ -61,7 +61,7 @@ def _rows(n: int = 3) -> dict:
 @pytest.mark.serving_env
 def test_savedmodel_predictor_on_tiny_model(tiny_model_dirs):
     from serving.predictor import load_predictor
-    from serving.testing import tiny_probability
+    from tests.support.serving_models import tiny_probability
 
     p = load_predictor(tiny_model_dirs[2])
     assert {s.name for s in p.inputs} == set(_rows())
@@ -112,7 +112,7 @@ def test_enricher_fetches_store_features_with_defaults(feast_online_root, real_m
     from mlops.features.store import read_sources
     from serving.enrichment import FeatureEnricher
     from serving.predictor import load_predictor
-    from tests.fixtures import FLIGHTS_CONFIG
+    from tests.support.fixtures import FLIGHTS_CONFIG
 
     root, project = feast_online_root
     config = load_config(FLIGHTS_CONFIG, overrides={"artifact_root": str(root), "features.project": project})
@@ -150,7 +150,7 @@ def test_enricher_fetches_store_features_with_defaults(feast_online_root, real_m
 def test_handle_hot_reload_swaps_without_failing_requests(tiny_config):
     from mlops.registry.store import ModelRegistry
     from serving.handle import ModelHandle
-    from serving.testing import tiny_probability
+    from tests.support.serving_models import tiny_probability
 
     handle = ModelHandle.from_config(tiny_config, "flights@production")
     assert handle.current.version == "1"

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.fixtures import FLIGHTS_CONFIG, REPO
+from tests.support.fixtures import FLIGHTS_CONFIG, REPO
 
 pytestmark = pytest.mark.serving_env
 
@@ -99,7 +99,7 @@ def serve(tmp: Path, root: Path, *args: str, sets: dict | None = None, name: str
 def make_registry(root: Path, tiny_model_dirs) -> Path:
     """flights v1 (bias 0) = production, v2 (bias 1) = staging."""
     from mlops.registry.store import ModelRegistry
-    from serving.testing import register
+    from tests.support.serving_models import register
 
     register(root, "flights", tiny_model_dirs[1])
     register(root, "flights", tiny_model_dirs[2])
@@ -137,7 +137,7 @@ def stub(server):
 
 # ---- requests ------------------------------------------------------------------------------------------
 def expected(rows: dict = ROWS, bias: float = 0.0) -> np.ndarray:
-    from serving.testing import tiny_probability
+    from tests.support.serving_models import tiny_probability
 
     cols = {k: (np.array([np.nan if v is None else v for v in vs], float) if k in NUMERIC else np.array(vs, object))
             for k, vs in rows.items()}
@@ -633,7 +633,7 @@ def test_mlops_serve_real_model_with_feast_enrichment(tmp_path, feast_online_roo
     from mlops.features.store import read_sources
     from serving.enrichment import FeatureEnricher
     from serving.predictor import load_predictor
-    from serving.testing import register
+    from tests.support.serving_models import register
 
     seeded, project = feast_online_root
     root = tmp_path / "artifacts"
@@ -647,7 +647,7 @@ def test_mlops_serve_real_model_with_feast_enrichment(tmp_path, feast_online_roo
     http_port, grpc_port = free_port(), free_port()
     sets = {"artifact_root": str(root), "features.project": project, "features.online_store": "sqlite",
             "serving.payload_log.enabled": False}
-    argv = [sys.executable, "-m", "mlops.cli.main", "serve", "--config", str(FLIGHTS_CONFIG),
+    argv = [sys.executable, "-m", "cli", "serve", "--config", str(FLIGHTS_CONFIG),
             "--model", "flights@production", "--http-port", str(http_port), "--grpc-port", str(grpc_port)]
     for key, value in sets.items():
         argv += ["--set", f"{key}={json.dumps(value)}"]

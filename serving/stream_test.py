@@ -16,7 +16,7 @@ import uuid
 import numpy as np
 import pytest
 
-from tests.fixtures import FLIGHTS_CONFIG, REPO, SERVING_PY
+from tests.support.fixtures import FLIGHTS_CONFIG, REPO, SERVING_PY
 
 pytestmark = [pytest.mark.serving_env, pytest.mark.redis]
 
@@ -56,7 +56,7 @@ def request_row(i: int) -> dict:
 
 
 def expected(i: int) -> float:
-    from serving.testing import tiny_probability
+    from tests.support.serving_models import tiny_probability
 
     row = request_row(i)
     cols = {k: [np.nan if v is None else v] for k, v in row.items()}
@@ -214,7 +214,7 @@ def test_events_are_enriched_from_feast_and_a_lookup_failure_only_dead_letters_i
     from mlops.features.store import read_sources
     from serving.handle import ModelHandle
     from serving.stream import StreamConsumer
-    from serving.testing import tiny_probability
+    from tests.support.serving_models import tiny_probability
 
     client, names = streams
     root, project = feast_online_root
@@ -251,7 +251,7 @@ def test_events_are_enriched_from_feast_and_a_lookup_failure_only_dead_letters_i
 def cli(names: dict, *args: str, **stream) -> list[str]:
     sets = {"serving.feature_lookup": False, "serving.payload_log.enabled": False,
             **{f"serving.stream.{k}": v for k, v in {**names, **stream}.items()}}
-    return [str(SERVING_PY), "-m", "mlops.cli.main", "stream", "--config", str(FLIGHTS_CONFIG),
+    return [str(SERVING_PY), "-m", "cli", "stream", "--config", str(FLIGHTS_CONFIG),
             "--model", "flights@production", *args, *[f"--set={k}={json.dumps(v)}" for k, v in sets.items()]]
 
 

@@ -18,14 +18,14 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from tests.fixtures import FLIGHTS_CONFIG, REPO, SERVING_PY, run_python
+from tests.support.fixtures import FLIGHTS_CONFIG, REPO, SERVING_PY, run_python
 
-MLOPS = [sys.executable, "-m", "mlops.cli.main"]
+MLOPS = [sys.executable, "-m", "cli"]
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> str:
-    from serving.testing import build_tiny_model
+    from tests.support.serving_models import build_tiny_model
 
     return build_tiny_model(str(tmp_path_factory.mktemp("tiny") / "model"))
 
@@ -57,7 +57,7 @@ def trained(tmp_path, tiny_model):
     from mlops.registry.lineage import record_registration
     from mlops.registry.store import ModelRegistry
     from mlops.steps import record_step
-    from serving.testing import register
+    from tests.support.serving_models import register
 
     root = tmp_path / "artifacts"
     config = config_for(root)
@@ -154,7 +154,7 @@ def test_a_failed_run_is_recorded_and_writes_nothing(trained, tmp_path):
 def test_batch_inference_pipeline_under_kfp_local(tmp_path, tiny_model):
     from mlops.metadata.store import open_store
     from mlops.registry.store import ModelRegistry
-    from serving.testing import register, tiny_probability
+    from tests.support.serving_models import register, tiny_probability
 
     root = tmp_path / "artifacts"
     register(root, "flights", tiny_model)
@@ -189,7 +189,7 @@ def test_batch_inference_pipeline_under_kfp_local(tmp_path, tiny_model):
 
 _MATERIALIZE = """
 import sys
-from serving.testing import materialize_online
+from tests.support.serving_models import materialize_online
 materialize_online(sys.argv[1], sys.argv[2], online_store="sqlite")
 """
 
@@ -206,7 +206,7 @@ def test_cli_real_model_over_a_dataset_version_with_online_features(tmp_path, se
     from mlops.registry.store import ModelRegistry
     from serving.batch import encode_column
     from serving.predictor import load_predictor
-    from serving.testing import build_real_model, register
+    from tests.support.serving_models import build_real_model, register
 
     root = tmp_path / "artifacts"
     shutil.copytree(seed_root / "datasets", root / "datasets")

@@ -10,7 +10,7 @@ from mlops.config import load_config
 from components.evaluator.executor import (BASELINE, CANDIDATE, METRIC_NAMES, METRICS, _analyze_raw_data, _value,
                                            binary_metrics, calibration_bins, check_parity, judge, slice_metrics,
                                            tfma_overall)
-from tests.conftest import FLIGHTS_CONFIG
+from tests.support.fixtures import FLIGHTS_CONFIG
 
 
 @pytest.fixture

@@ -11,16 +11,16 @@ from components.schema_gen.executor import generate_schema
 from components.statistics_gen.executor import generate as generate_statistics
 from mlops.config import load_config
 from mlops.metadata.store import open_store
-from mlops.validation.reference_data import flights_frame, split_positions, write_examples
+from tests.support.reference_data import flights_frame, split_positions, write_split_frames
 from mlops.validation.statistics import compute_statistics, write_statistics
 
-from tests.conftest import FLIGHTS_CONFIG
+from tests.support.fixtures import FLIGHTS_CONFIG
 
 N = 3000  # rows per span: 2,400 train / 300 eval / 300 test
 
 
 def make_statistics(cfg, tmp_path, name, frames):
-    examples = write_examples(str(tmp_path / f"{name}-examples"), frames)
+    examples = write_split_frames(str(tmp_path / f"{name}-examples"), frames)
     return generate_statistics(cfg, examples, str(tmp_path / f"{name}-statistics")).out_dir
 
 
@@ -210,7 +210,7 @@ def test_pipeline_of_the_three_components_compiles(tmp_path):
     from components.example_validator.component import example_validator
     from components.schema_gen.component import schema_gen
     from components.statistics_gen.component import statistics_gen
-    from mlops.orchestration import load_ir_strict
+    from pipelines.runner import load_ir_strict
 
     @dsl.pipeline(name="data-validation-check")
     def p(examples_uri: str = "/tmp/examples", previous_statistics_uri: str = "", serving_statistics_uri: str = ""):

@@ -4,7 +4,7 @@ from mlops.config import load_config
 from mlops.metadata.store import open_store
 
 from components.ingest.executor import run
-from tests.conftest import FLIGHTS_CONFIG
+from tests.support.fixtures import FLIGHTS_CONFIG
 
 
 def test_ingest_step_records_dataset_once_per_run(artifact_root):

@@ -10,11 +10,11 @@ from components.schema_gen.executor import SchemaGenError, generate_schema, run
 from components.statistics_gen.executor import generate as generate_statistics
 from mlops.config import load_config
 from mlops.metadata.store import open_store
-from mlops.validation.reference_data import flights_frame, split_positions, write_examples
+from tests.support.reference_data import flights_frame, split_positions, write_split_frames
 from mlops.validation.schema import SchemaError, feature, load_schema
 from mlops.validation.statistics import compute_statistics
 
-from tests.conftest import FLIGHTS_CONFIG
+from tests.support.fixtures import FLIGHTS_CONFIG
 
 INFERRED = {"validation.schema_path": None, "validation.categorical_drift_linf": 0.2,
             "validation.numeric_drift_js": 0.15, "validation.skew_linf": 0.05}
@@ -24,7 +24,7 @@ INFERRED = {"validation.schema_path": None, "validation.categorical_drift_linf":
 def statistics_dir(artifact_root, tmp_path):
     cfg = load_config(FLIGHTS_CONFIG)
     frames = split_positions(flights_frame(cfg, n=3000, span="2013-07", seed=11))
-    examples = write_examples(str(tmp_path / "examples"), frames)
+    examples = write_split_frames(str(tmp_path / "examples"), frames)
     return generate_statistics(cfg, examples, str(tmp_path / "statistics")).out_dir
 
 
@@ -128,7 +128,7 @@ def test_component_compiles(tmp_path):
     from kfp import compiler, dsl
 
     from components.schema_gen.component import schema_gen
-    from mlops.orchestration import load_ir_strict
+    from pipelines.runner import load_ir_strict
 
     @dsl.pipeline(name="schema-gen-check")
     def p(statistics_uri: str = "/tmp/statistics"):

@@ -10,10 +10,10 @@ import tensorflow_data_validation as tfdv
 from components.statistics_gen.executor import StatisticsGenError, generate, run, stats_path
 from mlops.config import load_config
 from mlops.metadata.store import open_store
-from mlops.validation.reference_data import flights_frame, split_positions, write_examples
+from tests.support.reference_data import flights_frame, split_positions, write_split_frames
 from mlops.validation.statistics import feature_summary
 
-from tests.conftest import FLIGHTS_CONFIG
+from tests.support.fixtures import FLIGHTS_CONFIG
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def config(artifact_root):
 @pytest.fixture
 def examples_dir(config, tmp_path):
     frames = split_positions(flights_frame(config, n=3000, span="2013-07", seed=7))
-    return write_examples(str(tmp_path / "examples"), frames)
+    return write_split_frames(str(tmp_path / "examples"), frames)
 
 
 def test_statistics_for_every_split_match_row_counts(config, examples_dir, tmp_path):
@@ -50,7 +50,7 @@ def test_nan_and_empty_string_count_as_missing(config, tmp_path):
     rows.loc[:4, "dest"] = ""  # the raw encoding's missing categorical
     rows.loc[10:, "temp"] = rows.loc[10:, "temp"].fillna(50.0)
     rows.loc[5:, "dest"] = rows.loc[5:, "dest"].replace("", "ATL")
-    write_examples(str(tmp_path / "ex"), {"train": rows})
+    write_split_frames(str(tmp_path / "ex"), {"train": rows})
     generate(config, str(tmp_path / "ex"), str(tmp_path / "st"), splits=("train",))
     summary = feature_summary(tfdv.load_stats_binary(stats_path(str(tmp_path / "st"), "train")))
     assert (summary["temp"]["present"], summary["temp"]["missing"]) == (30, 10)
@@ -68,7 +68,7 @@ def test_sample_rate_samples_rows(artifact_root, examples_dir, tmp_path):
 
 
 def test_missing_split_is_a_clear_error(config, tmp_path):
-    write_examples(str(tmp_path / "ex"), {"train": pd.DataFrame({"hour": np.array([1.0], np.float32)})})
+    write_split_frames(str(tmp_path / "ex"), {"train": pd.DataFrame({"hour": np.array([1.0], np.float32)})})
     with pytest.raises(StatisticsGenError, match="'eval' has no eval.parquet"):
         generate(config, str(tmp_path / "ex"), str(tmp_path / "st"))
 
@@ -89,7 +89,7 @@ def test_component_compiles(tmp_path):
     from kfp import compiler, dsl
 
     from components.statistics_gen.component import statistics_gen
-    from mlops.orchestration import load_ir_strict
+    from pipelines.runner import load_ir_strict
 
     @dsl.pipeline(name="statistics-gen-check")
     def p(examples_uri: str = "/tmp/examples"):

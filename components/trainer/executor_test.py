@@ -17,8 +17,8 @@ from mlops.artifacts import (SERVING_MODEL, SPLITS, TFLITE_MODEL, TFLITE_PREPROC
 from mlops.config import load_config
 from mlops.envs import SERVING, interpreter
 from mlops.modeling.preprocessing import FeaturePlan
-from mlops.modeling.testing import write_examples
-from tests.conftest import FLIGHTS_CONFIG
+from tests.support.reference_data import write_examples
+from tests.support.fixtures import FLIGHTS_CONFIG
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from mlops.modeling import farmhash
 from mlops.modeling.child import ChildError, run_child
 from mlops.modeling.preprocessing import CROSS_SEPARATOR, MISSING_TOKEN, FeaturePlan
 from mlops.modeling.tflite_predictor import NumpyPreprocessor
-from tests.conftest import FLIGHTS_CONFIG
+from tests.support.fixtures import FLIGHTS_CONFIG
 
 
 def test_feature_plan_from_flights_config():

@@ -11,8 +11,8 @@ from components.transform.executor import TransformError, check_schema, run, run
 from mlops.artifacts import SPLITS, split_path
 from mlops.config import load_config
 from mlops.modeling.preprocessing import FeaturePlan
-from mlops.modeling.testing import decode_examples, read_tfrecords, write_examples
-from tests.conftest import FLIGHTS_CONFIG
+from tests.support.reference_data import decode_examples, read_tfrecords, write_examples
+from tests.support.fixtures import FLIGHTS_CONFIG
 
 pytestmark = pytest.mark.integration
 

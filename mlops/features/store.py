@@ -45,6 +45,7 @@ from mlops import storage
 from mlops.config import ConfigError, FeaturesSpec, PlatformConfig, join_uri
 from mlops.datasets.ingest import STATIC_FEATURE_TIMESTAMP, STATIC_TIMESTAMP_COLUMN, provided_by_feature_store
 from mlops.datasets.repository import DatasetError, DatasetRepository, DatasetVersion
+from mlops.errors import MlopsError
 from mlops.features.aggregates import DAY_START, rolling_aggregates
 from mlops.timestamps import as_utc
 
@@ -62,7 +63,7 @@ ENV_SOURCES = "MLOPS_FEAST_SOURCES"
 ENV_REDIS_URL = "MLOPS_FEAST_REDIS_URL"
 
 
-class FeatureStoreError(ValueError):
+class FeatureStoreError(MlopsError):
     pass
 
 

@@ -28,6 +28,7 @@ from ml_metadata.proto import metadata_store_pb2 as pb
 
 from mlops.config import MetadataSpec, PlatformConfig
 from mlops.metadata import types as T
+from mlops.metadata.errors import MetadataConfigError, MetadataConflict, MetadataError, MetadataNotFound
 
 ConnectionConfig = Union[pb.ConnectionConfig, pb.MetadataStoreClientConfig]
 
@@ -48,7 +49,7 @@ def connection_config(spec: MetadataSpec, artifact_root_sqlite_path: str) -> Con
     if spec.backend == "sqlite":
         path = artifact_root_sqlite_path.removeprefix("file://")
         if "://" in path:
-            raise ValueError(f"metadata: SQLite needs a local file, got {artifact_root_sqlite_path!r}; "
+            raise MetadataConfigError(f"metadata: SQLite needs a local file, got {artifact_root_sqlite_path!r}; "
                              "set metadata.sqlite_path or use the mysql/grpc backend")
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         cfg = pb.ConnectionConfig()
@@ -63,12 +64,12 @@ def connection_config(spec: MetadataSpec, artifact_root_sqlite_path: str) -> Con
         cfg.mysql.user = spec.user
         if spec.password_env:
             if spec.password_env not in os.environ:
-                raise ValueError(f"metadata.password_env: environment variable ${spec.password_env} is not set")
+                raise MetadataConfigError(f"metadata.password_env: environment variable ${spec.password_env} is not set")
             cfg.mysql.password = os.environ[spec.password_env]
         return cfg
     if spec.backend == "grpc":
         return pb.MetadataStoreClientConfig(host=spec.host, port=spec.port or DEFAULT_GRPC_PORT)
-    raise ValueError(f"metadata.backend: unknown backend {spec.backend!r}")
+    raise MetadataConfigError(f"metadata.backend: unknown backend {spec.backend!r}")
 
 
 def open_store(config: PlatformConfig) -> "MetadataStore":
@@ -243,7 +244,7 @@ class MetadataStore:
                 try:
                     type_id = put(t, can_add_fields=True, can_omit_fields=True)
                 except errors.AlreadyExistsError as e:
-                    raise RuntimeError(f"MLMD type {name} is stored with an incompatible property type: {e}") from e
+                    raise MetadataError(f"MLMD type {name} is stored with an incompatible property type: {e}") from e
                 self._type_ids[name] = type_id
                 self._type_names[type_id] = name
 
@@ -257,7 +258,7 @@ class MetadataStore:
         pipeline is an error rather than a silent merge of two runs."""
         stored = self.mlmd.get_context_by_type_and_name(T.RUN_CONTEXT, run_id)
         if stored is not None and (owner := _props(stored).get("pipeline_name")) != pipeline_name:
-            raise ValueError(f"run id {run_id!r} already belongs to pipeline {owner!r}, not {pipeline_name!r}")
+            raise MetadataConflict(f"run id {run_id!r} already belongs to pipeline {owner!r}, not {pipeline_name!r}")
         pipeline = self._get_or_create_context(T.PIPELINE_CONTEXT, pipeline_name, {})
         props = {**(properties or {}), "pipeline_name": pipeline_name, "run_id": run_id}
         run = self._get_or_create_context(T.RUN_CONTEXT, run_id, props)
@@ -305,7 +306,7 @@ class MetadataStore:
         Idempotent per (run, component): a second call updates the same execution (e.g. FAILED
         then COMPLETE on retry), reuses artifacts by (type, uri) and adds only missing events."""
         if run_context.type_name != T.RUN_CONTEXT:
-            raise ValueError(f"record_execution needs a {T.RUN_CONTEXT} context, got {run_context.type_name}")
+            raise MetadataError(f"record_execution needs a {T.RUN_CONTEXT} context, got {run_context.type_name}")
         parents = self.mlmd.get_parent_contexts_by_context(run_context.id)
         contexts = [pb.Context(id=run_context.id)] + [pb.Context(id=p.id) for p in parents]
 
@@ -327,7 +328,7 @@ class MetadataStore:
         pairs, seen = [], set()
         for (kind, key, index, ref), ext_id in zip(refs, ext_ids):
             if (ext_id, kind) in seen:  # MLMD: one event per (artifact, execution, type)
-                raise ValueError(f"{component}: artifact {ref.uri} appears twice as {pb.Event.Type.Name(kind)}")
+                raise MetadataError(f"{component}: artifact {ref.uri} appears twice as {pb.Event.Type.Name(kind)}")
             seen.add((ext_id, kind))
             artifact = self._merged_artifact(ref, ext_id, known.get(ext_id))
             if kind == pb.Event.OUTPUT and execution.last_known_state not in _NOT_LINEAGE:
@@ -387,7 +388,7 @@ class MetadataStore:
         elif name is not None:
             artifact = self.mlmd.get_artifact_by_type_and_name(qualified, name)
         else:
-            raise ValueError("find_artifact needs uri or name")
+            raise MetadataError("find_artifact needs uri or name")
         return self._artifact_record(artifact) if artifact is not None else None
 
     def list_executions(self, run_id: str | None = None) -> list[ExecutionRecord]:
@@ -410,7 +411,7 @@ class MetadataStore:
         their producers, ... Depth-first, inputs in (key, index) order, so printing each step
         indented by `depth` gives the tree. FAILED/CANCELED executions are not producers."""
         if not self.mlmd.get_artifacts_by_id([artifact_id]):
-            raise LookupError(f"no artifact with id {artifact_id} in ML Metadata")
+            raise MetadataNotFound(f"no artifact with id {artifact_id} in ML Metadata")
         steps: list[LineageStep] = []
         expanded: set[int] = set()
 

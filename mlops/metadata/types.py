@@ -25,6 +25,8 @@ ml-metadata installed, e.g. in the serving image.
 
 from __future__ import annotations
 
+from mlops.metadata.errors import UnknownArtifactType
+
 PREFIX = "mlops."
 S, I, D = "STRING", "INT", "DOUBLE"  # MLMD PropertyType names
 
@@ -72,5 +74,5 @@ def artifact_type(type_name: str) -> str:
     name = qualify(type_name)
     if name not in ARTIFACT_TYPES:
         known = ", ".join(t.removeprefix(PREFIX) for t in ARTIFACT_TYPES)
-        raise ValueError(f"unknown artifact type {type_name!r}; known: {known}")
+        raise UnknownArtifactType(f"unknown artifact type {type_name!r}; known: {known}")
     return name

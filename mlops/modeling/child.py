@@ -27,10 +27,12 @@ import traceback
 import uuid
 from typing import Any, Callable
 
+from mlops.errors import MlopsError
+
 log = logging.getLogger(__name__)
 
 
-class ChildError(RuntimeError):
+class ChildError(MlopsError):
     """The child process did not report success."""
 
 

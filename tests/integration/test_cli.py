@@ -7,13 +7,13 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import FLIGHTS_CONFIG, REPO
+from tests.support.fixtures import FLIGHTS_CONFIG, REPO
 
 
 @pytest.mark.integration
 def test_cli_ingest_twice_and_bad_config(tmp_path, artifact_root):
     """The real `mlops` command: prints the id, a re-run creates nothing, bad config exits 1."""
-    mlops = [sys.executable, "-m", "mlops.cli.main"]
+    mlops = [sys.executable, "-m", "cli"]
     out1 = subprocess.run(mlops + ["data", "ingest", "--span", "2013-04", "--no-feature-tables"], capture_output=True, text=True, cwd=REPO)
     assert out1.returncode == 0, out1.stderr
     out2 = subprocess.run(mlops + ["data", "ingest", "--span", "2013-04", "--no-feature-tables"], capture_output=True, text=True, cwd=REPO)
@@ -28,4 +28,4 @@ def test_cli_ingest_twice_and_bad_config(tmp_path, artifact_root):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(doc))
     out = subprocess.run(mlops + ["data", "ingest", "--config", str(bad)], capture_output=True, text=True)
-    assert out.returncode == 1 and "split.ratio: unknown key" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 2 and "split.ratio: unknown key" in out.stderr and "Traceback" not in out.stderr

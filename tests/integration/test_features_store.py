@@ -28,7 +28,7 @@ from mlops.config import load_config
 from mlops.datasets.repository import DatasetRepository
 from mlops.features import store
 
-from tests.fixtures import FLIGHTS_CONFIG, PIPELINE_PY, REPO, SERVING_PY, run_python
+from tests.support.fixtures import FLIGHTS_CONFIG, PIPELINE_PY, REPO, SERVING_PY, run_python
 
 pytestmark = pytest.mark.integration
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlops import orchestration
+from pipelines import runner as orchestration
 from mlops.config import load_config
 from mlops.metadata.store import open_store
 
-from tests.conftest import FLIGHTS_CONFIG, REPO
+from tests.support.fixtures import FLIGHTS_CONFIG, REPO
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ def test_strict_parse_rejects_unknown_fields(tmp_path):
 
 def test_ingest_pipeline_runs_locally_and_records_mlmd(artifact_root):
     """`mlops pipeline run ingest` = kfp.local SubprocessRunner, pipeline root under the artifact root."""
-    cmd = [sys.executable, "-m", "mlops.cli.main", "run", "ingest", "--param", "span=2013-07"]
+    cmd = [sys.executable, "-m", "cli", "run", "ingest", "--param", "span=2013-07"]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     cfg = load_config(FLIGHTS_CONFIG)

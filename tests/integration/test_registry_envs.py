@@ -11,7 +11,7 @@ import pytest
 
 from mlops import envs, storage
 from mlops.registry import ModelRegistry
-from tests.conftest import REPO
+from tests.support.fixtures import REPO
 
 PIPELINE_SIDE = """
 import sys

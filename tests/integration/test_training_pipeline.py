@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FLIGHTS_CONFIG, REPO
+from tests.support.fixtures import FLIGHTS_CONFIG, REPO
 
 pytestmark = pytest.mark.integration
 
 SPAN = "2013-02"
-MLOPS = [sys.executable, "-m", "mlops.cli.main"]
+MLOPS = [sys.executable, "-m", "cli"]
 
 
 @pytest.fixture(scope="module")

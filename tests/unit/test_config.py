@@ -7,7 +7,7 @@ import yaml
 
 from mlops.config import ConfigError, load_config
 
-from tests.conftest import FLIGHTS_CONFIG
+from tests.support.fixtures import FLIGHTS_CONFIG
 
 
 def write(tmp_path: Path, doc: dict, name="c.yaml") -> Path:

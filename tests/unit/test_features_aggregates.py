@@ -10,7 +10,7 @@ from mlops.config import RollingAggregateSpec, load_config
 from mlops.datasets.ingest import aggregate_feature_names
 from mlops.features.aggregates import DAY_START, rolling_aggregates
 
-from tests.fixtures import FLIGHTS_CONFIG
+from tests.support.fixtures import FLIGHTS_CONFIG
 
 SPEC = RollingAggregateSpec(name="delay", keys=["k"], value="v", windows_days=[1, 3], threshold=10)
 

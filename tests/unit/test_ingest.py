@@ -7,7 +7,7 @@ from mlops.config import load_config
 from mlops.datasets.ingest import ingest
 from mlops.datasets.repository import DatasetError, DatasetRepository
 
-from tests.conftest import FLIGHTS_CONFIG
+from tests.support.fixtures import FLIGHTS_CONFIG
 
 
 @pytest.fixture(scope="module")

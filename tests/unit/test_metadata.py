@@ -8,6 +8,7 @@ import pytest
 
 from mlops.config import MetadataSpec, load_config
 from mlops.metadata import types as T
+from mlops.metadata.errors import MetadataError
 from mlops.metadata.store import ArtifactRef, MetadataStore, connection_config, open_store
 
 FLIGHTS_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "flights.yaml"
@@ -49,9 +50,9 @@ def test_connection_configs(tmp_path, monkeypatch):
     assert (m.host, m.port, m.database, m.user, m.password) == ("db", 3306, "md", "root", "s3cret")
     grpc = connection_config(MetadataSpec(backend="grpc", host="metadata-grpc-service"), "")
     assert (grpc.host, grpc.port) == ("metadata-grpc-service", 8080)
-    with pytest.raises(ValueError, match="NOPE"):
+    with pytest.raises(MetadataError, match="NOPE"):
         connection_config(MetadataSpec(backend="mysql", password_env="NOPE"), "")
-    with pytest.raises(ValueError, match="local file"):
+    with pytest.raises(MetadataError, match="local file"):
         connection_config(MetadataSpec(), "gs://bucket/mlmd.sqlite")
 
 
@@ -109,11 +110,11 @@ def test_failed_execution_is_recorded_and_retry_completes_it(store):
 
 def test_run_id_cannot_move_to_another_pipeline(store):
     store.run_context("training", "run-1")
-    with pytest.raises(ValueError, match="already belongs"):
+    with pytest.raises(MetadataError, match="already belongs"):
         store.run_context("monitoring", "run-1")
 
 
 def test_unknown_artifact_type_is_rejected(store):
     run = store.run_context("training", "run-1")
-    with pytest.raises(ValueError, match="unknown artifact type"):
+    with pytest.raises(MetadataError, match="unknown artifact type"):
         store.record_execution(run, "X", {}, {"out": [ArtifactRef("Modle", "/m")]})

@@ -11,7 +11,7 @@ import pytest
 from mlops.config import load_config
 from mlops.registry import ModelRegistry, cli_ops
 from mlops.registry.lineage import lineage_for, record_registration
-from tests.conftest import FLIGHTS_CONFIG
+from tests.support.fixtures import FLIGHTS_CONFIG
 from tests.unit.test_registry import make_model_dir, register
 
 

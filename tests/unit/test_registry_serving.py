@@ -45,7 +45,7 @@ def test_models_cli_runs_in_the_serving_env_without_reexec(tmp_path, monkeypatch
 
     from click.testing import CliRunner
 
-    from mlops.cli.main import cli
+    from cli.main import cli
 
     root = tmp_path / "artifacts"
     registry = ModelRegistry(str(root))

@@ -7,7 +7,7 @@ import pytest
 from mlops.config import load_config
 from mlops.steps import FINGERPRINT_FILE, cache_key, run_cached, source_version
 
-from tests.conftest import FLIGHTS_CONFIG
+from tests.support.fixtures import FLIGHTS_CONFIG
 
 
 @pytest.fixture

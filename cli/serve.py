@@ -1,6 +1,6 @@
 """`mlops serve`: the online model server on this machine (serving/__main__.py).
 
-Registered by mlops.cli.main (import that module, not this one: this one uses its helpers).
+Registered by cli/main.py.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import sys
 import click
 
 from mlops import envs
-from mlops.cli.main import _key_values, _registry_errors, config_option, runs_in
+from cli.common import config_option, load_with_overrides, runs_in
+from mlops.errors import MlopsError
 
 
 @click.command("serve")
@@ -33,22 +34,17 @@ def serve(config_path, model, host, http_port, grpc_port, runtime, overrides, pe
 
     The process becomes `python -m serving ...`, the same entry point a KServe InferenceService
     runs, so signals and exit status are the server's own."""
-    from mlops.config import ConfigError, load_config
     from serving.handle import _is_dir_source
 
-    override_values = _key_values(overrides, "--set", True)
-    try:
-        cfg = load_config(config_path, overrides=override_values)
-    except ConfigError as e:
-        raise click.ClickException(str(e)) from None
+    cfg = load_with_overrides(config_path, overrides)
     source = model or cfg.serving.model or cfg.project
     if not _is_dir_source(source):  # a wrong selector fails here, in milliseconds, not after start-up
         from mlops.registry.store import ModelRegistry
 
         try:
             ModelRegistry.from_config(cfg).resolve(source)
-        except (*_registry_errors(), LookupError) as e:
-            raise click.ClickException(f"--model {source}: {e}") from None
+        except (MlopsError, LookupError) as e:
+            raise click.BadParameter(f"{source}: {e}", param_hint="--model") from None
     argv = [sys.executable, "-m", "serving", "--config", config_path, "--model", source]
     for flag, value in (("--host", host), ("--http_port", http_port), ("--grpc_port", grpc_port),
                         ("--runtime", runtime)):

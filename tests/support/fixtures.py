@@ -1,4 +1,4 @@
-"""Shared fixtures (loaded for the whole tree by the root conftest.py): a throwaway artifact root,
+"""The one home of fixtures (loaded for the whole tree by the root conftest.py): a throwaway artifact root,
 constants, and the real local services the integration tests use."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FLIGHTS_CONFIG = REPO / "configs" / "flights.yaml"
 PIPELINE_PY = REPO / ".venv" / "pipeline" / "bin" / "python"
 SERVING_PY = REPO / ".venv" / "serving" / "bin" / "python"
@@ -59,8 +59,8 @@ def run_python(python: Path, code: str, *args: str, root: Path, timeout: float =
 @pytest.fixture(scope="session")
 def seed_root(tmp_path_factory) -> Path:
     """Two monthly spans of flights plus the weather and planes tables, ingested once per session
-    (tests copy them); serving.testing.seed_datasets."""
-    from serving.testing import seed_datasets
+    (tests copy them); tests.support.serving_models.seed_datasets."""
+    from tests.support.serving_models import seed_datasets
 
     root = tmp_path_factory.mktemp("seed") / "artifacts"
     seed_datasets(str(root))
@@ -71,11 +71,53 @@ def seed_root(tmp_path_factory) -> Path:
 def feast_online_root(seed_root, tmp_path_factory) -> tuple[Path, str]:
     """(artifact root, Feast project) with the seeded spans, the feature sources built, the repo
     applied and February 2013 materialized into the SQLite online store (serving env's Feast);
-    serving.testing.materialize_online."""
-    from serving.testing import materialize_online
+    tests.support.serving_models.materialize_online."""
+    from tests.support.serving_models import materialize_online
 
     root = tmp_path_factory.mktemp("feast-online") / "artifacts"
     shutil.copytree(seed_root / "datasets", root / "datasets")
     project = f"t{uuid.uuid4().hex[:12]}"
     materialize_online(str(root), project, online_store="sqlite")
     return root, project
+
+
+# ------------------------------------------------------------ models for the serving tests
+# tiny_registry: flights v1 (bias 0) and v2 (bias 1) built in-process (seconds), staging -> v2,
+# production -> v1; real_model_dir: a flights model trained by the pipeline environment (TF 2.16,
+# TFT) on 3,000 rows with SavedModel, TFLite and NumPy preprocessing (about a minute, once).
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory) -> dict[int, str]:
+    from tests.support.serving_models import build_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {1: build_tiny_model(str(root / "v1"), bias=0.0), 2: build_tiny_model(str(root / "v2"), bias=1.0)}
+
+
+@pytest.fixture
+def tiny_registry(tmp_path, tiny_model_dirs) -> Path:
+    from mlops.registry.store import ModelRegistry
+    from tests.support.serving_models import register
+
+    root = tmp_path / "artifacts"
+    register(root, "flights", tiny_model_dirs[1])
+    register(root, "flights", tiny_model_dirs[2])
+    ModelRegistry(str(root)).promote("flights", 1, "production", reason="test")
+    return root
+
+
+@pytest.fixture
+def tiny_config(tiny_registry):
+    """The flights config on the tiny registry, without a feature store lookup."""
+    from mlops.config import load_config
+
+    return load_config(FLIGHTS_CONFIG, overrides={"artifact_root": str(tiny_registry),
+                                                  "serving.feature_lookup": False})
+
+
+@pytest.fixture(scope="session")
+def real_model_dir(tmp_path_factory) -> str:
+    from tests.support.serving_models import build_real_model
+
+    return build_real_model(str(tmp_path_factory.mktemp("real-model")), rows=3000)

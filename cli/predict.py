@@ -11,23 +11,12 @@ from __future__ import annotations
 import click
 
 from mlops import envs
-from mlops.cli.main import _key_values, config_option, emit_json, runs_in
+from cli.common import group, config_option, emit_json, load_with_overrides, runs_in
 
 
-@click.group()
+@group()
 def predict():
     """Offline predictions: batch inference over dataset versions and files."""
-
-
-def _errors():
-    from mlops.datasets.repository import DatasetError
-    from mlops.registry.errors import RegistryError
-    from mlops.storage import StorageError
-    from serving.batch import BatchInputError
-    from serving.predictor import PredictionInputError
-
-    return BatchInputError, DatasetError, RegistryError, StorageError, PredictionInputError, FileNotFoundError, \
-        LookupError
 
 
 @predict.command("batch")
@@ -63,17 +52,10 @@ def predict_batch(config_path, model, input_spec, output_uri, summary_uri, id_co
     columns) atomically, a JSON summary beside it, and the lineage (dataset version -> model ->
     predictions) to ML Metadata. Prints the summary."""
     from components.batch_predict.executor import run_step
-    from mlops.config import ConfigError, load_config
 
-    try:
-        cfg = load_config(config_path, overrides=_key_values(overrides, "--set", True))
-    except ConfigError as e:
-        raise click.ClickException(str(e)) from None
+    cfg = load_with_overrides(config_path, overrides)
     columns = [c.strip() for item in passthrough for c in item.split(",") if c.strip()] or None
-    try:
-        result = run_step(cfg, model=model, input=input_spec, output_uri=output_uri, summary_uri=summary_uri,
-                          chunk_rows=chunk_rows, id_column=id_column, passthrough=columns, runtime=runtime,
-                          log_payloads=log_payloads, log=lambda line: click.echo(line, err=True))
-    except _errors() as e:
-        raise click.ClickException(str(e)) from None
+    result = run_step(cfg, model=model, input=input_spec, output_uri=output_uri, summary_uri=summary_uri,
+                      chunk_rows=chunk_rows, id_column=id_column, passthrough=columns, runtime=runtime,
+                      log_payloads=log_payloads, log=lambda line: click.echo(line, err=True))
     emit_json(result.summary)

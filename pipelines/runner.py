@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mlops.config import join_uri
 from mlops.envs import REPO_ROOT
+from mlops.errors import NotFound
 
 # name -> "module:function"
 PIPELINES = {
@@ -22,15 +23,15 @@ PIPELINES = {
 COMPILED_DIR = REPO_ROOT / "pipelines" / "compiled"
 
 
-class PipelineNotFound(KeyError):
-    pass
+class PipelineNotFound(NotFound):
+    """No pipeline of that name (the message lists the known ones)."""
 
 
 def pipeline_func(name: str):
     try:
         module, func = PIPELINES[name].split(":")
     except KeyError:
-        raise PipelineNotFound(f"unknown pipeline {name!r}; known: {', '.join(sorted(PIPELINES))}") from None
+        raise PipelineNotFound(f"unknown pipeline {name}; known: {', '.join(sorted(PIPELINES))}") from None
     return getattr(importlib.import_module(module), func)
 
 

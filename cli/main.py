@@ -1,0 +1,42 @@
+"""`mlops`: one command line for the platform, grouped by lifecycle stage.
+
+    mlops data ...       stage 1/7  dataset repository: ingest, list, show, spans
+    mlops features ...   stage 1/7  Feast feature repository: apply, materialize, get
+    mlops run / pipeline stage 2/3  compile and run KFP pipelines
+    mlops models ...     stage 3/7  model registry: versions, aliases, promotion, rollback
+    mlops serve|stream|predict      stage 5  online, streaming and batch prediction
+    mlops metadata ...   stage 7    ML Metadata: what was recorded
+
+The command line is the top layer: it imports the core (mlops), components, serving and pipelines,
+and nothing imports it. Each command declares the environment it needs and re-executes itself
+there (mlops.envs), so imports stay lazy: `mlops --help` starts without TensorFlow, Feast or MLMD.
+"""
+
+from __future__ import annotations
+
+from cli.common import group
+from cli.data import data
+from cli.features import features
+from cli.metadata import metadata
+from cli.models import lineage, models
+from cli.pipeline import pipeline, run
+from cli.predict import predict
+from cli.serve import serve
+from cli.stream import stream
+
+
+@group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli():
+    """ML CI/CD platform on Kubeflow Pipelines: data, features, training, serving, monitoring."""
+
+
+for command in (data, features, metadata, pipeline, run, models, lineage, serve, stream, predict):
+    cli.add_command(command)
+
+
+def main():
+    cli(prog_name="mlops")
+
+
+if __name__ == "__main__":
+    main()
