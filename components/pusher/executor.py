@@ -1,6 +1,12 @@
 """Pusher: a blessed model becomes a new version in the model registry (alias `staging`);
 an unblessed one is not registered, and the step says why. Either way the run succeeds:
-a model that does not beat production is an outcome, not an error."""
+a model that does not beat production is an outcome, not an error.
+
+A model already registered is not registered twice: neither the same files (a re-run served
+from the step cache) nor a model trained from the same inputs (a `--no-cache` re-run: same
+dataset versions, config sections and code, so the same training fingerprint, but new bytes,
+since a SavedModel is not byte-reproducible). The step names the existing version, and the
+run's MLMD record links its model to it."""
 
 from __future__ import annotations
 
@@ -25,16 +31,35 @@ def model_name(config: PlatformConfig) -> str:
     return config.project
 
 
-def _registered_with_same_content(registry, name: str, model_dir: str):
+def training_fingerprint(model_dir: str) -> str | None:
+    """The Trainer's step-cache fingerprint of its output: a hash of the dataset versions, the
+    config sections and the code of every step up to the Trainer (mlops.steps.cache_key). None
+    for a model directory no Trainer step produced."""
+    from mlops.steps import FINGERPRINT_FILE
+
+    marker = join_uri(model_dir, FINGERPRINT_FILE)
+    if not storage.exists(marker):
+        return None
+    return storage.read_bytes(marker).decode().strip() or None
+
+
+def already_registered(registry, name: str, model_dir: str, fingerprint: str | None):
+    """(version, why) of a registered version with the same files or the same training inputs."""
     from mlops.registry.errors import RegistryNotFound
     from mlops.registry.store import model_content_hash
 
     try:
         versions = registry.versions(name)
-    except RegistryNotFound:
-        return None
+    except RegistryNotFound:  # the model's first registration
+        return None, ""
     digest = model_content_hash(model_dir)
-    return next((v for v in versions if v.manifest.get("content_hash") == digest), None)
+    same = next((v for v in versions if v.manifest.get("content_hash") == digest), None)
+    if same is not None:
+        return same, "identical model files"
+    twins = registry.same_training_inputs(name, fingerprint)
+    if twins:
+        return twins[-1], "same training inputs: dataset versions, config and code"
+    return None, ""
 
 
 def push(config: PlatformConfig, *, model_dir: str, evaluation_dir: str, blessing: dict, dataset_versions: list[str],
@@ -45,27 +70,29 @@ def push(config: PlatformConfig, *, model_dir: str, evaluation_dir: str, blessin
     if not blessing.get("blessed"):
         return PushResult(False, f"not registered: {blessing.get('reason', 'not blessed')}", name)
     registry = ModelRegistry(config.artifact_root)
-    same = _registered_with_same_content(registry, name, model_dir)
-    if same is not None:  # e.g. a re-run served from the step cache: nothing new to register
-        return PushResult(False, f"already registered as {same.selector} (identical model files)", name,
-                          same.version, same.uri)
+    fingerprint = training_fingerprint(model_dir)
+    same, why = already_registered(registry, name, model_dir, fingerprint)
+    if same is not None:  # a re-run: nothing new to register
+        return PushResult(False, f"already registered as {same.selector} ({why})", name, same.version, same.uri)
     metrics = storage.read_json(join_uri(evaluation_dir, artifacts.METRICS_FILE))
     candidate = metrics["overall"].get("candidate", {})
     version = registry.register(
         name, model_dir, metrics=candidate, blessing=blessing, dataset_versions=dataset_versions,
         config_hash=config.content_hash(), git_commit=git_commit, task=config.dataset.label.task.value,
         output_key=artifacts.OUTPUT_KEY[config.dataset.label.task],
-        features=[{"name": f.name, "dtype": f.dtype} for f in artifacts.model_features(config)])
+        features=[{"name": f.name, "dtype": f.dtype} for f in artifacts.model_features(config)],
+        training_fingerprint=fingerprint)
     return PushResult(True, f"registered {version.selector} (alias staging)", name, version.version, version.uri)
 
 
 def _require_recorded(config: PlatformConfig, model_uri: str, blessing_uri: str) -> None:
     from mlops.metadata.store import open_store
+    from mlops.registry.errors import RegistryNotFound
 
     store = open_store(config)
     for type_name, uri in (("Model", model_uri), ("ModelBlessing", blessing_uri)):
         if store.find_artifact(type_name, uri=uri) is None:
-            raise LookupError(f"pusher: no {type_name} artifact {uri} in ML Metadata: the upstream step did not "
+            raise RegistryNotFound(f"pusher: no {type_name} artifact {uri} in ML Metadata: the upstream step did not "
                               f"record it, so a registration would have no lineage")
 
 

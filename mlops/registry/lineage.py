@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mlops.registry.errors import RegistryNotFound
 from mlops.registry.store import ModelRegistry, ModelVersion, parse_selector
 
 if TYPE_CHECKING:
@@ -36,10 +37,10 @@ def record_registration(config: "PlatformConfig", model_version: ModelVersion, *
 
     store = store or open_store(config)
     if store.find_artifact("Model", uri=model_artifact_uri) is None:
-        raise LookupError(f"{model_version.selector}: no mlops.Model artifact with uri {model_artifact_uri} in "
+        raise RegistryNotFound(f"{model_version.selector}: no mlops.Model artifact with uri {model_artifact_uri} in "
                           "ML Metadata; record the Trainer's execution before the registration")
     if blessing_artifact_uri and store.find_artifact("ModelBlessing", uri=blessing_artifact_uri) is None:
-        raise LookupError(f"{model_version.selector}: no mlops.ModelBlessing artifact with uri "
+        raise RegistryNotFound(f"{model_version.selector}: no mlops.ModelBlessing artifact with uri "
                           f"{blessing_artifact_uri} in ML Metadata; record the Evaluator's execution first")
     manifest = model_version.manifest
     props = {"config_hash": manifest.get("config_hash"), "git_commit": manifest.get("git_commit")}
@@ -70,6 +71,6 @@ def lineage_for(config: "PlatformConfig", selector: str, *,
     store = store or open_store(config)
     artifact = store.find_artifact("PushedModel", name=selector)
     if artifact is None:
-        raise LookupError(f"{selector}: no mlops.PushedModel named {selector!r} in ML Metadata "
+        raise RegistryNotFound(f"{selector}: no mlops.PushedModel named {selector!r} in ML Metadata "
                           f"({config.metadata.backend}); it was registered without recording its lineage")
     return store.lineage(artifact.id)

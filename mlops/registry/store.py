@@ -40,11 +40,13 @@ from typing import Any, Iterable, Mapping
 
 from mlops import storage
 from mlops.config import join_uri
+from mlops.registry import locking
 from mlops.registry.aliases import AliasBook, AliasMove, check_alias_name, default_actor
-from mlops.registry.errors import NotBlessedError, RegistryError, RegistryNotFound
+from mlops.registry.errors import InvalidRegistryInput, NotBlessedError, RegistryError, RegistryNotFound
 
 MANIFEST = "manifest.json"
 CLAIM = ".claim"
+WITHDRAWN = ".withdrawn"  # marks the number of a registration undone after publication
 FORMAT_VERSION = 1
 STAGING, PRODUCTION = "staging", "production"
 DEFAULT_ALIASES = (PRODUCTION, STAGING)  # what a bare model name resolves to, in order
@@ -59,14 +61,14 @@ _MAX_ATTEMPTS = 1000
 def check_model_name(name: str) -> None:
     """Lower case only: MLMD names are case-insensitive on MySQL, and the name is a path part."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise RegistryError(f"invalid model name {name!r}: use lower-case letters, digits, '_' and '-'")
+        raise InvalidRegistryInput(f"invalid model name {name!r}: use lower-case letters, digits, '_' and '-'")
 
 
 def parse_selector(selector: str) -> tuple[str, str | None]:
     """"flights" -> ("flights", None); "flights@3" / "flights@production" -> ("flights", "3"/...)."""
     name, sep, ref = (selector or "").partition("@")
     if sep and (not ref or "@" in ref):
-        raise RegistryError(f"invalid model selector {selector!r}: use NAME, NAME@VERSION, NAME@ALIAS or NAME@latest")
+        raise InvalidRegistryInput(f"invalid model selector {selector!r}: use NAME, NAME@VERSION, NAME@ALIAS or NAME@latest")
     check_model_name(name)
     return name, (ref or None)
 
@@ -122,18 +124,27 @@ class ModelRegistry:
         return join_uri(self.root, name, "versions")
 
     def _book(self, name: str) -> AliasBook:
-        return AliasBook(join_uri(self.root, name), lock_timeout_s=self.lock_timeout_s)
+        def exists(version: int) -> bool:
+            return storage.exists(join_uri(self._versions_uri(name), str(version), MANIFEST))
+
+        return AliasBook(join_uri(self.root, name), lock_timeout_s=self.lock_timeout_s, version_exists=exists,
+                         versions=lambda: [v.version for v in self.versions(name)])
 
     # ---- registering -----------------------------------------------------------------------
     def register(self, name: str, model_dir: str, *, metrics: Mapping[str, Any], blessing: Mapping[str, Any],
                  dataset_versions: str | Iterable[str], config_hash: str, git_commit: str, task: Any,
                  output_key: str, features: Iterable[Any], extra: Mapping[str, Any] | None = None,
-                 mlmd_artifact_id: int | None = None, actor: str | None = None) -> ModelVersion:
+                 mlmd_artifact_id: int | None = None, actor: str | None = None,
+                 training_fingerprint: str | None = None) -> ModelVersion:
         """Copies the model files of `model_dir` into a new version and points `staging` at it.
 
         `features`: dicts {"name", "dtype"} or objects with .name/.dtype (mlops.artifacts.RawFeature),
         the raw inputs of the serving signature. `mlmd_artifact_id`: the trained mlops.Model in MLMD,
-        if known. Refuses an unblessed model and a directory without serving_model/ or model.tflite."""
+        if known. `training_fingerprint`: what the model was trained from (the Trainer's step-cache key:
+        dataset versions, config sections, code versions of every step up to it), which tells two
+        versions with the same inputs from two with different ones (`same_training_inputs`).
+        Refuses an unblessed model and a directory without serving_model/ or model.tflite, and
+        changes nothing when the model's alias files are damaged (CorruptRegistryFile)."""
         check_model_name(name)
         model_dir = str(model_dir)
         if not _is_blessed(blessing):
@@ -141,7 +152,7 @@ class ModelRegistry:
             raise NotBlessedError(f"refusing to register model {name!r} from {model_dir}: it is not blessed "
                                   f"({reason}); only models blessed by the Evaluator are registered")
         if not any(storage.exists(join_uri(model_dir, MODEL_FILES[k])) for k in ("serving_model", "tflite")):
-            raise RegistryError(f"refusing to register model {name!r}: {model_dir} holds neither "
+            raise InvalidRegistryInput(f"refusing to register model {name!r}: {model_dir} holds neither "
                                 f"{MODEL_FILES['serving_model']}/ nor {MODEL_FILES['tflite']}")
         actor = actor or default_actor()
         manifest = {
@@ -151,13 +162,33 @@ class ModelRegistry:
             "config_hash": config_hash, "git_commit": git_commit, "mlmd_artifact_id": mlmd_artifact_id,
             "task": getattr(task, "value", task), "output_key": output_key,
             "features": _feature_list(features), "extra": _jsonable(dict(extra or {}), "extra"),
+            "training_fingerprint": training_fingerprint,
         }
+        book = self._book(name)
+        book.check_move(STAGING)  # damaged alias files: refuse before copying anything
         versions_uri = self._versions_uri(name)
         publish = self._publish_local if storage.is_local(versions_uri) else self._publish_object_store
         version = publish(name, versions_uri, model_dir, manifest)
-        self._book(name).move(STAGING, version.version, action="register",
-                              reason=f"registered from {model_dir}", by=actor)
+        try:
+            book.move(STAGING, version.version, action="register", reason=f"registered from {model_dir}", by=actor)
+        except BaseException:
+            self._withdraw(version, book)
+            raise
         return version
+
+    def _withdraw(self, version: ModelVersion, book: AliasBook) -> None:
+        """Unpublishes a version whose staging move failed, so the failed registration leaves no
+        version behind; its number stays burnt (a marker file remains). Best effort, under the
+        alias lock, and only while no committed move names it (a concurrent promote might)."""
+        with contextlib.suppress(Exception), \
+                locking.exclusive(book.lock_uri, timeout_s=min(5.0, self.lock_timeout_s)):
+            if any(version.version in (m.from_version, m.to_version) for m in book.load(check_targets=False).history):
+                return
+            storage.write_bytes_atomic(join_uri(version.uri, WITHDRAWN), b"registration failed at its alias move\n")
+            storage.remove(join_uri(version.uri, MANIFEST))  # the version is invisible from here on
+            for entry in storage.listdir(version.uri):
+                if entry != WITHDRAWN:
+                    storage.remove(join_uri(version.uri, entry), recursive=True)
 
     def _publish_local(self, name: str, versions_uri: str, model_dir: str, manifest: dict) -> ModelVersion:
         storage.makedirs(versions_uri)
@@ -272,6 +303,18 @@ class ModelRegistry:
         self._require_model(name)
         return self._book(name).history()
 
+    def repair(self, name: str) -> dict[str, Any]:
+        """Rebuilds aliases.json from history.jsonl when it is unreadable or disagrees with it;
+        writes nothing on a consistent model. Returns {"problem", "changes", "aliases", ...}."""
+        self._require_model(name)
+        return self._book(name).repair()
+
+    def same_training_inputs(self, name: str, training_fingerprint: str | None) -> list[ModelVersion]:
+        """Versions registered from a model trained on the same inputs (data, config, code)."""
+        if not training_fingerprint or not storage.exists(self._versions_uri(name)):
+            return []
+        return [v for v in self.versions(name) if v.manifest.get("training_fingerprint") == training_fingerprint]
+
     # ---- moving aliases --------------------------------------------------------------------
     def promote(self, name: str, version: int | str, alias: str = PRODUCTION, reason: str = "", *,
                 actor: str | None = None) -> AliasMove:
@@ -299,7 +342,7 @@ def _is_blessed(blessing: Mapping[str, Any] | None) -> bool:
 
 def _version_number(name: str, version: int | str) -> int:
     if isinstance(version, bool) or not (isinstance(version, int) or str(version).isdigit()):
-        raise RegistryError(f"model {name!r}: invalid version {version!r}: versions are numbers 1, 2, 3...")
+        raise InvalidRegistryInput(f"model {name!r}: invalid version {version!r}: versions are numbers 1, 2, 3...")
     return int(version)
 
 
@@ -319,7 +362,7 @@ def _jsonable(value: Any, what: str) -> Any:
     try:
         return json.loads(json.dumps(value, default=default))
     except (TypeError, ValueError) as e:
-        raise RegistryError(f"{what}: {e}") from None
+        raise InvalidRegistryInput(f"{what}: {e}") from None
 
 
 def _feature_list(features: Iterable[Any]) -> list[dict[str, str]]:
@@ -327,11 +370,11 @@ def _feature_list(features: Iterable[Any]) -> list[dict[str, str]]:
     for f in features:
         name, dtype = (f.get("name"), f.get("dtype")) if isinstance(f, Mapping) else (f.name, f.dtype)
         if not name or not isinstance(dtype, str) or not dtype:
-            raise RegistryError(f"features: {f!r} needs a name and a dtype")
+            raise InvalidRegistryInput(f"features: {f!r} needs a name and a dtype")
         out.append({"name": str(name), "dtype": dtype})
     names = [f["name"] for f in out]
     if not out or len(set(names)) != len(names):
-        raise RegistryError(f"features: need a non-empty list of distinct names, got {names}")
+        raise InvalidRegistryInput(f"features: need a non-empty list of distinct names, got {names}")
     return out
 
 

@@ -87,7 +87,7 @@ def test_register_copies_model_files_writes_manifest_and_sets_staging(registry, 
     assert len(m["content_hash"]) == 64 and m["registered_by"] == "ci@runner" and m["mlmd_artifact_id"] is None
 
     assert registry.aliases("flights") == {"staging": 1}
-    assert json.loads((root.parents[1] / "aliases.json").read_text()) == {"staging": 1}
+    assert json.loads((root.parents[1] / "aliases.json").read_text()) == {"aliases": {"staging": 1}, "history_seq": 1}
     [move] = registry.history("flights")
     assert (move.seq, move.alias, move.from_version, move.to_version, move.action, move.by) == \
         (1, "staging", None, 1, "register", "ci@runner")

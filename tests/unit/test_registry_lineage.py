@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from mlops.config import load_config
-from mlops.registry import ModelRegistry, cli_ops
+from mlops.registry import ModelRegistry, RegistryNotFound, cli_ops
 from mlops.registry.lineage import lineage_for, record_registration
 from tests.support.fixtures import FLIGHTS_CONFIG
 from tests.unit.test_registry import make_model_dir, register
@@ -86,14 +86,14 @@ def test_lineage_errors_are_explicit(artifact_root, tmp_path):
     store = open_store(config)
     registry = ModelRegistry(config.artifact_root)
     version = register(registry, make_model_dir(tmp_path))
-    with pytest.raises(LookupError, match=r"flights@1: no mlops.Model artifact with uri /nowhere"):
+    with pytest.raises(RegistryNotFound, match=r"flights@1: no mlops.Model artifact with uri /nowhere"):
         record_registration(config, version, run_id="run-1", pipeline="training", model_artifact_uri="/nowhere",
                             store=store)
     uri = record_training_run(store, "run-1", str(artifact_root))
-    with pytest.raises(LookupError, match="no mlops.ModelBlessing artifact"):
+    with pytest.raises(RegistryNotFound, match="no mlops.ModelBlessing artifact"):
         record_registration(config, version, run_id="run-1", pipeline="training", model_artifact_uri=uri["model"],
                             blessing_artifact_uri="/nowhere", store=store)
-    with pytest.raises(LookupError, match="flights@1: no mlops.PushedModel named 'flights@1'"):
+    with pytest.raises(RegistryNotFound, match="flights@1: no mlops.PushedModel named 'flights@1'"):
         lineage_for(config, "flights@1", store=store)
-    with pytest.raises(LookupError, match="no alias 'production'"):
+    with pytest.raises(RegistryNotFound, match="no alias 'production'"):
         lineage_for(config, "flights@production", store=store)
