@@ -62,6 +62,27 @@ def models_rollback(config_path, name, alias, reason):
     emit_json(cli_ops.rollback(load(config_path).artifact_root, name, alias, reason))
 
 
+@models.command("repair")
+@config_option
+@click.argument("name")
+def models_repair(config_path, name):
+    """Rebuild a model's aliases.json from its history.jsonl if it is damaged (prints what changed)."""
+    from mlops.registry import cli_ops
+
+    emit_json(cli_ops.repair(load(config_path).artifact_root, name))
+
+
+@models.command("diff")
+@config_option
+@click.argument("selector_a")
+@click.argument("selector_b")
+def models_diff(config_path, selector_a, selector_b):
+    """Say why two versions differ: same training inputs but different bytes, or different data/config/code."""
+    from mlops.registry import cli_ops
+
+    emit_json(cli_ops.diff(load(config_path).artifact_root, selector_a, selector_b))
+
+
 @click.command("lineage")
 @config_option
 @click.argument("selector")

@@ -128,6 +128,32 @@ def test_a_damaged_history_is_named_with_its_line(released):
         cli_ops.repair(str(root), "flights")
 
 
+def test_models_cli_prints_one_line_for_a_corrupt_file_and_repairs_it(released, monkeypatch):
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    root, _, model_root = released
+    aliases = model_root / "aliases.json"
+    aliases.write_bytes(aliases.read_bytes()[:10])
+    monkeypatch.setenv("MLOPS_ARTIFACT_ROOT", str(root))
+    runner = CliRunner()
+    for args in (["list"], ["list", "flights"], ["show", "flights"], ["promote", "flights@1"], ["rollback", "flights"]):
+        out = runner.invoke(cli, ["models", *args])
+        assert out.exit_code == 1 and out.output.startswith(f"Error: {aliases}: is not valid JSON"), (args, out.output)
+        assert out.output.count("\n") == 1 and "Traceback" not in out.output, out.output
+    repaired = runner.invoke(cli, ["models", "repair", "flights"])
+    assert repaired.exit_code == 0, repaired.output
+    report = json.loads(repaired.output)
+    assert report["changed"] and report["changes"] == [{"alias": "production", "was": None, "now": 2},
+                                                       {"alias": "staging", "was": None, "now": 3}]
+    again = runner.invoke(cli, ["models", "repair", "flights"])
+    assert json.loads(again.output)["changed"] is False
+    assert json.loads(runner.invoke(cli, ["models", "show", "flights"]).output)["selector"] == "flights@2"
+    diff = runner.invoke(cli, ["models", "diff", "flights@1", "flights@2"])
+    assert json.loads(diff.output)["same_bytes"] is False, diff.output
+
+
 # ---- a writer that fails or dies between its two writes --------------------------------------
 
 def _fail_on_aliases_write(monkeypatch, error: BaseException):
