@@ -81,19 +81,80 @@ def fingerprint_of(artifact_dir: str) -> str:
     return storage.tree_hash(artifact_dir)
 
 
-def source_version(name: str, *modules: str) -> str:
-    """A component's code version for the step cache: its name and a hash of the source of the
-    modules that decide its outputs, so an edited step never serves outputs of its old code."""
-    import hashlib
+# Top-level packages of this project: a step's code version follows imports into these only
+# (third-party code is pinned by the image's lock file, which is part of the image, not the key).
+PROJECT_PACKAGES = ("mlops", "components", "serving", "pipelines")
+
+
+def _module_file(module: str) -> str | None:
     import importlib.util
 
-    digest = hashlib.sha256()
-    for module in modules:
+    try:
         spec = importlib.util.find_spec(module)
-        if spec is None or not spec.origin:
-            raise ImportError(f"source_version: module {module} not found")
-        with open(spec.origin, "rb") as f:
-            digest.update(f.read())
+    except (ImportError, ValueError):  # a parent is not a package: `from pkg.mod import name`
+        return None
+    return spec.origin if spec is not None and spec.origin and spec.origin.endswith(".py") else None
+
+
+def _imported_modules(path: str, module: str) -> set[str]:
+    """Project modules named by any import statement of a source file (module level or inside
+    functions, where this project imports its heavy dependencies lazily)."""
+    import ast
+
+    with open(path, "rb") as f:
+        tree = ast.parse(f.read(), filename=path)
+    package = module if path.endswith("__init__.py") else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative import
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+            # `from pkg import name`: name may be a submodule (a file) or an attribute of pkg.
+            names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            if name.split(".")[0] not in PROJECT_PACKAGES:
+                continue
+            parts = name.split(".")
+            # The package __init__ files on the way run too, and belong to the code version.
+            found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return found
+
+
+def import_closure(*entry_modules: str) -> dict[str, str]:
+    """module -> source file of every project module the entry modules import, transitively."""
+    seen: dict[str, str] = {}
+    todo = list(entry_modules)
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        path = _module_file(module)
+        if path is None:
+            if module in entry_modules:
+                raise ImportError(f"source_version: module {module} not found")
+            continue  # an attribute imported from a package, not a module
+        seen[module] = path
+        todo.extend(_imported_modules(path, module) - seen.keys())
+    return seen
+
+
+def source_version(name: str, *entry_modules: str) -> str:
+    """A step's code version for the step cache: its name and a hash of the source of every
+    project module its entry modules import, transitively (the import graph, read from the source
+    without importing it), so an edited helper two imports away is a cache miss. Entry modules are
+    the executor and any module it runs by name in a child process (a TF worker)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for module, path in sorted(import_closure(*entry_modules).items()):
+        with open(path, "rb") as f:
+            digest.update(module.encode() + b"\0" + f.read() + b"\0")
     return f"{name}/{digest.hexdigest()[:12]}"
 
 
@@ -157,13 +218,38 @@ class StepCache:
         return storage.read_json(result_uri)
 
     def store(self, component: str, key: str, outputs: dict[str, str], result: dict) -> None:
+        """Stores a run's outputs under its key. Atomic: the entry is built in a private staging
+        directory and renamed into place, so two identical runs storing at once (or a reader
+        restoring meanwhile) never see a mix; the first complete entry wins, later ones are dropped."""
+        import uuid
+
         from mlops import storage
 
         entry = self._entry(component, key)
-        for name, out_dir in outputs.items():
-            storage.remove(f"{entry}/{name}", recursive=True)
-            _copy_tree(out_dir, f"{entry}/{name}")
-        storage.write_json_atomic(f"{entry}/{RESULT_FILE}", result)
+        storage.remove_stale_temps(f"{self.root}/{component}")  # staging dirs of killed runs
+        if storage.exists(f"{entry}/{RESULT_FILE}"):
+            return  # an identical run stored it first: same key, same content
+        staging = f"{self.root}/{component}/.tmp-{key}-{uuid.uuid4().hex[:8]}"
+        try:
+            for name, out_dir in outputs.items():
+                _copy_tree(out_dir, f"{staging}/{name}")
+            storage.write_json_atomic(f"{staging}/{RESULT_FILE}", result)
+            if storage.is_local(entry):
+                try:
+                    # rename(2) of a directory fails when the target exists and is not empty.
+                    os.rename(storage.local_path(staging), storage.local_path(entry))
+                except OSError:
+                    if not storage.exists(f"{entry}/{RESULT_FILE}"):
+                        # A half-stored entry left by a killed run of older code: replace it.
+                        storage.remove(entry, recursive=True)
+                        os.rename(storage.local_path(staging), storage.local_path(entry))
+            else:
+                # Object stores have no directory rename: copy, RESULT_FILE last (readers key on it).
+                for name in outputs:
+                    _copy_tree(f"{staging}/{name}", f"{entry}/{name}")
+                storage.write_json_atomic(f"{entry}/{RESULT_FILE}", result)
+        finally:
+            storage.remove(staging, recursive=True)
 
 
 def run_cached(config: PlatformConfig, component: str, code_version: str, *, sections: list[str],

@@ -25,7 +25,7 @@ from mlops.steps import source_version
 from mlops.config import PlatformConfig, SplitSpec, join_uri
 from mlops.datasets.repository import DatasetError, DatasetRepository
 
-CODE_VERSION = source_version("example_gen", __name__, "mlops.artifacts", "mlops.features.store")
+CODE_VERSION = source_version("example_gen", __name__)
 
 
 class ExampleGenError(ValueError):
@@ -145,10 +145,13 @@ def run_step(config: PlatformConfig, *, selector: str, out_dir: str, out_uri: st
     except DatasetError as e:
         raise ExampleGenError(str(e)) from None
     feature_versions: list[str] = []
+    feature_definitions = None
     if config.features is not None:
         from mlops.features import store as feature_store
 
         feature_versions = sorted(entry["version"] for entry in feature_store.read_sources(config).values())
+        # An edited feature view (a new TTL, another column) changes the training set: a miss.
+        feature_definitions = feature_store.definitions_fingerprint(config)
 
     def work() -> dict:
         return asdict(run_example_gen(config, selector, out_dir))
@@ -156,7 +159,8 @@ def run_step(config: PlatformConfig, *, selector: str, out_dir: str, out_uri: st
     result, cached = run_cached(
         config, "example_gen", CODE_VERSION, sections=["dataset", "features", "split"], inputs={},
         outputs={"examples": out_dir},
-        params={"datasets": [v.id for v in versions], "feature_sources": feature_versions}, work=work,
+        params={"datasets": [v.id for v in versions], "feature_sources": feature_versions,
+                "feature_definitions": feature_definitions}, work=work,
         enabled=enable_cache)
     inputs = {"dataset": [dataset_ref(v) for v in versions]}
     if feature_versions:

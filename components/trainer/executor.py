@@ -32,8 +32,9 @@ from mlops.registry.store import model_content_hash
 from mlops.steps import record_step, source_version
 
 COMPONENT = "trainer"
-CODE_VERSION = source_version("trainer", __name__, "components.trainer.worker", "mlops.modeling.model", "mlops.modeling.preprocessing", "mlops.modeling.tflite_export")
 WORKER_MODULE = "components.trainer.worker"
+# The executor and the worker it runs by name: their imports, transitively, are the code version.
+CODE_VERSION = source_version("trainer", __name__, WORKER_MODULE)
 LOGS = "logs"
 CHECKPOINTS = "checkpoints"
 PARITY_TOLERANCE = 1e-4

@@ -29,8 +29,9 @@ from mlops.modeling.child import ChildError, run_child
 from mlops.steps import record_step, source_version
 
 COMPONENT = "transform"
-CODE_VERSION = source_version("transform", __name__, "components.transform.worker", "mlops.modeling.preprocessing")
 WORKER_MODULE = "components.transform.worker"
+# The executor and the worker it runs by name: their imports, transitively, are the code version.
+CODE_VERSION = source_version("transform", __name__, WORKER_MODULE)
 DEFAULT_BATCH_ROWS = 10_000  # rows per Arrow RecordBatch fed to TFT
 
 log = logging.getLogger(__name__)

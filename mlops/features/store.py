@@ -317,6 +317,17 @@ def _current_apply(config: PlatformConfig) -> dict | None:
     return None
 
 
+def definitions_fingerprint(config: PlatformConfig) -> str:
+    """sha256 of every file of the feature repo (definitions, store YAMLs): what the features of a
+    training set mean, beside the data they are computed from."""
+    repo = Path(_features(config).repo)
+    h = hashlib.sha256()
+    for path in sorted(p for p in repo.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        h.update(f"\0{path.relative_to(repo).as_posix()}\0".encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
 def apply_key(config: PlatformConfig) -> str:
     """Identity of what apply(config) would write: the config's dataset and features sections
     (the feature service check reads both), the Feast variables, Feast's version, every file of
@@ -326,10 +337,7 @@ def apply_key(config: PlatformConfig) -> str:
         "dataset": config.dataset.model_dump(mode="json"), "features": features.model_dump(mode="json"),
         "env": feast_env(config), "feast": importlib.metadata.version("feast"),
     }, sort_keys=True, default=str).encode())
-    repo = Path(features.repo)
-    for path in sorted(p for p in repo.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-        h.update(f"\0{path.relative_to(repo).as_posix()}\0".encode())
-        h.update(path.read_bytes())
+    h.update(definitions_fingerprint(config).encode())
     with open(sources_path(config), "rb") as f:
         h.update(b"\0sources\0" + f.read())
     return h.hexdigest()

@@ -1,11 +1,13 @@
 """The content-keyed step cache (mlops.steps.run_cached): what makes a hit, what makes a miss."""
 
+import sys
 from pathlib import Path
 
 import pytest
 
 from mlops.config import load_config
-from mlops.steps import FINGERPRINT_FILE, cache_key, run_cached, source_version
+from mlops import steps
+from mlops.steps import FINGERPRINT_FILE, StepCache, cache_key, run_cached, source_version
 
 from tests.support.fixtures import FLIGHTS_CONFIG
 
@@ -84,6 +86,105 @@ def test_downstream_key_follows_upstream_fingerprint(config, tmp_path):
 def test_source_version_tracks_module_source():
     v = source_version("x", "mlops.steps")
     assert v.startswith("x/") and v == source_version("x", "mlops.steps")
-    assert v != source_version("x", "mlops.steps", "mlops.config")
+    assert v != source_version("y", "mlops.steps")
     with pytest.raises(ImportError):
         source_version("x", "mlops.no_such_module")
+
+
+@pytest.fixture
+def fake_project(tmp_path, monkeypatch):
+    """A package `fakeproj` on sys.path, treated as a project package: entry -> helper (imported
+    inside a function, as this project imports its heavy dependencies) -> deep (`from pkg import`)."""
+    pkg = tmp_path / "fakeproj"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "entry.py").write_text("def run():\n    from fakeproj.helper import work\n    return work()\n")
+    (pkg / "helper.py").write_text("from fakeproj import deep\n\ndef work():\n    return deep.VALUE\n")
+    (pkg / "deep.py").write_text("import numpy\nVALUE = 1\n")
+    (pkg / "unrelated.py").write_text("VALUE = 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m.split(".")[0] == "fakeproj"]:  # another test's copy
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(steps, "PROJECT_PACKAGES", (*steps.PROJECT_PACKAGES, "fakeproj"))
+    return pkg
+
+
+def test_code_version_follows_the_import_graph(fake_project):
+    assert set(steps.import_closure("fakeproj.entry")) == {"fakeproj", "fakeproj.entry", "fakeproj.helper",
+                                                             "fakeproj.deep"}
+    before = source_version("step", "fakeproj.entry")
+    (fake_project / "unrelated.py").write_text("VALUE = 3\n")
+    assert source_version("step", "fakeproj.entry") == before  # not imported: not part of the version
+    (fake_project / "deep.py").write_text("import numpy\nVALUE = 10\n")  # two imports away
+    assert source_version("step", "fakeproj.entry") != before
+
+
+def test_a_changed_helper_two_imports_away_is_a_cache_miss(config, tmp_path, fake_project):
+    a = make_input(tmp_path, "in", "rows")
+    calls = []
+
+    def run(out):
+        version = source_version("step", "fakeproj.entry")
+        return run_cached(config, "step", version, sections=[], inputs={"x": a}, outputs={"o": str(tmp_path / out)},
+                          params={}, work=lambda: calls.append(out) or {})[1]
+
+    assert run("r1") is False and run("r2") is True
+    (fake_project / "deep.py").write_text("import numpy\nVALUE = 10\n")
+    assert run("r3") is False and calls == ["r1", "r3"]
+
+
+def test_step_code_versions_cover_what_the_steps_import():
+    """The Trainer's TFLite parity comes from mlops.modeling.predictions and tflite_predictor, which
+    its worker imports; the Evaluator's metrics from modules beyond its own file."""
+    from components.trainer.executor import WORKER_MODULE
+
+    trainer = steps.import_closure("components.trainer.executor", WORKER_MODULE)
+    assert {"mlops.modeling.predictions", "mlops.modeling.tflite_predictor", "mlops.modeling.model",
+            "mlops.modeling.preprocessing"} <= set(trainer)
+    assert len(steps.import_closure("components.evaluator.executor")) > 3
+
+
+def test_concurrent_identical_stores_leave_one_complete_entry(config, tmp_path):
+    import threading
+
+    cache = StepCache(config)
+    outs = []
+    for i in range(6):
+        out = tmp_path / f"out{i}"
+        (out / "sub").mkdir(parents=True)
+        for j in range(20):
+            (out / "sub" / f"f{j}").write_text(f"payload {j}")
+        outs.append(str(out))
+    errors = []
+
+    def store(out):
+        try:
+            cache.store("step", "k" * 32, {"o": out}, {"n": 1})
+        except Exception as e:  # noqa: BLE001  (any failure of a concurrent store is the bug)
+            errors.append(e)
+
+    threads = [threading.Thread(target=store, args=(out,)) for out in outs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    entry = Path(cache.root, "step", "k" * 32)
+    assert sorted(p.name for p in (entry / "o" / "sub").iterdir()) == sorted(f"f{j}" for j in range(20))
+    assert [p.name for p in entry.parent.iterdir() if p.name.startswith(".tmp-")] == []  # no staging left
+    restored = tmp_path / "restored"
+    assert cache.restore("step", "k" * 32, {"o": str(restored)}) == {"n": 1}
+
+
+def test_feature_definitions_fingerprint_changes_with_the_repo(tmp_path):
+    import shutil
+
+    from mlops.features.store import definitions_fingerprint
+    from tests.support.fixtures import REPO
+
+    repo = tmp_path / "feature_repo"
+    shutil.copytree(REPO / "feature_repo", repo, ignore=shutil.ignore_patterns("__pycache__"))
+    cfg = load_config(FLIGHTS_CONFIG, overrides={"features.repo": str(repo)})
+    before = definitions_fingerprint(cfg)
+    (repo / "definitions.py").write_text((repo / "definitions.py").read_text() + "\n# a changed view\n")
+    assert definitions_fingerprint(cfg) != before
