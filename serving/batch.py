@@ -54,7 +54,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from serving.predictor import CATEGORICAL, NUMERIC, InputSpec, PredictionInputError, as_numeric, as_text
+from mlops.errors import InvalidInput
+from serving.predictor import CATEGORICAL, NUMERIC, InputSpec, PredictionInputError, as_numeric, as_text, check_values
 
 if TYPE_CHECKING:
     from serving.enrichment import FeatureEnricher
@@ -66,7 +67,7 @@ SOURCE = "batch"  # the payload log's `source`
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 
-class BatchInputError(ValueError):
+class BatchInputError(InvalidInput):
     """The input or the options are wrong (unknown dataset, missing columns, no rows, a value of
     the wrong type): nothing is written."""
 
@@ -501,7 +502,10 @@ def _encoded_chunks(inp: BatchInput, plan: ColumnPlan, chunk_rows: int) -> Itera
             return
         t1 = time.perf_counter()
         try:
-            features = {s.name: encode_column(s, table.column(s.name)) for s in plan.direct}
+            # the online request's value rules too (finite FP32 numbers); a dataset's gaps are taken
+            # as training took them (imputed), so every model input may be missing here
+            features = {s.name: check_values(s, encode_column(s, table.column(s.name)), table.column(s.name))
+                        for s in plan.direct}
             lookup = {s.name: encode_column(s, table.column(s.name)) for s in plan.lookup_keys}
             if plan.time_column:
                 lookup[plan.time_column] = encode_time(table.column(plan.time_column))

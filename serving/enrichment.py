@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
+import pandas as pd
 
 from serving.predictor import CATEGORICAL, NUMERIC, InputSpec, PredictionInputError, as_numeric, as_text
 
@@ -39,9 +40,59 @@ class RequestSchema:
         return self.required + self.optional
 
 
-def _epoch_seconds_to_iso(values: np.ndarray) -> np.ndarray:
-    return np.array([dt.datetime.fromtimestamp(float(v), dt.timezone.utc).isoformat() if np.isfinite(v) else ""
+# The times the feature lookup can take (pandas' Timestamp range), as epoch seconds.
+_EARLIEST, _LATEST = pd.Timestamp.min.ceil("s").timestamp(), pd.Timestamp.max.floor("s").timestamp()
+
+
+def _time_error(name: str, value, row: int) -> PredictionInputError:
+    return PredictionInputError(f"input {name!r}: {value!r} at row {row} is not a time: send ISO-8601 text or epoch "
+                                f"seconds, between {pd.Timestamp.min.year + 1} and {pd.Timestamp.max.year - 1}")
+
+
+def _epoch_seconds_to_iso(name: str, values: np.ndarray) -> np.ndarray:
+    """Epoch seconds -> ISO-8601 UTC text; NaN (missing) -> "" (the lookup then uses the current time)."""
+    bad = ~np.isnan(values) & ~((values >= _EARLIEST) & (values <= _LATEST))  # inf, or beyond the range
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise _time_error(name, values[i].item(), i)
+    return np.array([dt.datetime.fromtimestamp(float(v), dt.timezone.utc).isoformat() if v == v else ""
                      for v in values], dtype=object)
+
+
+def request_times(name: str, values) -> np.ndarray:
+    """The event time column as ISO-8601 UTC text per row ("" = missing: the current time), from
+    epoch seconds or text; what the lookup cannot take is refused here, naming the column."""
+    arr = np.asarray(values)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr.reshape(-1)
+    if arr.ndim != 1:
+        raise PredictionInputError(f"input {name!r}: expected shape [n] or [n, 1], got {list(arr.shape)}")
+    if arr.dtype.kind in "iuf":
+        return _epoch_seconds_to_iso(name, arr.astype(np.float64))
+    out = np.empty(len(arr), dtype=object)
+    for i, v in enumerate(arr.tolist()):
+        if isinstance(v, bytes):
+            try:
+                v = v.decode("utf-8")
+            except UnicodeDecodeError:
+                raise PredictionInputError(f"input {name!r}: row {i} is not valid UTF-8") from None
+        if v is None or v == "" or (isinstance(v, float) and v != v):
+            out[i] = ""
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            if not _EARLIEST <= v <= _LATEST:  # also inf; NaN was taken as missing above
+                raise _time_error(name, v, i)
+            out[i] = dt.datetime.fromtimestamp(float(v), dt.timezone.utc).isoformat()
+        elif isinstance(v, str):
+            try:
+                ts = pd.Timestamp(v)
+            except (ValueError, OverflowError):
+                raise _time_error(name, v, i) from None
+            if ts is pd.NaT:
+                raise _time_error(name, v, i)
+            out[i] = (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).isoformat()
+        else:
+            raise _time_error(name, v, i)
+    return out
 
 
 class FeatureEnricher:
@@ -63,10 +114,17 @@ class FeatureEnricher:
                             if self.lookup else [])
         self._store = store
         model_names = {s.name for s in self.model_inputs}
-        required = [s for s in self.model_inputs if s.name not in provided]
+        # Missing values (null, NaN, "") are allowed only in what the feature store provides: the
+        # store may know nothing of an entity, so the model was trained with those gaps and imputes
+        # them. The request's own fields (entity keys, request-time features) always had a value
+        # in training (presence 1.0 in the dataset's schema): a gap there is a client bug.
+        may_be_missing = provided_by_feature_store(config)
+        specs = [InputSpec(s.name, s.dtype, nullable=s.name in may_be_missing) for s in self.model_inputs]
+        required = [s for s in specs if s.name not in provided]
         if self.lookup:
-            required += [InputSpec(k, CATEGORICAL) for k in self.lookup_keys if k not in model_names]
-        optional = ([InputSpec(self.time_column, CATEGORICAL)] if self.time_column else []) + self.store_features
+            required += [InputSpec(k, CATEGORICAL, nullable=False) for k in self.lookup_keys if k not in model_names]
+        optional = (([InputSpec(self.time_column, CATEGORICAL)] if self.time_column else [])
+                    + [s for s in specs if s.name in provided])
         self.schema = RequestSchema(sorted(required, key=lambda s: s.name), optional)
         self.rows_without_features = 0  # rows the store knew nothing about (defaults used)
 
@@ -77,33 +135,30 @@ class FeatureEnricher:
             self._store = feature_store(self.config)
         return self._store
 
-    def _time_values(self, values) -> np.ndarray:
-        arr = np.asarray(values)
-        if arr.dtype.kind in "iuf":
-            return _epoch_seconds_to_iso(arr.astype(np.float64).reshape(-1))
-        return as_text(self.time_column, arr).reshape(-1)
-
-    def check(self, rows: Mapping[str, object], *, max_rows: int | None = None) -> tuple[dict[str, np.ndarray], int]:
-        """The request columns checked against the schema: (encoded columns except the time
-        column, row count). PredictionInputError names what is wrong."""
+    def check(self, rows: Mapping[str, object], *, max_rows: int | None = None,
+              datatypes: Mapping[str, str] | None = None) -> tuple[dict[str, np.ndarray], int]:
+        """The request columns checked against the schema: (encoded columns, the time column as
+        ISO-8601 text when given, row count). `datatypes`: the v2 tensors' declared datatypes.
+        PredictionInputError names what is wrong."""
         from serving.predictor import validate_rows
 
         given_optional = [s for s in self.schema.optional if s.name in rows and s.name != self.time_column]
-        has_time = self.time_column is not None and self.time_column in rows
-        return validate_rows(self.schema.required + given_optional, rows, max_rows=max_rows,
-                             allow_extra=[self.time_column] if has_time else ())
+        checked, n = validate_rows(self.schema.required + given_optional, rows, max_rows=max_rows,
+                                   allow_extra=[s.name for s in self.schema.optional], datatypes=datatypes)
+        if self.time_column is not None and self.time_column in rows:
+            times = request_times(self.time_column, rows[self.time_column])
+            if len(times) != n:
+                raise PredictionInputError(f"input {self.time_column!r}: {len(times)} rows, expected {n}")
+            checked[self.time_column] = times
+        return checked, n
 
-    def complete(self, rows: Mapping[str, object], *, max_rows: int | None = None) -> tuple[dict[str, np.ndarray], int]:
+    def complete(self, rows: Mapping[str, object], *, max_rows: int | None = None,
+                 datatypes: Mapping[str, str] | None = None) -> tuple[dict[str, np.ndarray], int]:
         """Validated request columns -> (every model input as a raw column, row count)."""
-        checked, n = self.check(rows, max_rows=max_rows)
+        checked, n = self.check(rows, max_rows=max_rows, datatypes=datatypes)
         missing_store = [s for s in self.store_features if s.name not in checked]
         if missing_store:
-            times = None
-            if self.time_column is not None and self.time_column in rows:
-                times = self._time_values(rows[self.time_column])
-                if len(times) != n:
-                    raise PredictionInputError(f"input {self.time_column!r}: {len(times)} rows, expected {n}")
-            fetched = self.fetch(checked, n, times)
+            fetched = self.fetch(checked, n, checked.get(self.time_column) if self.time_column else None)
             for spec in missing_store:
                 checked[spec.name] = fetched[spec.name]
         return {s.name: checked[s.name] for s in self.model_inputs}, n

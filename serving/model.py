@@ -17,8 +17,9 @@ One request = KServe's three stages, each timed by KServe's histograms:
                  model_name, model_version and the request id; v1 {"predictions": [...]}
 
 A request takes `handle.current` once, at its start, and finishes on that version even if a hot
-reload swaps the model meanwhile (serving.handle). Client errors (PredictionInputError) become
-KServe's InvalidInput: HTTP 400 / gRPC INVALID_ARGUMENT with the message naming the problem.
+reload swaps the model meanwhile (serving.handle). Client errors (PredictionInputError, an
+mlops.errors.InvalidInput) are HTTP 400 / gRPC INVALID_ARGUMENT with the message naming the problem
+(serving.server maps the platform's errors by mlops.errors.status_of).
 
 Readiness: `ready` is False until the model is loaded and warmed up; KServe answers 503 for the
 model (and our data plane for the server) until then.
@@ -40,7 +41,7 @@ from typing import Any, Callable
 import numpy as np
 from kserve import InferInput, InferOutput, InferRequest, InferResponse, Model
 from kserve.model import InferenceVerb
-from kserve.errors import InvalidInput, ModelNotReady
+from kserve.errors import ModelNotReady
 
 from serving import metrics
 from serving.handle import ModelHandle, ServedModel, _is_dir_source
@@ -238,9 +239,13 @@ class RegistryModel(Model):
 
     def get_input_types(self) -> list[dict]:
         """The request schema (what a client sends: required inputs, then optional ones such as the
-        event time or a store feature to override), one [-1] tensor per field."""
+        event time or a store feature to override), one [-1] tensor per field. `parameters` says
+        which are optional (Triton's word, from its model config) and which may hold missing values
+        (null, or NaN in FP32)."""
         schema = self._served().enricher.schema
-        return [{"name": s.name, "datatype": "FP32" if s.dtype == NUMERIC else "BYTES", "shape": [-1]}
+        optional = {s.name for s in schema.optional}
+        return [{"name": s.name, "datatype": "FP32" if s.dtype == NUMERIC else "BYTES", "shape": [-1],
+                 "parameters": {"optional": s.name in optional, "nullable": s.nullable}}
                 for s in schema.all]
 
     def get_output_types(self) -> list[dict]:
@@ -266,33 +271,31 @@ class RegistryModel(Model):
 
     async def preprocess(self, payload, headers: dict[str, str] | None = None) -> Prepared:
         served = self._served()
-        try:
-            if isinstance(payload, InferRequest):
-                protocol = V2
-                if payload.request_outputs:
-                    unknown = sorted({o.name for o in payload.request_outputs} - {OUTPUT})
-                    if unknown:
-                        raise PredictionInputError(f"unknown output(s) {unknown}; the model gives [{OUTPUT!r}]")
-                rows = columns_from_tensors((Tensor(i.name, i.datatype, i.shape, i.data, i._raw_data)
-                                             for i in payload.inputs), max_rows=self.max_rows)
-                # kserve 0.21: a response id of None fails its pydantic response model, so a
-                # request without an id gets one here (and it keys the payload log).
-                request_id = payload.id or new_request_id()
-            else:
-                if isinstance(payload, (bytes, str)):  # v1 JSON sent without a JSON content type
-                    payload = _json_body(payload)
-                protocol = V1
-                rows = columns_from_v1(payload, max_rows=self.max_rows)
-                request_id = (headers or {}).get("x-request-id") or new_request_id()
-            enricher = served.enricher
-            if self._offload() and enricher.lookup and any(s.name not in rows for s in enricher.store_features):
-                # one Feast online read: off the event loop
-                columns, n = await asyncio.get_running_loop().run_in_executor(
-                    self.pool, partial(enricher.complete, rows, max_rows=self.max_rows))
-            else:  # no lookup (checks only, tens of microseconds), or no other request to serve meanwhile
-                columns, n = enricher.complete(rows, max_rows=self.max_rows)
-        except PredictionInputError as e:
-            raise InvalidInput(str(e)) from None
+        if isinstance(payload, InferRequest):
+            protocol = V2
+            if payload.request_outputs:
+                unknown = sorted({o.name for o in payload.request_outputs} - {OUTPUT})
+                if unknown:
+                    raise PredictionInputError(f"unknown output(s) {unknown}; the model gives [{OUTPUT!r}]")
+            datatypes: dict[str, str] | None = {}
+            rows = columns_from_tensors((Tensor(i.name, i.datatype, i.shape, i.data, i._raw_data)
+                                         for i in payload.inputs), max_rows=self.max_rows, datatypes=datatypes)
+            # kserve 0.21: a response id of None fails its pydantic response model, so a
+            # request without an id gets one here (and it keys the payload log).
+            request_id = payload.id or new_request_id()
+        else:
+            if isinstance(payload, (bytes, str)):  # v1 JSON sent without a JSON content type
+                payload = _json_body(payload)
+            protocol, datatypes = V1, None
+            rows = columns_from_v1(payload, max_rows=self.max_rows)
+            request_id = (headers or {}).get("x-request-id") or new_request_id()
+        enricher = served.enricher
+        if self._offload() and enricher.lookup and any(s.name not in rows for s in enricher.store_features):
+            # one Feast online read: off the event loop
+            columns, n = await asyncio.get_running_loop().run_in_executor(
+                self.pool, partial(enricher.complete, rows, max_rows=self.max_rows, datatypes=datatypes))
+        else:  # no lookup (checks only, tens of microseconds), or no other request to serve meanwhile
+            columns, n = enricher.complete(rows, max_rows=self.max_rows, datatypes=datatypes)
         return Prepared(served, columns, n, request_id, protocol, payload if protocol == V2 else None,
                         version=served.version)
 

@@ -13,7 +13,10 @@ Trainer). `savedmodel` needs TensorFlow; `tflite` only NumPy and a TFLite interp
 both and picks by batch size (AutoPredictor).
 
 `validate_rows` is the request checker every entry point (REST, gRPC, batch, stream) shares:
-it names the input that is missing, unknown, of the wrong type or of the wrong length.
+it names the input that is missing, unknown, of the wrong type or of the wrong length, and the row
+whose value the input cannot take (`check_values`: a number FP32 does not hold, inf, a missing
+value where the input is not `nullable`). Batch encodes Arrow columns its own vectorized way and
+applies the same `check_values`.
 """
 
 from __future__ import annotations
@@ -25,20 +28,26 @@ from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 
+from mlops.errors import InvalidInput
+
 # MODEL_FILES (mlops.registry.store) is imported inside the functions that need it: an edge bundle
 # (serving/edge.py) ships this module with NumPy only, without the registry's pandas/pydantic/fsspec.
 
 NUMERIC, CATEGORICAL = "float32", "string"
 
 
-class PredictionInputError(ValueError):
-    """The request is wrong (names, types, shapes): the client's fault, a 4xx."""
+class PredictionInputError(InvalidInput):
+    """The request is wrong (names, types, shapes, values): the client's fault, a 400 / INVALID_ARGUMENT."""
 
 
 @dataclass(frozen=True)
 class InputSpec:
     name: str
     dtype: str  # NUMERIC ("float32") or CATEGORICAL ("string")
+    # May a row leave it missing (null, NaN; "" for a category)? The model imputes every feature
+    # (training mean + missing indicator, the missing token), but the request schema says which
+    # ones a caller may leave out (serving.enrichment: only what the feature store would provide).
+    nullable: bool = True
 
 
 class Predictor(Protocol):
@@ -49,28 +58,73 @@ class Predictor(Protocol):
 
 
 def as_numeric(name: str, values) -> np.ndarray:
-    """float32 column; None -> NaN. Text that is not a number is the client's error."""
+    """float32 column; None -> NaN (missing). Text that is not a number, booleans, and a number
+    float32 does not hold (inf, "1e400", 1e39) are the client's error."""
     arr = np.asarray(values)
     if arr.dtype == object or arr.dtype.kind in "US":
         out = np.empty(arr.shape, dtype=np.float32)
         flat = arr.reshape(-1)
         o = out.reshape(-1)
-        for i, v in enumerate(flat.tolist()):  # Python values: an error shows 'x', not np.str_('x')
-            if v is None:
-                o[i] = np.nan
-            elif isinstance(v, (bool, np.bool_)):
-                raise PredictionInputError(f"input {name!r}: expected numbers, got a boolean at row {i}")
-            else:
-                try:
-                    o[i] = float(v)
-                except (TypeError, ValueError):
-                    raise PredictionInputError(f"input {name!r}: expected numbers, got {v!r} at row {i}") from None
-        return out
-    if arr.dtype.kind == "b":
+        with np.errstate(over="ignore"):
+            for i, v in enumerate(flat.tolist()):  # Python values: an error shows 'x', not np.str_('x')
+                if v is None:
+                    o[i] = np.nan
+                elif isinstance(v, (bool, np.bool_)):
+                    raise PredictionInputError(f"input {name!r}: expected numbers, got a boolean at row {i}")
+                else:
+                    try:
+                        o[i] = float(v)
+                    except OverflowError:  # an integer beyond float64
+                        o[i] = np.inf
+                    except (TypeError, ValueError):
+                        raise PredictionInputError(
+                            f"input {name!r}: expected numbers, got {repr(v)[:40]} at row {i}") from None
+    elif arr.dtype.kind == "b":
         raise PredictionInputError(f"input {name!r}: expected numbers, got booleans")
-    if arr.dtype.kind not in "iuf":
+    elif arr.dtype.kind not in "iuf":
         raise PredictionInputError(f"input {name!r}: expected numbers, got dtype {arr.dtype}")
-    return arr.astype(np.float32, copy=False)
+    else:
+        with np.errstate(over="ignore"):
+            out = arr.astype(np.float32, copy=False)
+    _check_finite(name, out, arr)
+    return out
+
+
+_FP32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_finite(name: str, column: np.ndarray, original) -> None:
+    """inf in a float32 column: an infinite input, or a number beyond what FP32 holds."""
+    inf = np.isinf(column)
+    if inf.any():
+        i = int(np.flatnonzero(inf.reshape(-1))[0])
+        value = np.asarray(original, dtype=object).reshape(-1)[i] if original is not None else column.reshape(-1)[i]
+        if hasattr(value, "as_py"):  # an Arrow scalar
+            value = value.as_py()
+        value = value.item() if isinstance(value, np.generic) else value
+        raise PredictionInputError(f"input {name!r}: {repr(value)[:40]} at row {i} is not a finite number FP32 holds "
+                                   f"(|x| <= {_FP32_MAX:.4g})")
+
+
+def check_values(spec: InputSpec, column: np.ndarray, original=None) -> np.ndarray:
+    """The value rules on an encoded column (float32 / str, as_numeric and as_text's encoding):
+    finite FP32 numbers, and a missing value (NaN, "") only where `spec.nullable`. `original`
+    (the values as sent) only makes the message show what was sent."""
+    if spec.dtype == NUMERIC:
+        _check_finite(spec.name, column, original)
+        if not spec.nullable:
+            missing = np.isnan(column)
+            if missing.any():
+                i = int(np.flatnonzero(missing.reshape(-1))[0])
+                raise PredictionInputError(f"input {spec.name!r}: missing value (null or NaN) at row {i}; "
+                                           "this input needs a value in every row")
+    elif not spec.nullable:
+        missing = column == ""
+        if missing.any():
+            i = int(np.flatnonzero(np.asarray(missing).reshape(-1))[0])
+            raise PredictionInputError(f"input {spec.name!r}: missing value (null or \"\") at row {i}; "
+                                       "this input needs a value in every row")
+    return column
 
 
 def as_text(name: str, values) -> np.ndarray:
@@ -100,21 +154,43 @@ def as_text(name: str, values) -> np.ndarray:
     return out
 
 
+def check_datatype(spec: InputSpec, datatype: str, values) -> None:
+    """A declared datatype (a v2 tensor's) agrees with what the input takes: a numeric datatype
+    for numbers; BYTES (text) or an integer datatype (integer categories, as training encoded a
+    month) for a category."""
+    if spec.dtype == NUMERIC and datatype == "BYTES":
+        first = np.asarray(values, dtype=object).reshape(-1)[:1].tolist()
+        raise PredictionInputError(f"input {spec.name!r}: expected numbers, got {repr(first[0])[:40] if first else ''} "
+                                   f"at row 0: a BYTES tensor holds text; send this input as FP32")
+    if spec.dtype == CATEGORICAL and datatype != "BYTES" and not datatype.startswith(("INT", "UINT")):
+        raise PredictionInputError(f"input {spec.name!r}: a {datatype} tensor, but this input is a category: "
+                                   "send it as BYTES (or integer categories as INT32/INT64)")
+
+
 def validate_rows(inputs: Sequence[InputSpec], rows: Mapping[str, object], *, max_rows: int | None = None,
-                  allow_extra: Sequence[str] = ()) -> tuple[dict[str, np.ndarray], int]:
+                  allow_extra: Sequence[str] = (), datatypes: Mapping[str, str] | None = None
+                  ) -> tuple[dict[str, np.ndarray], int]:
     """Checked, encoded columns for `inputs` and the row count. Every input must be present, 1-D
-    (or [n, 1]) and of one length n >= 1; names not in `inputs` or `allow_extra` are refused."""
+    (or [n, 1]) and of one length n >= 1, of a declared datatype (`datatypes`, v2 tensors) it
+    takes, and its values must pass `check_values`; names not in `inputs` or `allow_extra` (the
+    optional inputs, named as such in the message) are refused."""
     known = {s.name for s in inputs}
     unknown = sorted(set(rows) - known - set(allow_extra))
     if unknown:
-        raise PredictionInputError(f"unknown input(s) {unknown}; the model takes {sorted(known)}")
+        optional = sorted(set(allow_extra))
+        required = sorted(known - set(optional))
+        raise PredictionInputError(f"unknown input(s) {unknown}; the model takes {required}"
+                                   + (f" and optionally {optional}" if optional else ""))
     missing = [s.name for s in inputs if s.name not in rows]
     if missing:
         raise PredictionInputError(f"missing input(s) {missing}")
     out: dict[str, np.ndarray] = {}
     n = None
     for spec in inputs:
-        col = as_numeric(spec.name, rows[spec.name]) if spec.dtype == NUMERIC else as_text(spec.name, rows[spec.name])
+        values = rows[spec.name]
+        if datatypes and spec.name in datatypes:
+            check_datatype(spec, datatypes[spec.name], values)
+        col = as_numeric(spec.name, values) if spec.dtype == NUMERIC else as_text(spec.name, values)
         if col.ndim == 0:
             col = col.reshape(1)
         elif col.ndim == 2 and col.shape[1] == 1:
@@ -125,7 +201,7 @@ def validate_rows(inputs: Sequence[InputSpec], rows: Mapping[str, object], *, ma
             n = len(col)
         elif len(col) != n:
             raise PredictionInputError(f"input {spec.name!r}: {len(col)} rows, but {inputs[0].name!r} has {n}")
-        out[spec.name] = col
+        out[spec.name] = check_values(spec, col)
     if not n:
         raise PredictionInputError("empty batch: every input has 0 rows")
     if max_rows is not None and n > max_rows:

@@ -5,10 +5,15 @@
     columns_from_v1(body)           KServe v1: {"instances": [{field: value, ...}, ...]}
     parse_v2_json(body_bytes)       the v2 REST body, checked, without pydantic
 
+    parse_v2_binary(body, json_length)  the same with the binary tensor extension (JSON header of
+                                    `json_length` bytes, then each input's `binary_data_size` bytes)
+
 Each error is a PredictionInputError (-> HTTP 400 / gRPC INVALID_ARGUMENT) whose message names the
-part of the request that is wrong: the tensor or field, the row, the expected form. The values
-themselves (numbers vs strings, missing fields, row counts) are checked afterwards by the shared
-`validate_rows` against the model's request schema.
+part of the request that is wrong: the tensor or field, the row, the expected form. Here, a tensor's
+data must be what its datatype says: strings (or null) in BYTES, numbers (or null) the datatype
+holds in the numeric ones. What the model takes (numbers vs strings per input, missing values,
+FP32 range, row counts) is checked afterwards by the shared `validate_rows` against the model's
+request schema.
 """
 
 from __future__ import annotations
@@ -101,6 +106,48 @@ def _raw_bytes_tensor(name: str, raw: bytes) -> list[bytes]:
     return out
 
 
+def _datatype_error(name: str, datatype: str, i: int, value) -> PredictionInputError:
+    if datatype == "BYTES":
+        return PredictionInputError(f"input {name!r}: data[{i}] is {repr(value)[:40]}: a BYTES tensor holds strings "
+                                    "(send a number in a numeric datatype)")
+    return PredictionInputError(f"input {name!r}: data[{i}] = {repr(value)[:40]} is outside what {datatype} holds")
+
+
+def _check_datatype(name: str, datatype: str, values: list, column: np.ndarray | None) -> None:
+    """The values of a JSON / gRPC typed tensor agree with its datatype: no numbers in BYTES, no
+    number beyond the numeric datatype's range (an INT8 of 300, an FP32 of 1e39, 1.5 in INT32).
+    Null is a missing value in either (the schema check says where one is allowed)."""
+    if datatype == "BYTES":
+        for i, v in enumerate(values):
+            if type(v) is not str and type(v) is not bytes and v is not None:
+                raise _datatype_error(name, datatype, i, v)
+        return
+    dtype = np.dtype(NUMERIC_DATATYPES[datatype])
+    if column is None:  # mixed values (nulls, text, huge integers): the numbers one by one
+        for i, v in enumerate(values):
+            if v is not None and type(v) is not int and type(v) is not float:
+                raise PredictionInputError(f"input {name!r}: expected numbers, got {repr(v)[:40]} at data[{i}]: "
+                                           f"a {datatype} tensor holds numbers (null for a missing value)")
+        index = [i for i, v in enumerate(values) if v is not None]
+        try:
+            column = np.array([float(values[i]) for i in index], dtype=np.float64)
+        except OverflowError:  # an integer beyond float64
+            i = next(i for i in index if abs(values[i]) > 1e308)
+            raise _datatype_error(name, datatype, i, values[i]) from None
+    else:
+        index = None
+    if dtype.kind == "f":
+        bad = np.abs(column) > np.finfo(dtype).max
+    else:
+        info = np.iinfo(dtype)
+        with np.errstate(invalid="ignore"):
+            bad = (column < info.min) | (column > info.max) | (np.floor(column) != column)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        i = index[i] if index is not None else i
+        raise _datatype_error(name, datatype, i, values[i])
+
+
 def tensor_column(t: Tensor) -> np.ndarray:
     """One request column (1-D) from a v2 tensor; shape, datatype and data must agree."""
     name = t.name
@@ -124,6 +171,7 @@ def tensor_column(t: Tensor) -> np.ndarray:
     if isinstance(values, np.ndarray):
         return values
     if datatype == "BYTES":
+        _check_datatype(name, datatype, values, None)
         column = np.empty(n, dtype=object)
         column[:] = values
         return column
@@ -131,12 +179,17 @@ def tensor_column(t: Tensor) -> np.ndarray:
     # A homogeneous list of numbers converts in C; anything else (strings, nulls) goes to the
     # per-value checker in validate_rows, which names the offending row.
     if column.dtype.kind not in "iuf":
+        _check_datatype(name, datatype, values, None)
         column = np.empty(n, dtype=object)
         column[:] = values
+    else:
+        _check_datatype(name, datatype, values, column)
     return column
 
 
-def columns_from_tensors(tensors: Iterable[Tensor], *, max_rows: int | None = None) -> dict[str, np.ndarray]:
+def columns_from_tensors(tensors: Iterable[Tensor], *, max_rows: int | None = None,
+                         datatypes: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+    """Named columns; `datatypes`, when given, receives each input's datatype (for validate_rows)."""
     cols: dict[str, np.ndarray] = {}
     for t in tensors:
         if not isinstance(t.name, str) or not t.name:
@@ -147,6 +200,8 @@ def columns_from_tensors(tensors: Iterable[Tensor], *, max_rows: int | None = No
         if max_rows is not None and len(col) > max_rows:
             raise PredictionInputError(f"input {t.name!r}: batch of {len(col)} rows exceeds the limit of {max_rows}")
         cols[t.name] = col
+        if datatypes is not None:
+            datatypes[t.name] = t.datatype.upper()
     if not cols:
         raise PredictionInputError("the request has no inputs")
     return cols
@@ -204,10 +259,38 @@ def _tensor_error(i: int, item: dict):
 
 def parse_v2_json(body: bytes) -> V2Request:
     """The v2 REST inference request: structure checked here, values by the model's schema."""
+    return _parse_v2(body, None)
+
+
+def parse_v2_binary(body: bytes, json_length: Any) -> V2Request:
+    """A v2 REST request in the binary tensor extension: `json_length` (the
+    Inference-Header-Content-Length header) bytes of JSON, then the raw contents of each input that
+    has `parameters.binary_data_size` instead of `data`, in order, and nothing else."""
+    try:
+        length = int(json_length)
+    except (TypeError, ValueError):
+        raise PredictionInputError(f"header {INFERENCE_HEADER!r} must be an integer, got {json_length!r:.40}") from None
+    if not 0 < length <= len(body):
+        raise PredictionInputError(f"header {INFERENCE_HEADER!r} is {length}, but the body has {len(body)} bytes")
+    return _parse_v2(body, length)
+
+
+INFERENCE_HEADER = "inference-header-content-length"
+
+
+def _binary_size(label: str, parameters: Any) -> int:
+    size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+    if type(size) is not int or size < 0:
+        raise PredictionInputError(f"{label}: has no 'data', and 'parameters.binary_data_size' is "
+                                   f"{repr(size)[:40]}, not a byte count (a non-negative integer)")
+    return size
+
+
+def _parse_v2(body: bytes, json_length: int | None) -> V2Request:
     import orjson
 
     try:
-        doc = orjson.loads(body)
+        doc = orjson.loads(body if json_length is None else body[:json_length])
     except orjson.JSONDecodeError as e:
         raise PredictionInputError(f"malformed JSON body: {e}") from None
     if not isinstance(doc, dict):
@@ -219,15 +302,30 @@ def parse_v2_json(body: bytes) -> V2Request:
     if not isinstance(inputs, list):
         raise PredictionInputError("'inputs' must be a list of tensors {name, datatype, shape, data}")
     tensors = []
+    offset = json_length
+    last_binary = None
     for i, item in enumerate(inputs):
         if not isinstance(item, dict):
             raise PredictionInputError(f"inputs[{i}] must be an object {{name, datatype, shape, data}}")
         name, datatype, shape, data = item.get("name"), item.get("datatype"), item.get("shape"), item.get("data")
         parameters = item.get("parameters")
-        if not (type(name) is str and type(datatype) is str and type(shape) is list and type(data) is list
-                and (parameters is None or type(parameters) is dict)):
+        raw = None
+        if offset is not None and "data" not in item:  # binary extension: the contents follow the JSON
+            _tensor_error(i, {**item, "data": []})
+            label = f"input {name!r}"
+            size = _binary_size(label, parameters)
+            if offset + size > len(body):
+                raise PredictionInputError(f"{label}: binary_data_size {size} overruns the body: "
+                                           f"{len(body) - offset} bytes left after the inputs before it")
+            raw, data, offset, last_binary = body[offset:offset + size], None, offset + size, name
+        elif not (type(name) is str and type(datatype) is str and type(shape) is list and type(data) is list
+                  and (parameters is None or type(parameters) is dict)):
             _tensor_error(i, item)
-        tensors.append(Tensor(name, datatype, shape, data))
+        tensors.append(Tensor(name, datatype, shape, data, raw))
+    if offset is not None and offset != len(body):
+        after = f"after input {last_binary!r}'s binary data" if last_binary is not None else "after the JSON header"
+        raise PredictionInputError(f"{len(body) - offset} trailing bytes {after}: the binary_data_size of "
+                                   "the inputs must add up to the body")
     outputs = doc.get("outputs")
     if outputs is not None:
         if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
@@ -236,4 +334,3 @@ def parse_v2_json(body: bytes) -> V2Request:
         for o in outputs:
             _check_parameters(f"output {o['name']!r}: 'parameters'", o.get("parameters"))
     return V2Request(request_id, tensors, _check_parameters("'parameters'", doc.get("parameters")), outputs)
-

@@ -53,8 +53,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from serving.metrics import RequestMetricsMiddleware, RequestTooLarge, record_request
-from serving.predictor import PredictionInputError
-from serving.protocol import DATATYPES, parse_v2_json
+from mlops.errors import MlopsError, status_of
+from serving.protocol import DATATYPES, parse_v2_binary, parse_v2_json
 
 log = logging.getLogger("mlops.serving")
 
@@ -81,13 +81,15 @@ class ServingDataPlane(DataPlane):
 
 
 # ---- REST ------------------------------------------------------------------------------------------
-def v2_infer_request(body: bytes, model_name: str) -> InferRequest:
-    """A v2 JSON body as KServe's InferRequest, checked by serving.protocol instead of pydantic."""
-    try:
-        parsed = parse_v2_json(body)
-    except PredictionInputError as e:
-        raise InvalidInput(str(e)) from None
-    inputs = [InferInput(t.name, t.shape, t.datatype, t.data) for t in parsed.tensors]
+def v2_infer_request(body: bytes, model_name: str, json_length: str | None = None) -> InferRequest:
+    """A v2 JSON body (or, with `json_length`, a binary-extension body) as KServe's InferRequest,
+    checked by serving.protocol instead of pydantic and KServe's decoder (whose errors on a bad
+    binary body are 500s that close the connection)."""
+    parsed = parse_v2_json(body) if json_length is None else parse_v2_binary(body, json_length)
+    inputs = []
+    for t in parsed.tensors:
+        inputs.append(InferInput(t.name, t.shape, t.datatype, t.data))
+        inputs[-1]._raw_data = t.raw  # the binary extension's contents, decoded by the model's preprocess
     outputs = [RequestedOutput(o["name"], o.get("parameters")) for o in parsed.outputs] if parsed.outputs else None
     return InferRequest(model_name, inputs, request_id=parsed.id, parameters=parsed.parameters,
                         request_outputs=outputs)
@@ -100,15 +102,7 @@ def v2_infer_route(dataplane: DataPlane):
             raise ModelNotReady(model_name)
         body = await request.body()
         headers = dict(request.headers)
-        if INFERENCE_CONTENT_LENGTH_HEADER in headers:  # binary tensor extension: KServe's decoder
-            try:
-                infer_request, _ = dataplane.decode(body, headers, protocol_version="v2", model_name=model_name)
-            except InvalidInput:
-                raise
-            except (KeyError, TypeError, ValueError, IndexError) as e:
-                raise InvalidInput(f"binary v2 request: {type(e).__name__}: {e}") from None
-        else:
-            infer_request = v2_infer_request(body, model_name)
+        infer_request = v2_infer_request(body, model_name, headers.get(INFERENCE_CONTENT_LENGTH_HEADER))
         response, response_headers = await dataplane.infer(model_name, infer_request, headers)
         response, encode_headers = dataplane.encode(model_name, response, headers, {})
         response_headers.update(encode_headers)
@@ -118,6 +112,24 @@ def v2_infer_route(dataplane: DataPlane):
         return Response(orjson.dumps(response), headers=response_headers, media_type="application/json")
 
     return v2_infer
+
+
+def v2_metadata_route(dataplane: DataPlane):
+    """KServe's route passes the metadata through a pydantic model that drops each input's
+    `parameters` (which say whether it is optional and may hold missing values)."""
+
+    async def v2_metadata(request: Request) -> Response:
+        metadata = await dataplane.model_metadata(request.path_params["model_name"])
+        return Response(orjson.dumps(metadata), media_type="application/json")
+
+    return v2_metadata
+
+
+async def mlops_error_handler(_, exc: MlopsError) -> Response:
+    """The platform's own errors: the status their kind says (mlops.errors.status_of)."""
+    status = status_of(exc).http
+    log.log(logging.INFO if status < 500 else logging.ERROR, "%s: %s", status, exc)
+    return Response(orjson.dumps({"error": str(exc)}), status_code=status, media_type="application/json")
 
 
 def quiet_handler(status: int, level: int):
@@ -149,11 +161,13 @@ class _RESTServer(RESTServer):
     def _register_endpoints(self, app: FastAPI):
         # Added first, so it is matched before KServe's route for the same path.
         app.add_route("/v2/models/{model_name}/infer", v2_infer_route(self.dataplane), methods=["POST"])
+        app.add_route("/v2/models/{model_name}", v2_metadata_route(self.dataplane), methods=["GET"])
         super()._register_endpoints(app)
 
     def _add_exception_handlers(self, app: FastAPI):
         super()._add_exception_handlers(app)
         app.add_exception_handler(InvalidInput, quiet_handler(400, logging.INFO))
+        app.add_exception_handler(MlopsError, mlops_error_handler)
         app.add_exception_handler(RequestTooLarge, quiet_handler(413, logging.INFO))
         app.add_exception_handler(ModelNotFound, quiet_handler(404, logging.INFO))
         app.add_exception_handler(ModelNotReady, quiet_handler(503, logging.DEBUG))
@@ -196,6 +210,11 @@ class _StatusAndMetricsInterceptor(ExceptionToStatusInterceptor):
     """KServe's exception -> gRPC status mapping, and the count and latency of each call by method
     and status (one interceptor layer instead of two: each costs a coroutine per call)."""
 
+    async def handle_exception(self, ex, request_or_iterator, context, method_name):
+        if isinstance(ex, MlopsError):  # the platform's errors: the status their kind says
+            await context.abort(grpc.StatusCode[status_of(ex).grpc], str(ex))
+        await super().handle_exception(ex, request_or_iterator, context, method_name)
+
     async def intercept(self, method, request_or_iterator, context, method_name):
         start = time.perf_counter()
         code = "OK"
@@ -216,6 +235,17 @@ class _Servicer(InferenceServicer):
             if tensor.datatype.upper() not in DATATYPES:
                 raise InvalidInput(f"input {tensor.name!r}: datatype {tensor.datatype!r} is not one of {list(DATATYPES)}")
         super().validate_grpc_request(request)
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context) -> pb.ModelMetadataResponse:
+        """KServe's answer lacks the versions; the proto has no parameters field, so which inputs
+        are optional comes as response metadata (the REST answer has it in each input's parameters)."""
+        metadata = await self._data_plane.model_metadata(model_name=request.name)
+        optional = [i["name"] for i in metadata["inputs"] if i.get("parameters", {}).get("optional")]
+        context.set_trailing_metadata((("optional-inputs", ",".join(optional)),))
+        return pb.ModelMetadataResponse(
+            name=metadata["name"], versions=metadata.get("versions", []), platform=metadata["platform"],
+            inputs=[{k: i[k] for k in ("name", "datatype", "shape")} for i in metadata["inputs"]],
+            outputs=[{k: o[k] for k in ("name", "datatype", "shape")} for o in metadata["outputs"]])
 
 
 def add_servicer(servicer, server) -> None:

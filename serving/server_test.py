@@ -23,7 +23,7 @@ from tests.support.fixtures import FLIGHTS_CONFIG, REPO
 
 pytestmark = pytest.mark.serving_env
 
-ROWS = {"hour": [7.0, 22.0, None], "distance": [500.0, 2000.0, 100.0], "temp": [None, 50.0, 30.0],
+ROWS = {"hour": [7.0, 22.0, 5.0], "distance": [500.0, 2000.0, 100.0], "temp": [None, 50.0, 30.0],
         "seats": [100.0, 180.0, 50.0], "carrier": ["UA", "DL", "UA"], "origin": ["EWR", "JFK", "LGA"],
         "dest": ["ATL", "LAX", "BOS"], "month": ["1", "7", "12"]}
 NUMERIC = {"hour", "distance", "temp", "seats"}
@@ -220,8 +220,13 @@ def test_metadata_lists_the_request_schema(http, stub):
     assert all(i["shape"] == [-1] for i in meta["inputs"])
     assert meta["outputs"] == [{"name": "probability", "datatype": "FP32", "shape": [-1]}]
     assert meta["versions"] == ["1"] and meta["platform"] == "mlops-savedmodel"
-    g = stub.ModelMetadata(pb.ModelMetadataRequest(name="flights"))
+    # no feature lookup here: every model input is required; only the store's features may be missing
+    assert {i["name"]: i["parameters"] for i in meta["inputs"]} == {
+        k: {"optional": False, "nullable": k in ("temp", "seats")} for k in ROWS}
+    g, call = stub.ModelMetadata.with_call(pb.ModelMetadataRequest(name="flights"))
     assert {i.name: i.datatype for i in g.inputs} == want and list(g.outputs[0].shape) == [-1]
+    assert list(g.versions) == ["1"] and g.platform == "mlops-savedmodel"
+    assert dict(call.trailing_metadata())["optional-inputs"] == ""
 
 
 def test_health_and_readiness(server, http, stub):
@@ -685,3 +690,81 @@ def test_mlops_serve_real_model_with_feast_enrichment(tmp_path, feast_online_roo
         assert metric(values, "mlops_rows_without_features_total", model="flights") >= 1
     finally:
         assert server.stop() == 0, server.log()
+
+
+# ---- values the datatype or the schema does not allow (issue 8) ------------------------------------------
+BAD_VALUES = [
+    ("inf as text in FP32", {"hour": ["inf", 1.0, 2.0]}, "input 'hour': expected numbers, got 'inf' at data[0]: a FP32 tensor holds numbers"),
+    ("numeric text in FP32", {"hour": ["7", 1.0, 2.0]}, "input 'hour': expected numbers, got '7' at data[0]"),
+    ("FP32 overflow", {"hour": [1e39, 1.0, 2.0]}, "input 'hour': data[0] = 1e+39 is outside what FP32 holds"),
+    ("null where no gap is allowed", {"hour": [None, 1.0, 2.0]}, "input 'hour': missing value (null or NaN) at row 0"),
+    ("number in BYTES", {"month": [7, "1", "2"]}, "input 'month': data[0] is 7: a BYTES tensor holds strings"),
+    ("null category", {"carrier": ["UA", None, "DL"]}, "input 'carrier': missing value"),
+]
+
+
+@pytest.mark.parametrize("case, change, message", BAD_VALUES, ids=[c[0] for c in BAD_VALUES])
+def test_values_the_input_cannot_take_are_400(http, case, change, message):
+    r = http.post("/v2/models/flights/infer", json=v2_body({**ROWS, **change}))
+    assert r.status_code == 400 and message in r.json()["error"], r.text
+
+
+def test_gaps_in_store_features_and_unknown_input_message(http):
+    r = http.post("/v2/models/flights/infer", json=v2_body({**ROWS, "temp": [None] * 3, "seats": [None] * 3}))
+    assert r.status_code == 200, r.text  # the store's features may be missing: the model imputes them
+    r = http.post("/v1/models/flights:predict", json={"instances": [{**{k: v[0] for k, v in ROWS.items()},
+                                                                     "hour": 1e39}]})
+    assert r.status_code == 400 and "input 'hour': 1e+39 at row 0 is not a finite number FP32 holds" in r.text
+
+
+def test_non_finite_numbers_over_grpc_are_invalid_argument(stub):
+    import grpc
+
+    for hour in (float("inf"), float("nan")):
+        with pytest.raises(grpc.RpcError) as e:
+            stub.ModelInfer(grpc_request({**ROWS, "hour": [hour, 1.0, 2.0]}))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "input 'hour'" in e.value.details()
+    with pytest.raises(grpc.RpcError) as e:
+        stub.ModelInfer(grpc_request({**ROWS, "hour": ["7", "1", "2"]}))  # a BYTES tensor for a number
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "send this input as FP32" in e.value.details()
+
+
+def _binary_request(rows: dict, raw_name: str, raw: bytes, size=None) -> tuple[bytes, dict]:
+    """A v2 binary-extension body: `raw_name` in binary (binary_data_size = `size`, default len(raw))."""
+    inputs = [{"name": k, "datatype": "FP32" if k in NUMERIC else "BYTES", "shape": [len(v)], "data": list(v)}
+              for k, v in rows.items() if k != raw_name]
+    inputs.append({"name": raw_name, "datatype": "BYTES", "shape": [1],
+                   "parameters": {"binary_data_size": len(raw) if size is None else size}})
+    header = json.dumps({"id": "bin", "inputs": inputs}).encode()
+    return header + raw, {"Inference-Header-Content-Length": str(len(header)),
+                          "Content-Type": "application/octet-stream"}
+
+
+def test_bad_binary_tensors_are_400_and_keep_the_connection(server):
+    import http.client
+
+    one = {k: v[:1] for k, v in ROWS.items()}
+    good_raw = len(b"EWR").to_bytes(4, "little") + b"EWR"
+    bad = [
+        (b"\xff\xff\xff\x7f" + b"JFK", None, "input 'origin': raw BYTES element of 2147483647 bytes overruns"),
+        (good_raw + b"xx", len(good_raw), "2 trailing bytes after input 'origin'"),
+        (good_raw, len(good_raw) + 5, "input 'origin': binary_data_size 12 overruns the body"),
+        (good_raw, "7", "input 'origin': has no 'data', and 'parameters.binary_data_size' is '7'"),
+    ]
+    conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=30)  # ONE keep-alive connection
+    try:
+        for raw, size, message in bad:
+            body, headers = _binary_request(one, "origin", raw, size)
+            conn.request("POST", "/v2/models/flights/infer", body=body, headers=headers)
+            response = conn.getresponse()
+            text = response.read().decode()
+            assert response.status == 400 and message in json.loads(text)["error"], text
+            assert "TypeError" not in text
+            body, headers = _binary_request(one, "origin", good_raw)  # the next request, same connection
+            conn.request("POST", "/v2/models/flights/infer", body=body, headers=headers)
+            response = conn.getresponse()
+            answer = json.loads(response.read())
+            assert response.status == 200, answer
+            np.testing.assert_allclose(probabilities(answer), expected(one), rtol=1e-6)
+    finally:
+        conn.close()

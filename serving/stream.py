@@ -50,6 +50,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from mlops.errors import InvalidInput
 from serving.predictor import PredictionInputError
 
 log = logging.getLogger("mlops.serving.stream")
@@ -102,7 +103,7 @@ return written
 """ % (ACK_CHUNK, ACK_CHUNK)
 
 
-class MalformedEvent(ValueError):
+class MalformedEvent(InvalidInput):
     """The event cannot be predicted as sent: the reason goes to the dead-letter stream."""
 
 
