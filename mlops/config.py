@@ -58,10 +58,35 @@ class TaskType(str, Enum):
     regression = "regression"
 
 
+EPOCH_UNITS = {"epoch_s": "s", "epoch_ms": "ms", "epoch_us": "us", "epoch_ns": "ns"}  # option -> pandas unit
+
+
+def _check_timestamp_format(value: str | None) -> str | None:
+    """How a timestamp column is written: unix time in a declared unit (numbers alone do not say
+    whether 1357000000 is seconds or nanoseconds), or a strptime format for text."""
+    if value is not None and value not in EPOCH_UNITS and "%" not in value:
+        raise ValueError(f"{value!r} is neither {', '.join(EPOCH_UNITS)} nor a strptime format (e.g. "
+                         "'%Y-%m-%d %H:%M:%S')")
+    return value
+
+
 class FeatureSpec(_Strict):
     name: str = Field(min_length=1)
     kind: ColumnKind
     description: str = ""
+    # kind timestamp only: epoch_s/epoch_ms/epoch_us/epoch_ns or a strptime format (see _check_timestamp_format)
+    timestamp_format: str | None = None
+
+    @field_validator("timestamp_format")
+    @classmethod
+    def _timestamp_format(cls, v: str | None) -> str | None:
+        return _check_timestamp_format(v)
+
+    @model_validator(mode="after")
+    def _format_only_for_timestamps(self) -> "FeatureSpec":
+        if self.timestamp_format is not None and self.kind != ColumnKind.timestamp:
+            raise ValueError(f"timestamp_format is set on {self.name!r}, a {self.kind.value} feature")
+        return self
 
 
 class SourceSpec(_Strict):
@@ -88,6 +113,9 @@ class DatasetSpec(_Strict):
     features: list[FeatureSpec] = Field(min_length=1)
     entity_keys: list[str] = Field(default_factory=list)
     event_timestamp: str | None = None
+    # How event_timestamp is written when it is not ISO-8601 text or a timestamp type: epoch_s,
+    # epoch_ms, epoch_us, epoch_ns (unix time) or a strptime format. Numbers need it (no guessing).
+    event_timestamp_format: str | None = None
     # pandas query evaluated on raw rows before anything else, e.g. drop cancelled flights.
     row_filter: str | None = None
     # Columns kept alongside features (ids, raw label source) but never fed to the model.
@@ -101,7 +129,14 @@ class DatasetSpec(_Strict):
             raise ValueError(f"features: duplicate names {dupes}")
         if self.label.column in names:
             raise ValueError(f"label.column {self.label.column!r} is also listed in features")
+        if self.event_timestamp_format is not None and not self.event_timestamp:
+            raise ValueError("event_timestamp_format is set but event_timestamp is not")
         return self
+
+    @field_validator("event_timestamp_format")
+    @classmethod
+    def _timestamp_format(cls, v: str | None) -> str | None:
+        return _check_timestamp_format(v)
 
     def feature(self, name: str) -> FeatureSpec:
         for f in self.features:
@@ -119,7 +154,13 @@ class FeatureTableSpec(_Strict):
     rename: dict[str, str] = Field(default_factory=dict)  # source column -> feature name
     # None: a static table (e.g. plane attributes); it gets a fixed epoch timestamp for Feast.
     event_timestamp: str | None = None
+    event_timestamp_format: str | None = None  # as dataset.event_timestamp_format
     columns: list[str] = Field(min_length=1)  # feature columns, after rename
+
+    @field_validator("event_timestamp_format")
+    @classmethod
+    def _timestamp_format(cls, v: str | None) -> str | None:
+        return _check_timestamp_format(v)
 
 
 class RollingAggregateSpec(_Strict):
