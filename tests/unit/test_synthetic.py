@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from mlops.datasets import synthetic as syn
+from mlops.errors import status_of
 
 N = 20_000
 SEED = 7
@@ -200,3 +201,17 @@ def test_same_seed_writes_the_same_dataset_from_a_fresh_fit(tmp_path, real, cal)
     for name in ("weather.parquet", "planes.parquet"):
         assert_same(pd.read_parquet(first / name), pd.read_parquet(second / name))
     assert (first / "calibration.json").read_bytes() == (second / "calibration.json").read_bytes()
+
+
+@pytest.mark.parametrize("call, names", [
+    (lambda cal: list(syn.generate(cal, -1, SEED)), "n_rows"),
+    (lambda cal: list(syn.generate(cal, 10, -3)), "seed"),
+    (lambda cal: list(syn.generate(cal, 10, SEED, chunk_rows=0)), "chunk_rows"),
+    (lambda cal: syn.generate_weather(cal, SEED, months=0), "months"),
+    (lambda cal: syn.Calibration.from_dict({**cal.to_dict(), "format_version": 99}), "calibration format"),
+    (lambda cal: syn.fit_calibration(pd.DataFrame({"year": [2013]}), pd.DataFrame()), "flights table"),
+])
+def test_bad_arguments_are_invalid_input_naming_the_parameter(cal, call, names):
+    with pytest.raises(syn.SyntheticError, match=names) as err:
+        call(cal)
+    assert status_of(err.value).exit_code == 2 and status_of(err.value).http == 400

