@@ -11,7 +11,7 @@ import pytest
 
 pytestmark = pytest.mark.serving_env
 
-ROWS = {"hour": [7.0, 22.0, None], "distance": [500.0, 2000.0, 100.0], "temp": [None, 50.0, 30.0],
+ROWS = {"hour": [7.0, 22.0, 5.0], "distance": [500.0, 2000.0, 100.0], "temp": [None, 50.0, 30.0],
         "seats": [100.0, 180.0, 50.0], "carrier": ["UA", "DL", "UA"], "origin": ["EWR", "JFK", "LGA"],
         "dest": ["ATL", "LAX", "BOS"], "month": ["1", "7", "12"]}
 
@@ -72,11 +72,13 @@ def test_v2_v1_and_the_payload_log(loaded, tiny_config):
 @pytest.mark.parametrize("mutate, message", [
     (lambda r: {**r, "colour": ["red"] * 3}, "unknown input(s) ['colour']"),
     (lambda r: {k: v for k, v in r.items() if k != "temp"}, "missing input(s) ['temp']"),
-    (lambda r: {**r, "hour": ["seven", 1.0, 2.0]}, "input 'hour': expected numbers, got 'seven' at row 0"),
+    (lambda r: {**r, "hour": ["seven", "1", "2"]}, "input 'hour': expected numbers, got 'seven' at row 0"),
     (lambda r: {**r, "carrier": ["UA"]}, "but 'carrier' has 1"),
+    (lambda r: {**r, "hour": [1e39, 1.0, 2.0]}, "input 'hour': data[0] = 1e+39 is outside what FP32 holds"),
+    (lambda r: {**r, "hour": [None, 1.0, 2.0]}, "input 'hour': missing value (null or NaN) at row 0"),
 ])
 def test_bad_v2_input_is_invalid_input_naming_the_field(loaded, mutate, message):
-    from kserve.errors import InvalidInput
+    from mlops.errors import InvalidInput  # PredictionInputError: 400 / INVALID_ARGUMENT by status_of
 
     with pytest.raises(InvalidInput) as e:
         asyncio.run(loaded(v2_request("x", mutate(dict(ROWS)))))
@@ -84,7 +86,7 @@ def test_bad_v2_input_is_invalid_input_naming_the_field(loaded, mutate, message)
 
 
 def test_unknown_requested_output_is_invalid(loaded):
-    from kserve.errors import InvalidInput
+    from mlops.errors import InvalidInput
     from kserve.protocol.infer_type import RequestedOutput
 
     request = v2_request()
