@@ -215,3 +215,18 @@ def test_bad_arguments_are_invalid_input_naming_the_parameter(cal, call, names):
     with pytest.raises(syn.SyntheticError, match=names) as err:
         call(cal)
     assert status_of(err.value).exit_code == 2 and status_of(err.value).http == 400
+
+
+@pytest.mark.parametrize("bad", [dict(n_rows=-1), dict(seed=-2), dict(chunk_rows=0), dict(months=0)])
+def test_write_synthetic_with_a_bad_argument_changes_nothing(tmp_path, cal, bad):
+    out = tmp_path / "synth"
+    syn.write_synthetic(str(out), 1_000, SEED, calibration=cal, progress=False)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    args = {"n_rows": 500, "seed": SEED + 1, **bad}
+    with pytest.raises(syn.SyntheticError):
+        syn.write_synthetic(str(out), args.pop("n_rows"), args.pop("seed"), calibration=cal, progress=False, **args)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # the manifest is still there
+    fresh = tmp_path / "fresh"
+    with pytest.raises(syn.SyntheticError):
+        syn.write_synthetic(str(fresh), -1, SEED, calibration=cal, progress=False)
+    assert not fresh.exists()

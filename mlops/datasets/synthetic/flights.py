@@ -11,7 +11,7 @@ import pandas as pd
 from mlops.datasets.synthetic.calibration import Calibration, derived_table
 from mlops.datasets.synthetic.numerics import AliasSampler, QuantileKnots, normal_cdf, sigmoid
 from mlops.datasets.synthetic.schema import DEFAULT_CHUNK_ROWS, FLIGHT_COLUMNS, LATE_THRESHOLD, SyntheticError
-from mlops.datasets.synthetic.time_grid import TimeGrid, minutes_to_hhmm, time_grid
+from mlops.datasets.synthetic.time_grid import TimeGrid, local_range, minutes_to_hhmm, time_grid
 from mlops.datasets.synthetic.weather import weather_arrays, weather_logit_terms
 
 # What each row of a day's uniforms is used for; the order is part of the output of a seed.
@@ -224,6 +224,17 @@ def day_groups(counts: np.ndarray, chunk_rows: int) -> list[np.ndarray]:
     return groups
 
 
+def check_generate_arguments(n_rows: int, seed: int, start, months: int, chunk_rows: int) -> None:
+    """SyntheticError naming the first bad argument of generate()."""
+    if n_rows < 0 or int(n_rows) != n_rows:
+        raise SyntheticError(f"n_rows must be a non-negative integer, got {n_rows!r}")
+    if seed < 0 or int(seed) != seed:
+        raise SyntheticError(f"seed must be a non-negative integer, got {seed!r}")
+    if chunk_rows < 1:
+        raise SyntheticError("chunk_rows must be positive")
+    local_range(start, months)
+
+
 def generate(calibration: Calibration, n_rows: int, seed: int, start="2013-01-01", months: int = 12,
              drift: float = 0.0, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[pd.DataFrame]:
     """Yields DataFrames of at most `chunk_rows` flights (flights.csv columns and dtypes), in
@@ -231,12 +242,7 @@ def generate(calibration: Calibration, n_rows: int, seed: int, start="2013-01-01
     time_hour lies in `time_range_utc(start, months)`). A chunk holds whole days unless one day
     alone exceeds chunk_rows. The same arguments give identical rows whatever chunk_rows is;
     delays depend on the weather of `generate_weather(calibration, seed, start, months, drift)`."""
-    if n_rows < 0 or int(n_rows) != n_rows:
-        raise SyntheticError(f"n_rows must be a non-negative integer, got {n_rows!r}")
-    if seed < 0 or int(seed) != seed:
-        raise SyntheticError(f"seed must be a non-negative integer, got {seed!r}")
-    if chunk_rows < 1:
-        raise SyntheticError("chunk_rows must be positive")
+    check_generate_arguments(n_rows, seed, start, months, chunk_rows)
     sampler = FlightSampler(calibration, int(seed), time_grid(start, months), drift)
     counts = sampler.day_counts(int(n_rows))
     for group in day_groups(counts, int(chunk_rows)):

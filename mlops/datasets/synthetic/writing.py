@@ -14,7 +14,7 @@ from mlops import storage
 from mlops.config import join_uri
 from mlops.datasets.synthetic.calibration import Calibration
 from mlops.datasets.synthetic.fitting import default_calibration, load_reference
-from mlops.datasets.synthetic.flights import generate
+from mlops.datasets.synthetic.flights import check_generate_arguments, generate
 from mlops.datasets.synthetic.schema import CALIBRATION_FORMAT, DEFAULT_CHUNK_ROWS
 from mlops.datasets.synthetic.time_grid import local_range, time_range_utc
 from mlops.datasets.synthetic.weather import generate_weather
@@ -47,11 +47,13 @@ def write_synthetic(out_dir_or_uri: str, n_rows: int, seed: int, *, calibration:
         <out>/calibration.json                 the calibration used
         <out>/manifest.json                    parameters, counts, files (written last)
 
-    Every file is written atomically (temp file + os.replace locally); the manifest is removed
-    first and written last, so a directory with a manifest is complete. Part files of an earlier
+    Bad arguments raise SyntheticError before anything is written. Every file is written
+    atomically (temp file + os.replace locally); the manifest is removed first and written last,
+    so a directory with a manifest is complete. Part files of an earlier
     run that this run did not write are deleted. A rich progress bar is shown when stderr is a
     terminal (progress=None) or when progress=True. Returns the manifest."""
     t0 = time.perf_counter()
+    check_generate_arguments(n_rows, seed, start, months, chunk_rows)  # before anything in `out` changes
     cal = calibration if calibration is not None else default_calibration()
     out = out_dir_or_uri.rstrip("/") if "://" in out_dir_or_uri else os.path.abspath(out_dir_or_uri)
     flights_dir = join_uri(out, "flights")
