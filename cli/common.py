@@ -72,12 +72,37 @@ def runs_in(env: str):
     return wrap
 
 
+verbose_option = click.option("-v", "--verbose", is_flag=True,
+                              help="Show every step's full log as it runs (it is always kept in the run's logs/ dir).")
+
+
 def load(config_path: str, overrides: dict | None = None):
-    """The config of a command; every command states the artifact root it uses (-v) because a
-    copied config file moves it (relative paths are relative to the file)."""
+    """The config of a command. Every command states the artifact root it uses (one line, stderr),
+    because a copied config file silently moves it: relative paths are relative to the file."""
     from mlops.config import load_config
 
-    return load_config(config_path, overrides=overrides)
+    cfg = load_config(config_path, overrides=overrides)
+    click.echo(f"artifact root: {cfg.artifact_root} (from {_artifact_root_source(config_path, overrides)})", err=True)
+    return cfg
+
+
+def _artifact_root_source(config_path: str, overrides: dict | None) -> str:
+    """Where the artifact root came from: an override, an environment variable the file names, or
+    the file itself."""
+    import os
+    import re
+
+    import yaml
+
+    if "artifact_root" in (overrides or {}):
+        return "--set artifact_root"
+    shown = os.path.relpath(config_path) if not os.path.relpath(config_path).startswith("..") else config_path
+    try:
+        raw = yaml.safe_load(open(config_path).read()).get("artifact_root")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return shown
+    used = [v for v in re.findall(r"\$\{(\w+)", str(raw)) if os.environ.get(v)]
+    return f"${used[0]} via {shown}" if used else f"{shown}: artifact_root: {raw}"
 
 
 def emit_json(obj) -> None:

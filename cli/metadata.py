@@ -57,11 +57,17 @@ def metadata_executions(config_path, run_id, as_json):
 @config_option
 @runs_in(envs.PIPELINE)
 def metadata_runs(config_path):
-    """List pipeline runs (MLMD run contexts)."""
+    """List pipeline runs (MLMD run contexts): id, pipeline, run id, state, config hash.
+
+    State: RUNNING, COMPLETE, FAILED or CANCELED as the run's driver recorded it; ABANDONED for a
+    RUNNING run whose driver process is gone (killed with SIGKILL; its steps died with it);
+    "-" for a run whose steps ran without a local driver (a KFP cluster run)."""
     from mlops.metadata import types as T
+    from mlops.metadata.store import run_state
 
     for r in _store(config_path).list_contexts(T.RUN_CONTEXT):
-        click.echo(f"{r.id}\t{r.properties.get('pipeline_name', '')}\t{r.name}\t{r.properties.get('config_hash', '')}")
+        click.echo(f"{r.id}\t{r.properties.get('pipeline_name', '')}\t{r.name}\t{run_state(r) or '-'}\t"
+                   f"{r.properties.get('config_hash', '')}")
 
 
 @metadata.command("lineage")

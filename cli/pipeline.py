@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
 
-from cli.common import config_option, console, group, key_values, load_with_overrides, runs_in
+from cli.common import config_option, group, key_values, load_with_overrides, runs_in, verbose_option
 from mlops import envs
 
 
@@ -37,49 +38,93 @@ def pipeline_compile(names, out_dir):
               help="Pipeline parameter, e.g. dataset_selector=2013-01:2013-06, epochs=1.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=JSON", help="Config override, e.g. model.epochs=1.")
 @click.option("--no-cache", is_flag=True, help="Run every step even if an identical run is cached.")
+@verbose_option
 @runs_in(envs.PIPELINE)
-def run(name, config_path, params, overrides, no_cache):
-    """Run a pipeline locally (kfp.local, no cluster) on the config's artifact root."""
+def run(name, config_path, params, overrides, no_cache, verbose):
+    """Run a pipeline locally (kfp.local, no cluster) on the config's artifact root.
+
+    Prints one line per step (time, ok / cache hit) and a summary; each step's full log is kept
+    in <run dir>/logs/ (-v shows it live). SIGTERM or Ctrl-C cancels the run: its steps are
+    killed, ML Metadata records it CANCELED, the exit code is 128 + the signal number."""
     from pipelines import runner
 
-    cfg = load_with_overrides(config_path, overrides)
-    func = runner.pipeline_func(name)
-    args = {"config_path": str(Path(config_path).resolve()),
-            "config_overrides": json.dumps(key_values(overrides, "--set", True)),
-            "artifact_root": cfg.artifact_root}
-    args.update(key_values(params, "--param", True))
-    known = set(func.component_spec.inputs or {})
-    unknown = sorted(set(args) - known)
-    if unknown:
-        raise click.BadParameter(f"pipeline {name} has no parameter(s) {unknown}; it has {sorted(known)}",
-                                 param_hint="--param")
+    chosen = key_values(params, "--param", True)
     if no_cache:
-        if "enable_cache" not in known:
-            raise click.BadParameter(f"pipeline {name} has no cache to disable", param_hint="--no-cache")
-        args["enable_cache"] = False
-    from kfp.local import config as _  # noqa: F401  (fail here, not mid-run, if kfp.local is absent)
-
+        if "enable_cache" not in (runner.pipeline_func(name).component_spec.inputs or {}):
+            raise runner.PipelineParameterInvalid(f"--no-cache: pipeline {name} has no cache to disable")
+        chosen["enable_cache"] = False
+    runner.check_arguments(name, chosen)  # a bad --param fails in one line, before anything else
+    cfg = load_with_overrides(config_path, overrides)
+    args = runner.check_arguments(name, {"config_path": str(Path(config_path).resolve()),
+                                         "config_overrides": json.dumps(key_values(overrides, "--set", True)),
+                                         "artifact_root": cfg.artifact_root, **chosen})
+    progress = _Progress()
     try:
-        runner.run_local(name, cfg.artifact_root, args)
-    except RuntimeError as e:  # kfp.local: a task failed; its own log is above
-        raise click.ClickException(f"pipeline {name} failed: {e}") from None
-    _print_outputs(cfg.artifact_root, name)
+        result = runner.run_local(name, cfg.artifact_root, args, config=cfg, verbose=verbose, on_step=progress)
+    except runner.RunCancelled as e:
+        at = f" during step {e.step}" if e.step else ""
+        click.echo(f"pipeline {name} cancelled ({signal_name(e.signum)}){at}; its steps were stopped and the "
+                   "run is marked CANCELED in ML Metadata", err=True)
+        sys.exit(128 + e.signum)
+    _print_summary(result)
 
 
-def _print_outputs(artifact_root: str, pipeline_name: str) -> None:
-    """Where every step's artifacts went (the newest local run of the pipeline)."""
-    from rich.table import Table
+def signal_name(signum: int) -> str:
+    import signal
 
-    # kfp.local names run directories after the IR name: KFP turns "_" into "-".
-    runs = sorted(Path(artifact_root, "kfp-local").glob(f"{pipeline_name.replace('_', '-')}-*"))
-    if not runs:
+    return signal.Signals(signum).name
+
+
+class _Progress:
+    """One line per step on stderr: "  transform          44.2 s  ok". On a terminal the step's
+    name shows while it runs."""
+
+    def __init__(self):
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, task, result) -> None:
+        if result is None:
+            if self.tty:
+                click.echo(f"  {task:<20} ...", err=True, nl=False)
+            return
+        line = f"  {task:<20} {result.seconds:7.1f} s  {result.status}"
+        click.echo(("\r" if self.tty else "") + line + ("\033[K" if self.tty else ""), err=True)
+
+
+# What the closing summary shows of the steps' outputs: {output name: label}, for parameters and
+# for artifacts' metadata; Metrics artifacts and HTML reports are recognised by type.
+_SUMMARY_KEYS = {"model_version": "registry", "version_id": "dataset", "rows": "rows"}
+
+
+def _print_summary(result) -> None:
+    """The run's results: metrics, blessing, registry version, reports, dataset, time per step."""
+    lines = [f"pipeline {result.pipeline} finished in {result.seconds:.1f} s (run {result.run_id}): {result.run_dir}"]
+    for step in result.steps:
+        for key, value in step.outputs.items():
+            lines += [f"  {label:<9} {text}" for label, text in _summary_of(step.task, key, value)]
+    lines.append("  time      " + ", ".join(f"{s.task} {s.seconds:.1f} s" for s in result.steps))
+    lines.append(f"  logs      {Path(result.run_dir, 'logs')}/")
+    click.echo("\n".join(lines), err=True)
+
+
+def _summary_of(task: str, key: str, value):
+    from kfp import dsl
+
+    if not isinstance(value, dsl.Artifact):
+        if key in _SUMMARY_KEYS and value not in ("", None):
+            yield _SUMMARY_KEYS[key], str(value)
         return
-    table = Table("step", "artifact", "path", title=f"pipeline {pipeline_name} finished: {runs[-1].name}")
-    table.columns[2].overflow = "fold"
-    for step in sorted(p for p in runs[-1].iterdir() if p.is_dir()):
-        for artifact in sorted(p for p in step.iterdir() if p.name != "executor_output.json"):
-            table.add_row(step.name, artifact.name, str(artifact))
-    console().print(table)
+    meta = value.metadata or {}
+    if isinstance(value, dsl.Metrics) and meta:
+        shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(meta.items()))
+        yield "metrics", f"{shown} ({task})"
+    elif isinstance(value, dsl.HTML):
+        yield "report", value.path
+    elif key == "blessing" and "blessed" in meta:
+        yield "blessing", f"{'blessed' if meta['blessed'] else 'NOT blessed'}: {meta.get('reason', '')}".rstrip(": ")
+    for meta_key, label in _SUMMARY_KEYS.items():
+        if meta.get(meta_key) not in (None, ""):
+            yield label, str(meta[meta_key])
 
 
 pipeline.add_command(run)

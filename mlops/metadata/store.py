@@ -78,6 +78,57 @@ def open_store(config: PlatformConfig) -> "MetadataStore":
 
 
 # ---------------------------------------------------------------------------------------------
+# Run state (see MetadataStore.start_run)
+
+RUN_STATE, RUN_DRIVER, RUN_ENDED, RUN_REASON = "state", "driver", "ended_at", "state_reason"
+RUNNING, COMPLETE, FAILED, CANCELED, ABANDONED = "RUNNING", "COMPLETE", "FAILED", "CANCELED", "ABANDONED"
+RUN_END_STATES = (COMPLETE, FAILED, CANCELED)
+
+
+class RunClosed(MetadataConflict):
+    """A step tried to record a result into a run that was cancelled, failed or abandoned."""
+
+
+def _process_start_ticks(pid: int) -> str | None:
+    """The start time of process `pid` (clock ticks since boot, Linux), which tells a live driver
+    from a later process that reused its pid; None when no such process (or no /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def this_process() -> str:
+    import socket
+
+    return f"{socket.gethostname()} {os.getpid()} {_process_start_ticks(os.getpid()) or '-'}"
+
+
+def driver_alive(driver: str) -> bool | None:
+    """Whether the process named by a run's `driver` property still runs; None when that cannot
+    be told from here (another host, or no /proc)."""
+    import socket
+
+    try:
+        host, pid, ticks = driver.split(" ")
+    except ValueError:
+        return None
+    if host != socket.gethostname() or ticks == "-":
+        return None
+    return _process_start_ticks(int(pid)) == ticks
+
+
+def run_state(run: ContextRecord) -> str:
+    """A run's state: RUNNING, COMPLETE, FAILED, CANCELED; ABANDONED for a RUNNING run whose
+    driver process is gone (killed with SIGKILL, or its machine restarted); "" when unrecorded."""
+    state = run.properties.get(RUN_STATE, "")
+    if state == RUNNING and driver_alive(run.properties.get(RUN_DRIVER, "")) is False:
+        return ABANDONED
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
 # Plain-Python values
 
 
@@ -268,6 +319,32 @@ class MetadataStore:
             pass
         return self._context_record(run)
 
+    # -- run state ------------------------------------------------------------------------------
+    # A run context records its state as custom properties (no type change, so an older platform
+    # version still reads the database): `state` is RUNNING from the driver's start, then
+    # COMPLETE, FAILED or CANCELED; `driver` = "host pid start-ticks" of the local driver process.
+    # A driver killed with SIGKILL cannot write its end: its run stays RUNNING in the database and
+    # reads as ABANDONED once that process is gone (run_state). A run recorded by steps alone (a
+    # KFP cluster run, whose driver is the KFP backend) has no state: "".
+
+    def start_run(self, pipeline_name: str, run_id: str, properties: dict[str, Any] | None = None) -> ContextRecord:
+        """Creates the run context as RUNNING, owned by this (driver) process."""
+        return self.run_context(pipeline_name, run_id, {**(properties or {}), RUN_STATE: RUNNING,
+                                                        RUN_DRIVER: this_process(), RUN_ENDED: ""})
+
+    def finish_run(self, run_id: str, state: str, reason: str = "") -> ContextRecord:
+        """Marks a run COMPLETE, FAILED or CANCELED (the driver's last write), with why."""
+        if state not in RUN_END_STATES:
+            raise MetadataError(f"finish_run: state must be one of {', '.join(RUN_END_STATES)}, got {state!r}")
+        stored = self.mlmd.get_context_by_type_and_name(T.RUN_CONTEXT, run_id)
+        if stored is None:
+            raise MetadataNotFound(f"no run {run_id!r} in ML Metadata")
+        import time
+
+        ended = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return self._context_record(self._get_or_create_context(
+            T.RUN_CONTEXT, run_id, {RUN_STATE: state, RUN_ENDED: ended, RUN_REASON: reason[:2000]}))
+
     def _get_or_create_context(self, type_name: str, name: str, props: dict[str, Any]) -> pb.Context:
         """Creates the context, or merges `props` into the stored one (a concurrent creator wins
         the insert; we then read its row)."""
@@ -307,6 +384,12 @@ class MetadataStore:
         then COMPLETE on retry), reuses artifacts by (type, uri) and adds only missing events."""
         if run_context.type_name != T.RUN_CONTEXT:
             raise MetadataError(f"record_execution needs a {T.RUN_CONTEXT} context, got {run_context.type_name}")
+        if pb.Execution.State.Value(state) not in _NOT_LINEAGE:
+            [current] = self.mlmd.get_contexts_by_id([run_context.id])
+            closed = run_state(self._context_record(current))
+            if closed not in ("", RUNNING, COMPLETE):
+                # An orphaned step of a cancelled or dead run must not add trusted lineage to it.
+                raise RunClosed(f"{component}: run {run_context.name} is {closed}; its step results are not recorded")
         parents = self.mlmd.get_parent_contexts_by_context(run_context.id)
         contexts = [pb.Context(id=run_context.id)] + [pb.Context(id=p.id) for p in parents]
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,29 @@ class ChildError(MlopsError):
     """The child process did not report success."""
 
 
+def die_with_parent(signum: int = signal.SIGKILL) -> Callable[[], None]:
+    """A subprocess `preexec_fn` by which the kernel sends the child `signum` when the process that
+    started it dies, however it dies (SIGKILL included), so a killed step leaves no worker running.
+    Linux prctl(PR_SET_PDEATHSIG); elsewhere a no-op. It survives exec but not fork: grandchildren
+    need the same, or a process group that is killed whole."""
+    parent = os.getpid()
+
+    def preexec() -> None:
+        import ctypes
+
+        try:
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
+        except (OSError, AttributeError):
+            return  # not Linux
+        pr_set_pdeathsig = 1
+        if prctl(pr_set_pdeathsig, int(signum), 0, 0, 0) != 0:
+            return
+        if os.getppid() != parent:  # the parent died between fork and prctl: no signal will come
+            os._exit(1)
+
+    return preexec
+
+
 def run_child(module: str, request: dict[str, Any], *, what: str, timeout: float | None = None,
               env: dict[str, str] | None = None) -> dict[str, Any]:
     """Runs `python -m module REQUEST_JSON` and returns its marker (ok == True) or raises."""
@@ -51,7 +75,8 @@ def run_child(module: str, request: dict[str, Any], *, what: str, timeout: float
         sys.stdout.flush()
         sys.stderr.flush()
         try:
-            proc = subprocess.run([sys.executable, "-m", module, req_path], env=child_env, timeout=timeout)
+            proc = subprocess.run([sys.executable, "-m", module, req_path], env=child_env, timeout=timeout,
+                                  preexec_fn=die_with_parent())
             code = proc.returncode
         except subprocess.TimeoutExpired:
             raise ChildError(f"{what}: the worker ({module}) did not finish within {timeout:.0f} s") from None
