@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from mlops.config import ColumnKind, PlatformConfig, TaskType, join_uri
+from mlops.errors import MlopsError
 
 SPLITS = ("train", "eval", "test")
 
@@ -97,6 +98,25 @@ def encode_label(series: pd.Series, task: TaskType) -> pd.Series:
 
 def split_path(examples_dir: str, split: str) -> str:
     return join_uri(examples_dir, f"{split}.parquet")
+
+
+class ExamplesError(MlopsError):
+    """An Examples directory lacks a split (the message names the file and the splits found)."""
+
+
+def read_split(examples_dir: str, split: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """One split of an Examples artifact (<dir>/<split>.parquet) as a DataFrame, from a local path
+    or any fsspec URI; `columns` reads only those. The one reader every step uses."""
+    from mlops import storage
+
+    uri = split_path(examples_dir, split)
+    if not storage.exists(uri):
+        found = sorted(n for n in storage.listdir(examples_dir) if n.endswith(".parquet")) \
+            if storage.exists(examples_dir) else []
+        raise ExamplesError(f"examples {examples_dir}: no {split}.parquet (found {found or 'nothing'})")
+    fs, path = storage.fs_and_path(uri)
+    with fs.open(path, "rb") as f:
+        return pd.read_parquet(f, columns=columns)
 
 
 def stats_path(statistics_dir: str, split: str) -> str:

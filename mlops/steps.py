@@ -10,11 +10,57 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mlops.config import PlatformConfig, load_config
 from mlops.envs import REPO_ROOT
+
+
+# ---------------------------------------------------------------------------------------------
+# The one executor contract. Every step's executor module exposes
+#
+#     execute(config, inputs, outputs, context, **params) -> StepResult
+#
+# inputs / outputs: artifact name -> Location (the path this process reads or writes, and the
+# URI that identifies the artifact in the store and in ML Metadata: under KFP the path is the
+# mount of the URI); context: the run the step belongs to; params: the step's own parameters
+# (plain JSON values). A component body only maps KFP's parameters and artifacts to this call and
+# the result back to KFP metadata; the CLI and tests call the same function without KFP. Errors
+# are mlops.errors.MlopsError subclasses, mapped to exit codes once (cli/) and, under KFP, shown
+# as the step's last log line.
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where an artifact is: `path` for this process's file I/O, `uri` for its identity."""
+
+    path: str
+    uri: str = ""
+
+    def __post_init__(self):
+        if not self.uri:
+            object.__setattr__(self, "uri", self.path)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """The pipeline run a step execution belongs to (its ML Metadata context) and whether the step
+    cache may serve it."""
+
+    pipeline: str
+    run_id: str
+    enable_cache: bool = True
+
+
+@dataclass
+class StepResult:
+    """What a step reports: JSON-able values (counts, metrics, blessing, ...) and whether the step
+    cache served it. `values` is what a component logs as KFP metadata."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    cached: bool = False
 
 
 def load_step_config(config_path: str, overrides_json: str = "", artifact_root: str = "") -> PlatformConfig:

@@ -43,14 +43,15 @@ def evaluator(
     import math
     import shutil
 
-    from components.evaluator.executor import run_step
-    from mlops.steps import load_step_config
+    from components.evaluator.executor import execute
+    from mlops.steps import Location, RunContext, load_step_config
 
     config = load_step_config(config_path, config_overrides, artifact_root)
-    result = run_step(config, examples_dir=examples.path, examples_uri=examples.uri, model_dir=model.path,
-                      model_uri=model.uri, evaluation_dir=evaluation.path, evaluation_uri=evaluation.uri,
-                      blessing_dir=blessing.path, blessing_uri=blessing.uri, pipeline=pipeline_name,
-                      run_id=run_id, enable_cache=enable_cache)
+    result = execute(config, {"examples": Location(examples.path, examples.uri),
+                              "model": Location(model.path, model.uri)},
+                     {"evaluation": Location(evaluation.path, evaluation.uri),
+                      "blessing": Location(blessing.path, blessing.uri)},
+                     RunContext(pipeline_name, run_id, enable_cache)).values
     shutil.copyfile(f"{evaluation.path}/index.html", report.path)
     for name, value in result["overall"].get("candidate", {}).items():
         if value is not None and math.isfinite(value):  # KFP metadata is JSON: no NaN

@@ -31,10 +31,20 @@ import numpy as np
 import pandas as pd
 
 from mlops import artifacts, storage
+from mlops.errors import InvalidInput, MlopsError
 from mlops.steps import source_version
 from mlops.config import PlatformConfig, TaskType, join_uri
 
 CODE_VERSION = source_version("evaluator", __name__)
+
+
+class EvaluatorError(MlopsError):
+    """The evaluation could not be computed (TFMA gave no result, the NumPy twin disagrees)."""
+
+
+class EvaluationInputError(EvaluatorError, InvalidInput):
+    """What the Evaluator was given cannot be evaluated (a missing column, NaN predictions, a
+    label outside [0, 1], an unsupported task); the message names it."""
 CANDIDATE, BASELINE = "candidate", "baseline"
 METRICS = ["ExampleCount", "AUC", "Precision", "Recall", "Calibration", "MeanLabel", "MeanPrediction",
            "BinaryAccuracy"]  # TFMA class names
@@ -70,13 +80,14 @@ def predict(serving_model_dir: str, df: pd.DataFrame, features: list[artifacts.R
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     import tensorflow as tf
 
-    fn = tf.saved_model.load(storage.local_path(serving_model_dir)).signatures[artifacts.SERVING_SIGNATURE]
+    from mlops.modeling.predictions import savedmodel_predict
+
+    loaded = tf.saved_model.load(storage.local_path(serving_model_dir))
     out = []
     for start in range(0, len(df), batch_size):
         chunk = df.iloc[start:start + batch_size]
-        inputs = {f.name: tf.constant(chunk[f.name].to_numpy(dtype=np.float32 if f.dtype == "float32" else object),
-                                      dtype=tf.float32 if f.dtype == "float32" else tf.string) for f in features}
-        out.append(fn(**inputs)[output_key].numpy().reshape(-1))
+        rows = {f.name: chunk[f.name].to_numpy(dtype=np.float32 if f.dtype == "float32" else object) for f in features}
+        out.append(savedmodel_predict(loaded, rows, artifacts.SERVING_SIGNATURE, output_key=output_key))
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
@@ -112,7 +123,7 @@ def _analyze_raw_data(df: pd.DataFrame, eval_config, output_path: str) -> None:
     for spec in eval_config.model_specs:
         for col in (spec.prediction_key, spec.label_key):
             if col not in df.columns:
-                raise KeyError(f"column {col!r} not in the evaluation frame: {list(df.columns)}")
+                raise EvaluationInputError(f"column {col!r} not in the evaluation frame: {list(df.columns)}")
     batch = table_util.CanonicalizeRecordBatch(pa.RecordBatch.from_pandas(df, preserve_index=False))
     writers = tfma.default_writers(output_path, eval_config=eval_config)
     with beam.Pipeline(runner=FnApiRunner()) as p:
@@ -144,7 +155,7 @@ def tfma_overall(df: pd.DataFrame, label: str, predictions: dict[str, str]) -> d
                     overall[model] = {k: _value(v) for k, v in by_output.get("", {}).get("", {}).items()}
     missing = [m for m in predictions if m not in overall]
     if missing:
-        raise RuntimeError(f"TFMA returned no overall metrics for {missing}")
+        raise EvaluatorError(f"TFMA returned no overall metrics for {missing}")
     return overall
 
 
@@ -197,11 +208,11 @@ def binary_metrics(label, prediction) -> dict[str, float | None]:
     y = np.asarray(label, dtype=np.float64).reshape(-1)
     p = np.asarray(prediction, dtype=np.float64).reshape(-1)
     if y.shape != p.shape:
-        raise ValueError(f"{y.size} labels but {p.size} predictions")
+        raise EvaluationInputError(f"{y.size} labels but {p.size} predictions")
     if not np.isfinite(p).all():
-        raise ValueError(f"{int((~np.isfinite(p)).sum())} predictions are NaN or infinite")
+        raise EvaluationInputError(f"{int((~np.isfinite(p)).sum())} predictions are NaN or infinite")
     if not ((y >= 0) & (y <= 1)).all():
-        raise ValueError("labels must be in [0, 1] for binary classification metrics (TFMA's rule)")
+        raise EvaluationInputError("labels must be in [0, 1] for binary classification metrics (TFMA's rule)")
 
     def ratio(num: float, den: float, zero) -> float | None:
         return None if zero(den) else num / den
@@ -239,7 +250,7 @@ def slice_metrics(df: pd.DataFrame, label: str, predictions: dict[str, str], sli
     missing = sorted({c for s in slices for c in s} - set(df.columns)) + [
         c for c in (label, *predictions.values()) if c not in df.columns]
     if missing:
-        raise KeyError(f"columns {missing} not in the evaluation frame: {list(df.columns)}")
+        raise EvaluationInputError(f"columns {missing} not in the evaluation frame: {list(df.columns)}")
     y = df[label].to_numpy(dtype=np.float64)
     preds = {model: df[col].to_numpy(dtype=np.float64) for model, col in predictions.items()}
     out = []
@@ -274,7 +285,7 @@ def check_parity(tfma: dict[str, dict[str, float | None]], numpy: dict[str, dict
                 if abs(a - b) > tolerance:
                     problems.append(f"{model} {name}: TFMA {a!r}, NumPy {b!r}")
     if problems:
-        raise RuntimeError("the NumPy slice metrics no longer match TFMA's definitions (was TFMA upgraded?): "
+        raise EvaluatorError("the NumPy slice metrics no longer match TFMA's definitions (was TFMA upgraded?): "
                            + "; ".join(problems))
     return worst
 
@@ -305,17 +316,17 @@ def judge(config: PlatformConfig, overall: dict[str, dict[str, float]], baseline
 def evaluate(config: PlatformConfig, examples_dir: str, model_dir: str, out_dir: str, *,
              baseline_model_dir: str | None = None, baseline_version: str = "", split: str = "test") -> Evaluation:
     if config.dataset.label.task != TaskType.binary_classification:
-        raise NotImplementedError(f"Evaluator supports binary_classification, got {config.dataset.label.task.value}")
+        raise EvaluationInputError(f"Evaluator supports binary_classification, got {config.dataset.label.task.value}")
     t0 = time.perf_counter()
     label = config.dataset.label.column
     features = artifacts.model_features(config)
     output_key = artifacts.OUTPUT_KEY[config.dataset.label.task]
-    df = pd.read_parquet(artifacts.split_path(examples_dir, split))
+    df = artifacts.read_split(examples_dir, split)
     if df.empty and split == "test":  # split.test = 0: evaluate on eval
         split = "eval"
-        df = pd.read_parquet(artifacts.split_path(examples_dir, split))
+        df = artifacts.read_split(examples_dir, split)
     if df.empty:
-        raise ValueError(f"split {split!r} of {examples_dir} is empty: nothing to evaluate")
+        raise EvaluatorError(f"split {split!r} of {examples_dir} is empty: nothing to evaluate")
     preds = {CANDIDATE: predict(join_uri(model_dir, artifacts.SERVING_MODEL), df, features, output_key)}
     if baseline_model_dir:
         preds[BASELINE] = predict(join_uri(baseline_model_dir, artifacts.SERVING_MODEL), df, features, output_key)
@@ -428,3 +439,18 @@ def run_step(config: PlatformConfig, *, examples_dir: str, examples_uri: str, mo
                      "baseline_version": baseline_version})]},
         properties={"code_version": CODE_VERSION}, state="CACHED" if cached else "COMPLETE")
     return {**result, "cached": cached}
+
+
+def execute(config: PlatformConfig, inputs: dict, outputs: dict, context) -> "StepResult":
+    """The step contract (mlops.steps): inputs {"examples", "model"}; outputs {"evaluation",
+    "blessing"}."""
+    from mlops.steps import StepResult
+
+    examples, model = inputs["examples"], inputs["model"]
+    evaluation, blessing = outputs["evaluation"], outputs["blessing"]
+    result = run_step(config, examples_dir=examples.path, examples_uri=examples.uri, model_dir=model.path,
+                      model_uri=model.uri, evaluation_dir=evaluation.path, evaluation_uri=evaluation.uri,
+                      blessing_dir=blessing.path, blessing_uri=blessing.uri, pipeline=context.pipeline,
+                      run_id=context.run_id, enable_cache=context.enable_cache)
+    cached = result.pop("cached")
+    return StepResult(values=result, cached=cached)

@@ -7,7 +7,7 @@ import pytest
 
 from mlops.config import load_config
 
-from components.evaluator.executor import (BASELINE, CANDIDATE, METRIC_NAMES, METRICS, _analyze_raw_data, _value,
+from components.evaluator.executor import (BASELINE, CANDIDATE, EvaluationInputError, EvaluatorError, METRIC_NAMES, METRICS, _analyze_raw_data, _value,
                                            binary_metrics, calibration_bins, check_parity, judge, slice_metrics,
                                            tfma_overall)
 from tests.support.fixtures import FLIGHTS_CONFIG
@@ -63,20 +63,20 @@ def test_binary_metrics_definitions():
 
 
 def test_binary_metrics_rejects_bad_inputs():
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(EvaluationInputError, match="NaN"):
         binary_metrics(np.array([0, 1]), np.array([0.5, np.nan]))
-    with pytest.raises(ValueError, match=r"labels must be in \[0, 1\]"):
+    with pytest.raises(EvaluationInputError, match=r"labels must be in \[0, 1\]"):
         binary_metrics(np.array([0, 2]), np.array([0.5, 0.5]))
-    with pytest.raises(ValueError, match="2 labels but 3 predictions"):
+    with pytest.raises(EvaluationInputError, match="2 labels but 3 predictions"):
         binary_metrics(np.array([0, 1]), np.array([0.5, 0.5, 0.5]))
 
 
 def test_check_parity_names_the_disagreeing_metric():
     tfma = {CANDIDATE: {"auc": 0.75, "precision": None, "example_count": 10.0}}
     assert check_parity(tfma, {CANDIDATE: {"auc": 0.75, "precision": None, "example_count": 10.0}}) == 0.0
-    with pytest.raises(RuntimeError, match="candidate auc: TFMA 0.75, NumPy 0.76"):
+    with pytest.raises(EvaluatorError, match="candidate auc: TFMA 0.75, NumPy 0.76"):
         check_parity(tfma, {CANDIDATE: {"auc": 0.76, "precision": None, "example_count": 10.0}})
-    with pytest.raises(RuntimeError, match="candidate precision: TFMA None, NumPy 0.5"):
+    with pytest.raises(EvaluatorError, match="candidate precision: TFMA None, NumPy 0.5"):
         check_parity(tfma, {CANDIDATE: {"auc": 0.75, "precision": 0.5, "example_count": 10.0}})
 
 
@@ -89,7 +89,7 @@ def test_slice_metrics_groups_like_a_slicing_spec():
     assert keys == [{"carrier": "AA", "hour": 5.0}, {"carrier": "AA"}, {"carrier": "UA", "hour": 6.0},
                     {"carrier": "UA"}]  # sorted by JSON; rows with a missing slice value are in no slice
     assert [s["metrics"]["example_count"] for s in out] == [2, 2, 1, 2]
-    with pytest.raises(KeyError, match="'dest'"):
+    with pytest.raises(EvaluationInputError, match="'dest'"):
         slice_metrics(df, "label", {CANDIDATE: "p"}, [["dest"]])
 
 

@@ -29,11 +29,11 @@ def example_gen(
         enable_cache: Reuse outputs of an identical earlier run (same data, config, code).
         examples: <split>.parquet per split and examples.json (row counts, versions used).
     """
-    from components.example_gen.executor import run_step
-    from mlops.steps import load_step_config
+    from components.example_gen.executor import execute
+    from mlops.steps import Location, RunContext, load_step_config
 
     config = load_step_config(config_path, config_overrides, artifact_root)
-    result = run_step(config, selector=dataset_selector, out_dir=examples.path, out_uri=examples.uri,
-                      pipeline=pipeline_name, run_id=run_id, enable_cache=enable_cache)
-    examples.metadata.update({"splits": result["splits"], "dataset_versions": result["dataset_versions"],
-                              "cached": result["cached"]})
+    result = execute(config, {}, {"examples": Location(examples.path, examples.uri)},
+                     RunContext(pipeline_name, run_id, enable_cache), dataset_selector=dataset_selector)
+    examples.metadata.update({"splits": result.values["splits"], "dataset_versions": result.values["dataset_versions"],
+                              "cached": result.cached})

@@ -23,12 +23,13 @@ import pandas as pd
 from mlops import artifacts, storage
 from mlops.steps import source_version
 from mlops.config import PlatformConfig, SplitSpec, join_uri
+from mlops.errors import MlopsError
 from mlops.datasets.repository import DatasetError, DatasetRepository
 
 CODE_VERSION = source_version("example_gen", __name__)
 
 
-class ExampleGenError(ValueError):
+class ExampleGenError(MlopsError):
     pass
 
 
@@ -172,3 +173,15 @@ def run_step(config: PlatformConfig, *, selector: str, out_dir: str, out_uri: st
                 properties={"code_version": CODE_VERSION, "cache_key": "hit" if cached else "miss"},
                 state="CACHED" if cached else "COMPLETE")
     return {**result, "cached": cached}
+
+
+def execute(config: PlatformConfig, inputs: dict, outputs: dict, context, *, dataset_selector: str) -> "StepResult":
+    """The step contract (mlops.steps): no artifact inputs (the dataset versions are resolved from
+    `dataset_selector` in the repository); outputs {"examples"}."""
+    from mlops.steps import StepResult
+
+    examples = outputs["examples"]
+    result = run_step(config, selector=dataset_selector, out_dir=examples.path, out_uri=examples.uri,
+                      pipeline=context.pipeline, run_id=context.run_id, enable_cache=context.enable_cache)
+    cached = result.pop("cached")
+    return StepResult(values=result, cached=cached)

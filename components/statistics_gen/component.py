@@ -31,11 +31,12 @@ def statistics_gen(
     """
     import shutil
 
-    from components.statistics_gen.executor import run
-    from mlops.steps import load_step_config
+    from components.statistics_gen.executor import execute
+    from mlops.steps import Location, RunContext, load_step_config
 
     config = load_step_config(config_path, config_overrides, artifact_root)
-    out = run(config, examples.path, statistics.path, pipeline=pipeline_name, run_id=run_id)
-    shutil.copyfile(out.html_path, statistics_html.path)
-    statistics.metadata.update({"splits": out.splits, "rows_in": out.rows_in, "sample_rate": out.sample_rate,
-                                "content_hash": out.content_hash})
+    out = execute(config, {"examples": Location(examples.path, examples.uri)},
+                  {"statistics": Location(statistics.path, statistics.uri)}, RunContext(pipeline_name, run_id)).values
+    shutil.copyfile(out["html_path"], statistics_html.path)
+    statistics.metadata.update({"splits": out["splits"], "rows_in": out["rows_in"], "sample_rate": out["sample_rate"],
+                                "content_hash": out["content_hash"]})

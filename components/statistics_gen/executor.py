@@ -23,6 +23,7 @@ import pandas as pd
 from mlops import artifacts, storage
 from mlops.artifacts import SPLITS, STATS_SUFFIX, stats_path
 from mlops.config import PlatformConfig, join_uri
+from mlops.errors import MlopsError
 from mlops.validation import report
 from mlops.validation.statistics import compute_statistics, feature_summary, read_statistics, write_statistics
 
@@ -32,8 +33,8 @@ STATS_INDEX = "statistics.json"
 HTML_FILE = "index.html"
 
 
-class StatisticsGenError(ValueError):
-    pass
+class StatisticsGenError(MlopsError):
+    """Statistics could not be computed or read; the message names the file."""
 
 
 @dataclass
@@ -50,16 +51,6 @@ class StatisticsOutput:
         return join_uri(self.out_dir, HTML_FILE)
 
 
-def read_split(examples_dir: str, split: str) -> pd.DataFrame:
-    uri = artifacts.split_path(examples_dir, split)
-    if not storage.exists(uri):
-        found = [n for n in storage.listdir(examples_dir) if n.endswith(".parquet")]
-        raise StatisticsGenError(f"examples {examples_dir}: split {split!r} has no {split}.parquet (found {found})")
-    fs, path = storage.fs_and_path(uri)
-    with fs.open(path, "rb") as f:
-        return pd.read_parquet(f)
-
-
 def generate(config: PlatformConfig, examples_dir: str, out_dir: str, splits=SPLITS) -> StatisticsOutput:
     """Statistics per split; returns what was written (see the module doc for the layout)."""
     rate = config.validation.stats_sample_rate
@@ -69,7 +60,7 @@ def generate(config: PlatformConfig, examples_dir: str, out_dir: str, splits=SPL
     stats_by_split = {}
     for split in splits:
         t0 = time.perf_counter()
-        df = read_split(examples_dir, split)
+        df = artifacts.read_split(examples_dir, split)
         stats = compute_statistics(df, config, name=split, sample_rate=rate)
         write_statistics(stats, stats_path(out_dir, split))
         digest.update(split.encode() + stats.SerializeToString())
@@ -165,3 +156,14 @@ def run(config: PlatformConfig, examples_dir: str, out_dir: str, *, pipeline: st
                 outputs={"statistics": [statistics_ref(out)]},
                 properties={"code_version": CODE_VERSION})
     return out
+
+
+def execute(config: PlatformConfig, inputs: dict, outputs: dict, context) -> "StepResult":
+    """The step contract (mlops.steps): inputs {"examples"}; outputs {"statistics"}."""
+    from dataclasses import asdict
+
+    from mlops.steps import StepResult
+
+    out = run(config, inputs["examples"].path, outputs["statistics"].path, pipeline=context.pipeline,
+              run_id=context.run_id)
+    return StepResult(values={**asdict(out), "html_path": out.html_path})

@@ -34,16 +34,17 @@ def trainer(
         metrics: Eval/test metrics of the exported model (KFP UI).
         enable_cache: Reuse the outputs of an identical earlier run (same data, config, code).
     """
-    from components.trainer.executor import LOGS, run
-    from mlops.steps import load_step_config
+    from components.trainer.executor import LOGS, execute
+    from mlops.steps import Location, RunContext, load_step_config
 
     config = load_step_config(config_path, config_overrides, artifact_root)
-    result = run(config, transform_graph.path, model.path, pipeline=pipeline_name, run_id=run_id,
-                 examples_dir=examples.path, enable_cache=enable_cache)
-    for split, values in result.metrics.items():
+    result = execute(config, {"transform_graph": Location(transform_graph.path, transform_graph.uri),
+                              "examples": Location(examples.path, examples.uri)},
+                     {"model": Location(model.path, model.uri)}, RunContext(pipeline_name, run_id, enable_cache))
+    for split, values in result.values["metrics"].items():
         for name, value in values.items():
             metrics.log_metric(f"{split}_{name}", float(value))
     model.metadata.update({
-        "tensorboard_logs": model.uri.rstrip("/") + "/" + LOGS, "epochs_run": result.epochs_run,
-        "best_epoch": result.best_epoch, "rows": result.rows, "tflite_parity": result.tflite_parity,
-        "framework": "tensorflow", "signature": "serving_default"})
+        "tensorboard_logs": model.uri.rstrip("/") + "/" + LOGS, "epochs_run": result.values["epochs_run"],
+        "best_epoch": result.values["best_epoch"], "rows": result.values["rows"],
+        "tflite_parity": result.values["tflite_parity"], "framework": "tensorflow", "signature": "serving_default"})

@@ -27,6 +27,7 @@ from mlops import storage
 from mlops.artifacts import (SERVING_MODEL, TFLITE_MODEL, TFLITE_PREPROCESSING, TRAINING_INFO, TRANSFORM_OUTPUT,
                              TRANSFORMED_EXAMPLES, SPLITS)
 from mlops.config import PlatformConfig, join_uri
+from mlops.errors import MlopsError
 from mlops.modeling.child import ChildError, run_child
 from mlops.registry.store import model_content_hash
 from mlops.steps import record_step, source_version
@@ -42,7 +43,7 @@ PARITY_TOLERANCE = 1e-4
 log = logging.getLogger(__name__)
 
 
-class TrainingError(RuntimeError):
+class TrainingError(MlopsError):
     pass
 
 
@@ -61,6 +62,8 @@ class TrainingResult:
     seconds: float
     worker_exit_code: int
     worker_peak_rss_mb: float | None = None
+
+    cached: bool = False  # served by the step cache (set by run(); False in the stored entry)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -111,7 +114,7 @@ def run(config: PlatformConfig, transform_dir: str, out_dir: str, *, pipeline: s
         inputs={"transform_graph": transform_dir, "examples": kwargs.get("examples_dir") or ""},
         outputs={"model": out_dir}, params={},
         work=lambda: asdict(run_training(config, transform_dir, out_dir, **kwargs)), enabled=enable_cache)
-    result = TrainingResult(**result_dict)
+    result = TrainingResult(**{**result_dict, "cached": cached})
     graph = ArtifactRef("TransformGraph", transform_dir)
     transformed = ArtifactRef("Examples", join_uri(transform_dir, TRANSFORMED_EXAMPLES),
                               properties={"split_names": json.dumps(list(SPLITS))})
@@ -123,3 +126,14 @@ def run(config: PlatformConfig, transform_dir: str, out_dir: str, *, pipeline: s
                 outputs={"model": [model]}, properties={"code_version": CODE_VERSION},
                 state="CACHED" if cached else "COMPLETE")
     return result
+
+
+def execute(config: PlatformConfig, inputs: dict, outputs: dict, context) -> "StepResult":
+    """The step contract (mlops.steps): inputs {"transform_graph", "examples"}; outputs {"model"}."""
+    from dataclasses import asdict
+
+    from mlops.steps import StepResult
+
+    result = run(config, inputs["transform_graph"].path, outputs["model"].path, pipeline=context.pipeline,
+                 run_id=context.run_id, examples_dir=inputs["examples"].path, enable_cache=context.enable_cache)
+    return StepResult(values=asdict(result), cached=result.cached)

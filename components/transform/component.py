@@ -35,19 +35,16 @@ def transform(
             against it before any Beam work.
         anomalies: Optional ExampleValidator output: the validation this step ran behind (lineage).
     """
-    from components.transform.executor import run
-    from components.transform.worker import LOCAL_RUNNERS
-    from mlops.steps import load_step_config
+    from components.transform.executor import execute
+    from mlops.steps import Location, RunContext, load_step_config
 
     config = load_step_config(config_path, config_overrides, artifact_root)
-    # A distributed Beam runner (Dataflow/Flink/Spark) reads and writes through the artifact
-    # URIs (e.g. gs://...), which its workers reach; the local runner uses the mounted paths.
-    local = config.transform.beam_runner in LOCAL_RUNNERS
-    result = run(config, examples.path if local else examples.uri,
-                 transform_graph.path if local else transform_graph.uri, pipeline=pipeline_name, run_id=run_id,
-                 schema_dir=schema.path if schema is not None else None,
-                 anomalies_dir=anomalies.path if anomalies is not None else None, enable_cache=enable_cache)
+    optional = {name: Location(a.path, a.uri) for name, a in (("schema", schema), ("anomalies", anomalies))
+                if a is not None}
+    result = execute(config, {"examples": Location(examples.path, examples.uri), **optional},
+                     {"transform_graph": Location(transform_graph.path, transform_graph.uri)},
+                     RunContext(pipeline_name, run_id, enable_cache)).values
     transform_graph.metadata.update({
-        "row_counts": result.rows, "vocabulary_sizes": result.vocabulary_sizes,
-        "content_hash": result.content_hash, "beam_runner": config.transform.beam_runner,
-        "transformed_features": result.transformed_features, "seconds": result.seconds})
+        "row_counts": result["rows"], "vocabulary_sizes": result["vocabulary_sizes"],
+        "content_hash": result["content_hash"], "beam_runner": config.transform.beam_runner,
+        "transformed_features": result["transformed_features"], "seconds": result["seconds"]})

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from mlops import storage
 from mlops.artifacts import SCHEMA_FILE, SPLITS, TRANSFORM_OUTPUT, TRANSFORMED_EXAMPLES, split_path
 from mlops.config import PlatformConfig, join_uri
+from mlops.errors import MlopsError
 from mlops.modeling.child import ChildError, run_child
 from mlops.steps import record_step, source_version
 
@@ -37,7 +38,7 @@ DEFAULT_BATCH_ROWS = 10_000  # rows per Arrow RecordBatch fed to TFT
 log = logging.getLogger(__name__)
 
 
-class TransformError(RuntimeError):
+class TransformError(MlopsError):
     pass
 
 
@@ -55,6 +56,7 @@ class TransformResult:
     worker_peak_rss_mb: float | None = None
     content_hash: str = ""
     extra: dict = field(default_factory=dict)
+    cached: bool = False  # served by the step cache (set by run(); False in the stored entry)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -177,7 +179,7 @@ def run(config: PlatformConfig, examples_dir: str, out_dir: str, *, pipeline: st
         config, COMPONENT, CODE_VERSION, sections=["dataset", "transform"],
         inputs={"examples": examples_dir}, outputs={"transform_graph": out_dir},
         params={"schema": schema_digest(schema_dir) if schema_dir else ""}, work=lambda: asdict(run_transform(config, examples_dir, out_dir, **kwargs)), enabled=enable_cache)
-    result = TransformResult(**result_dict)
+    result = TransformResult(**{**result_dict, "cached": cached})
     split_names = json.dumps(list(SPLITS))
     examples = ArtifactRef("Examples", examples_dir, properties={
         "split_names": split_names, "row_count": sum(result.rows.values()), **(examples_properties or {})})
@@ -196,3 +198,21 @@ def run(config: PlatformConfig, examples_dir: str, out_dir: str, *, pipeline: st
                 outputs={"transform_graph": [graph], "transformed_examples": [transformed]},
                 properties={"code_version": CODE_VERSION}, state="CACHED" if cached else "COMPLETE")
     return result
+
+
+def execute(config: PlatformConfig, inputs: dict, outputs: dict, context) -> "StepResult":
+    """The step contract (mlops.steps): inputs {"examples", "schema"?, "anomalies"?}; outputs
+    {"transform_graph"}. A distributed Beam runner (Dataflow/Flink/Spark) reads and writes through
+    the artifact URIs, which its workers reach; the local runners use the mounted paths."""
+    from dataclasses import asdict
+
+    from components.transform.worker import LOCAL_RUNNERS
+    from mlops.steps import StepResult
+
+    local = config.transform.beam_runner in LOCAL_RUNNERS
+    where = (lambda loc: loc.path if local else loc.uri)
+    optional = (lambda name: inputs[name].path if inputs.get(name) is not None else None)
+    result = run(config, where(inputs["examples"]), where(outputs["transform_graph"]), pipeline=context.pipeline,
+                 run_id=context.run_id, schema_dir=optional("schema"), anomalies_dir=optional("anomalies"),
+                 enable_cache=context.enable_cache)
+    return StepResult(values=asdict(result), cached=result.cached)

@@ -24,19 +24,14 @@ from mlops.artifacts import RawFeature
 def read_raw_rows(examples_dir: str, split: str, raw: Sequence[RawFeature], limit: int | None = None) -> dict:
     """Raw feature columns of <examples>/<split>.parquet (first `limit` rows), raw encoding:
     float32 with NaN for missing, Python str with "" for missing."""
-    import pyarrow.parquet as pq
+    from mlops.artifacts import read_split
 
-    from mlops import storage
-    from mlops.artifacts import split_path
-
-    fs, path = storage.fs_and_path(split_path(examples_dir, split))
-    with fs.open(path, "rb") as f:
-        table = pq.read_table(f, columns=[r.name for r in raw])
+    frame = read_split(examples_dir, split, columns=[r.name for r in raw])
     if limit is not None:
-        table = table.slice(0, limit)
+        frame = frame.iloc[:limit]
     rows = {}
     for r in raw:
-        col = table.column(r.name).to_pandas()
+        col = frame[r.name]
         if r.dtype == "float32":
             rows[r.name] = col.astype("float64").to_numpy(dtype=np.float32, na_value=np.nan)
         else:
@@ -44,8 +39,11 @@ def read_raw_rows(examples_dir: str, split: str, raw: Sequence[RawFeature], limi
     return rows
 
 
-def savedmodel_predict(model_dir_or_loaded, rows: dict, signature: str = "serving_default") -> np.ndarray:
-    """The serving signature of <model_dir>/serving_model (or a loaded SavedModel) on raw rows."""
+def savedmodel_predict(model_dir_or_loaded, rows: dict, signature: str = "serving_default",
+                       output_key: str | None = None) -> np.ndarray:
+    """The serving signature of <model_dir>/serving_model (or a loaded SavedModel) on raw rows
+    ({feature: 1-D array}), as a 1-D array of `output_key` (default: the signature's only output).
+    The one way the pipeline side calls an exported model (Trainer parity, Evaluator, tests)."""
     import tensorflow as tf
 
     from mlops.artifacts import SERVING_MODEL
@@ -56,7 +54,7 @@ def savedmodel_predict(model_dir_or_loaded, rows: dict, signature: str = "servin
     fn = loaded.signatures[signature]
     specs = fn.structured_input_signature[1]
     out = fn(**{k: tf.constant(rows[k], dtype=spec.dtype) for k, spec in specs.items()})
-    (value,) = out.values()
+    value = out[output_key] if output_key is not None else next(iter(out.values()))
     return value.numpy().reshape(-1)
 
 
