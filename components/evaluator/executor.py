@@ -32,7 +32,7 @@ import pandas as pd
 
 from mlops import artifacts, storage
 from mlops.errors import InvalidInput, MlopsError
-from mlops.steps import source_version
+from mlops.steps import Location, RunContext, StepResult, source_version
 from mlops.config import PlatformConfig, TaskType, join_uri
 
 CODE_VERSION = source_version("evaluator", __name__)
@@ -441,11 +441,9 @@ def run_step(config: PlatformConfig, *, examples_dir: str, examples_uri: str, mo
     return {**result, "cached": cached}
 
 
-def execute(config: PlatformConfig, inputs: dict, outputs: dict, context) -> "StepResult":
+def execute(config: PlatformConfig, inputs: dict[str, Location], outputs: dict[str, Location], context: RunContext) -> StepResult:
     """The step contract (mlops.steps): inputs {"examples", "model"}; outputs {"evaluation",
     "blessing"}."""
-    from mlops.steps import StepResult
-
     examples, model = inputs["examples"], inputs["model"]
     evaluation, blessing = outputs["evaluation"], outputs["blessing"]
     result = run_step(config, examples_dir=examples.path, examples_uri=examples.uri, model_dir=model.path,

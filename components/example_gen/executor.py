@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from mlops import artifacts, storage
-from mlops.steps import source_version
+from mlops.steps import Location, RunContext, StepResult, source_version
 from mlops.config import PlatformConfig, SplitSpec, join_uri
 from mlops.errors import MlopsError
 from mlops.datasets.repository import DatasetError, DatasetRepository
@@ -175,11 +175,10 @@ def run_step(config: PlatformConfig, *, selector: str, out_dir: str, out_uri: st
     return {**result, "cached": cached}
 
 
-def execute(config: PlatformConfig, inputs: dict, outputs: dict, context, *, dataset_selector: str) -> "StepResult":
+def execute(config: PlatformConfig, inputs: dict[str, Location], outputs: dict[str, Location], context: RunContext,
+            *, dataset_selector: str) -> StepResult:
     """The step contract (mlops.steps): no artifact inputs (the dataset versions are resolved from
     `dataset_selector` in the repository); outputs {"examples"}."""
-    from mlops.steps import StepResult
-
     examples = outputs["examples"]
     result = run_step(config, selector=dataset_selector, out_dir=examples.path, out_uri=examples.uri,
                       pipeline=context.pipeline, run_id=context.run_id, enable_cache=context.enable_cache)

@@ -24,6 +24,7 @@ from mlops import artifacts, storage
 from mlops.artifacts import SPLITS, STATS_SUFFIX, stats_path
 from mlops.config import PlatformConfig, join_uri
 from mlops.errors import MlopsError
+from mlops.steps import Location, RunContext, StepResult
 from mlops.validation import report
 from mlops.validation.statistics import compute_statistics, feature_summary, read_statistics, write_statistics
 
@@ -158,11 +159,9 @@ def run(config: PlatformConfig, examples_dir: str, out_dir: str, *, pipeline: st
     return out
 
 
-def execute(config: PlatformConfig, inputs: dict, outputs: dict, context) -> "StepResult":
+def execute(config: PlatformConfig, inputs: dict[str, Location], outputs: dict[str, Location], context: RunContext) -> StepResult:
     """The step contract (mlops.steps): inputs {"examples"}; outputs {"statistics"}."""
     from dataclasses import asdict
-
-    from mlops.steps import StepResult
 
     out = run(config, inputs["examples"].path, outputs["statistics"].path, pipeline=context.pipeline,
               run_id=context.run_id)

@@ -30,7 +30,7 @@ from mlops.config import PlatformConfig, join_uri
 from mlops.errors import MlopsError
 from mlops.modeling.child import ChildError, run_child
 from mlops.registry.store import model_content_hash
-from mlops.steps import record_step, source_version
+from mlops.steps import Location, RunContext, StepResult, record_step, source_version
 
 COMPONENT = "trainer"
 WORKER_MODULE = "components.trainer.worker"
@@ -128,11 +128,9 @@ def run(config: PlatformConfig, transform_dir: str, out_dir: str, *, pipeline: s
     return result
 
 
-def execute(config: PlatformConfig, inputs: dict, outputs: dict, context) -> "StepResult":
+def execute(config: PlatformConfig, inputs: dict[str, Location], outputs: dict[str, Location], context: RunContext) -> StepResult:
     """The step contract (mlops.steps): inputs {"transform_graph", "examples"}; outputs {"model"}."""
     from dataclasses import asdict
-
-    from mlops.steps import StepResult
 
     result = run(config, inputs["transform_graph"].path, outputs["model"].path, pipeline=context.pipeline,
                  run_id=context.run_id, examples_dir=inputs["examples"].path, enable_cache=context.enable_cache)

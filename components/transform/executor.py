@@ -27,7 +27,7 @@ from mlops.artifacts import SCHEMA_FILE, SPLITS, TRANSFORM_OUTPUT, TRANSFORMED_E
 from mlops.config import PlatformConfig, join_uri
 from mlops.errors import MlopsError
 from mlops.modeling.child import ChildError, run_child
-from mlops.steps import record_step, source_version
+from mlops.steps import Location, RunContext, StepResult, record_step, source_version
 
 COMPONENT = "transform"
 WORKER_MODULE = "components.transform.worker"
@@ -200,15 +200,13 @@ def run(config: PlatformConfig, examples_dir: str, out_dir: str, *, pipeline: st
     return result
 
 
-def execute(config: PlatformConfig, inputs: dict, outputs: dict, context) -> "StepResult":
+def execute(config: PlatformConfig, inputs: dict[str, Location], outputs: dict[str, Location], context: RunContext) -> StepResult:
     """The step contract (mlops.steps): inputs {"examples", "schema"?, "anomalies"?}; outputs
     {"transform_graph"}. A distributed Beam runner (Dataflow/Flink/Spark) reads and writes through
     the artifact URIs, which its workers reach; the local runners use the mounted paths."""
     from dataclasses import asdict
 
     from components.transform.worker import LOCAL_RUNNERS
-    from mlops.steps import StepResult
-
     local = config.transform.beam_runner in LOCAL_RUNNERS
     where = (lambda loc: loc.path if local else loc.uri)
     optional = (lambda name: inputs[name].path if inputs.get(name) is not None else None)
