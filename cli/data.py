@@ -51,7 +51,11 @@ def data_list(config_path, name, as_json):
     table.columns[0].no_wrap = True
     for v in versions:
         table.add_row(v.id, v.span or "-", f"{v.row_count:,}", v.created_at, v.manifest.get("source", ""))
-    console().print(table) if versions else console().print("no dataset versions yet: run `mlops data ingest`")
+    if not versions:  # say where we looked: a copied config silently points at another artifact root
+        console().print(f"no dataset versions yet{' of ' + name if name else ''} under {repo.root}: "
+                        "run `mlops data ingest`")
+        return
+    console().print(table)
 
 
 @data.command("show")
