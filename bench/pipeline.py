@@ -68,9 +68,10 @@ def run_scale(rows: int, out: Path, seed: int) -> dict:
     proc = subprocess.run(MLOPS + ["run", "training", "--config", str(config), "--no-cache"], env=env,
                           capture_output=True, text=True)
     wall = time.perf_counter() - t0
-    log = proc.stdout + proc.stderr
-    (out / "pipeline.log").write_text(log)
     runs = sorted((out / "artifacts" / "kfp-local").glob("training-*"))
+    # the steps' own output is in the run's logs/ directory (`mlops run` prints one line per step)
+    log = proc.stdout + proc.stderr + ("".join(p.read_text() for p in sorted(runs[-1].glob("logs/*.log"))) if runs else "")
+    (out / "pipeline.log").write_text(log)
     workers = {}
     for step, name in (("transform", "transform_graph"), ("trainer", "model")):
         meta = runs[-1] / step / "executor_output.json" if runs else None

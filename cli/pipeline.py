@@ -120,6 +120,9 @@ def _summary_of(task: str, key: str, value):
         yield "metrics", f"{shown} ({task})"
     elif isinstance(value, dsl.HTML):
         yield "report", value.path
+    elif isinstance(value, dsl.Markdown) and Path(value.path).is_file():  # a step's own summary
+        text = [line.strip() for line in Path(value.path).read_text().splitlines()]
+        yield task, next((line for line in text if line and not line.startswith("#")), "")
     elif key == "blessing" and "blessed" in meta:
         yield "blessing", f"{'blessed' if meta['blessed'] else 'NOT blessed'}: {meta.get('reason', '')}".rstrip(": ")
     for meta_key, label in _SUMMARY_KEYS.items():

@@ -359,8 +359,12 @@ class _RunSession:
         """kfp.local's own lines about a task ("Executing task", its outputs) go to the task's log."""
         root = logging.getLogger()
         saved_level, saved_handlers = root.level, root.handlers[:]
+        from kfp.local import logging_utils
+
         handler = logging.StreamHandler(self._log) if self._log else logging.NullHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s"))
+        # kfp.local's own format, so a step log reads (and parses, bench/pipeline.py) as its output did
+        handler.setFormatter(logging_utils.MillisecondFormatter(fmt="%(asctime)s - %(levelname)s - %(message)s",
+                                                                datefmt="%H:%M:%S.%f"))
         root.handlers[:] = [handler]
         root.setLevel(logging.INFO)
         try:
