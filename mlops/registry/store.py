@@ -397,7 +397,11 @@ def _model_members(src_dir: str):
 
 
 def _content_hash(files: list[dict[str, Any]]) -> str:
-    listing = "".join(f"{f['path']}\t{f['sha256']}\n" for f in files)
+    """The identity of the model: the files that decide its predictions. training.json is left
+    out: it is the training report, and its timings differ on every run, while the Trainer's
+    model files are byte-reproducible (seeded, deterministic ops), so a re-run has the same hash."""
+    report = MODEL_FILES["training_info"]
+    listing = "".join(f"{f['path']}\t{f['sha256']}\n" for f in files if f["path"] != report)
     return hashlib.sha256(listing.encode()).hexdigest()
 
 

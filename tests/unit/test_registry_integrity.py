@@ -140,18 +140,19 @@ def test_models_cli_prints_one_line_for_a_corrupt_file_and_repairs_it(released, 
     runner = CliRunner()
     for args in (["list"], ["list", "flights"], ["show", "flights"], ["promote", "flights@1"], ["rollback", "flights"]):
         out = runner.invoke(cli, ["models", *args])
-        assert out.exit_code == 1 and out.output.startswith(f"Error: {aliases}: is not valid JSON"), (args, out.output)
-        assert out.output.count("\n") == 1 and "Traceback" not in out.output, out.output
+        errors = out.stderr.splitlines()[1:]  # after the artifact-root line every command states
+        assert out.exit_code == 1 and len(errors) == 1 and not out.stdout, (args, out.output)
+        assert errors[0].startswith(f"Error: {aliases}: is not valid JSON") and "Traceback" not in out.output, errors
     repaired = runner.invoke(cli, ["models", "repair", "flights"])
     assert repaired.exit_code == 0, repaired.output
-    report = json.loads(repaired.output)
+    report = json.loads(repaired.stdout)
     assert report["changed"] and report["changes"] == [{"alias": "production", "was": None, "now": 2},
                                                        {"alias": "staging", "was": None, "now": 3}]
     again = runner.invoke(cli, ["models", "repair", "flights"])
-    assert json.loads(again.output)["changed"] is False
-    assert json.loads(runner.invoke(cli, ["models", "show", "flights"]).output)["selector"] == "flights@2"
+    assert json.loads(again.stdout)["changed"] is False
+    assert json.loads(runner.invoke(cli, ["models", "show", "flights"]).stdout)["selector"] == "flights@2"
     diff = runner.invoke(cli, ["models", "diff", "flights@1", "flights@2"])
-    assert json.loads(diff.output)["same_bytes"] is False, diff.output
+    assert json.loads(diff.stdout)["same_bytes"] is False, diff.output
 
 
 # ---- a writer that fails or dies between its two writes --------------------------------------
@@ -325,3 +326,47 @@ def test_show_and_diff_say_why_two_versions_differ(tmp_path):
         ": training is not byte-reproducible"]
     assert cli_ops.show(str(root), "flights@3")["same_training_inputs"] == []
     assert os.path.isdir(root / "registry" / "flights" / "versions" / "4")
+
+
+def test_the_training_report_is_not_part_of_the_model_identity(tmp_path):
+    """training.json holds timings that differ on every run; the model files do not (see below)."""
+    from mlops.registry.store import model_content_hash
+    from mlops.steps import load_step_config
+
+    first, rerun = _trained(tmp_path, "same", None), tmp_path / "rerun"
+    shutil.copytree(first, rerun)
+    (rerun / "training.json").write_text(json.dumps({"epochs": 1, "durations_s": {"fit": 8.1}}))
+    assert model_content_hash(str(first)) == model_content_hash(str(rerun))
+    (rerun / "model.tflite").write_bytes(b"other weights")
+    assert model_content_hash(str(first)) != model_content_hash(str(rerun))
+
+    config = load_step_config("configs/flights.yaml", "", str(tmp_path / "artifacts"))
+    shutil.copy(first / "model.tflite", rerun / "model.tflite")
+    assert _push(config, first, tmp_path).version == 1
+    again = _push(config, rerun, tmp_path)
+    assert (again.pushed, again.version, again.reason) == (False, 1, f"already registered as {config.project}@1 "
+                                                                     "(identical model files)")
+
+
+@pytest.mark.integration
+def test_the_trainer_output_is_byte_reproducible(tmp_path):
+    """Two trainings on the same inputs, each in its own worker process (what `--no-cache` re-runs):
+    seeded and with deterministic ops, the SavedModel, TFLite and preprocessing files are equal byte
+    for byte, so the model content hash is; only the report's timings differ."""
+    from components.trainer.executor import run_training
+    from components.transform.executor import run_transform
+    from mlops.config import load_config
+    from mlops.registry.store import model_content_hash
+    from tests.support.fixtures import FLIGHTS_CONFIG
+    from tests.support.reference_data import write_examples
+
+    config = load_config(FLIGHTS_CONFIG, overrides={"artifact_root": str(tmp_path / "artifacts"), "model.epochs": 1,
+                                                    "model.batch_size": 256})
+    examples, transform_dir = str(tmp_path / "examples"), str(tmp_path / "transform")
+    write_examples(config, examples, n_rows=2000, seed=11)
+    run_transform(config, examples, transform_dir)
+    runs = [run_training(config, transform_dir, str(tmp_path / f"model-{i}")).out_dir for i in range(2)]
+    assert model_content_hash(runs[0]) == model_content_hash(runs[1])
+    for rel in ("serving_model/saved_model.pb", "serving_model/variables/variables.data-00000-of-00001",
+                "model.tflite", "tflite_preprocessing.json"):
+        assert Path(runs[0], rel).read_bytes() == Path(runs[1], rel).read_bytes(), rel

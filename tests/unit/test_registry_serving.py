@@ -56,5 +56,5 @@ def test_models_cli_runs_in_the_serving_env_without_reexec(tmp_path, monkeypatch
     promoted = runner.invoke(cli, ["models", "promote", "flights@1", "--reason", "test"])
     assert promoted.exit_code == 0, promoted.output
     shown = runner.invoke(cli, ["models", "show", "flights@production"])
-    assert shown.exit_code == 0 and json.loads(shown.output)["selector"] == "flights@1"
+    assert shown.exit_code == 0 and json.loads(shown.stdout)["selector"] == "flights@1"
     assert not any(m.startswith("ml_metadata") for m in sys.modules)
