@@ -31,6 +31,7 @@ from mlops import storage
 from components.statistics_gen.executor import STATS_INDEX
 from mlops.artifacts import ANOMALIES_SUMMARY, SCHEMA_FILE, SPLITS, STATS_SUFFIX, stats_path
 from mlops.config import PlatformConfig, join_uri
+from mlops.errors import MlopsError, NotFound, Refused
 from mlops.validation import anomalies as A
 from mlops.validation import report
 from mlops.validation.schema import SERVING, TRAINING, load_schema
@@ -43,12 +44,12 @@ DEFAULT_DRIFT_SPLITS = ("train",)
 SKEW_SPLIT = "train"
 
 
-class ExampleValidatorError(ValueError):
+class ExampleValidatorError(NotFound):
     """The inputs cannot be validated (missing files), as opposed to data that fails validation."""
 
 
-class DataValidationError(RuntimeError):
-    """The data failed validation under the configured policy."""
+class DataValidationError(Refused):
+    """The data failed validation under the configured policy (it may not go on to training)."""
 
 
 @dataclass
@@ -259,20 +260,73 @@ def report_dir(config: PlatformConfig, pipeline: str, run_id: str) -> str:
     return join_uri(config.artifact_root, "reports", pipeline, run_id, COMPONENT)
 
 
-def previous_statistics(config: PlatformConfig, statistics_dir: str) -> str | None:
-    """The statistics of the most recent earlier run over different data (e.g. last month's
-    span), from ML Metadata: what drift is measured against when the caller names none."""
-    from mlops.metadata.store import canonical_uri, open_store
+def statistics_owner(config: PlatformConfig) -> dict[str, str]:
+    """What run() records on the Statistics it validates: whose data they describe (the drift
+    baseline of a project is never another project's or dataset's statistics)."""
+    return {"project": config.project, "dataset": config.dataset.name}
 
+
+def previous_statistics(config: PlatformConfig, statistics_dir: str) -> str | None:
+    """The drift baseline when the caller names none, from ML Metadata: the statistics validated by
+    the last SUCCESSFUL run of the same project and dataset, else the training statistics of the
+    project's production model. A run is successful when its example_validator execution is
+    COMPLETE and none of its executions FAILED or was CANCELED: a run that failed (on this data or
+    later) is never a baseline. Statistics equal to the current ones (same data) are skipped."""
+    from mlops.metadata.store import open_store
+
+    store = open_store(config)
     current = storage.read_json(join_uri(statistics_dir, STATS_INDEX)) if storage.exists(
         join_uri(statistics_dir, STATS_INDEX)) else {}
-    candidates = sorted(open_store(config).list_artifacts("Statistics"), key=lambda a: a.create_time_ms, reverse=True)
-    for a in candidates:
-        if a.uri == canonical_uri(statistics_dir) or not storage.exists(a.uri):
+    return _last_successful_run_statistics(store, config, statistics_dir, current) or \
+        _production_training_statistics(store, config, statistics_dir, current)
+
+
+def _usable_baseline(artifact, statistics_dir: str, current: dict) -> bool:
+    from mlops.metadata.store import canonical_uri
+
+    if artifact.uri == canonical_uri(statistics_dir) or not storage.exists(artifact.uri):
+        return False
+    # the same data again: no drift to measure
+    return not (current.get("content_hash") and artifact.properties.get("content_hash") == current["content_hash"])
+
+
+def _last_successful_run_statistics(store, config: PlatformConfig, statistics_dir: str, current: dict) -> str | None:
+    from ml_metadata.proto import metadata_store_pb2 as pb
+
+    from mlops.metadata.store import _event_key
+
+    owner = statistics_owner(config)
+    statistics = {a.id: a for a in store.list_artifacts("Statistics")}
+    validations = [e for e in store.list_executions() if e.component == COMPONENT and e.state == "COMPLETE"]
+    for execution in sorted(validations, key=lambda e: e.id, reverse=True):  # newest first
+        run_id = execution.name.rsplit("/", 1)[0]  # executions are named <run_id>/<component>
+        if any(e.state in ("FAILED", "CANCELED") for e in store.list_executions(run_id)):
             continue
-        if current.get("content_hash") and a.properties.get("content_hash") == current.get("content_hash"):
-            continue  # the same data again: no drift to measure
-        return a.uri
+        validated = [statistics[ev.artifact_id] for ev in store.mlmd.get_events_by_execution_ids([execution.id])
+                     if ev.type == pb.Event.INPUT and _event_key(ev) == "statistics" and ev.artifact_id in statistics]
+        for artifact in validated:
+            if all(artifact.properties.get(k) == v for k, v in owner.items()) and \
+                    _usable_baseline(artifact, statistics_dir, current):
+                return artifact.uri
+    return None
+
+
+def _production_training_statistics(store, config: PlatformConfig, statistics_dir: str, current: dict) -> str | None:
+    """The statistics the production model's training data was validated with (its lineage)."""
+    from components.pusher.executor import model_name
+    from mlops.metadata.types import artifact_type
+    from mlops.registry.lineage import lineage_for
+
+    try:
+        steps = lineage_for(config, f"{model_name(config)}@production", store=store)
+    except (LookupError, MlopsError):  # no registry, no production alias, or no recorded lineage
+        return None
+    for step in steps:
+        artifact = step.artifact
+        if artifact.type_name == artifact_type("Statistics") and step.consumed_as == "statistics" and \
+                artifact.properties.get("project", config.project) == config.project and \
+                _usable_baseline(artifact, statistics_dir, current):
+            return artifact.uri
     return None
 
 
@@ -294,7 +348,8 @@ def run(config: PlatformConfig, statistics_dir: str, schema_dir: str, out_dir: s
         storage.makedirs(persistent)
         write_report(result, persistent)
         write_report(result, out_dir)  # the message now names the persistent report
-    inputs = {"statistics": [ArtifactRef("Statistics", statistics_dir)], "schema": [ArtifactRef("Schema", schema_dir)]}
+    inputs = {"statistics": [ArtifactRef("Statistics", statistics_dir, properties=statistics_owner(config))],
+              "schema": [ArtifactRef("Schema", schema_dir)]}
     if previous_statistics_dir:
         inputs["previous_statistics"] = [ArtifactRef("Statistics", previous_statistics_dir)]
     properties = {"code_version": CODE_VERSION}

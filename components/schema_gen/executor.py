@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import asdict, dataclass
 
 from tensorflow_metadata.proto.v0 import schema_pb2
@@ -24,9 +25,11 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from mlops import storage
 from mlops.artifacts import SCHEMA_FILE, stats_path
 from mlops.config import PlatformConfig, join_uri
+from mlops.errors import NotFound
 from mlops.validation import report
 from mlops.validation.schema import (SERVING, TRAINING, Schema, apply_comparators, check_covers_config,
-                                     ensure_environments, load_schema, relax_inferred_domains, schema_text)
+                                     ensure_environments, load_schema, relax_inferred_domains,
+                                     relax_inferred_presence, schema_text)
 from mlops.validation.statistics import read_statistics
 
 COMPONENT = "schema_gen"
@@ -40,8 +43,8 @@ INFER_FROM_SPLIT = "train"
 log = logging.getLogger(__name__)
 
 
-class SchemaGenError(ValueError):
-    pass
+class SchemaGenError(NotFound):
+    """An input SchemaGen needs (the train statistics) is missing."""
 
 
 @dataclass
@@ -52,6 +55,8 @@ class SchemaInfo:
     curated_path: str | None = None
     curated_sha256: str | None = None
     inferred_from: str | None = None  # statistics file the schema was inferred from
+    curate_to: str | None = None  # inferred: where to commit it (validation.schema_path) once reviewed
+    optional_features: dict[str, float] | None = None  # inferred: partially present -> observed fraction
     note: str = ""
 
 
@@ -64,7 +69,7 @@ def generate_schema(config: PlatformConfig, statistics_dir: str, out_dir: str) -
 def build(config: PlatformConfig, statistics_dir: str, out_dir: str) -> SchemaInfo:
     curated = config.validation.schema_path
     label = config.dataset.label.column
-    note = ""
+    relaxed: dict[str, float] = {}
     if curated and storage.exists(curated):
         raw = storage.read_bytes(curated)
         schema = load_schema(curated)
@@ -73,14 +78,12 @@ def build(config: PlatformConfig, statistics_dir: str, out_dir: str) -> SchemaIn
         header = (f"Effective schema: the curated schema {curated} (sha256 {hashlib.sha256(raw).hexdigest()[:16]}),\n"
                   "with the platform's environments and default drift/skew comparators filled in by schema_gen.")
     else:
-        if curated:
-            note = (f"validation.schema_path {curated} does not exist: schema inferred. Review {SCHEMA_FILE} "
-                    f"and commit it there to make it the curated schema.")
-            log.warning(note)
         stats_uri = stats_path(statistics_dir, INFER_FROM_SPLIT)
         if not storage.exists(stats_uri):
             raise SchemaGenError(f"statistics {statistics_dir}: no {INFER_FROM_SPLIT}.stats.pb to infer a schema from")
-        schema = infer(read_statistics(stats_uri))
+        stats = read_statistics(stats_uri)
+        schema = infer(stats)
+        relaxed = relax_inferred_presence(schema, stats, smallest_split_share(config))
         source = INFERRED
         header = (f"INFERRED by schema_gen from {stats_uri} (tfdv.infer_schema): a draft, not reviewed.\n"
                   "Review domains and presence, then commit it as validation.schema_path (schema as code).")
@@ -92,11 +95,14 @@ def build(config: PlatformConfig, statistics_dir: str, out_dir: str) -> SchemaIn
     text = schema_text(schema, header)
     storage.write_bytes_atomic(path, text.encode("utf-8"))
     info = SchemaInfo(source=source, schema_path=path, content_hash=hashlib.sha256(schema.SerializeToString(
-        deterministic=True)).hexdigest()[:16], note=note)
+        deterministic=True)).hexdigest()[:16])
     if source == CURATED:
         info.curated_path, info.curated_sha256 = curated, hashlib.sha256(raw).hexdigest()
     else:
-        info.inferred_from = stats_uri
+        info.inferred_from, info.curate_to, info.optional_features = stats_uri, curate_to(config), relaxed
+        info.note = review_note(config, path, relaxed)
+        log.warning(info.note)
+        print(f"schema_gen: {info.note}", flush=True)  # the step's log (KFP shows stdout)
     storage.write_json_atomic(join_uri(out_dir, SCHEMA_INFO), asdict(info))
     md = summary_markdown(schema, info, config)
     storage.write_bytes_atomic(join_uri(out_dir, SUMMARY_MD), md.encode("utf-8"))
@@ -109,6 +115,37 @@ def infer(stats) -> Schema:
 
     schema = tfdv.infer_schema(stats, infer_feature_shape=True)
     return relax_inferred_domains(schema)
+
+
+def smallest_split_share(config: PlatformConfig) -> float:
+    """Rows of the smallest non-empty split per row of the train split (what presence inference
+    from train statistics must allow for)."""
+    s = config.split
+    return min(x for x in (s.eval, s.test) if x > 0) / s.train
+
+
+def curate_to(config: PlatformConfig) -> str:
+    """Where a reviewed schema is committed: validation.schema_path, else
+    <config dir>/schemas/<dataset>.schema.pbtxt (as configs/schemas/flights.schema.pbtxt)."""
+    if config.validation.schema_path:
+        return config.validation.schema_path
+    base = os.path.dirname(config.source_path) if config.source_path else "configs"
+    return os.path.join(base, "schemas", f"{config.dataset.name}.schema.pbtxt")
+
+
+def review_note(config: PlatformConfig, inferred_path: str, relaxed: dict[str, float]) -> str:
+    target = curate_to(config)
+    if config.validation.schema_path:
+        how = (f"validation.schema_path {target} does not exist: schema inferred. Review {inferred_path} and copy "
+               f"it to {target}")
+    else:
+        how = (f"schema inferred (no validation.schema_path). Review {inferred_path}, copy it to {target} and set "
+               f"validation.schema_path: {os.path.relpath(target, os.path.dirname(config.source_path or '.'))}")
+    note = f"{how} to make it the curated schema."
+    if relaxed:
+        listed = ", ".join(f"{n} ({fraction:.2%})" for n, fraction in sorted(relaxed.items())[:10])
+        note += f" Not always present (presence relaxed, check it): {listed}{', ...' if len(relaxed) > 10 else ''}."
+    return note
 
 
 # ---- readable summary ----------------------------------------------------------------------------
@@ -177,7 +214,8 @@ def summary_markdown(schema: Schema, info: SchemaInfo, config: PlatformConfig) -
     if info.curated_path:
         lines.append(f"Curated: `{info.curated_path}` (sha256 `{info.curated_sha256[:16]}`)")
     if info.inferred_from:
-        lines.append(f"Inferred from `{info.inferred_from}`: review it and commit it as `validation.schema_path`.")
+        lines.append(f"Inferred from `{info.inferred_from}`: review it and commit it as `{info.curate_to}` "
+                     "(`validation.schema_path`).")
     if info.note:
         lines.append(f"**Note:** {info.note}")
     lines += ["", f"Label `{config.dataset.label.column}`: in {TRAINING} only (not in {SERVING}).", "",

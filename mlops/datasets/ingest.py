@@ -72,7 +72,8 @@ def _require_columns(df: pd.DataFrame, needed: dict[str, str], where: str, uri: 
     missing = {col: fld for col, fld in needed.items() if col not in df.columns}
     if missing:
         detail = ", ".join(f"{col!r} (from {fld})" for col, fld in missing.items())
-        raise DatasetInputError(f"{where}: source {uri} lacks column(s) {detail}; it has {sorted(map(str, df.columns))}")
+        raise DatasetInputError(f"{where}: source {uri} lacks column(s) {detail}; "
+                                f"it has {sorted(map(str, df.columns))}")
 
 
 def _holds_numbers(series: pd.Series) -> bool:
@@ -173,7 +174,8 @@ def prepare_feature_table(table, raw: pd.DataFrame, cfg: str) -> pd.DataFrame:
     df = df[list(needed)].copy()
     if table.event_timestamp:
         df[table.event_timestamp] = to_utc(df[table.event_timestamp], f"{where}.event_timestamp",
-                                           table.event_timestamp_format, f"features.tables.{table.name}.event_timestamp_format")
+                                           table.event_timestamp_format,
+                                           f"features.tables.{table.name}.event_timestamp_format")
     else:
         # Static attributes (e.g. a plane's seats): valid from the epoch, for Feast's time join.
         df[STATIC_TIMESTAMP_COLUMN] = STATIC_FEATURE_TIMESTAMP

@@ -245,7 +245,8 @@ class DatasetRepository:
         if SPAN_PATTERN.match(selector):
             spans = self.spans(name)
             if selector not in spans:
-                raise DatasetNotFound(f"dataset {name!r}: span {selector} not ingested (have: {', '.join(spans) or 'none'})")
+                raise DatasetNotFound(f"dataset {name!r}: span {selector} not ingested "
+                                      f"(have: {', '.join(spans) or 'none'})")
             return [spans[selector]]
         if ":" in selector:
             lo, hi = parse_span_range(selector)

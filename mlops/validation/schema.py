@@ -18,11 +18,14 @@ Conventions of the platform (applied by SchemaGen to an inferred schema and to a
 
 from __future__ import annotations
 
+import math
+
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from mlops import storage
 from mlops.config import ColumnKind, PlatformConfig
+from mlops.errors import InvalidInput
 
 TRAINING = "TRAINING"
 SERVING = "SERVING"
@@ -31,8 +34,8 @@ ENVIRONMENTS = (TRAINING, SERVING)
 Schema = schema_pb2.Schema
 
 
-class SchemaError(ValueError):
-    pass
+class SchemaError(InvalidInput):
+    """A schema file that cannot be used (unreadable, or not covering the configured features)."""
 
 
 def load_schema(uri: str) -> Schema:
@@ -122,6 +125,61 @@ def relax_inferred_domains(schema: Schema, min_domain_mass: float = 0.99) -> Sch
             if not f.HasField("distribution_constraints"):
                 f.distribution_constraints.min_domain_mass = min_domain_mass
     return schema
+
+
+# A feature whose expected count in the smallest split is below this is "rare": it may be absent
+# from a split by chance (Poisson: P(0 present | 30 expected) = e^-30), so the schema must not
+# demand it there.
+RARE_EXPECTED_COUNT = 30
+# Partially present, not rare: require at least this share of the observed fraction (a Poisson
+# count of >= 30 expected falls below half of it with probability < 0.1%).
+PRESENCE_MARGIN = 0.5
+
+
+def observed_presence(stats) -> dict[str, tuple[int, int]]:
+    """feature name -> (examples with a value, examples) in the default slice of `stats`."""
+    from mlops.validation.statistics import default_slice
+
+    ds = default_slice(stats)
+    out = {}
+    for f in ds.features:
+        kind = f.WhichOneof("stats")
+        common = getattr(f, kind).common_stats if kind in ("num_stats", "string_stats", "bytes_stats") else None
+        if common is None and kind == "struct_stats":
+            common = f.struct_stats.common_stats
+        if common is not None:
+            out[".".join(f.path.step) or f.name] = (int(common.num_non_missing), int(ds.num_examples))
+    return out
+
+
+def relax_inferred_presence(schema: Schema, stats, smallest_split_share: float = 1.0) -> dict[str, float]:
+    """Presence of an inferred schema from the observed fractions. tfdv.infer_schema requires
+    every feature it saw at all in EVERY split (`min_count: 1`): a column present in 1 of 15,000
+    rows then fails the eval and test splits (FEATURE_TYPE_NOT_PRESENT). Instead:
+      * present in every row: required (TFDV's min_fraction 1, unchanged);
+      * rare (expected count in the smallest split, `smallest_split_share` x the rows of `stats`,
+        below RARE_EXPECTED_COUNT): optional (min_fraction 0, min_count 0), and a string domain
+        inferred from its handful of values is kept for review but not enforced (min_domain_mass 0:
+        the next split's one value is as likely new as not);
+      * otherwise: min_fraction = PRESENCE_MARGIN x the observed fraction (rounded down).
+    Returns the observed fraction of every feature made optional or given a min_fraction."""
+    seen = observed_presence(stats)
+    relaxed: dict[str, float] = {}
+    for f in schema.feature:
+        present, total = seen.get(f.name, (0, 0))
+        if not total or present >= total:
+            continue
+        fraction = present / total
+        if fraction * total * smallest_split_share < RARE_EXPECTED_COUNT:
+            f.presence.min_fraction = 0.0
+            f.presence.min_count = 0
+            if f.type == schema_pb2.BYTES and (f.HasField("domain") or f.HasField("string_domain")):
+                f.distribution_constraints.min_domain_mass = 0.0
+        else:
+            f.presence.min_fraction = math.floor(fraction * PRESENCE_MARGIN * 1000) / 1000
+            f.presence.min_count = 1
+        relaxed[f.name] = fraction
+    return relaxed
 
 
 def config_feature_names(config: PlatformConfig) -> list[str]:
