@@ -68,7 +68,8 @@ def parse_selector(selector: str) -> tuple[str, str | None]:
     """"flights" -> ("flights", None); "flights@3" / "flights@production" -> ("flights", "3"/...)."""
     name, sep, ref = (selector or "").partition("@")
     if sep and (not ref or "@" in ref):
-        raise InvalidRegistryInput(f"invalid model selector {selector!r}: use NAME, NAME@VERSION, NAME@ALIAS or NAME@latest")
+        raise InvalidRegistryInput(f"invalid model selector {selector!r}: use NAME, NAME@VERSION, NAME@ALIAS or "
+                                   "NAME@latest")
     check_model_name(name)
     return name, (ref or None)
 

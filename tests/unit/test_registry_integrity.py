@@ -46,7 +46,8 @@ CORRUPTIONS = {
     "truncated": lambda good: good[: len(good) // 2],
     "empty": lambda good: b"",
     "list": lambda good: b"[2, 3]\n",
-    "missing version": lambda good: json.dumps({**json.loads(good), "aliases": {"production": 9, "staging": 3}}).encode(),
+    "missing version": lambda good: json.dumps({**json.loads(good),
+                                                "aliases": {"production": 9, "staging": 3}}).encode(),
 }
 EXPECTED_PROBLEM = {"truncated": "is not valid JSON", "empty": "is empty", "list": "holds a JSON list",
                     "missing version": r"says production -> 9, staging -> 3 but its history"}
@@ -97,7 +98,8 @@ def test_repair_rebuilds_aliases_from_the_history_and_is_idempotent(released, tm
     assert aliases.read_bytes() == good
     before = snapshot(model_root)
     again = cli_ops.repair(str(root), "flights")
-    assert (again["changed"], again["problem"], again["changes"]) == (False, None, []) and snapshot(model_root) == before
+    assert (again["changed"], again["problem"], again["changes"]) == (False, None, [])
+    assert snapshot(model_root) == before
     assert cli_ops.rollback(str(root), "flights")["to"] == 1  # everything works again, history intact
     assert registry.resolve("flights").version == 1
 
@@ -231,7 +233,8 @@ def test_first_move_killed_before_its_commit_leaves_an_empty_model(tmp_path):
                                  "from tests.unit.test_registry import make_model_dir, register\n"
                                  "from pathlib import Path\n"
                                  "register(ModelRegistry(sys.argv[1]), make_model_dir(Path(sys.argv[2])))")
-    code = code.replace('if uri.endswith("/aliases.json"):', 'if uri.endswith("/aliases.json") and b\'"staging"\' in data:')
+    code = code.replace('if uri.endswith("/aliases.json"):',  # the commit, not the first move's empty file
+                        'if uri.endswith("/aliases.json") and b\'"staging"\' in data:')
     out = subprocess.run([sys.executable, "-c", code, str(root), str(tmp_path)], cwd=REPO, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == -signal.SIGKILL, out.stderr
