@@ -5,7 +5,8 @@ Checks, all with tfdv.validate_statistics against <schema_dir>/schema.pbtxt:
   * schema: every split's statistics in the TRAINING environment (types, presence, domains,
     value ranges, missing/new columns); an empty split is an anomaly too;
   * drift: this run's splits (default: train) vs the same split of a previous Statistics
-    artifact, with each feature's drift_comparator;
+    artifact (unless named: the last successful run's of the same project and dataset, see
+    previous_statistics), with each feature's drift_comparator;
   * skew: the train statistics vs serving statistics (e.g. from logged requests, computed with
     mlops.validation.statistics.compute_statistics), with each feature's skew_comparator; the
     serving statistics are also validated against the schema's SERVING environment.
@@ -31,7 +32,7 @@ from mlops import storage
 from components.statistics_gen.executor import STATS_INDEX
 from mlops.artifacts import ANOMALIES_SUMMARY, SCHEMA_FILE, SPLITS, STATS_SUFFIX, stats_path
 from mlops.config import PlatformConfig, join_uri
-from mlops.errors import MlopsError, NotFound, Refused
+from mlops.errors import NotFound, Refused
 from mlops.validation import anomalies as A
 from mlops.validation import report
 from mlops.validation.schema import SERVING, TRAINING, load_schema
@@ -268,17 +269,16 @@ def statistics_owner(config: PlatformConfig) -> dict[str, str]:
 
 def previous_statistics(config: PlatformConfig, statistics_dir: str) -> str | None:
     """The drift baseline when the caller names none, from ML Metadata: the statistics validated by
-    the last SUCCESSFUL run of the same project and dataset, else the training statistics of the
-    project's production model. A run is successful when its example_validator execution is
+    the last SUCCESSFUL run of the same project and dataset (the production model's training data
+    passed through such a run too). A run is successful when its example_validator execution is
     COMPLETE and none of its executions FAILED or was CANCELED: a run that failed (on this data or
-    later) is never a baseline. Statistics equal to the current ones (same data) are skipped."""
+    later) is never a baseline. Statistics equal to the current ones (same data) are skipped, and
+    statistics validated before run() recorded their project and dataset are never picked."""
     from mlops.metadata.store import open_store
 
-    store = open_store(config)
     current = storage.read_json(join_uri(statistics_dir, STATS_INDEX)) if storage.exists(
         join_uri(statistics_dir, STATS_INDEX)) else {}
-    return _last_successful_run_statistics(store, config, statistics_dir, current) or \
-        _production_training_statistics(store, config, statistics_dir, current)
+    return _last_successful_run_statistics(open_store(config), config, statistics_dir, current)
 
 
 def _usable_baseline(artifact, statistics_dir: str, current: dict) -> bool:
@@ -308,25 +308,6 @@ def _last_successful_run_statistics(store, config: PlatformConfig, statistics_di
             if all(artifact.properties.get(k) == v for k, v in owner.items()) and \
                     _usable_baseline(artifact, statistics_dir, current):
                 return artifact.uri
-    return None
-
-
-def _production_training_statistics(store, config: PlatformConfig, statistics_dir: str, current: dict) -> str | None:
-    """The statistics the production model's training data was validated with (its lineage)."""
-    from components.pusher.executor import model_name
-    from mlops.metadata.types import artifact_type
-    from mlops.registry.lineage import lineage_for
-
-    try:
-        steps = lineage_for(config, f"{model_name(config)}@production", store=store)
-    except (LookupError, MlopsError):  # no registry, no production alias, or no recorded lineage
-        return None
-    for step in steps:
-        artifact = step.artifact
-        if artifact.type_name == artifact_type("Statistics") and step.consumed_as == "statistics" and \
-                artifact.properties.get("project", config.project) == config.project and \
-                _usable_baseline(artifact, statistics_dir, current):
-            return artifact.uri
     return None
 
 
