@@ -145,7 +145,7 @@ class AliasBook:
         disagree, or (with `check_targets`) an alias names a missing version."""
         committed = self._read_committed_seq()  # aliases.json first: see the module docstring
         moves = self._read_history()
-        if committed is None:  # written before the first move's history: nothing committed yet
+        if committed is None:  # never committed a move (the first move writes aliases.json before any history)
             if moves:
                 raise CorruptRegistryFile(self.aliases_uri, f"is missing but {HISTORY_FILE} records {len(moves)} "
                                           "moves", self.repair_hint)
@@ -311,11 +311,12 @@ class AliasBook:
                     raise  # the history is the source of truth: nothing to rebuild it from
                 problem = e.problem
             moves = self._read_history()
-            try:  # a readable aliases.json says which moves were committed; else all of them
-                seq, old = self._read_committed_seq() or (0, {})
-                seq = min(seq, len(moves))
+            try:  # a readable aliases.json says which moves were committed; else (unreadable, lost) all of them
+                committed = self._read_committed_seq()
             except CorruptRegistryFile:
-                seq, old = len(moves), {}
+                committed = None
+            seq, old = committed if committed is not None else (len(moves), {})
+            seq = min(seq, len(moves))
             rebuilt = current_of(moves[:seq])
             self._check_targets(rebuilt)
             changes = [{"alias": a, "was": old.get(a), "now": rebuilt.get(a)}

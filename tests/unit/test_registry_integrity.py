@@ -104,6 +104,16 @@ def test_repair_rebuilds_aliases_from_the_history_and_is_idempotent(released, tm
     assert registry.resolve("flights").version == 1
 
 
+def test_a_lost_aliases_file_is_reported_and_rebuilt_from_the_whole_history(released):
+    root, registry, model_root = released
+    (model_root / "aliases.json").unlink()
+    with pytest.raises(CorruptRegistryFile, match=r"aliases.json: is missing but history.jsonl records 5 moves; run "):
+        registry.resolve("flights")
+    report = cli_ops.repair(str(root), "flights")
+    assert (report["history_seq"], report["aliases"]) == (5, {"production": 2, "staging": 3})
+    assert registry.resolve("flights").version == 2
+
+
 def test_a_history_that_leads_to_a_deleted_version_blocks_until_the_alias_moves(released, tmp_path):
     root, registry, model_root = released
     shutil.rmtree(model_root / "versions" / "2")  # production's target, deleted by hand
