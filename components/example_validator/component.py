@@ -39,14 +39,20 @@ def example_validator(
     """
     import shutil
 
-    from components.example_validator.executor import raise_if_failed, run
-    from mlops.steps import load_step_config
+    from components.example_validator.executor import HTML_FILE, execute
+    from mlops.config import join_uri
+    from mlops.errors import MlopsError
+    from mlops.steps import Location, RunContext, load_step_config
 
     config = load_step_config(config_path, config_overrides, artifact_root)
-    result = run(config, statistics.path, schema.path, anomalies.path, pipeline=pipeline_name, run_id=run_id,
-                 previous_statistics_dir=previous_statistics_uri or None,
-                 serving_statistics_path=serving_statistics_uri or None)
-    shutil.copyfile(result.html_path, report.path)
-    anomalies.metadata.update({"ok": result.ok, "should_fail": result.should_fail, "summary": result.summary(),
-                               "report_uri": result.report_uri or ""})
-    raise_if_failed(result)  # after the report and the MLMD record (state FAILED)
+    try:
+        result = execute(config, {"statistics": Location(statistics.path, statistics.uri),
+                                  "schema": Location(schema.path, schema.uri)},
+                         {"anomalies": Location(anomalies.path, anomalies.uri)}, RunContext(pipeline_name, run_id),
+                         previous_statistics_uri=previous_statistics_uri,
+                         serving_statistics_uri=serving_statistics_uri).values
+    except MlopsError:
+        shutil.copyfile(join_uri(anomalies.path, HTML_FILE), report.path)  # the report says why the data failed
+        raise
+    shutil.copyfile(result["html_path"], report.path)
+    anomalies.metadata.update({k: result[k] for k in ("ok", "should_fail", "summary", "report_uri")})

@@ -32,6 +32,7 @@ from mlops import storage
 from components.statistics_gen.executor import STATS_INDEX
 from mlops.artifacts import ANOMALIES_SUMMARY, SCHEMA_FILE, SPLITS, STATS_SUFFIX, stats_path
 from mlops.config import PlatformConfig, join_uri
+from mlops.steps import Location, RunContext, StepResult
 from mlops.errors import NotFound, Refused
 from mlops.validation import anomalies as A
 from mlops.validation import report
@@ -340,3 +341,18 @@ def run(config: PlatformConfig, statistics_dir: str, schema_dir: str, out_dir: s
                 outputs={"anomalies": [anomalies_ref(result)]}, properties=properties,
                 state="FAILED" if result.should_fail else "COMPLETE")
     return result
+
+
+def execute(config: PlatformConfig, inputs: dict[str, Location], outputs: dict[str, Location],
+            context: RunContext, *, previous_statistics_uri: str = "", serving_statistics_uri: str = "") -> StepResult:
+    """The step contract (mlops.steps): inputs {"statistics", "schema"}; outputs {"anomalies"}.
+    Writes the report and the MLMD record first, then raises DataValidationError when the policy
+    says the run must fail."""
+    result = run(config, inputs["statistics"].path, inputs["schema"].path, outputs["anomalies"].path,
+                 pipeline=context.pipeline, run_id=context.run_id,
+                 previous_statistics_dir=previous_statistics_uri or None,
+                 serving_statistics_path=serving_statistics_uri or None)
+    values = {"ok": result.ok, "should_fail": result.should_fail, "summary": result.summary(),
+              "report_uri": result.report_uri or "", "html_path": result.html_path}
+    raise_if_failed(result)  # after the report and the MLMD record (state FAILED)
+    return StepResult(values=values)

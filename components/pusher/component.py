@@ -40,14 +40,14 @@ def pusher(
     """
     from collections import namedtuple
 
-    from components.pusher.executor import run_step
-    from mlops.steps import load_step_config
+    from components.pusher.executor import execute
+    from mlops.steps import Location, RunContext, load_step_config
 
     config = load_step_config(config_path, config_overrides, artifact_root)
-    result = run_step(config, model_dir=model.path, model_uri=model.uri, evaluation_dir=evaluation.path,
-                      blessing_dir=blessing.path, blessing_uri=blessing.uri, examples_dir=examples.path,
-                      pipeline=pipeline_name, run_id=run_id)
+    result = execute(config, {"model": Location(model.path, model.uri), "evaluation": Location(evaluation.path),
+                              "blessing": Location(blessing.path, blessing.uri), "examples": Location(examples.path)},
+                     {}, RunContext(pipeline_name, run_id)).values
     with open(summary.path, "w") as f:
-        f.write(f"# Pusher\n\n{result.reason}\n")
-    selector = f"{result.model_name}@{result.version}" if result.version else ""
-    return namedtuple("PushOutputs", ["pushed", "model_version"])(result.pushed, selector)
+        f.write(f"# Pusher\n\n{result['reason']}\n")
+    selector = f"{result['model_name']}@{result['version']}" if result["version"] else ""
+    return namedtuple("PushOutputs", ["pushed", "model_version"])(result["pushed"], selector)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from mlops import artifacts, storage
 from mlops.config import PlatformConfig, join_uri
+from mlops.steps import Location, RunContext, StepResult
 
 CODE_VERSION = "pusher/1"
 
@@ -120,3 +121,16 @@ def run_step(config: PlatformConfig, *, model_dir: str, model_uri: str, evaluati
                     inputs={"blessing": [ArtifactRef("ModelBlessing", blessing_uri)]},
                     properties={"code_version": CODE_VERSION, "error": result.reason})
     return result
+
+
+def execute(config: PlatformConfig, inputs: dict[str, Location], outputs: dict[str, Location],
+            context: RunContext) -> StepResult:
+    """The step contract (mlops.steps): inputs {"model", "evaluation", "blessing", "examples"}; no
+    artifact outputs (the registry version is the result)."""
+    from dataclasses import asdict
+
+    result = run_step(config, model_dir=inputs["model"].path, model_uri=inputs["model"].uri,
+                      evaluation_dir=inputs["evaluation"].path, blessing_dir=inputs["blessing"].path,
+                      blessing_uri=inputs["blessing"].uri, examples_dir=inputs["examples"].path,
+                      pipeline=context.pipeline, run_id=context.run_id)
+    return StepResult(values=asdict(result))

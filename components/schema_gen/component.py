@@ -32,12 +32,13 @@ def schema_gen(
     """
     import shutil
 
-    from components.schema_gen.executor import SUMMARY_MD, run
+    from components.schema_gen.executor import SUMMARY_MD, execute
     from mlops.config import join_uri
-    from mlops.steps import load_step_config
+    from mlops.steps import Location, RunContext, load_step_config
 
     config = load_step_config(config_path, config_overrides, artifact_root)
-    info = run(config, statistics.path, schema.path, pipeline=pipeline_name, run_id=run_id)
+    info = execute(config, {"statistics": Location(statistics.path, statistics.uri)},
+                   {"schema": Location(schema.path, schema.uri)}, RunContext(pipeline_name, run_id)).values
     shutil.copyfile(join_uri(schema.path, SUMMARY_MD), schema_summary.path)
-    schema.metadata.update({"source": info.source, "content_hash": info.content_hash,
-                            "curated_path": info.curated_path or "", "note": info.note})
+    schema.metadata.update({"source": info["source"], "content_hash": info["content_hash"],
+                            "curated_path": info["curated_path"] or "", "note": info["note"]})

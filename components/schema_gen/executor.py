@@ -25,6 +25,7 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from mlops import storage
 from mlops.artifacts import SCHEMA_FILE, stats_path
 from mlops.config import PlatformConfig, join_uri
+from mlops.steps import Location, RunContext, StepResult
 from mlops.errors import NotFound
 from mlops.validation import report
 from mlops.validation.schema import (SERVING, TRAINING, Schema, apply_comparators, check_covers_config,
@@ -256,3 +257,13 @@ def run(config: PlatformConfig, statistics_dir: str, out_dir: str, *, pipeline: 
                 outputs={"schema": [schema_ref(info, out_dir)]},
                 properties={"code_version": CODE_VERSION})
     return info
+
+
+def execute(config: PlatformConfig, inputs: dict[str, Location], outputs: dict[str, Location],
+            context: RunContext) -> StepResult:
+    """The step contract (mlops.steps): inputs {"statistics"}; outputs {"schema"}."""
+    from dataclasses import asdict
+
+    info = run(config, inputs["statistics"].path, outputs["schema"].path, pipeline=context.pipeline,
+               run_id=context.run_id)
+    return StepResult(values=asdict(info))

@@ -12,7 +12,8 @@ import pytest
 from tests.support.fixtures import REPO
 
 # The steps of the training pipeline that consume and produce artifacts.
-CONTRACT_STEPS = ["example_gen", "statistics_gen", "transform", "trainer", "evaluator"]
+CONTRACT_STEPS = ["example_gen", "statistics_gen", "schema_gen", "example_validator", "transform", "trainer",
+                  "evaluator", "pusher"]
 
 
 @pytest.mark.parametrize("step", CONTRACT_STEPS)
@@ -33,4 +34,4 @@ def test_component_body_calls_only_execute(step):
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
                 and node.module == f"components.{step}.executor" for alias in node.names}
     assert "execute" in imported
-    assert imported - {"execute"} <= {"LOGS"}  # constants only, no second entry point
+    assert imported - {"execute"} <= {"LOGS", "SUMMARY_MD", "HTML_FILE"}  # constants only, no second entry point
