@@ -70,7 +70,8 @@ def run_scale(rows: int, out: Path, seed: int) -> dict:
     wall = time.perf_counter() - t0
     runs = sorted((out / "artifacts" / "kfp-local").glob("training-*"))
     # the steps' own output is in the run's logs/ directory (`mlops run` prints one line per step)
-    log = proc.stdout + proc.stderr + ("".join(p.read_text() for p in sorted(runs[-1].glob("logs/*.log"))) if runs else "")
+    step_logs = "".join(p.read_text() for p in sorted(runs[-1].glob("logs/*.log"))) if runs else ""
+    log = proc.stdout + proc.stderr + step_logs
     (out / "pipeline.log").write_text(log)
     workers = {}
     for step, name in (("transform", "transform_graph"), ("trainer", "model")):

@@ -25,9 +25,10 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from mlops.config import PlatformConfig, join_uri
 from mlops.envs import REPO_ROOT
@@ -213,8 +214,9 @@ def run_local(name: str, artifact_root: str, arguments: dict[str, Any], *, confi
             task = step.task if step else (fail_stack[0] if fail_stack else "?")
             error = step_error(Path(step.log).read_text(errors="replace")) if step else "no step ran"
             reason = f"step {task} failed: {error}"
-            raise PipelineFailed(f"pipeline {name} failed at step {task}: {error} (full log: {step.log if step else '-'})",
-                                 step=task, log=step.log if step else "")
+            log = step.log if step else ""
+            raise PipelineFailed(f"pipeline {name} failed at step {task}: {error} (full log: {log or '-'})",
+                                 step=task, log=log)
         state = "COMPLETE"
     except RunCancelled as e:
         state, reason = "CANCELED", f"{e.message} during step {session.current or '-'}"

@@ -4,7 +4,6 @@ in ML Metadata, and what it prints is short: one line per step, a summary, one l
 The runs use tests.support.slow_pipeline (one step whose work sleeps in a TF-style worker child,
 like Transform and Trainer), registered in the driver process under the name "slow"."""
 
-import os
 import re
 import signal
 import subprocess

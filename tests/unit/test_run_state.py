@@ -11,9 +11,7 @@ import psutil
 import pytest
 
 from mlops.config import MetadataSpec
-from mlops.metadata.store import (MetadataStore, RunClosed, connection_config, driver_alive, run_state,
-                                  this_process)
-
+from mlops.metadata.store import MetadataStore, RunClosed, connection_config, driver_alive, run_state, this_process
 
 
 @pytest.fixture
