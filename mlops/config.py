@@ -386,7 +386,9 @@ def _expand_env(value, where: str, path: Path):
         value_whole = value
         def repl(m: re.Match) -> str:
             var, default = m.group(1), m.group(2)
-            if var in os.environ:
+            # As in the shell, `${VAR:-default}` takes the default when VAR is unset OR empty (an
+            # empty MLOPS_ARTIFACT_ROOT would otherwise put the artifact root in the config's dir).
+            if os.environ.get(var) or (var in os.environ and default is None):
                 value = os.environ[var]
                 # A relative path typed in a shell means the shell's directory, not the file's.
                 if m.group(0) == value_whole and _is_local_relative(value) and ("/" in value or value.startswith(".")):

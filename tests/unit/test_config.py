@@ -89,6 +89,20 @@ def test_unset_env_var_without_default(tmp_path, flights_doc, monkeypatch):
         load_config(write(tmp_path, flights_doc))
 
 
+def test_empty_env_var_takes_the_default_as_in_the_shell(tmp_path, flights_doc, monkeypatch):
+    monkeypatch.setenv("MLOPS_TEST_ROOT", "")
+    flights_doc["artifact_root"] = "${MLOPS_TEST_ROOT:-/tmp/mlops-default-root}"
+    assert load_config(write(tmp_path, flights_doc)).artifact_root == "/tmp/mlops-default-root"
+    monkeypatch.setenv("MLOPS_TEST_ROOT", "/tmp/mlops-set-root")
+    assert load_config(write(tmp_path, flights_doc)).artifact_root == "/tmp/mlops-set-root"
+
+
+def test_a_bad_override_names_the_override_not_the_file():
+    with pytest.raises(ConfigError, match=r"^override model\.learnig_rate=0\.1: model\.learnig_rate: unknown key") as e:
+        load_config(FLIGHTS_CONFIG, overrides={"model.learnig_rate": 0.1})
+    assert e.value.override == "model.learnig_rate"
+
+
 def test_overrides_are_validated(tmp_path):
     cfg = load_config(FLIGHTS_CONFIG, overrides={"model.epochs": 1})
     assert cfg.model.epochs == 1
