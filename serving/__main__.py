@@ -16,7 +16,8 @@ or `grpc-v2`) this process is the transformer: it enriches from Feast and forwar
 model inputs to a predictor deployment of the same server (whose config sets
 serving.feature_lookup false).
 
-Exit status 1 if the model cannot be loaded; SIGTERM stops gracefully.
+Exit status 1 if the model cannot be loaded, 75 if a port is taken (one line naming it); SIGTERM
+stops gracefully within serving.shutdown_grace_s (serving.server).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ import os
 import sys
 import warnings
 
+from mlops.errors import MlopsError, status_of
+
+log = logging.getLogger("mlops.serving")
 
 
 def _import_kserve_server():
@@ -112,6 +116,7 @@ def build(args: argparse.Namespace):
         http_port=serving.http_port if args.http_port is None else args.http_port,
         grpc_port=serving.grpc_port if args.grpc_port is None else args.grpc_port,
         max_request_bytes=serving.max_request_bytes, per_request_logs=args.per_request_logs,
+        shutdown_grace_s=serving.shutdown_grace_s,
         enable_latency_logging=latency_logging, workers=args.workers, max_threads=args.max_threads,
         max_asyncio_workers=args.max_asyncio_workers, enable_grpc=args.enable_grpc,
         enable_docs_url=args.enable_docs_url, access_log_format=args.access_log_format,
@@ -126,7 +131,11 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     model, server = build(args)
-    server.start([model])
+    try:
+        server.start([model])
+    except MlopsError as e:  # a busy port: one line, not uvicorn's and gRPC's tracebacks
+        log.error("%s", e)
+        raise SystemExit(status_of(e).exit_code) from None
 
 
 if __name__ == "__main__":

@@ -8,7 +8,13 @@ Reload without dropping requests: the new version is loaded and warmed up beside
 then `current` is swapped in one assignment (atomic in CPython). A request takes `handle.current`
 once at its start and finishes on that object, so in-flight requests complete on the old
 version; the old one is freed when the last of them lets go of it. A version that fails to load
-leaves the old one serving, and the failure is counted and logged.
+leaves the old one serving, and the failure is counted and logged in one line (a registry file
+being rewritten by hand would otherwise print a traceback every reload interval).
+
+Start-up logs one line per phase (resolving, importing TensorFlow, loading, warming up). Feast is
+the slow import of a server with a feature lookup (~5-10 s): its FeatureStore is built in a
+background thread from the start, while TensorFlow imports and the model loads, and the warm-up
+waits for it (so a first request never builds it, and readiness still means "Feast is warm").
 
 Sources: a registry selector (NAME, NAME@ALIAS, NAME@VERSION) read from the artifact store
 without ml-metadata, or a model directory (what KServe's storage initializer mounts at
@@ -20,14 +26,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
+from mlops.errors import MlopsError
 from serving.enrichment import FeatureEnricher
 from serving.predictor import Predictor, load_predictor
 
@@ -86,6 +95,8 @@ class ModelHandle:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one reload at a time
+        self._feast = _build_feature_store_in_background(config)
+        log.info("resolving %s", source)
         self.current: ServedModel = self._load(*self._resolve())
         log.info("serving %s from %s (runtime %s)", self.current.label, self.current.uri, self.runtime)
 
@@ -113,12 +124,25 @@ class ModelHandle:
 
     def _load(self, name: str, version: str, uri: str, manifest: dict) -> ServedModel:
         model_dir = local_model_dir(uri)
+        if self.runtime != "tflite" and "tensorflow" not in sys.modules:
+            log.info("importing TensorFlow")
+            started = time.perf_counter()
+            import tensorflow  # noqa: F401 - timed here: the largest part of a cold start
+
+            log.info("imported TensorFlow in %.1f s", time.perf_counter() - started)
+        log.info("loading %s@%s from %s (runtime %s)", name, version, uri, self.runtime)
+        started = time.perf_counter()
         predictor = load_predictor(model_dir, self.runtime, output_key=manifest.get("output_key"))
+        log.info("loaded %s@%s in %.1f s", name, version, time.perf_counter() - started)
         # A reload keeps the Feast FeatureStore of the version it replaces (same config): building
         # one takes seconds, which would otherwise stall the first requests on the new version.
         previous = getattr(self, "current", None)
         enricher = FeatureEnricher(self.config, predictor.inputs,
                                    store=previous.enricher._store if previous is not None else None)
+        if enricher.lookup and previous is None and self._feast is not None:
+            if not self._feast.done():
+                log.info("waiting for the Feast FeatureStore (built in the background)")
+            enricher = FeatureEnricher(self.config, predictor.inputs, store=self._feast.result())
         served = ServedModel(name, version, uri, model_dir, predictor, enricher, manifest)
         _warm_up(served)
         return served
@@ -132,9 +156,12 @@ class ModelHandle:
                 if (version, uri) == (self.current.version, self.current.uri):
                     return False
                 new = self._load(name, version, uri, manifest)
-            except Exception:  # keep serving the old version
+            except Exception as e:  # keep serving the old version
                 self.reload_failures += 1
-                log.exception("reload of %s failed; still serving %s", self.source, self.current.label)
+                reason = str(e) if isinstance(e, MlopsError) else f"{type(e).__name__}: {e}"
+                log.warning("reload of %s failed (%d so far): %s; still serving %s", self.source,
+                            self.reload_failures, reason, self.current.label)
+                log.debug("reload failure", exc_info=True)
                 return False
             old, self.current = self.current, new
             log.info("swapped %s -> %s", old.label, new.label)
@@ -161,10 +188,34 @@ class ModelHandle:
             self._thread = None
 
 
+def _build_feature_store_in_background(config) -> Future | None:
+    """Feast's FeatureStore for `config` (import included, ~5-10 s), built in a thread while the
+    model loads; None when the config has no feature lookup. (Whether the model reads any store
+    feature is known only once it is loaded: if not, the thread was wasted, not waited for.)"""
+    if config.features is None or not config.serving.feature_lookup:
+        return None
+    future: Future = Future()
+
+    def build():
+        from mlops.features.store import feature_store
+
+        started = time.perf_counter()
+        try:
+            store = feature_store(config)
+        except BaseException as e:  # noqa: BLE001 - re-raised by the load that waits for it
+            future.set_exception(e)
+            return
+        log.info("built the Feast FeatureStore in %.1f s (in the background)", time.perf_counter() - started)
+        future.set_result(store)
+
+    threading.Thread(target=build, name="feast-store", daemon=True).start()
+    return future
+
+
 def _warm_up(served: ServedModel) -> None:
     """One prediction on a row of defaults, so the first request does not pay for tracing; and,
-    with a feature store, one online read of an unknown entity: the first read builds Feast's
-    FeatureStore (measured: ~6 s with the import), which must not happen inside a request."""
+    with a feature store, one online read of an unknown entity (the first read plans the feature
+    service and opens the online store), which must not happen inside a request."""
     rows = {s.name: (np.array([np.nan], np.float32) if s.dtype == "float32" else np.array([""], object))
             for s in served.predictor.inputs}
     served.predictor.predict(rows)
@@ -172,4 +223,7 @@ def _warm_up(served: ServedModel) -> None:
     if enricher.lookup:
         from mlops.features.store import online_features
 
+        log.info("warming up the Feast online read")
+        started = time.perf_counter()
         online_features(enricher.config, [dict.fromkeys(enricher.lookup_keys, "")], store=enricher.store())
+        log.info("warmed up the Feast online read in %.2f s", time.perf_counter() - started)

@@ -9,7 +9,8 @@ preprocess stage includes the Feast online read), and prometheus_client's defaul
 Added here:
 
     mlops_requests_total{protocol, endpoint, code}        every REST request / gRPC call
-    mlops_request_errors_total{protocol, endpoint, code}  the ones that did not succeed
+    mlops_request_errors_total{protocol, endpoint, code}  the ones that did not succeed (a readiness
+                                                          probe's 503 is an answer, not an error)
     mlops_request_seconds{protocol, endpoint}             end to end in the server, sub-ms buckets
     mlops_predicted_rows_total{model, version}
     mlops_rows_without_features_total{model}              the store knew nothing: defaults used
@@ -62,7 +63,24 @@ def rest_endpoint(path: str) -> str:
     return {"/metrics": "metrics", "/": "live"}.get(path, "other")
 
 
+# What a request to these asks for is the model; the others are probes, metadata, scrapes.
+INFERENCE_ENDPOINTS = frozenset({"v2_infer", "v1_predict", "v1_explain", "ModelInfer"})
+# A probe's 503 is its answer (not ready: loading or shutting down), not a failed request.
+PROBE_ENDPOINTS = frozenset({"v2_ready", "v2_model_ready", "v1_model_ready"})
+_last_inference_at = 0.0
+
+
+def last_inference_at() -> float:
+    """time.monotonic() when the last inference request ended (the shutdown drain watches it)."""
+    return _last_inference_at
+
+
 def record_request(protocol: str, endpoint: str, code: str, ok: bool, seconds: float) -> None:
+    global _last_inference_at
+    if endpoint in INFERENCE_ENDPOINTS:
+        _last_inference_at = time.monotonic()
+    elif not ok and code == "503" and endpoint in PROBE_ENDPOINTS:
+        ok = True
     REQUESTS.labels(protocol, endpoint, code).inc()
     if not ok:
         REQUEST_ERRORS.labels(protocol, endpoint, code).inc()

@@ -23,14 +23,28 @@ What this subclass changes, and why:
   an unknown datatype gets a message naming the input.
 * the heap is frozen once loaded (serving.model.freeze_heap), which removes the GC pauses that
   otherwise dominate p99.
+* ports: both are bound before the model loads; a busy one is one error line naming it (exit 75),
+  not uvicorn's and gRPC's tracebacks. gRPC's SO_REUSEPORT is off: a second server on the same port
+  is refused instead of silently taking half the traffic.
+* graceful shutdown (KServe stops gRPC and unloads the model at once: requests in flight get
+  NOT_FOUND or INTERNAL). On SIGTERM, within `serving.shutdown_grace_s`:
+    1. drain: readiness answers 503 (REST probes, gRPC ServerReady/ModelReady false) while requests
+       are still served, until no inference request came for QUIET_S (the load balancer has taken
+       the pod out) or half the grace period has passed;
+    2. both listeners close: new REST connections are refused, new gRPC calls get UNAVAILABLE
+       (retryable); accepted requests and calls finish within the rest of the grace period;
+    3. the model is unloaded (payload log flushed) once nothing is in flight; exit 0.
+  SIGINT (Ctrl-C) skips the drain; a second signal stops without waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
+import socket
 import time
 from concurrent import futures
 
@@ -52,16 +66,29 @@ from kserve.protocol.rest.server import RESTServer
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mlops.errors import MlopsError, Unavailable, status_of
+from serving import metrics
 from serving.metrics import RequestMetricsMiddleware, RequestTooLarge, record_request
-from mlops.errors import MlopsError, status_of
 from serving.protocol import DATATYPES, parse_v2_binary, parse_v2_json
 
 log = logging.getLogger("mlops.serving")
 
+QUIET_S = 1.0  # drain: no inference request for this long = the load balancer no longer sends any
+GRPC_QUIET_S = 0.05  # closing: no gRPC call for this long = a moment when gRPC can stop without cancelling one
+
+
+class PortInUse(Unavailable):
+    """The REST or gRPC port is taken by another process."""
+
 
 class ServingDataPlane(DataPlane):
+    draining = False  # set on SIGTERM: readiness says no while accepted requests are still served
+
     async def ready(self) -> bool:
-        """Ready = every registered model loaded (plus KServe's predictor check in a transformer)."""
+        """Ready = every registered model loaded (plus KServe's predictor check in a transformer),
+        and not shutting down."""
+        if self.draining:
+            return False
         models = self.model_registry.get_models()
         if not models:
             return False
@@ -69,6 +96,12 @@ class ServingDataPlane(DataPlane):
             if not await model.healthy():
                 return False
         return await super().ready()
+
+    async def model_ready(self, model_name: str, disable_predictor_health_check: bool = False) -> bool:
+        """KServe's inference routes ask with disable_predictor_health_check=True: a request is still
+        served while draining; its readiness routes (REST and gRPC) ask without it: not ready then."""
+        ready = await super().model_ready(model_name, disable_predictor_health_check)
+        return ready and (disable_predictor_health_check or not self.draining)
 
     async def model_metadata(self, model_name: str) -> dict:
         metadata = await super().model_metadata(model_name)
@@ -149,6 +182,10 @@ class _RESTServer(RESTServer):
         self.config.host = host
         self.max_request_bytes = max_request_bytes
         self.per_request_logs = per_request_logs
+        # Signals are the ModelServer's (drain first, then stop both transports): uvicorn's own
+        # handler would close the REST listener at once.
+        self._server.capture_signals = contextlib.nullcontext
+        self.socket: socket.socket | None = None
         if not per_request_logs:  # what uvicorn's access_log=False does, after KServe configured logging
             logging.getLogger("uvicorn.access").handlers = []
             logging.getLogger("uvicorn.access").propagate = False
@@ -173,9 +210,29 @@ class _RESTServer(RESTServer):
         app.add_exception_handler(ModelNotReady, quiet_handler(503, logging.DEBUG))
         app.add_exception_handler(ServerNotReady, quiet_handler(503, logging.DEBUG))
 
+    def bind(self) -> str:
+        """Binds the port now (listening starts with start()); PortInUse if it is taken."""
+        host, port = self.config.host, self.config.port
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: TIME_WAIT is no conflict
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            sock.close()
+            raise PortInUse(f"{_address(host, port)}: cannot listen for REST ({e.strerror}): choose another "
+                            "port with --http_port or serving.http_port") from None
+        self.socket = sock
+        return _address(host, sock.getsockname()[1])
+
     async def start(self):
         # create_application() ran in ModelServer.start, before the heap was frozen
-        await self._server.serve()
+        await self._server.serve(sockets=[self.socket])
+
+    def stop(self, grace_s: float) -> None:
+        """Closes the listener; connections with a request in progress get `grace_s` to answer."""
+        self._server.config.timeout_graceful_shutdown = grace_s
+        self._server.should_exit = True
 
 
 # ---- gRPC ------------------------------------------------------------------------------------------
@@ -206,9 +263,20 @@ def _guarded(behavior, method: str):
     return call
 
 
+class ServerShuttingDown(Unavailable):
+    """A call that arrived after the listeners started closing."""
+
+
 class _StatusAndMetricsInterceptor(ExceptionToStatusInterceptor):
-    """KServe's exception -> gRPC status mapping, and the count and latency of each call by method
-    and status (one interceptor layer instead of two: each costs a coroutine per call)."""
+    """KServe's exception -> gRPC status mapping, the count and latency of each call by method and
+    status (one interceptor layer instead of two: each costs a coroutine per call), and the
+    shutdown's refusal of new calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.refusing = False  # set when the listeners close: new calls get UNAVAILABLE
+        self.in_flight = 0  # calls admitted and not answered yet
+        self.last_call_at = 0.0  # time.monotonic() of the last call's arrival
 
     async def handle_exception(self, ex, request_or_iterator, context, method_name):
         if isinstance(ex, MlopsError):  # the platform's errors: the status their kind says
@@ -218,8 +286,16 @@ class _StatusAndMetricsInterceptor(ExceptionToStatusInterceptor):
     async def intercept(self, method, request_or_iterator, context, method_name):
         start = time.perf_counter()
         code = "OK"
+        self.last_call_at = time.monotonic()
         try:
-            return await super().intercept(method, request_or_iterator, context, method_name)
+            if self.refusing:
+                await self.handle_exception(ServerShuttingDown("the server is shutting down: retry (on another "
+                                                               "replica)"), request_or_iterator, context, method_name)
+            self.in_flight += 1
+            try:
+                return await super().intercept(method, request_or_iterator, context, method_name)
+            finally:
+                self.in_flight -= 1
         except BaseException:
             status = context.code()  # set by the abort in super().handle_exception
             code = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
@@ -273,31 +349,75 @@ class _GRPCServer(GRPCServer):
         self.host, self.max_message_bytes, self.per_request_logs = host, max_message_bytes, per_request_logs
         self.started = asyncio.Event()
 
-    async def start(self, max_workers):
+    def bind(self, max_workers: int) -> str:
+        """Builds the server and binds its port (in the event loop; serving starts with start());
+        PortInUse if it is taken."""
         from grpc import aio
 
-        interceptors = [_StatusAndMetricsInterceptor()]
+        _check_free(self.host, self._port, "gRPC", "--grpc_port or serving.grpc_port")  # gRPC's own error
+        self.interceptor = _StatusAndMetricsInterceptor()  # is 3 lines of C++ log and a vague exception
+        interceptors = [self.interceptor]
         if self.per_request_logs:
             interceptors.insert(0, LoggingInterceptor())
         self._server = aio.server(
             futures.ThreadPoolExecutor(max_workers=max_workers), interceptors=interceptors,
             options=[("grpc.max_send_message_length", self._kwargs.get("grpc_max_send_message_length")),
-                     ("grpc.max_receive_message_length", self.max_message_bytes)])
+                     ("grpc.max_receive_message_length", self.max_message_bytes), ("grpc.so_reuseport", 0)])
         add_servicer(_Servicer(self._data_plane, self._model_repository_extension), self._server)
-        address = f"[{self.host}]:{self._port}" if ":" in self.host else f"{self.host}:{self._port}"
-        self._server.add_insecure_port(address)
-        log.info("gRPC server on %s", address)
+        address = _address(self.host, self._port)
+        try:
+            self._port = self._server.add_insecure_port(address)
+        except RuntimeError:  # taken between the check and here
+            raise PortInUse(f"{address}: cannot listen for gRPC: choose another port with --grpc_port or "
+                            "serving.grpc_port") from None
+        return _address(self.host, self._port)
+
+    async def start(self):
         await self._server.start()
         self.started.set()
         await self._server.wait_for_termination()
+
+    async def stop(self, grace_s: float) -> None:
+        """New calls get UNAVAILABLE from now on; calls in progress get `grace_s` to finish.
+
+        gRPC's own stop cancels (CANCELLED, not retryable) the calls that arrive while it stops
+        (gRPC core kills the calls its server loop has not picked up yet). So new calls are refused
+        by the interceptor first, and the server stops once the admitted ones are done and no call
+        came for GRPC_QUIET_S (clients back off after UNAVAILABLE), or at the deadline.
+        (Waits until the server has started: stopping it while it starts crashes gRPC's core.)"""
+        await self.started.wait()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        interceptor = self.interceptor
+        interceptor.refusing = True
+        while loop.time() < deadline and (interceptor.in_flight
+                                          or time.monotonic() - interceptor.last_call_at < GRPC_QUIET_S):
+            await asyncio.sleep(0.005)
+        await self._server.stop(grace=max(0.0, deadline - loop.time()))
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _check_free(host: str, port: int, what: str, setting: str) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            raise PortInUse(f"{_address(host, port)}: cannot listen for {what} ({e.strerror}): choose another "
+                            f"port with {setting}") from None
 
 
 # ---- the server --------------------------------------------------------------------------------------
 class ModelServer(KServeModelServer):
     def __init__(self, *, host: str = "127.0.0.1", max_request_bytes: int = 8 * 1024 * 1024,
-                 per_request_logs: bool = False, kserve_args: dict | None = None, **kwargs):
+                 per_request_logs: bool = False, shutdown_grace_s: float = 20.0, kserve_args: dict | None = None,
+                 **kwargs):
         """`kserve_args`: KServe's parsed flags (gRPC send limit); default: what kserve.model_server
-        parsed from sys.argv when imported."""
+        parsed from sys.argv when imported. `shutdown_grace_s`: see the module docstring."""
         kwargs.setdefault("enable_latency_logging", per_request_logs)
         super().__init__(**kwargs)
         if kserve_args is None:
@@ -310,9 +430,11 @@ class ModelServer(KServeModelServer):
         self.host = host
         self.max_request_bytes = max_request_bytes
         self.per_request_logs = per_request_logs
+        self.shutdown_grace_s = shutdown_grace_s
         self.dataplane = ServingDataPlane(model_registry=self.registered_models)
         self.exit_code = 0
-        self._stopping = False
+        self._stopping: int | None = None  # the signal that started the shutdown
+        self._shutdown_task: asyncio.Task | None = None
 
     def fail(self, reason: BaseException) -> None:
         """From any thread: stop serving and exit non-zero (a model that cannot load)."""
@@ -321,8 +443,9 @@ class ModelServer(KServeModelServer):
         os.kill(os.getpid(), signal.SIGTERM)
 
     def start(self, models) -> None:
-        """Registers the models whether loaded or not (readiness tells), starts loading those that
-        can load in the background, serves until SIGTERM; exits 1 if a model fails to load."""
+        """Registers the models whether loaded or not (readiness tells), binds both ports, starts
+        loading the models that can load in the background, serves until SIGTERM, then unloads
+        them; exits 1 if a model fails to load. PortInUse (before anything loads) for a busy port."""
         from serving.model import freeze_heap
 
         for model in models:
@@ -331,54 +454,88 @@ class ModelServer(KServeModelServer):
         common = dict(host=self.host, per_request_logs=self.per_request_logs)
         self._rest_server = _RESTServer(
             FASTAPI_APP_IMPORT_STRING, self.dataplane, self.model_repository_extension, self.http_port,
-            access_log_format=self.access_log_format, workers=1, grace_period=self.grace_period,
+            access_log_format=self.access_log_format, workers=1, grace_period=self.shutdown_grace_s,
             event_loop=self.event_loop, timeout_keep_alive=self.timeout_keep_alive,
             ssl_certfile=self.ssl_certfile, ssl_keyfile=self.ssl_keyfile,
             max_request_bytes=self.max_request_bytes, **common)
         self._rest_server.create_application()
-        self.servers.append(self._rest_server.start())
         if self.enable_grpc:
             self._grpc_server = _GRPCServer(self.grpc_port, self.dataplane, self.model_repository_extension,
-                                            kwargs=self.kserve_args, grace_period=self.grace_period,
+                                            kwargs=self.kserve_args, grace_period=self.shutdown_grace_s,
                                             max_message_bytes=self.max_request_bytes, **common)
-            self.servers.append(self._grpc_server.start(self.max_threads))
-        self.register_signal_handler()  # before loading starts: a failed load signals the process
-        for model in models:
-            if not model.ready and hasattr(model, "start_loading"):
-                model.start_loading(on_error=self.fail)
-            else:
-                model.start()  # KServe's hook
+        self.register_signal_handler()  # until the event loop takes over: a signal during start-up
         freeze_heap()  # the app and routes are built; the model freezes its own objects once loaded
-        asyncio.run(self._serve())
+        try:
+            asyncio.run(self._serve(models))
+        finally:
+            for model_name in list(self.registered_models.get_models()):  # last: nothing is in flight
+                self.registered_models.unload(model_name)
+        log.info("model server stopped")
         if self.exit_code:
             raise SystemExit(self.exit_code)
 
-    async def _serve(self):
+    async def _serve(self, models):
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(self._custom_exception_handler or self.default_exception_handler)
-        if self._stopping:  # a signal arrived before the event loop ran
-            loop.create_task(self._shutdown())
-        await super()._serve()
-
-    def stop(self, sig: int):
-        """SIGTERM/SIGINT (KServe's handler, after uvicorn's own has stopped REST): stop gRPC, unload
-        the models. KServe's version stops the gRPC server at once, which crashes gRPC's core if it
-        is still starting (a model that fails to load within the first second): here it waits."""
-        self._stopping = True
-        if self._rest_server is not None:
-            self._rest_server._server.should_exit = True  # uvicorn not started yet: it exits at once
-        try:
-            asyncio.get_running_loop().create_task(self._shutdown())
-        except RuntimeError:
-            pass  # not serving yet: _serve shuts down at its start
-        for model_name in list(self.registered_models.get_models()):
-            self.registered_models.unload(model_name)
-
-    async def _shutdown(self):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+            loop.add_signal_handler(sig, self.stop, sig)
+        listening = [f"REST on {self._rest_server.bind()}"]
+        if self._grpc_server is not None:
+            listening.append(f"gRPC on {self._grpc_server.bind(self.max_threads)}")
+        log.info("listening: %s (not ready until the model is loaded)", ", ".join(listening))
+        servers = [self._rest_server.start()]
+        if self._grpc_server is not None:
+            servers.append(self._grpc_server.start())
+        if self._stopping is not None:  # a signal arrived before the event loop ran
+            self.stop(self._stopping)
+        else:
+            for model in models:
+                if not model.ready and hasattr(model, "start_loading"):
+                    model.start_loading(on_error=self.fail)
+                else:
+                    model.start()  # KServe's hook
+        await asyncio.gather(*servers)
+        if self._shutdown_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):  # cancelled by a second signal
+                await self._shutdown_task
         from kserve.utils.inference_client_factory import InferenceClientFactory
 
-        log.info("stopping the model server")
-        await InferenceClientFactory().close()  # a transformer's clients to its predictor
-        if self._grpc_server is not None:
-            await self._grpc_server.started.wait()
-            await self._grpc_server.stop()
+        await InferenceClientFactory().close()  # a transformer's clients to its predictor, once unused
+
+    def stop(self, sig: int):
+        """SIGTERM, SIGINT, SIGQUIT (and fail()): the shutdown in the module docstring. A second
+        signal stops at once (accepted requests are cut off)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # before the event loop runs: _serve stops at its start
+            self._stopping = sig
+            return
+        if self._stopping is not None and self._shutdown_task is not None:
+            log.warning("%s again: stopping without waiting for requests in progress", signal.Signals(sig).name)
+            self._shutdown_task.cancel()
+            self._rest_server._server.force_exit = True
+            loop.create_task(self._close_listeners(0.0))
+            return
+        self._stopping = sig
+        self.dataplane.draining = True
+        drain = sig == signal.SIGTERM and self.exit_code == 0 and self.shutdown_grace_s > 0
+        self._shutdown_task = loop.create_task(self._shutdown(drain))
+
+    async def _shutdown(self, drain: bool):
+        loop = asyncio.get_running_loop()
+        grace = self.shutdown_grace_s
+        deadline = loop.time() + grace
+        if drain:
+            log.info("SIGTERM: not ready; serving until no request came for %.1f s (at most %.1f s), then "
+                     "finishing accepted requests within %.1f s in all", QUIET_S, grace / 2, grace)
+            drain_end = loop.time() + grace / 2
+            while loop.time() < drain_end and time.monotonic() - metrics.last_inference_at() < QUIET_S:
+                await asyncio.sleep(0.05)
+        remaining = max(0.0, deadline - loop.time())
+        log.info("stopping: listeners closed, %.1f s for the requests in progress", remaining)
+        await self._close_listeners(remaining)
+
+    async def _close_listeners(self, grace_s: float):
+        self._rest_server.stop(grace_s)
+        if self._grpc_server is not None and self._grpc_server._server is not None:
+            await self._grpc_server.stop(grace_s)

@@ -50,7 +50,8 @@ class ServerProcess:
         self.ready_statuses: list[int] = []  # what /v2/health/ready answered until it said 200
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")[-6000:]
 
     def ready(self, timeout: float = 180) -> "ServerProcess":
@@ -83,8 +84,9 @@ class ServerProcess:
         return self.proc.returncode
 
 
-def serve(tmp: Path, root: Path, *args: str, sets: dict | None = None, name: str = "server") -> ServerProcess:
-    http_port, grpc_port = free_port(), free_port()
+def serve(tmp: Path, root: Path, *args: str, sets: dict | None = None, name: str = "server",
+          http_port: int | None = None, grpc_port: int | None = None) -> ServerProcess:
+    http_port, grpc_port = http_port or free_port(), grpc_port or free_port()
     overrides = {"artifact_root": str(root), "serving.feature_lookup": False,
                  "serving.max_request_bytes": MAX_REQUEST_BYTES, "serving.max_batch_rows": MAX_BATCH_ROWS,
                  "serving.payload_log.path": str(tmp / "payload_logs"), "serving.payload_log.flush_seconds": 0.2,
@@ -595,6 +597,191 @@ def test_hot_reload_under_load_drops_nothing(tmp_path, tiny_model_dirs):
     assert metric(values, "mlops_model_reloads_total", model="flights", result="failed") == 0
     assert metric(values, "mlops_model_info", model="flights", version="2") == 1
     assert metric(values, "mlops_model_info", model="flights", version="1") == 0  # the old one is gone
+
+
+def test_reload_of_a_broken_registry_logs_one_line_per_attempt_and_keeps_serving(tmp_path, tiny_model_dirs):
+    import httpx
+
+    from mlops.registry.store import ModelRegistry
+
+    root = make_registry(tmp_path / "artifacts", tiny_model_dirs)
+    server = serve(tmp_path, root, sets={"serving.reload_interval_s": 0.2}, name="broken-reload").ready()
+    aliases = next(root.rglob("aliases.json"))
+    good = aliases.read_bytes()
+    failed_before = 0.0
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for broken in (good[: len(good) // 2], b"[]", b""):  # truncated, a list, empty
+                aliases.write_bytes(broken)
+                deadline = time.monotonic() + 30
+                while (failed := metric(scrape(client), "mlops_model_reloads_total", result="failed")) < failed_before + 2:
+                    assert time.monotonic() < deadline, server.log()
+                    time.sleep(0.1)
+                failed_before = failed
+                r = client.post("/v2/models/flights/infer", json=v2_body())
+                assert r.status_code == 200 and r.json()["model_version"] == "1", r.text
+            aliases.write_bytes(good)
+            # a promoted version whose directory is gone
+            ModelRegistry(str(root)).promote("flights", 2, "production", reason="test")
+            shutil.rmtree(ModelRegistry(str(root)).resolve("flights@2").uri.removeprefix("file://"))
+            deadline = time.monotonic() + 30
+            while metric(scrape(client), "mlops_model_reloads_total", result="failed") < failed_before + 2:
+                assert time.monotonic() < deadline, server.log()
+                time.sleep(0.1)
+            r = client.post("/v2/models/flights/infer", json=v2_body())
+            assert r.status_code == 200 and r.json()["model_version"] == "1", r.text
+            failed = metric(scrape(client), "mlops_model_reloads_total", result="failed")
+    finally:
+        assert server.stop() == 0, server.log()
+    text = server.log_path.read_text(errors="replace")
+    lines = [line for line in text.splitlines() if "reload of flights@production failed" in line]
+    assert "Traceback" not in text, text[-3000:]
+    # one line per attempt: the n-th says "(n so far)", and the metric counted every one it had seen
+    assert [f"({n} so far)" in line for n, line in enumerate(lines, 1)] == [True] * len(lines), lines[-3:]
+    assert len(lines) >= failed >= 8, (failed, lines[-3:])
+    assert all("still serving flights@1" in line for line in lines), lines[-3:]
+
+
+def test_sigterm_drains_then_finishes_accepted_requests_and_exits_zero(tmp_path, tiny_model_dirs):
+    """Closed-loop REST and gRPC load, SIGTERM in the middle: readiness goes 503 first while
+    requests are still served; then the listeners close (new calls: UNAVAILABLE / refused), a
+    request still uploading its body is answered, the process exits 0 within the grace period.
+    Never NOT_FOUND, INTERNAL or a 500 (KServe unloads the model while requests use it)."""
+    import grpc
+    import httpx
+
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pbg
+
+    grace = 8.0
+    root = make_registry(tmp_path / "artifacts", tiny_model_dirs)
+    server = serve(tmp_path, root, sets={"serving.shutdown_grace_s": grace}, name="drain").ready()
+    stop = threading.Event()
+    outcomes: list[tuple[str, float, str]] = []  # (protocol, start time, outcome)
+    readiness: list[tuple[float, str]] = []  # (time, REST ready status | gRPC ServerReady)
+
+    def rest_loop():
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    r = client.post("/v2/models/flights/infer", json=v2_body())
+                    outcome = str(r.status_code)
+                    if r.status_code == 200:
+                        np.testing.assert_allclose(probabilities(r.json()), expected(), rtol=1e-6)
+                except httpx.TransportError as e:
+                    outcome = f"transport {type(e).__name__}"
+                    time.sleep(0.01)
+                outcomes.append(("rest", started, outcome))
+
+    def grpc_loop():
+        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+            grpc_stub = pbg.GRPCInferenceServiceStub(channel)
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    np.testing.assert_allclose(grpc_stub.ModelInfer(grpc_request(), timeout=30).outputs[0]
+                                               .contents.fp32_contents, expected(), rtol=1e-6)
+                    outcome = "OK"
+                except grpc.RpcError as e:
+                    outcome = f"{e.code().name} {e.details()}"
+                    time.sleep(0.1)  # a retry policy's back-off
+                outcomes.append(("grpc", started, outcome))
+
+    def probe_loop():
+        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+            grpc_stub = pbg.GRPCInferenceServiceStub(channel)
+            while not stop.is_set():
+                try:
+                    status = str(httpx.get(f"{server.url}/v2/health/ready", timeout=2).status_code)
+                    model = str(httpx.get(f"{server.url}/v2/models/flights/ready", timeout=2).status_code)
+                    ready = grpc_stub.ServerReady(pb.ServerReadyRequest(), timeout=2).ready
+                    model_ready = grpc_stub.ModelReady(pb.ModelReadyRequest(name="flights"), timeout=2).ready
+                    readiness.append((time.monotonic(), f"{status} {model} {ready} {model_ready}"))
+                except (httpx.TransportError, grpc.RpcError):
+                    readiness.append((time.monotonic(), "down"))
+                    time.sleep(0.1)
+                time.sleep(0.02)
+
+    slow: dict = {}
+
+    def slow_upload():  # a request still sending its body when the listeners close
+        body = json.dumps(v2_body(request_id="slow")).encode()
+
+        def chunks():
+            for i in range(0, len(body), 64):
+                yield body[i:i + 64]
+                time.sleep(grace * 0.75 / (len(body) / 64))
+
+        try:
+            slow["response"] = httpx.post(f"{server.url}/v2/models/flights/infer", content=chunks(),
+                                          headers={"content-type": "application/json"}, timeout=30)
+        except httpx.TransportError as e:
+            slow["error"] = repr(e)
+
+    threads = [threading.Thread(target=f) for f in (rest_loop, rest_loop, grpc_loop, grpc_loop, probe_loop)]
+    slow_thread = threading.Thread(target=slow_upload)
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        slow_thread.start()
+        time.sleep(0.3)
+        sigterm_at = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        code = server.proc.wait(grace + 10)
+        exited_at = time.monotonic()
+    finally:
+        stop.set()
+        for t in [*threads, slow_thread]:
+            t.join(30)
+        server.stop()
+    log = server.log()
+    assert code == 0, log
+    assert exited_at - sigterm_at < grace + 2, (exited_at - sigterm_at, log)
+    # not ready (REST and gRPC, server and model) while still listening, before the exit
+    after = [state for t, state in readiness if t > sigterm_at + 0.2]
+    assert "503 503 False False" in after, (after[:5], log)
+    assert "200 200 True True" not in after, after
+    assert slow.get("response") is not None and slow["response"].status_code == 200, (slow, log)
+    for protocol in ("rest", "grpc"):
+        mine = [(started, outcome) for p, started, outcome in outcomes if p == protocol]
+        before = [outcome for started, outcome in mine if started < sigterm_at]
+        later = [outcome for started, outcome in mine if started >= sigterm_at]
+        assert before and set(before) == {"200" if protocol == "rest" else "OK"}, (protocol, set(before))
+        # the drain served requests after SIGTERM; then only retryable refusals
+        assert later.count("200" if protocol == "rest" else "OK") > 0, (protocol, later[:5], log)
+        allowed = ("200", "503", "transport ") if protocol == "rest" else ("OK", "UNAVAILABLE")
+        assert all(outcome.startswith(allowed) for outcome in later), (protocol, set(later))
+    assert log.index("listeners closed") < log.index("model server stopped"), log
+
+
+def test_a_busy_port_is_one_line_naming_it(tmp_path, tiny_model_dirs):
+    root = make_registry(tmp_path / "artifacts", tiny_model_dirs)
+    for which in ("http", "grpc"):
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            server = serve(tmp_path, root, name=f"busy-{which}", **{f"{which}_port": port})
+            assert server.proc.wait(120) == 75, server.log()  # Unavailable: EX_TEMPFAIL
+            log = server.log()
+            server.stop()
+        errors = [line for line in log.splitlines() if " ERROR " in line]
+        assert len(errors) == 1 and f"127.0.0.1:{port}" in errors[0] and f"--{which}_port" in errors[0], log
+        assert "Traceback" not in log and "add_port" not in log, log
+        assert "loading" not in log.lower(), log  # refused before loading anything
+
+
+def test_start_up_says_what_it_does_and_probes_before_ready_are_not_errors(server, http):
+    log = server.log_path.read_text(errors="replace")
+    for phase in ("listening: REST on 127.0.0.1:", "resolving flights@production", "importing TensorFlow",
+                  "loading flights@1", "model flights ready"):
+        assert phase in log, (phase, log[-3000:])
+    assert 503 in server.ready_statuses, "the fixture never saw the server loading"
+    values = scrape(http)
+    assert metric(values, "mlops_requests_total", endpoint="v2_ready", code="503") >= 1
+    assert metric(values, "mlops_request_errors_total", endpoint="v2_ready") == 0
 
 
 # ---- failure to load, transformer ----------------------------------------------------------------------------
