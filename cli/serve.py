@@ -54,6 +54,8 @@ def serve(config_path, model, host, http_port, grpc_port, runtime, overrides, pe
         argv += ["--set", item]
     if per_request_logs:
         argv.append("--per_request_logs")
+    # The server logs each start-up phase once its logging is set up (after ~2 s of imports).
+    click.echo(f"mlops serve: starting the model server for {source} (python -m serving)", err=True)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(envs.REPO_ROOT), env.get("PYTHONPATH")]))
     sys.stdout.flush()
