@@ -6,7 +6,7 @@ PIPELINE_PY := .venv/pipeline/bin/python
 SERVING_PY := .venv/serving/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-unit lock compile services
+.PHONY: setup demo test test-unit lint format lock compile services
 
 setup:
 	@scripts/setup-envs.sh all
@@ -16,12 +16,20 @@ demo: setup
 
 # Unit + integration tests: one pytest run per environment; conftest.py routes each test to
 # the environment it needs (marker serving_env), so nothing runs twice or is skipped silently.
-test: setup
+test: setup lint
 	@scripts/ensure-services.sh
 	@status=0; \
 	$(PIPELINE_PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS) || status=$$?; \
 	$(SERVING_PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS) || status=$$?; \
 	exit $$status
+
+# ruff (configured in pyproject.toml): lint rules and the one format, checked before any test runs.
+lint: setup
+	@.venv/pipeline/bin/ruff check --quiet . && .venv/pipeline/bin/ruff format --check --quiet . \
+	  || { echo "lint: run \`make format\` (ruff check --fix + ruff format) and review the diff" >&2; exit 1; }
+
+format: setup
+	.venv/pipeline/bin/ruff check --fix --quiet . ; .venv/pipeline/bin/ruff format --quiet .
 
 test-unit: setup
 	$(PIPELINE_PY) -m pytest -p no:cacheprovider -m "not integration" $(PYTEST_ARGS)

@@ -12,8 +12,6 @@ tests for both environments must therefore import such libraries inside its pipe
 
 import importlib.util
 
-import pytest
-
 pytest_plugins = ["tests.support.fixtures"]
 
 IN_SERVING_ENV = importlib.util.find_spec("kserve") is not None

@@ -21,22 +21,36 @@ import asyncio
 import itertools
 import os
 import time
-from typing import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import numpy as np
 
 
-def summarize(latencies_s: list[float], elapsed_s: float, *, errors: int = 0, first_error: str | None = None,
-              rows_per_call: int = 1, client_cpu_s: float | None = None) -> dict:
+def summarize(
+    latencies_s: list[float],
+    elapsed_s: float,
+    *,
+    errors: int = 0,
+    first_error: str | None = None,
+    rows_per_call: int = 1,
+    client_cpu_s: float | None = None,
+) -> dict:
     """Latency percentiles (ms) and throughput of one measured window."""
     lat = np.asarray(latencies_s, dtype=np.float64) * 1e3
     out = {"calls": int(len(lat)), "errors": int(errors), "seconds": round(elapsed_s, 3)}
     if len(lat):
         p50, p90, p99 = np.percentile(lat, [50, 90, 99])
-        out.update({"p50_ms": round(float(p50), 3), "p90_ms": round(float(p90), 3), "p99_ms": round(float(p99), 3),
-                    "max_ms": round(float(lat.max()), 3), "mean_ms": round(float(lat.mean()), 3),
-                    "calls_per_s": round(len(lat) / elapsed_s, 1),
-                    "rows_per_s": round(len(lat) * rows_per_call / elapsed_s, 1)})
+        out.update(
+            {
+                "p50_ms": round(float(p50), 3),
+                "p90_ms": round(float(p90), 3),
+                "p99_ms": round(float(p99), 3),
+                "max_ms": round(float(lat.max()), 3),
+                "mean_ms": round(float(lat.mean()), 3),
+                "calls_per_s": round(len(lat) / elapsed_s, 1),
+                "rows_per_s": round(len(lat) * rows_per_call / elapsed_s, 1),
+            }
+        )
     if first_error:
         out["first_error"] = first_error[:500]
     if client_cpu_s is not None:
@@ -49,8 +63,9 @@ def _cpu_seconds() -> float:
     return t.user + t.system
 
 
-async def closed_loop(send: Callable[[], Awaitable[None]], *, concurrency: int, warmup_s: float,
-                      duration_s: float) -> dict:
+async def closed_loop(
+    send: Callable[[], Awaitable[None]], *, concurrency: int, warmup_s: float, duration_s: float
+) -> dict:
     """Runs `send` (raises on a bad answer) from `concurrency` workers: warm-up, then a timed window."""
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -92,12 +107,14 @@ async def closed_loop(send: Callable[[], Awaitable[None]], *, concurrency: int, 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     await marker
     cpu = _cpu_seconds() - cpu0 if cpu0 is not None else None
-    return summarize(latencies, duration_s, errors=errors[0], first_error=first_error[0] if first_error else None,
-                     client_cpu_s=cpu)
+    return summarize(
+        latencies, duration_s, errors=errors[0], first_error=first_error[0] if first_error else None, client_cpu_s=cpu
+    )
 
 
-def run_rest(url: str, bodies: Sequence[bytes], *, concurrency: int = 1, warmup_s: float = 2.0,
-             duration_s: float = 10.0) -> dict:
+def run_rest(
+    url: str, bodies: Sequence[bytes], *, concurrency: int = 1, warmup_s: float = 2.0, duration_s: float = 10.0
+) -> dict:
     """POSTs the JSON `bodies` in turn to `url` in a closed loop over keep-alive connections (one
     per worker)."""
     import aiohttp
@@ -107,6 +124,7 @@ def run_rest(url: str, bodies: Sequence[bytes], *, concurrency: int = 1, warmup_
         headers = {"Content-Type": "application/json"}
         turn = itertools.cycle(bodies)
         async with aiohttp.ClientSession(connector=connector) as session:
+
             async def send():
                 async with session.post(url, data=next(turn), headers=headers) as r:
                     payload = await r.read()
@@ -118,16 +136,18 @@ def run_rest(url: str, bodies: Sequence[bytes], *, concurrency: int = 1, warmup_
     return asyncio.run(main())
 
 
-def run_grpc(target: str, requests: Sequence[object], *, concurrency: int = 1, warmup_s: float = 2.0,
-             duration_s: float = 10.0) -> dict:
+def run_grpc(
+    target: str, requests: Sequence[object], *, concurrency: int = 1, warmup_s: float = 2.0, duration_s: float = 10.0
+) -> dict:
     """ModelInfer with the `requests` in turn on the Open Inference Protocol v2 gRPC service, one
     channel shared by the workers (HTTP/2 multiplexes them, as a real client does)."""
     import grpc
     from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
     async def main():
-        async with grpc.aio.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20),
-                                                               ("grpc.max_send_message_length", 64 << 20)]) as ch:
+        async with grpc.aio.insecure_channel(
+            target, options=[("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+        ) as ch:
             stub = pb_grpc.GRPCInferenceServiceStub(ch)
             turn = itertools.cycle(requests)
 
@@ -139,8 +159,9 @@ def run_grpc(target: str, requests: Sequence[object], *, concurrency: int = 1, w
     return asyncio.run(main())
 
 
-def measure_calls(fn: Callable[[], object], *, duration_s: float = 3.0, warmup_calls: int = 20,
-                  rows_per_call: int = 1) -> dict:
+def measure_calls(
+    fn: Callable[[], object], *, duration_s: float = 3.0, warmup_calls: int = 20, rows_per_call: int = 1
+) -> dict:
     """An in-process call repeated for `duration_s` (after warm-up calls), same statistics."""
     for _ in range(warmup_calls):
         fn()

@@ -40,8 +40,11 @@ def create_app(model_dir: str, runtime: str = "savedmodel"):
             else:
                 columns[tensor["name"]] = np.array(data, dtype=object)
         p = predictor.predict(columns)
-        return {"model_name": name, "id": body.get("id", ""),
-                "outputs": [{"name": "probability", "shape": [len(p)], "datatype": "FP32", "data": p.tolist()}]}
+        return {
+            "model_name": name,
+            "id": body.get("id", ""),
+            "outputs": [{"name": "probability", "shape": [len(p)], "datatype": "FP32", "data": p.tolist()}],
+        }
 
     return app
 
@@ -49,16 +52,21 @@ def create_app(model_dir: str, runtime: str = "savedmodel"):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model-dir", required=True)
-    ap.add_argument("--runtime", default="savedmodel", choices=["savedmodel", "tflite", "auto"],
-                    help="serving.predictor runtime; the benchmark passes the server's")
+    ap.add_argument(
+        "--runtime",
+        default="savedmodel",
+        choices=["savedmodel", "tflite", "auto"],
+        help="serving.predictor runtime; the benchmark passes the server's",
+    )
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     args = ap.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import uvicorn
 
-    uvicorn.run(create_app(args.model_dir, args.runtime), host=args.host, port=args.port, log_level="warning",
-                access_log=False)
+    uvicorn.run(
+        create_app(args.model_dir, args.runtime), host=args.host, port=args.port, log_level="warning", access_log=False
+    )
 
 
 if __name__ == "__main__":

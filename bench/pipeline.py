@@ -47,10 +47,13 @@ def bench_config(out: Path, synthetic: Path) -> Path:
 
 def step_seconds(log: str) -> dict[str, float]:
     log = ANSI.sub("", log)
-    parse = (lambda t: dt.datetime.strptime(t, "%H:%M:%S.%f"))
+    parse = lambda t: dt.datetime.strptime(t, "%H:%M:%S.%f")
     started = {m.group(2): parse(m.group(1)) for m in TASK_START.finditer(log)}
-    return {m.group(2): round((parse(m.group(1)) - started[m.group(2)]).total_seconds() % 86400, 2)
-            for m in TASK_END.finditer(log) if m.group(2) in started}
+    return {
+        m.group(2): round((parse(m.group(1)) - started[m.group(2)]).total_seconds() % 86400, 2)
+        for m in TASK_END.finditer(log)
+        if m.group(2) in started
+    }
 
 
 def run_scale(rows: int, out: Path, seed: int) -> dict:
@@ -65,8 +68,9 @@ def run_scale(rows: int, out: Path, seed: int) -> dict:
     env = {**os.environ, "MLOPS_CONFIG": str(config)}
     subprocess.run(MLOPS + ["data", "ingest", "--config", str(config)], check=True, env=env, capture_output=True)
     t0 = time.perf_counter()
-    proc = subprocess.run(MLOPS + ["run", "training", "--config", str(config), "--no-cache"], env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        MLOPS + ["run", "training", "--config", str(config), "--no-cache"], env=env, capture_output=True, text=True
+    )
     wall = time.perf_counter() - t0
     runs = sorted((out / "artifacts" / "kfp-local").glob("training-*"))
     # the steps' own output is in the run's logs/ directory (`mlops run` prints one line per step)
@@ -84,10 +88,16 @@ def run_scale(rows: int, out: Path, seed: int) -> dict:
     metrics = list(runs[-1].glob("evaluator/evaluation/metrics.json")) if runs else []
     if metrics:
         auc = json.loads(metrics[0].read_text())["overall"]["candidate"].get("auc")
-    return {"rows": rows, "ok": proc.returncode == 0, "pipeline_wall_s": round(wall, 1),
-            "generate_s": round(gen_s, 1), "steps_s": step_seconds(log),
-            "peak_child_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
-            "workers": workers, "test_auc": auc}
+    return {
+        "rows": rows,
+        "ok": proc.returncode == 0,
+        "pipeline_wall_s": round(wall, 1),
+        "generate_s": round(gen_s, 1),
+        "steps_s": step_seconds(log),
+        "peak_child_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+        "workers": workers,
+        "test_auc": auc,
+    }
 
 
 def main() -> None:
@@ -107,8 +117,11 @@ def main() -> None:
         # linear growth <=> rows per second of pipeline wall stays flat (fixed start-up aside)
         r["rows_per_wall_s"] = round(r["rows"] / r["pipeline_wall_s"], 1)
         r["wall_ratio_vs_1x"] = round(r["pipeline_wall_s"] / base["pipeline_wall_s"], 2)
-    print(json.dumps({"benchmark": "training_pipeline_kfp_local", "cpu_count": os.cpu_count(), "results": results},
-                     indent=2))
+    print(
+        json.dumps(
+            {"benchmark": "training_pipeline_kfp_local", "cpu_count": os.cpu_count(), "results": results}, indent=2
+        )
+    )
 
 
 if __name__ == "__main__":

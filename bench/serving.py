@@ -27,6 +27,10 @@ Measured, all on 127.0.0.1 in this one run (these machines are noisy: compare ra
            repeated to --batch-rows), against the raw batched loop doing the same parquet read,
            predict and parquet write
   stream   serving.stream.benchmark_throughput: events/s through Redis Streams end to end
+  coldstart  --rounds fresh processes each: `python -m serving` (with the Feast lookup) from process
+           start to /v2/health/ready 200, and SIGTERM to exit with no traffic; against a bare process
+           doing `import tensorflow` + loading the model in the server's runtime (the floor).
+           Target: ready <= that floor + 3 s
 A piece that is not there (a module not written yet) is reported "not available"; a failure is
 reported with its error and the rest still runs. Targets (pass/fail) are at the end of the JSON.
 """
@@ -44,6 +48,7 @@ import sys
 import tempfile
 import time
 import traceback
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -60,7 +65,7 @@ MODEL = "flights"
 REQUEST_ROWS = 256
 BATCH_ROWS = 256
 PARITY = 1e-5
-SECTIONS = ("raw", "online", "batch", "stream")
+SECTIONS = ("raw", "online", "batch", "stream", "coldstart")
 
 
 class NotAvailable(Exception):
@@ -74,15 +79,26 @@ def log(msg: str) -> None:
 def machine() -> dict:
     import tensorflow as tf
 
-    return {"cpus": os.cpu_count(), "loadavg": [round(x, 2) for x in os.getloadavg()],
-            "python": platform.python_version(), "tensorflow": tf.__version__, "platform": platform.platform()}
+    return {
+        "cpus": os.cpu_count(),
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "platform": platform.platform(),
+    }
 
 
 # ---- set-up -------------------------------------------------------------------------------------
 def setup(work: Path, model_dir: str | None, online_store: str) -> dict:
     from mlops.config import load_config
     from mlops.registry.store import ModelRegistry
-    from tests.support.serving_models import FLIGHTS_CONFIG, build_real_model, materialize_online, register, seed_datasets
+    from tests.support.serving_models import (
+        FLIGHTS_CONFIG,
+        build_real_model,
+        materialize_online,
+        register,
+        seed_datasets,
+    )
 
     work.mkdir(parents=True, exist_ok=True)
     state_path = work / "setup.json"
@@ -108,11 +124,20 @@ def setup(work: Path, model_dir: str | None, online_store: str) -> dict:
         registry.promote(MODEL, version.version, "production", reason="serving benchmark")
     state.update({"model_dir": model_dir, f"project_{online_store}": project})
     state_path.write_text(json.dumps(state, indent=2))
-    overrides = {"artifact_root": str(root), "features.project": project, "features.online_store": online_store,
-                 "serving.reload_interval_s": 0}
+    overrides = {
+        "artifact_root": str(root),
+        "features.project": project,
+        "features.online_store": online_store,
+        "serving.reload_interval_s": 0,
+    }
     config = load_config(FLIGHTS_CONFIG, overrides=overrides)
-    return {"config": config, "overrides": overrides, "model_dir": model_dir, "root": root,
-            "seconds": round(time.perf_counter() - t0, 1)}
+    return {
+        "config": config,
+        "overrides": overrides,
+        "model_dir": model_dir,
+        "root": root,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
 
 
 def february_flights(config, n: int, seed: int = 0):
@@ -140,8 +165,14 @@ def request_sets(served, flights) -> dict:
     # (tailnum): with every store feature given, it does not look anything up. "model" (every model
     # input, nothing else) is what the peer and the batch file get.
     full_request = {**{s.name: feast[s.name] for s in enricher.schema.required}, **full}
-    return {"feast": feast, "full": full_request, "model": full, "expected": expected, "rows": n,
-            "dtypes": {s.name: s.dtype for s in enricher.schema.all} | {s.name: s.dtype for s in served.predictor.inputs}}
+    return {
+        "feast": feast,
+        "full": full_request,
+        "model": full,
+        "expected": expected,
+        "rows": n,
+        "dtypes": {s.name: s.dtype for s in enricher.schema.all} | {s.name: s.dtype for s in served.predictor.inputs},
+    }
 
 
 def _cell(v, numeric: bool):
@@ -156,8 +187,15 @@ def rest_bodies(columns: dict, dtypes: dict, n: int) -> list[bytes]:
     """One v2 JSON body per row (null = a missing number)."""
     out = []
     for i in range(n):
-        inputs = [{"name": k, "shape": [1], "datatype": "FP32" if dtypes[k] == "float32" else "BYTES",
-                   "data": [_cell(v[i], dtypes[k] == "float32")]} for k, v in columns.items()]
+        inputs = [
+            {
+                "name": k,
+                "shape": [1],
+                "datatype": "FP32" if dtypes[k] == "float32" else "BYTES",
+                "data": [_cell(v[i], dtypes[k] == "float32")],
+            }
+            for k, v in columns.items()
+        ]
         out.append(json.dumps({"id": f"bench-{i}", "inputs": inputs}).encode())
     return out
 
@@ -196,7 +234,7 @@ class Child:
         self.log_path = work / f"{name}.log"
         self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> "Child":
+    def __enter__(self) -> Child:
         env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.argv, cwd=str(REPO), env=env, stdout=self._log, stderr=subprocess.STDOUT)
@@ -273,27 +311,39 @@ def bench_raw(ctx: dict, duration: float) -> dict:
 
     req, served = ctx["requests"], ctx["served"]
     feast, n = req["feast"], req["rows"]
-    one = [{k: v[i:i + 1] for k, v in req["model"].items()} for i in range(n)]
+    one = [{k: v[i : i + 1] for k, v in req["model"].items()} for i in range(n)]
     out = {}
     runtimes = ["savedmodel", "tflite"] + [r for r in [served.predictor.runtime] if r not in ("savedmodel", "tflite")]
     for runtime in runtimes:  # + the server's runtime ("auto": TFLite for small batches)
-        predictor = served.predictor if runtime == served.predictor.runtime else load_predictor(ctx["model_dir"], runtime)
+        predictor = (
+            served.predictor if runtime == served.predictor.runtime else load_predictor(ctx["model_dir"], runtime)
+        )
         i = itertools.count()
-        out[f"{runtime}_1row"] = loadgen.measure_calls(lambda: predictor.predict(one[next(i) % n]), duration_s=duration)
+        out[f"{runtime}_1row"] = loadgen.measure_calls(
+            lambda: predictor.predict(one[next(i) % n]),  # noqa: B023  (measured before the loop moves on)
+            duration_s=duration,
+        )
         batch = {k: v[:BATCH_ROWS] for k, v in req["model"].items()}
-        out[f"{runtime}_{BATCH_ROWS}rows"] = loadgen.measure_calls(lambda: predictor.predict(batch), duration_s=duration,
-                                                                    rows_per_call=BATCH_ROWS)
-        log(f"raw {runtime}: 1 row p50 {out[f'{runtime}_1row']['p50_ms']} ms, {BATCH_ROWS} rows "
-            f"{out[f'{runtime}_{BATCH_ROWS}rows']['rows_per_s']} rows/s")
+        out[f"{runtime}_{BATCH_ROWS}rows"] = loadgen.measure_calls(
+            lambda: predictor.predict(batch),  # noqa: B023  (measured before the loop moves on)
+            duration_s=duration,
+            rows_per_call=BATCH_ROWS,
+        )
+        log(
+            f"raw {runtime}: 1 row p50 {out[f'{runtime}_1row']['p50_ms']} ms, {BATCH_ROWS} rows "
+            f"{out[f'{runtime}_{BATCH_ROWS}rows']['rows_per_s']} rows/s"
+        )
     enricher, config = served.enricher, ctx["config"]
     store = enricher.store()
     keys = [k for k in config.dataset.entity_keys if k != enricher.time_column]
-    entity_rows = [{**{k: feast[k][i] for k in keys}, enricher.time_column: feast[enricher.time_column][i]}
-                   for i in range(n)]
+    entity_rows = [
+        {**{k: feast[k][i] for k in keys}, enricher.time_column: feast[enricher.time_column][i]} for i in range(n)
+    ]
     i = itertools.count()
     out["online_read_1row"] = loadgen.measure_calls(
-        lambda: online_features(config, [entity_rows[next(i) % n]], store=store), duration_s=duration)
-    feast_one = [{k: v[j:j + 1] for k, v in feast.items()} for j in range(n)]
+        lambda: online_features(config, [entity_rows[next(i) % n]], store=store), duration_s=duration
+    )
+    feast_one = [{k: v[j : j + 1] for k, v in feast.items()} for j in range(n)]
     i = itertools.count()
 
     def model_plus_read():
@@ -301,30 +351,41 @@ def bench_raw(ctx: dict, duration: float) -> dict:
         return served.predictor.predict(cols)
 
     out["model_plus_online_read_1row"] = loadgen.measure_calls(model_plus_read, duration_s=duration)
-    log(f"raw online read p50 {out['online_read_1row']['p50_ms']} ms; model + read p50 "
-        f"{out['model_plus_online_read_1row']['p50_ms']} ms")
+    log(
+        f"raw online read p50 {out['online_read_1row']['p50_ms']} ms; model + read p50 "
+        f"{out['model_plus_online_read_1row']['p50_ms']} ms"
+    )
     return out
 
 
 def _median_stats(rounds: list[dict]) -> dict:
     """Per statistic, the median over the rounds (a round disturbed by another job moves it less)."""
     keys = ("p50_ms", "p90_ms", "p99_ms", "max_ms", "calls_per_s", "client_cpu_s")
-    out = {k: round(float(np.median([r[k] for r in rounds if k in r])), 3) for k in keys
-           if any(k in r for r in rounds)}
+    out = {k: round(float(np.median([r[k] for r in rounds if k in r])), 3) for k in keys if any(k in r for r in rounds)}
     out["errors"] = sum(r.get("errors", 0) for r in rounds)
     return out
 
 
 def server_argv(ctx: dict, http_port: int, grpc_port: int) -> list[str]:
-    argv = [sys.executable, "-m", "serving", "--model", f"{MODEL}@production", "--http_port", str(http_port),
-            "--grpc_port", str(grpc_port)]
+    argv = [
+        sys.executable,
+        "-m",
+        "serving",
+        "--model",
+        f"{MODEL}@production",
+        "--http_port",
+        str(http_port),
+        "--grpc_port",
+        str(grpc_port),
+    ]
     for k, v in ctx["overrides"].items():
         argv += ["--set", f"{k}={json.dumps(v)}"]
     return argv
 
 
-def bench_online(ctx: dict, work: Path, *, concurrency: int, duration: float, warmup: float, rounds: int,
-                 runtimes: list[str]) -> dict:
+def bench_online(
+    ctx: dict, work: Path, *, concurrency: int, duration: float, warmup: float, rounds: int, runtimes: list[str]
+) -> dict:
     """The peer and our server up together; every round measures each endpoint in turn (1 worker,
     then `concurrency` workers), so a burst of load from elsewhere hits all of them alike."""
     import contextlib
@@ -335,9 +396,24 @@ def bench_online(ctx: dict, work: Path, *, concurrency: int, duration: float, wa
     out: dict = {"peer": {}}
     with contextlib.ExitStack() as stack:
         port = free_port()
-        stack.enter_context(Child("peer", [sys.executable, "-m", "bench.peer_fastapi", "--model-dir",
-                                           ctx["model_dir"], "--port", str(port), "--runtime", runtimes[0]],
-                                  f"http://127.0.0.1:{port}/v2/health/ready", work))
+        stack.enter_context(
+            Child(
+                "peer",
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.peer_fastapi",
+                    "--model-dir",
+                    ctx["model_dir"],
+                    "--port",
+                    str(port),
+                    "--runtime",
+                    runtimes[0],
+                ],
+                f"http://127.0.0.1:{port}/v2/health/ready",
+                work,
+            )
+        )
         url = f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer"
         bodies = rest_bodies(req["model"], req["dtypes"], req["rows"])
         out["peer"]["max_abs_diff"] = check_rest(url, bodies, req["expected"])
@@ -345,7 +421,10 @@ def bench_online(ctx: dict, work: Path, *, concurrency: int, duration: float, wa
 
         servers = []
         if importlib.util.find_spec("serving.model") is None or importlib.util.find_spec("serving.__main__") is None:
-            out["server"] = {"status": "not available", "reason": "serving/model.py + python -m serving are not there yet"}
+            out["server"] = {
+                "status": "not available",
+                "reason": "serving/model.py + python -m serving are not there yet",
+            }
             runtimes = []
         for runtime in runtimes:
             # The first runtime is "server" (the targets use it); the others "server_<runtime>".
@@ -353,19 +432,25 @@ def bench_online(ctx: dict, work: Path, *, concurrency: int, duration: float, wa
             http_port, grpc_port = free_port(), free_port()
             argv = server_argv(ctx, http_port, grpc_port) + ["--runtime", runtime]
             out[group] = {"argv": argv[2:]}
-            servers.append(stack.enter_context(Child(group, argv, f"http://127.0.0.1:{http_port}/v2/health/ready",
-                                                     work)))
+            servers.append(
+                stack.enter_context(Child(group, argv, f"http://127.0.0.1:{http_port}/v2/health/ready", work))
+            )
             url = f"http://127.0.0.1:{http_port}/v2/models/{MODEL}/infer"
             target = f"127.0.0.1:{grpc_port}"
             for form in ("feast", "full"):
                 bodies = rest_bodies(req[form], req["dtypes"], req["rows"])
                 grpcs = grpc_requests(req[form], req["dtypes"], req["rows"], MODEL)
-                out[group][f"{form}_max_abs_diff"] = max(check_rest(url, bodies, req["expected"]),
-                                                         check_grpc(target, grpcs, req["expected"]))
+                out[group][f"{form}_max_abs_diff"] = max(
+                    check_rest(url, bodies, req["expected"]), check_grpc(target, grpcs, req["expected"])
+                )
                 endpoints[f"{group} rest_{form}"] = (
-                    group, lambda url=url, b=bodies, **kw: loadgen.run_rest(url, b, **kw))
+                    group,
+                    lambda url=url, b=bodies, **kw: loadgen.run_rest(url, b, **kw),
+                )
                 endpoints[f"{group} grpc_{form}"] = (
-                    group, lambda t=target, r=grpcs, **kw: loadgen.run_grpc(t, r, **kw))
+                    group,
+                    lambda t=target, r=grpcs, **kw: loadgen.run_grpc(t, r, **kw),
+                )
 
         loads = {"latency_1_worker": 1, f"throughput_{concurrency}_workers": concurrency}
         measured: dict = {}
@@ -374,11 +459,14 @@ def bench_online(ctx: dict, work: Path, *, concurrency: int, duration: float, wa
                 for load, workers in loads.items():
                     stats = call(concurrency=workers, warmup_s=warmup, duration_s=duration)
                     measured.setdefault(name, {}).setdefault(load, []).append(stats)
-                    log(f"round {r + 1}/{rounds} {group} {name.split()[-1]} {workers} worker(s): p50 "
-                        f"{stats.get('p50_ms')} p99 {stats.get('p99_ms')} ms, {stats.get('calls_per_s')} req/s")
+                    log(
+                        f"round {r + 1}/{rounds} {group} {name.split()[-1]} {workers} worker(s): p50 "
+                        f"{stats.get('p50_ms')} p99 {stats.get('p99_ms')} ms, {stats.get('calls_per_s')} req/s"
+                    )
         for name, (group, _) in endpoints.items():
-            out[group][name.split()[-1]] = {load: {**_median_stats(runs), "rounds": runs}
-                                            for load, runs in measured[name].items()}
+            out[group][name.split()[-1]] = {
+                load: {**_median_stats(runs), "rounds": runs} for load, runs in measured[name].items()
+            }
         for server in servers:
             if server.proc.poll() is not None:
                 raise RuntimeError(f"{server.name} died during the run: {server.tail()}")
@@ -430,16 +518,23 @@ def bench_batch(ctx: dict, work: Path, rows: int) -> dict:
         pq.write_table(table, str(src))
     chunk = config.serving.batch.chunk_rows
     out = {"rows": rows, "chunk_rows": chunk}
-    raw = [_raw_batched(config, served.predictor, str(src), str(work / "raw-batch-out.parquet"), chunk)
-           for _ in range(2)]
+    raw = [
+        _raw_batched(config, served.predictor, str(src), str(work / "raw-batch-out.parquet"), chunk) for _ in range(2)
+    ]
     out["raw_batched"] = max(raw, key=lambda r: r["rows_per_s"])  # best of 2: the first warms the file cache
     runs = []
     for _ in range(2):
         t0 = time.perf_counter()
         result = run_batch(config, served, resolve_input(config, str(src)), str(work / "batch-out.parquet"))
         seconds = time.perf_counter() - t0
-        runs.append({"rows": result.rows, "seconds": round(seconds, 3), "rows_per_s": round(result.rows / seconds, 1),
-                     "stage_seconds": result.summary.get("stage_seconds")})
+        runs.append(
+            {
+                "rows": result.rows,
+                "seconds": round(seconds, 3),
+                "rows_per_s": round(result.rows / seconds, 1),
+                "stage_seconds": result.summary.get("stage_seconds"),
+            }
+        )
     out["run_batch"] = max(runs, key=lambda r: r["rows_per_s"])
     out["ratio"] = round(out["run_batch"]["rows_per_s"] / out["raw_batched"]["rows_per_s"], 3)
     log(f"batch: run_batch {out['run_batch']['rows_per_s']} rows/s vs raw {out['raw_batched']['rows_per_s']} rows/s")
@@ -454,7 +549,9 @@ def bench_stream(ctx: dict, events: int) -> dict:
     from serving.handle import ModelHandle
 
     req, config = ctx["requests"], ctx["config"]
-    rows = [{k: _cell(v[i], req["dtypes"][k] == "float32") for k, v in req["feast"].items()} for i in range(req["rows"])]
+    rows = [
+        {k: _cell(v[i], req["dtypes"][k] == "float32") for k, v in req["feast"].items()} for i in range(req["rows"])
+    ]
     handle = ModelHandle.from_config(config, f"{MODEL}@production")
     out = benchmark_throughput(config, handle, events=events, rows=rows)
     log(f"stream: {out.get('events_per_s')} events/s")
@@ -476,52 +573,210 @@ def targets(result: dict, concurrency: int) -> list[dict]:
     thr = f"throughput_{concurrency}_workers"
 
     def add(name, value, limit, ok):
-        out.append({"target": name, "value": value, "limit": limit,
-                    "pass": None if value is None or limit is None else bool(ok(value, limit))})
+        out.append(
+            {
+                "target": name,
+                "value": value,
+                "limit": limit,
+                "pass": None if value is None or limit is None else bool(ok(value, limit)),
+            }
+        )
 
-    raw, server, peer = result.get("raw", {}), _get(result, "online", "server") or {}, _get(result, "online", "peer") or {}
+    raw, server, peer = (
+        result.get("raw", {}),
+        _get(result, "online", "server") or {},
+        _get(result, "online", "peer") or {},
+    )
     read_p99 = _get(raw, "model_plus_online_read_1row", "p99_ms")  # with the server's runtime
     model_p99 = _get(raw, f"{result['settings']['server_runtimes'][0]}_1row", "p99_ms")
     for proto in ("rest", "grpc"):
         for form, base in (("feast", read_p99), ("full", model_p99)):
-            add(f"{proto} {form} 1-row p99 <= 2 x raw p99 + 1 ms (ms)",
+            add(
+                f"{proto} {form} 1-row p99 <= 2 x raw p99 + 1 ms (ms)",
                 _get(server, f"{proto}_{form}", "latency_1_worker", "p99_ms"),
-                None if base is None else round(2 * base + 1, 3), lambda v, lim: v <= lim)
+                None if base is None else round(2 * base + 1, 3),
+                lambda v, lim: v <= lim,
+            )
     for proto in ("rest", "grpc"):
-        add(f"{proto} full throughput >= peer (req/s, {concurrency} workers)",
-            _get(server, f"{proto}_full", thr, "calls_per_s"), _get(peer, "rest_full", thr, "calls_per_s"),
-            lambda v, lim: v >= lim)
+        add(
+            f"{proto} full throughput >= peer (req/s, {concurrency} workers)",
+            _get(server, f"{proto}_full", thr, "calls_per_s"),
+            _get(peer, "rest_full", thr, "calls_per_s"),
+            lambda v, lim: v >= lim,
+        )
     for form in ("feast", "full"):
-        add(f"gRPC {form} p99 < REST {form} p99 (ms, 1 worker)",
+        add(
+            f"gRPC {form} p99 < REST {form} p99 (ms, 1 worker)",
             _get(server, f"grpc_{form}", "latency_1_worker", "p99_ms"),
-            _get(server, f"rest_{form}", "latency_1_worker", "p99_ms"), lambda v, lim: v < lim)
+            _get(server, f"rest_{form}", "latency_1_worker", "p99_ms"),
+            lambda v, lim: v < lim,
+        )
     batch = result.get("batch", {})
-    add("batch rows/s >= 70% of raw batched (ratio)", batch.get("ratio"), 0.7 if "ratio" in batch else None,
-        lambda v, lim: v >= lim)
-    add("streaming >= 1,000 events/s end to end", _get(result, "stream", "events_per_s"),
-        1000 if "stream" in result else None, lambda v, lim: v >= lim)
+    add(
+        "batch rows/s >= 70% of raw batched (ratio)",
+        batch.get("ratio"),
+        0.7 if "ratio" in batch else None,
+        lambda v, lim: v >= lim,
+    )
+    add(
+        "streaming >= 1,000 events/s end to end",
+        _get(result, "stream", "events_per_s"),
+        1000 if "stream" in result else None,
+        lambda v, lim: v >= lim,
+    )
+    add(
+        "cold start: ready <= bare TF import + model load + 3 s (s)",
+        _get(result, "coldstart", "server", "ready_s"),
+        _get(result, "coldstart", "target_ready_s"),
+        lambda v, lim: v <= lim,
+    )
     return out
 
 
 def _ratios(result: dict, concurrency: int) -> dict:
     thr = f"throughput_{concurrency}_workers"
-    raw, server, peer = result.get("raw", {}), _get(result, "online", "server") or {}, _get(result, "online", "peer") or {}
+    raw, server, peer = (
+        result.get("raw", {}),
+        _get(result, "online", "server") or {},
+        _get(result, "online", "peer") or {},
+    )
     runtime = result["settings"]["server_runtimes"][0]
     pairs = {
-        "rest_full_p50_over_raw_model_p50": (_get(server, "rest_full", "latency_1_worker", "p50_ms"),
-                                             _get(raw, f"{runtime}_1row", "p50_ms")),
-        "grpc_full_p50_over_raw_model_p50": (_get(server, "grpc_full", "latency_1_worker", "p50_ms"),
-                                             _get(raw, f"{runtime}_1row", "p50_ms")),
-        "rest_feast_p50_over_raw_model_plus_read_p50": (_get(server, "rest_feast", "latency_1_worker", "p50_ms"),
-                                                        _get(raw, "model_plus_online_read_1row", "p50_ms")),
-        "peer_p50_over_raw_savedmodel_p50": (_get(peer, "rest_full", "latency_1_worker", "p50_ms"),
-                                             _get(raw, "savedmodel_1row", "p50_ms")),
-        "rest_full_throughput_over_peer": (_get(server, "rest_full", thr, "calls_per_s"),
-                                           _get(peer, "rest_full", thr, "calls_per_s")),
-        "tflite_1row_p50_over_savedmodel_1row_p50": (_get(raw, "tflite_1row", "p50_ms"),
-                                                     _get(raw, "savedmodel_1row", "p50_ms")),
+        "rest_full_p50_over_raw_model_p50": (
+            _get(server, "rest_full", "latency_1_worker", "p50_ms"),
+            _get(raw, f"{runtime}_1row", "p50_ms"),
+        ),
+        "grpc_full_p50_over_raw_model_p50": (
+            _get(server, "grpc_full", "latency_1_worker", "p50_ms"),
+            _get(raw, f"{runtime}_1row", "p50_ms"),
+        ),
+        "rest_feast_p50_over_raw_model_plus_read_p50": (
+            _get(server, "rest_feast", "latency_1_worker", "p50_ms"),
+            _get(raw, "model_plus_online_read_1row", "p50_ms"),
+        ),
+        "peer_p50_over_raw_savedmodel_p50": (
+            _get(peer, "rest_full", "latency_1_worker", "p50_ms"),
+            _get(raw, "savedmodel_1row", "p50_ms"),
+        ),
+        "rest_full_throughput_over_peer": (
+            _get(server, "rest_full", thr, "calls_per_s"),
+            _get(peer, "rest_full", thr, "calls_per_s"),
+        ),
+        "tflite_1row_p50_over_savedmodel_1row_p50": (
+            _get(raw, "tflite_1row", "p50_ms"),
+            _get(raw, "savedmodel_1row", "p50_ms"),
+        ),
     }
     return {k: round(a / b, 3) for k, (a, b) in pairs.items() if a is not None and b}
+
+
+# ---- cold start ---------------------------------------------------------------------------------
+BARE_LOAD = """
+import json, sys, time
+t0 = time.perf_counter()
+import tensorflow
+t1 = time.perf_counter()
+from serving.predictor import load_predictor
+load_predictor(sys.argv[1], sys.argv[2])
+t2 = time.perf_counter()
+print(json.dumps({"tf_import_s": t1 - t0, "model_load_s": t2 - t1}))
+"""
+
+
+def bench_coldstart(ctx: dict, work: Path, rounds: int) -> dict:
+    """Medians over `rounds`, each a fresh bare process then a fresh server (alternating, so load
+    from elsewhere hits both alike). Phase times are the server's own log lines."""
+    import re
+
+    runtime = ctx["config"].serving.runtime
+    model_dir = ctx["served"].model_dir
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    bare, servers = [], []
+    for i in range(rounds):
+        out = subprocess.run(
+            [sys.executable, "-c", BARE_LOAD, model_dir, runtime],
+            cwd=str(REPO),
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        bare.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        http_port, grpc_port = free_port(), free_port()
+        log_path = work / f"coldstart-{i}.log"
+        with open(log_path, "wb") as log_file:
+            started = time.monotonic()
+            proc = subprocess.Popen(
+                server_argv(ctx, http_port, grpc_port),
+                cwd=str(REPO),
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                listening = ready = None
+                while ready is None and time.monotonic() - started < 300:
+                    if proc.poll() is not None:
+                        raise RuntimeError(
+                            f"the server exited with {proc.returncode}: {log_path.read_text(errors='replace')[-2000:]}"
+                        )
+                    try:
+                        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=1) as r:
+                            ready = time.monotonic() - started if r.status == 200 else None
+                    except urllib.error.HTTPError:  # 503: listening, loading
+                        listening = listening or time.monotonic() - started
+                    except OSError:
+                        pass
+                    time.sleep(0.05)
+                if ready is None:
+                    raise RuntimeError(f"the server was not ready within 300 s: {log_path}")
+                stop_started = time.monotonic()
+                proc.send_signal(15)
+                proc.wait(60)
+                stopped = time.monotonic() - stop_started
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        text = log_path.read_text(errors="replace")
+        phases = {
+            key: float(m.group(1))
+            for key, pattern in (
+                ("tf_import_s", r"imported TensorFlow in ([0-9.]+) s"),
+                ("model_load_s", r"loaded \S+ in ([0-9.]+) s"),
+                ("feast_store_s", r"built the Feast FeatureStore in ([0-9.]+) s"),
+                ("feast_read_warmup_s", r"warmed up the Feast online read in ([0-9.]+) s"),
+            )
+            if (m := re.search(pattern, text))
+        }
+        servers.append(
+            {
+                "listening_s": listening,
+                "ready_s": ready,
+                "sigterm_to_exit_s": stopped,
+                "exit_code": proc.returncode,
+                **{f"log_{k}": v for k, v in phases.items()},
+            }
+        )
+        log(
+            f"cold start {i + 1}/{rounds}: ready in {ready:.1f} s (bare TF import + load "
+            f"{bare[-1]['tf_import_s'] + bare[-1]['model_load_s']:.1f} s)"
+        )
+
+    def median(rows: list[dict], key: str):
+        values = sorted(r[key] for r in rows if r.get(key) is not None)
+        return round(values[len(values) // 2], 2) if values else None
+
+    floor = median([{"s": b["tf_import_s"] + b["model_load_s"]} for b in bare], "s")
+    return {
+        "runtime": runtime,
+        "rounds": rounds,
+        "bare": {k: median(bare, k) for k in ("tf_import_s", "model_load_s")},
+        "bare_tf_import_plus_load_s": floor,
+        "server": {k: median(servers, k) for k in servers[0]},
+        "target_ready_s": round(floor + 3, 2),
+        "per_round": {"bare": bare, "server": servers},
+    }
 
 
 # ---- main ---------------------------------------------------------------------------------------
@@ -535,9 +790,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--raw-duration", type=float, default=3.0, help="seconds per in-process measurement")
     ap.add_argument("--concurrency", type=int, default=8, help="closed-loop workers for the throughput runs")
     ap.add_argument("--online-store", choices=["sqlite", "redis"], default="sqlite")
-    ap.add_argument("--server-runtimes", type=lambda v: v.split(","),
-                    help="model runtimes of the server, e.g. auto,savedmodel,tflite; the first (default: the "
-                         "config's serving.runtime) is the one the raw calls and the targets use")
+    ap.add_argument(
+        "--server-runtimes",
+        type=lambda v: v.split(","),
+        help="model runtimes of the server, e.g. auto,savedmodel,tflite; the first (default: the "
+        "config's serving.runtime) is the one the raw calls and the targets use",
+    )
     ap.add_argument("--batch-rows", type=int, default=500_000, help="rows of the batch input (February, repeated)")
     ap.add_argument("--stream-events", type=int, default=10_000)
     ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
@@ -555,26 +813,47 @@ def main(argv: list[str] | None = None) -> dict:
 
     from serving.handle import ModelHandle
 
-    result: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(), "work": str(work),
-                    "settings": {"duration_s": args.duration, "warmup_s": args.warmup, "concurrency": args.concurrency,
-                                 "raw_duration_s": args.raw_duration, "online_store": args.online_store,
-                                 "rounds": args.rounds,
-                                 "request_rows": REQUEST_ROWS}}
+    result: dict = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine(),
+        "work": str(work),
+        "settings": {
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "concurrency": args.concurrency,
+            "raw_duration_s": args.raw_duration,
+            "online_store": args.online_store,
+            "rounds": args.rounds,
+            "request_rows": REQUEST_ROWS,
+        },
+    }
     s = setup(work, args.model_dir, args.online_store)
     args.server_runtimes = args.server_runtimes or [s["config"].serving.runtime]
     result["settings"]["server_runtimes"] = args.server_runtimes
     served = ModelHandle.from_config(s["config"], f"{MODEL}@production", runtime=args.server_runtimes[0]).current
     requests = request_sets(served, february_flights(s["config"], REQUEST_ROWS))
     ctx = {**s, "served": served, "requests": requests}
-    result["setup"] = {"model_dir": s["model_dir"], "seconds": s["seconds"], "model": served.label,
-                       "store_rows_without_features": served.enricher.rows_without_features,
-                       "request_fields": {"feast": sorted(requests["feast"]), "full": sorted(requests["full"])}}
+    result["setup"] = {
+        "model_dir": s["model_dir"],
+        "seconds": s["seconds"],
+        "model": served.label,
+        "store_rows_without_features": served.enricher.rows_without_features,
+        "request_fields": {"feast": sorted(requests["feast"]), "full": sorted(requests["full"])},
+    }
     sections = {
         "raw": lambda: bench_raw(ctx, args.raw_duration),
-        "online": lambda: bench_online(ctx, work, concurrency=args.concurrency, duration=args.duration,
-                                       warmup=args.warmup, rounds=args.rounds, runtimes=args.server_runtimes),
+        "online": lambda: bench_online(
+            ctx,
+            work,
+            concurrency=args.concurrency,
+            duration=args.duration,
+            warmup=args.warmup,
+            rounds=args.rounds,
+            runtimes=args.server_runtimes,
+        ),
         "batch": lambda: bench_batch(ctx, work, args.batch_rows),
         "stream": lambda: bench_stream(ctx, args.stream_events),
+        "coldstart": lambda: bench_coldstart(ctx, work, args.rounds),
     }
     try:
         run_sections(result, sections, only)
@@ -603,8 +882,11 @@ def run_sections(result: dict, sections: dict, only: list[str]) -> None:
         except NotAvailable as e:
             result[name] = {"status": "not available", "reason": str(e)}
         except Exception as e:  # noqa: BLE001 - one broken piece must not hide the other numbers
-            result[name] = {"status": "failed", "error": f"{type(e).__name__}: {e}",
-                            "traceback": traceback.format_exc()[-3000:]}
+            result[name] = {
+                "status": "failed",
+                "error": f"{type(e).__name__}: {e}",
+                "traceback": traceback.format_exc()[-3000:],
+            }
             log(f"section {name} failed: {e}")
         result[name]["loadavg_before"] = load_before
 

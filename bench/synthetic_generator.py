@@ -57,7 +57,9 @@ class LateShares:
         return {m: self.month[1, m] / self.month[0, m] for m in range(1, 13) if self.month[0, m] > 0}
 
     def by_carrier(self) -> dict[str, float]:
-        return {c: self.carrier[1, i] / self.carrier[0, i] for i, c in enumerate(self.carriers) if self.carrier[0, i] > 0}
+        return {
+            c: self.carrier[1, i] / self.carrier[0, i] for i, c in enumerate(self.carriers) if self.carrier[0, i] > 0
+        }
 
     def overall(self) -> float:
         return float(self.month[1].sum() / max(self.month[0].sum(), 1))
@@ -95,8 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--months", type=int, default=12)
     ap.add_argument("--drift", type=float, default=0.0)
     ap.add_argument("--chunk-rows", type=int, default=synthetic.DEFAULT_CHUNK_ROWS)
-    ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                    help="rich progress bar while writing (default: when stderr is a terminal)")
+    ap.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="rich progress bar while writing (default: when stderr is a terminal)",
+    )
     args = ap.parse_args(argv)
 
     t = time.perf_counter()
@@ -133,8 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.out:
         t = time.perf_counter()
-        manifest = synthetic.write_synthetic(args.out, args.rows, args.seed, calibration=cal,
-                                             progress=args.progress, **kw)
+        manifest = synthetic.write_synthetic(
+            args.out, args.rows, args.seed, calibration=cal, progress=args.progress, **kw
+        )
         write_s = time.perf_counter() - t
         files = [os.path.join(args.out, p) for p in manifest["flights"]]
         size = sum(os.path.getsize(p) for p in files if os.path.exists(p))
@@ -154,8 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     else:  # drifted or partial ranges are not meant to match the real year
         result["late_share_by_month_synthetic"] = {str(k): round(v, 4) for k, v in shares.by_month().items()}
     print(json.dumps(result, indent=2))
-    print(f"max |late share diff|: by month {result.get('late_share_by_month', {}).get('max_abs_diff')}, "
-          f"by carrier {result.get('late_share_by_carrier', {}).get('max_abs_diff')}", file=sys.stderr)
+    print(
+        f"max |late share diff|: by month {result.get('late_share_by_month', {}).get('max_abs_diff')}, "
+        f"by carrier {result.get('late_share_by_carrier', {}).get('max_abs_diff')}",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -20,8 +20,13 @@ from mlops.errors import MlopsError, status_of
 ENTRY_MODULE = "cli"
 
 config_option = click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False), default=DEFAULT_CONFIG_PATH, show_default=True,
-    help="Platform config YAML (env MLOPS_CONFIG).")
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=DEFAULT_CONFIG_PATH,
+    show_default=True,
+    help="Platform config YAML (env MLOPS_CONFIG).",
+)
 
 
 class PlatformError(click.ClickException):
@@ -72,8 +77,12 @@ def runs_in(env: str):
     return wrap
 
 
-verbose_option = click.option("-v", "--verbose", is_flag=True,
-                              help="Show every step's full log as it runs (it is always kept in the run's logs/ dir).")
+verbose_option = click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Show every step's full log as it runs (it is always kept in the run's logs/ dir).",
+)
 
 
 def load(config_path: str, overrides: dict | None = None):

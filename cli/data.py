@@ -52,8 +52,9 @@ def data_list(config_path, name, as_json):
     for v in versions:
         table.add_row(v.id, v.span or "-", f"{v.row_count:,}", v.created_at, v.manifest.get("source", ""))
     if not versions:  # say where we looked: a copied config silently points at another artifact root
-        console().print(f"no dataset versions yet{' of ' + name if name else ''} under {repo.root}: "
-                        "run `mlops data ingest`")
+        console().print(
+            f"no dataset versions yet{' of ' + name if name else ''} under {repo.root}: run `mlops data ingest`"
+        )
         return
     console().print(table)
 

@@ -44,7 +44,7 @@ def features_materialize(config_path, start, end):
     from mlops.features import store
 
     cfg = load(config_path)
-    parse = (lambda v: dt.datetime.fromisoformat(v) if v else None)
+    parse = lambda v: dt.datetime.fromisoformat(v) if v else None
     with console().status("materializing into the online store"):
         store.materialize(cfg, parse(start), parse(end))
     console().print(f"[green]materialized[/green] into the {cfg.features.online_store} online store")
@@ -52,8 +52,14 @@ def features_materialize(config_path, start, end):
 
 @features.command("get")
 @config_option
-@click.option("--entity", "entities", multiple=True, required=True, metavar="KEY=VALUE",
-              help="Entity key or request field, repeatable: --entity origin=JFK --entity tailnum=N14228 ...")
+@click.option(
+    "--entity",
+    "entities",
+    multiple=True,
+    required=True,
+    metavar="KEY=VALUE",
+    help="Entity key or request field, repeatable: --entity origin=JFK --entity tailnum=N14228 ...",
+)
 @runs_in(envs.SERVING)
 def features_get(config_path, entities):
     """Read the model's features for one entity row from the online store."""

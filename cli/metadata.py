@@ -66,8 +66,10 @@ def metadata_runs(config_path):
     from mlops.metadata.store import run_state
 
     for r in _store(config_path).list_contexts(T.RUN_CONTEXT):
-        click.echo(f"{r.id}\t{r.properties.get('pipeline_name', '')}\t{r.name}\t{run_state(r) or '-'}\t"
-                   f"{r.properties.get('config_hash', '')}")
+        click.echo(
+            f"{r.id}\t{r.properties.get('pipeline_name', '')}\t{r.name}\t{run_state(r) or '-'}\t"
+            f"{r.properties.get('config_hash', '')}"
+        )
 
 
 @metadata.command("lineage")
@@ -80,4 +82,6 @@ def metadata_lineage(config_path, artifact_id):
         a, e = step.artifact, step.execution
         by = f" <- {e.component} [{e.name}]" if e else ""
         via = f" (as {step.consumed_as})" if step.consumed_as else ""
-        click.echo(f"{'  ' * step.depth}{a.type_name} {a.name or a.uri}{via}{by}{' (see above)' if step.repeated else ''}")
+        click.echo(
+            f"{'  ' * step.depth}{a.type_name} {a.name or a.uri}{via}{by}{' (see above)' if step.repeated else ''}"
+        )

@@ -34,8 +34,13 @@ def pipeline_compile(names, out_dir):
 @click.command("run")
 @click.argument("name")
 @config_option
-@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
-              help="Pipeline parameter, e.g. dataset_selector=2013-01:2013-06, epochs=1.")
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Pipeline parameter, e.g. dataset_selector=2013-01:2013-06, epochs=1.",
+)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=JSON", help="Config override, e.g. model.epochs=1.")
 @click.option("--no-cache", is_flag=True, help="Run every step even if an identical run is cached.")
 @verbose_option
@@ -55,16 +60,25 @@ def run(name, config_path, params, overrides, no_cache, verbose):
         chosen["enable_cache"] = False
     runner.check_arguments(name, chosen)  # a bad --param fails in one line, before anything else
     cfg = load_with_overrides(config_path, overrides)
-    args = runner.check_arguments(name, {"config_path": str(Path(config_path).resolve()),
-                                         "config_overrides": json.dumps(key_values(overrides, "--set", True)),
-                                         "artifact_root": cfg.artifact_root, **chosen})
+    args = runner.check_arguments(
+        name,
+        {
+            "config_path": str(Path(config_path).resolve()),
+            "config_overrides": json.dumps(key_values(overrides, "--set", True)),
+            "artifact_root": cfg.artifact_root,
+            **chosen,
+        },
+    )
     progress = _Progress()
     try:
         result = runner.run_local(name, cfg.artifact_root, args, config=cfg, verbose=verbose, on_step=progress)
     except runner.RunCancelled as e:
         at = f" during step {e.step}" if e.step else ""
-        click.echo(f"pipeline {name} cancelled ({signal_name(e.signum)}){at}; its steps were stopped and the "
-                   "run is marked CANCELED in ML Metadata", err=True)
+        click.echo(
+            f"pipeline {name} cancelled ({signal_name(e.signum)}){at}; its steps were stopped and the "
+            "run is marked CANCELED in ML Metadata",
+            err=True,
+        )
         sys.exit(128 + e.signum)
     _print_summary(result)
 

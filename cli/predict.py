@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import click
 
+from cli.common import config_option, emit_json, group, load_with_overrides, runs_in
 from mlops import envs
-from cli.common import group, config_option, emit_json, load_with_overrides, runs_in
 
 
 @group()
@@ -21,31 +21,85 @@ def predict():
 
 @predict.command("batch")
 @config_option
-@click.option("--model", default=None, metavar="NAME[@ALIAS|@VERSION]|DIR",
-              help="Registry selector or model directory. Default: serving.model, else the project's name.")
-@click.option("--input", "input_spec", required=True, metavar="DATASET|URI",
-              help="A dataset version id, NAME@latest, NAME@2013-02, NAME@2013-01:2013-06, or a parquet/csv URI "
-                   "(a directory of parquet parts too).")
-@click.option("--output", "output_uri", required=True, metavar="URI",
-              help="The predictions parquet (local path or fsspec URI); replaced whole on a re-run.")
-@click.option("--summary", "summary_uri", default=None, metavar="URI",
-              help="The JSON summary. Default: <output without .parquet>.summary.json.")
-@click.option("--id-column", default=None,
-              help="Input column holding row ids (required to exist). Default: serving.batch.id_column when the "
-                   "input has it, else the row's position in the input.")
-@click.option("--passthrough", "passthrough", multiple=True, metavar="COLUMN[,COLUMN...]",
-              help="Input columns copied to the output (repeatable). Default: serving.batch.passthrough_columns.")
-@click.option("--chunk-rows", type=click.IntRange(min=1), default=None,
-              help="Rows per read/predict/write step. Default: serving.batch.chunk_rows.")
-@click.option("--runtime", type=click.Choice(["savedmodel", "tflite"]), default=None,
-              help="Default: serving.runtime (auto means the SavedModel here: one engine per run).")
-@click.option("--log-payloads", is_flag=True,
-              help="Also log every prediction to the payload log (serving.payload_log), for monitoring.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=JSON",
-              help="Config override, e.g. serving.batch.chunk_rows=8192 (repeatable).")
+@click.option(
+    "--model",
+    default=None,
+    metavar="NAME[@ALIAS|@VERSION]|DIR",
+    help="Registry selector or model directory. Default: serving.model, else the project's name.",
+)
+@click.option(
+    "--input",
+    "input_spec",
+    required=True,
+    metavar="DATASET|URI",
+    help="A dataset version id, NAME@latest, NAME@2013-02, NAME@2013-01:2013-06, or a parquet/csv URI "
+    "(a directory of parquet parts too).",
+)
+@click.option(
+    "--output",
+    "output_uri",
+    required=True,
+    metavar="URI",
+    help="The predictions parquet (local path or fsspec URI); replaced whole on a re-run.",
+)
+@click.option(
+    "--summary",
+    "summary_uri",
+    default=None,
+    metavar="URI",
+    help="The JSON summary. Default: <output without .parquet>.summary.json.",
+)
+@click.option(
+    "--id-column",
+    default=None,
+    help="Input column holding row ids (required to exist). Default: serving.batch.id_column when the "
+    "input has it, else the row's position in the input.",
+)
+@click.option(
+    "--passthrough",
+    "passthrough",
+    multiple=True,
+    metavar="COLUMN[,COLUMN...]",
+    help="Input columns copied to the output (repeatable). Default: serving.batch.passthrough_columns.",
+)
+@click.option(
+    "--chunk-rows",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Rows per read/predict/write step. Default: serving.batch.chunk_rows.",
+)
+@click.option(
+    "--runtime",
+    type=click.Choice(["savedmodel", "tflite"]),
+    default=None,
+    help="Default: serving.runtime (auto means the SavedModel here: one engine per run).",
+)
+@click.option(
+    "--log-payloads",
+    is_flag=True,
+    help="Also log every prediction to the payload log (serving.payload_log), for monitoring.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=JSON",
+    help="Config override, e.g. serving.batch.chunk_rows=8192 (repeatable).",
+)
 @runs_in(envs.PIPELINE)
-def predict_batch(config_path, model, input_spec, output_uri, summary_uri, id_column, passthrough, chunk_rows,
-                  runtime, log_payloads, overrides):
+def predict_batch(
+    config_path,
+    model,
+    input_spec,
+    output_uri,
+    summary_uri,
+    id_column,
+    passthrough,
+    chunk_rows,
+    runtime,
+    log_payloads,
+    overrides,
+):
     """Predict every row of a dataset version or file with a registered model.
 
     Writes a parquet of row_id, prediction, model_name, model_version, predicted_at (+ passthrough
@@ -55,7 +109,17 @@ def predict_batch(config_path, model, input_spec, output_uri, summary_uri, id_co
 
     cfg = load_with_overrides(config_path, overrides)
     columns = [c.strip() for item in passthrough for c in item.split(",") if c.strip()] or None
-    result = run_step(cfg, model=model, input=input_spec, output_uri=output_uri, summary_uri=summary_uri,
-                      chunk_rows=chunk_rows, id_column=id_column, passthrough=columns, runtime=runtime,
-                      log_payloads=log_payloads, log=lambda line: click.echo(line, err=True))
+    result = run_step(
+        cfg,
+        model=model,
+        input=input_spec,
+        output_uri=output_uri,
+        summary_uri=summary_uri,
+        chunk_rows=chunk_rows,
+        id_column=id_column,
+        passthrough=columns,
+        runtime=runtime,
+        log_payloads=log_payloads,
+        log=lambda line: click.echo(line, err=True),
+    )
     emit_json(result.summary)

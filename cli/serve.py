@@ -10,22 +10,34 @@ import sys
 
 import click
 
-from mlops import envs
 from cli.common import config_option, load_with_overrides, runs_in
+from mlops import envs
 from mlops.errors import MlopsError
 
 
 @click.command("serve")
 @config_option
-@click.option("--model", "model", metavar="NAME[@ALIAS|@VERSION]|DIR",
-              help="Registry selector or model directory / URI (default: serving.model, else the project's name).")
+@click.option(
+    "--model",
+    "model",
+    metavar="NAME[@ALIAS|@VERSION]|DIR",
+    help="Registry selector or model directory / URI (default: serving.model, else the project's name).",
+)
 @click.option("--host", help="Address to bind, REST and gRPC (default: serving.host, 127.0.0.1).")
 @click.option("--http-port", type=click.IntRange(0, 65535), help="Default: serving.http_port (8080).")
 @click.option("--grpc-port", type=click.IntRange(0, 65535), help="Default: serving.grpc_port (8081).")
-@click.option("--runtime", type=click.Choice(["savedmodel", "tflite", "auto"]),
-              help="Default: serving.runtime (auto: TFLite for small batches, the SavedModel for large).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=JSON",
-              help="Config override, e.g. serving.reload_interval_s=1 (repeatable).")
+@click.option(
+    "--runtime",
+    type=click.Choice(["savedmodel", "tflite", "auto"]),
+    help="Default: serving.runtime (auto: TFLite for small batches, the SavedModel for large).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=JSON",
+    help="Config override, e.g. serving.reload_interval_s=1 (repeatable).",
+)
 @click.option("--per-request-logs", is_flag=True, help="Access log and latency log line for every request.")
 @runs_in(envs.SERVING)
 def serve(config_path, model, host, http_port, grpc_port, runtime, overrides, per_request_logs):
@@ -46,8 +58,12 @@ def serve(config_path, model, host, http_port, grpc_port, runtime, overrides, pe
         except (MlopsError, LookupError) as e:
             raise click.BadParameter(f"{source}: {e}", param_hint="--model") from None
     argv = [sys.executable, "-m", "serving", "--config", config_path, "--model", source]
-    for flag, value in (("--host", host), ("--http_port", http_port), ("--grpc_port", grpc_port),
-                        ("--runtime", runtime)):
+    for flag, value in (
+        ("--host", host),
+        ("--http_port", http_port),
+        ("--grpc_port", grpc_port),
+        ("--runtime", runtime),
+    ):
         if value is not None:
             argv += [flag, str(value)]
     for item in overrides:

@@ -9,21 +9,36 @@ from dataclasses import asdict
 
 import click
 
-from mlops import envs
 from cli.common import config_option, console, emit_json, load_with_overrides, runs_in
+from mlops import envs
 from mlops.errors import MlopsError
 
 
 @click.command("stream")
 @config_option
-@click.option("--model", "model", metavar="NAME[@ALIAS|@VERSION]",
-              help="Registry selector or model directory (default: serving.model, else the project's name).")
-@click.option("--consumer", help="Consumer name in the group (default: the host name, i.e. the pod). A consumer "
-                                 "restarted under its name answers its unacknowledged events first.")
-@click.option("--max-events", type=click.IntRange(min=1), help="Stop after this many events (default: run until "
-                                                               "SIGTERM or Ctrl-C).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=JSON",
-              help="Config override, e.g. serving.stream.batch_size=512 (repeatable).")
+@click.option(
+    "--model",
+    "model",
+    metavar="NAME[@ALIAS|@VERSION]",
+    help="Registry selector or model directory (default: serving.model, else the project's name).",
+)
+@click.option(
+    "--consumer",
+    help="Consumer name in the group (default: the host name, i.e. the pod). A consumer "
+    "restarted under its name answers its unacknowledged events first.",
+)
+@click.option(
+    "--max-events",
+    type=click.IntRange(min=1),
+    help="Stop after this many events (default: run until SIGTERM or Ctrl-C).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=JSON",
+    help="Config override, e.g. serving.stream.batch_size=512 (repeatable).",
+)
 @runs_in(envs.SERVING)
 def stream(config_path, model, consumer, max_events, overrides):
     """Consume prediction requests from serving.stream.input_stream (consumer group, at least once
@@ -55,8 +70,10 @@ def stream(config_path, model, consumer, max_events, overrides):
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
     handle.start_watching()
-    console().print(f"{worker.consumer}: {handle.current.label} answering {spec.input_stream} -> "
-                    f"{spec.output_stream} (group {spec.group}, dead letters: {spec.dead_letter_stream})")
+    console().print(
+        f"{worker.consumer}: {handle.current.label} answering {spec.input_stream} -> "
+        f"{spec.output_stream} (group {spec.group}, dead letters: {spec.dead_letter_stream})"
+    )
     try:
         stats = worker.run(max_events=max_events)
     finally:

@@ -28,16 +28,22 @@ with open(os.environ[_SOURCES_ENV]) as _f:
     SOURCES: dict = json.load(_f)
 
 # ---- entities (one join key each; a route is origin + dest) ---------------------------------
-origin = Entity(name="origin", join_keys=["origin"], value_type=ValueType.STRING,
-                description="Departure airport (FAA code)")
-dest = Entity(name="dest", join_keys=["dest"], value_type=ValueType.STRING,
-              description="Destination airport (FAA code)")
-event_day = Entity(name="event_day", join_keys=["event_day"], value_type=ValueType.STRING,
-                   description="UTC date of the event, YYYY-MM-DD (partitions time-series lookups)")
-tailnum = Entity(name="tailnum", join_keys=["tailnum"], value_type=ValueType.STRING,
-                 description="Plane tail number")
-carrier = Entity(name="carrier", join_keys=["carrier"], value_type=ValueType.STRING,
-                 description="Two-letter airline code")
+origin = Entity(
+    name="origin", join_keys=["origin"], value_type=ValueType.STRING, description="Departure airport (FAA code)"
+)
+dest = Entity(
+    name="dest", join_keys=["dest"], value_type=ValueType.STRING, description="Destination airport (FAA code)"
+)
+event_day = Entity(
+    name="event_day",
+    join_keys=["event_day"],
+    value_type=ValueType.STRING,
+    description="UTC date of the event, YYYY-MM-DD (partitions time-series lookups)",
+)
+tailnum = Entity(name="tailnum", join_keys=["tailnum"], value_type=ValueType.STRING, description="Plane tail number")
+carrier = Entity(
+    name="carrier", join_keys=["carrier"], value_type=ValueType.STRING, description="Two-letter airline code"
+)
 _ENTITIES = {e.join_key: e for e in (origin, dest, event_day, tailnum, carrier)}
 
 
@@ -74,35 +80,54 @@ def _view(name: str, source: str, ttl: timedelta, features: list[Field], descrip
 def _aggregate_fields(name: str, windows: list[int]) -> list[Field]:
     fields = []
     for w in windows:
-        fields += [Field(name=f"{name}_mean_{w}d", dtype=Float64),
-                   Field(name=f"{name}_count_{w}d", dtype=Int64),
-                   Field(name=f"{name}_share_over_{w}d", dtype=Float64)]
+        fields += [
+            Field(name=f"{name}_mean_{w}d", dtype=Float64),
+            Field(name=f"{name}_count_{w}d", dtype=Int64),
+            Field(name=f"{name}_share_over_{w}d", dtype=Float64),
+        ]
     return fields
 
 
 # ---- feature views ---------------------------------------------------------------------------
 weather_hourly = _view(
-    "weather_hourly", "weather", timedelta(hours=2),
-    [Field(name=c, dtype=Float64) for c in
-     ("temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib")],
+    "weather_hourly",
+    "weather",
+    timedelta(hours=2),
+    [
+        Field(name=c, dtype=Float64)
+        for c in ("temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib")
+    ],
     "Hourly weather at the departure airport; an hour without a report takes the last one up to 2 h old",
 )
 
 plane_attributes = _view(
-    "plane_attributes", "planes", timedelta(0),  # static (valid from 1970-01-01): no expiry
-    [Field(name="plane_year", dtype=Float64), Field(name="seats", dtype=Int64),
-     Field(name="engines", dtype=Int64), Field(name="type", dtype=String),
-     Field(name="manufacturer", dtype=String), Field(name="model", dtype=String)],
+    "plane_attributes",
+    "planes",
+    timedelta(0),  # static (valid from 1970-01-01): no expiry
+    [
+        Field(name="plane_year", dtype=Float64),
+        Field(name="seats", dtype=Int64),
+        Field(name="engines", dtype=Int64),
+        Field(name="type", dtype=String),
+        Field(name="manufacturer", dtype=String),
+        Field(name="model", dtype=String),
+    ],
     "Plane attributes from the FAA registry",
 )
 
 route_delay_stats = _view(
-    "route_delay_stats", "route_delay", timedelta(days=1), _aggregate_fields("route_delay", [7, 28]),
+    "route_delay_stats",
+    "route_delay",
+    timedelta(days=1),
+    _aggregate_fields("route_delay", [7, 28]),
     "Departure delay statistics of the route (origin, dest) over the 7/28 days before the day",
 )
 
 carrier_delay_stats = _view(
-    "carrier_delay_stats", "carrier_delay", timedelta(days=1), _aggregate_fields("carrier_delay", [7, 28]),
+    "carrier_delay_stats",
+    "carrier_delay",
+    timedelta(days=1),
+    _aggregate_fields("carrier_delay", [7, 28]),
     "Departure delay statistics of the carrier over the 7/28 days before the day",
 )
 

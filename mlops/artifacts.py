@@ -44,8 +44,11 @@ TFLITE_PREPROCESSING = "tflite_preprocessing.json"
 TRAINING_INFO = "training.json"
 # Serving signature: inputs keyed by raw feature name; output key:
 SERVING_SIGNATURE = "serving_default"
-OUTPUT_KEY = {TaskType.binary_classification: "probability", TaskType.regression: "prediction",
-              TaskType.multiclass_classification: "probabilities"}
+OUTPUT_KEY = {
+    TaskType.binary_classification: "probability",
+    TaskType.regression: "prediction",
+    TaskType.multiclass_classification: "probabilities",
+}
 # ModelEvaluation (Evaluator): <dir>/metrics.json, <dir>/index.html; ModelBlessing: <dir>/blessing.json
 METRICS_FILE = "metrics.json"
 BLESSING_FILE = "blessing.json"
@@ -111,8 +114,11 @@ def read_split(examples_dir: str, split: str, columns: list[str] | None = None) 
 
     uri = split_path(examples_dir, split)
     if not storage.exists(uri):
-        found = sorted(n for n in storage.listdir(examples_dir) if n.endswith(".parquet")) \
-            if storage.exists(examples_dir) else []
+        found = (
+            sorted(n for n in storage.listdir(examples_dir) if n.endswith(".parquet"))
+            if storage.exists(examples_dir)
+            else []
+        )
         raise ExamplesError(f"examples {examples_dir}: no {split}.parquet (found {found or 'nothing'})")
     fs, path = storage.fs_and_path(uri)
     with fs.open(path, "rb") as f:

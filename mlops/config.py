@@ -65,8 +65,9 @@ def _check_timestamp_format(value: str | None) -> str | None:
     """How a timestamp column is written: unix time in a declared unit (numbers alone do not say
     whether 1357000000 is seconds or nanoseconds), or a strptime format for text."""
     if value is not None and value not in EPOCH_UNITS and "%" not in value:
-        raise ValueError(f"{value!r} is neither {', '.join(EPOCH_UNITS)} nor a strptime format (e.g. "
-                         "'%Y-%m-%d %H:%M:%S')")
+        raise ValueError(
+            f"{value!r} is neither {', '.join(EPOCH_UNITS)} nor a strptime format (e.g. '%Y-%m-%d %H:%M:%S')"
+        )
     return value
 
 
@@ -83,7 +84,7 @@ class FeatureSpec(_Strict):
         return _check_timestamp_format(v)
 
     @model_validator(mode="after")
-    def _format_only_for_timestamps(self) -> "FeatureSpec":
+    def _format_only_for_timestamps(self) -> FeatureSpec:
         if self.timestamp_format is not None and self.kind != ColumnKind.timestamp:
             raise ValueError(f"timestamp_format is set on {self.name!r}, a {self.kind.value} feature")
         return self
@@ -122,7 +123,7 @@ class DatasetSpec(_Strict):
     passthrough_columns: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "DatasetSpec":
+    def _consistent(self) -> DatasetSpec:
         names = [f.name for f in self.features]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -202,7 +203,7 @@ class SplitSpec(_Strict):
     seed: int = 42
 
     @model_validator(mode="after")
-    def _sums_to_one(self) -> "SplitSpec":
+    def _sums_to_one(self) -> SplitSpec:
         if abs(self.train + self.eval + self.test - 1.0) > 1e-9:
             raise ValueError(f"train + eval + test must be 1.0, got {self.train + self.eval + self.test:g}")
         return self
@@ -267,6 +268,7 @@ class MetadataSpec(_Strict):
 
 class PayloadLogSpec(_Strict):
     """Where predictions are logged for monitoring (request id, model version, features, output)."""
+
     enabled: bool = True
     sink: Literal["parquet", "redis"] = "parquet"
     path: str | None = None  # parquet sink; default <artifact_root>/payload_logs (hour partitions)
@@ -280,6 +282,7 @@ class PayloadLogSpec(_Strict):
 
 class StreamSpec(_Strict):
     """Prediction requests over Redis Streams (`mlops stream`)."""
+
     redis_url: str = "127.0.0.1:6379"
     input_stream: str = "mlops:requests"
     output_stream: str = "mlops:predictions"
@@ -293,6 +296,7 @@ class StreamSpec(_Strict):
 
 class BatchSpec(_Strict):
     """Offline inference over a dataset version or a parquet/csv URI (`mlops predict batch`)."""
+
     chunk_rows: int = Field(65_536, gt=0)  # rows read, predicted and written per step (one online read each)
     # Row ids of the output: this input column when the input has it, else the row's position in
     # the input (0-based, over all files in order).
@@ -302,6 +306,7 @@ class BatchSpec(_Strict):
 
 class ServingSpec(_Strict):
     """Online, batch, streaming and embedded prediction (serving/)."""
+
     model: str | None = None  # NAME, NAME@ALIAS or NAME@VERSION; default: the project's name
     host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)
@@ -336,7 +341,7 @@ class PlatformConfig(_Strict):
     source_path: str | None = None
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "PlatformConfig":
+    def _cross_checks(self) -> PlatformConfig:
         ds = self.dataset
         known = {f.name for f in ds.features} | set(ds.passthrough_columns)
         for key in ds.entity_keys:
@@ -384,6 +389,7 @@ def join_uri(root: str, *parts: str) -> str:
 def _expand_env(value, where: str, path: Path):
     if isinstance(value, str):
         value_whole = value
+
         def repl(m: re.Match) -> str:
             var, default = m.group(1), m.group(2)
             # As in the shell, `${VAR:-default}` takes the default when VAR is unset OR empty (an
@@ -477,8 +483,9 @@ def load_config(path: str | os.PathLike, overrides: dict | None = None) -> Platf
         at_fault = _override_at_fault(e, overrides or {})
         if at_fault is not None:
             problems = format_validation_error("", e).split("\n", 1)[1].strip()
-            raise ConfigError(f"override {at_fault}={json.dumps(overrides[at_fault], default=str)}: {problems}",
-                              override=at_fault) from None
+            raise ConfigError(
+                f"override {at_fault}={json.dumps(overrides[at_fault], default=str)}: {problems}", override=at_fault
+            ) from None
         raise ConfigError(format_validation_error(path, e)) from None
 
 
@@ -486,6 +493,6 @@ def _override_at_fault(err: ValidationError, overrides: dict) -> str | None:
     """The override key that every validation error lies in (itself or a key below it), if any."""
     for dotted in overrides:
         prefix = tuple(dotted.split("."))
-        if all(tuple(str(p) for p in e["loc"])[:len(prefix)] == prefix for e in err.errors()):
+        if all(tuple(str(p) for p in e["loc"])[: len(prefix)] == prefix for e in err.errors()):
             return dotted
     return None

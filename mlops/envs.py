@@ -54,12 +54,14 @@ def run_in(env: str, argv: list[str], entry_module: str) -> None:
     if os.environ.get(_REEXEC_GUARD):
         raise EnvironmentMissing(
             f"re-executed from the {os.environ[_REEXEC_GUARD]} environment but {sys.executable} "
-            f"is not the {env} environment either")
+            f"is not the {env} environment either"
+        )
     python = interpreter(env)
     if not os.path.exists(python):
         raise EnvironmentMissing(
             f"this command needs the {env} environment, but {python} does not exist: run `make setup`, "
-            f"or set MLOPS_{env.upper()}_PYTHON")
+            f"or set MLOPS_{env.upper()}_PYTHON"
+        )
     os.environ[_REEXEC_GUARD] = here or "unknown"
     sys.stdout.flush()
     sys.stderr.flush()

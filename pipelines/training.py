@@ -24,8 +24,10 @@ from components.transform.component import transform
 PIPELINE_NAME = "training"
 
 
-@dsl.pipeline(name=PIPELINE_NAME,
-              description="ETvL -> train -> evaluate -> validate -> model registry, with lineage in ML Metadata.")
+@dsl.pipeline(
+    name=PIPELINE_NAME,
+    description="ETvL -> train -> evaluate -> validate -> model registry, with lineage in ML Metadata.",
+)
 def training_pipeline(
     config_path: str = "configs/flights.yaml",
     config_overrides: str = "",
@@ -50,11 +52,16 @@ def training_pipeline(
         enable_cache: Reuse outputs of steps whose inputs, config and code are unchanged.
     """
     run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
-    resolved = resolve_config(config_path=config_path, config_overrides=config_overrides,
-                              artifact_root=artifact_root, epochs=epochs, learning_rate=learning_rate,
-                              min_auc=min_auc, max_auc_drop=max_auc_drop).set_display_name("resolve config")
-    common = dict(config_path=config_path, config_overrides=resolved.outputs["overrides"],
-                  artifact_root=artifact_root)
+    resolved = resolve_config(
+        config_path=config_path,
+        config_overrides=config_overrides,
+        artifact_root=artifact_root,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        min_auc=min_auc,
+        max_auc_drop=max_auc_drop,
+    ).set_display_name("resolve config")
+    common = dict(config_path=config_path, config_overrides=resolved.outputs["overrides"], artifact_root=artifact_root)
     with_run = dict(common, pipeline_name=PIPELINE_NAME, run_id=run_id)
 
     sources = feature_sync(**common, materialize=False).set_display_name("feature sync")
@@ -62,19 +69,35 @@ def training_pipeline(
     examples.after(sources).set_display_name("ExampleGen")
     stats = statistics_gen(**with_run, examples=examples.outputs["examples"]).set_display_name("StatisticsGen")
     schema = schema_gen(**with_run, statistics=stats.outputs["statistics"]).set_display_name("SchemaGen")
-    validation = example_validator(**with_run, statistics=stats.outputs["statistics"],
-                                   schema=schema.outputs["schema"]).set_display_name("ExampleValidator")
+    validation = example_validator(
+        **with_run, statistics=stats.outputs["statistics"], schema=schema.outputs["schema"]
+    ).set_display_name("ExampleValidator")
     # Transform consumes the validation verdict: it runs only behind a passed (or warned) check,
     # and the lineage of every model shows the statistics and anomalies it was trained behind.
-    transformed = transform(**with_run, enable_cache=enable_cache, examples=examples.outputs["examples"],
-                            schema=schema.outputs["schema"], anomalies=validation.outputs["anomalies"])
+    transformed = transform(
+        **with_run,
+        enable_cache=enable_cache,
+        examples=examples.outputs["examples"],
+        schema=schema.outputs["schema"],
+        anomalies=validation.outputs["anomalies"],
+    )
     transformed.set_display_name("Transform")
-    trained = trainer(**with_run, enable_cache=enable_cache, transform_graph=transformed.outputs["transform_graph"],
-                      examples=examples.outputs["examples"]).set_display_name("Trainer")
-    evaluation = evaluator(**with_run, enable_cache=enable_cache, examples=examples.outputs["examples"],
-                           model=trained.outputs["model"]).set_display_name("Evaluator")
-    pushed = pusher(**with_run, examples=examples.outputs["examples"], model=trained.outputs["model"],
-           evaluation=evaluation.outputs["evaluation"], blessing=evaluation.outputs["blessing"]).set_display_name("Pusher")
+    trained = trainer(
+        **with_run,
+        enable_cache=enable_cache,
+        transform_graph=transformed.outputs["transform_graph"],
+        examples=examples.outputs["examples"],
+    ).set_display_name("Trainer")
+    evaluation = evaluator(
+        **with_run, enable_cache=enable_cache, examples=examples.outputs["examples"], model=trained.outputs["model"]
+    ).set_display_name("Evaluator")
+    pushed = pusher(
+        **with_run,
+        examples=examples.outputs["examples"],
+        model=trained.outputs["model"],
+        evaluation=evaluation.outputs["evaluation"],
+        blessing=evaluation.outputs["blessing"],
+    ).set_display_name("Pusher")
 
     # KFP's own cache keys on the task spec, not on data: the platform's content-keyed step
     # cache decides instead, so a new dataset version is never served stale outputs.

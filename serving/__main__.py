@@ -48,25 +48,48 @@ def _import_kserve_server():
 
 kserve_server = _import_kserve_server()
 
-DEFAULT_CONFIG = os.environ.get("MLOPS_CONFIG", os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), "configs", "flights.yaml"))
+DEFAULT_CONFIG = os.environ.get(
+    "MLOPS_CONFIG", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "flights.yaml")
+)
 
-parser = argparse.ArgumentParser(prog="python -m serving", parents=[kserve_server.parser],
-                                 description="The mlops online model server (KServe v1/v2 REST and gRPC).")
+parser = argparse.ArgumentParser(
+    prog="python -m serving",
+    parents=[kserve_server.parser],
+    description="The mlops online model server (KServe v1/v2 REST and gRPC).",
+)
 parser.add_argument("--config", default=DEFAULT_CONFIG, help="Platform config YAML (env MLOPS_CONFIG).")
-parser.add_argument("--model", help="NAME[@ALIAS|@VERSION] in the registry, or a model directory / URI "
-                                    "(default: serving.model, else the project name).")
-parser.add_argument("--model_dir", help="A model directory (KServe's storage initializer mounts /mnt/models); "
-                                        "same as --model DIR.")
-parser.add_argument("--runtime", choices=["savedmodel", "tflite", "auto"],
-                    help="Default: serving.runtime (auto: TFLite for small batches, the SavedModel for large).")
+parser.add_argument(
+    "--model",
+    help="NAME[@ALIAS|@VERSION] in the registry, or a model directory / URI "
+    "(default: serving.model, else the project name).",
+)
+parser.add_argument(
+    "--model_dir", help="A model directory (KServe's storage initializer mounts /mnt/models); same as --model DIR."
+)
+parser.add_argument(
+    "--runtime",
+    choices=["savedmodel", "tflite", "auto"],
+    help="Default: serving.runtime (auto: TFLite for small batches, the SavedModel for large).",
+)
 parser.add_argument("--host", help="Address to bind, REST and gRPC (default: serving.host).")
-parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=JSON",
-                    help="Config override, e.g. serving.reload_interval_s=1 (repeatable).")
-parser.add_argument("--predict_threads", type=int,
-                    help="Threads for Feast reads and model calls (default: one per core; 0: in the event loop).")
-parser.add_argument("--per_request_logs", action="store_true",
-                    help="Access log and KServe's timing log lines for every request (off: they cost ~0.1 ms).")
+parser.add_argument(
+    "--set",
+    dest="overrides",
+    action="append",
+    default=[],
+    metavar="KEY=JSON",
+    help="Config override, e.g. serving.reload_interval_s=1 (repeatable).",
+)
+parser.add_argument(
+    "--predict_threads",
+    type=int,
+    help="Threads for Feast reads and model calls (default: one per core; 0: in the event loop).",
+)
+parser.add_argument(
+    "--per_request_logs",
+    action="store_true",
+    help="Access log and KServe's timing log lines for every request (off: they cost ~0.1 ms).",
+)
 # Defaults that the config provides unless the flag is given (KServe's own defaults are fixed ports).
 parser.set_defaults(http_port=None, grpc_port=None, model_name=None, enable_latency_logging=None)
 
@@ -99,28 +122,39 @@ def build(args: argparse.Namespace):
     serving = config.serving
     source = args.model_dir or args.model or serving.model or config.project
     if args.predictor_host and args.predictor_protocol == "v1":
-        parser.error("--predictor_host: this transformer talks to its predictor with --predictor_protocol v2 "
-                     "or grpc-v2")
+        parser.error(
+            "--predictor_host: this transformer talks to its predictor with --predictor_protocol v2 or grpc-v2"
+        )
     kserve_server.args = args  # what its import-time parse would have read (--configure_logging, ...)
     model = RegistryModel(config, source, name=args.model_name, runtime=args.runtime, threads=args.predict_threads)
     # What KServe's ModelServer would build from its own parse of sys.argv (see _import_kserve_server).
     predictor_config = PredictorConfig(
-        predictor_host=args.predictor_host, predictor_protocol=args.predictor_protocol,
+        predictor_host=args.predictor_host,
+        predictor_protocol=args.predictor_protocol,
         predictor_use_ssl=args.predictor_use_ssl,
         predictor_request_timeout_seconds=args.predictor_request_timeout_seconds,
         predictor_request_retries=args.predictor_request_retries,
-        predictor_health_check=args.enable_predictor_health_check)
+        predictor_health_check=args.enable_predictor_health_check,
+    )
     latency_logging = args.per_request_logs if args.enable_latency_logging is None else args.enable_latency_logging
     server = ModelServer(
         host=args.host or serving.host,
         http_port=serving.http_port if args.http_port is None else args.http_port,
         grpc_port=serving.grpc_port if args.grpc_port is None else args.grpc_port,
-        max_request_bytes=serving.max_request_bytes, per_request_logs=args.per_request_logs,
+        max_request_bytes=serving.max_request_bytes,
+        per_request_logs=args.per_request_logs,
         shutdown_grace_s=serving.shutdown_grace_s,
-        enable_latency_logging=latency_logging, workers=args.workers, max_threads=args.max_threads,
-        max_asyncio_workers=args.max_asyncio_workers, enable_grpc=args.enable_grpc,
-        enable_docs_url=args.enable_docs_url, access_log_format=args.access_log_format,
-        timeout_keep_alive=args.timeout_keep_alive, predictor_config=predictor_config, kserve_args=vars(args))
+        enable_latency_logging=latency_logging,
+        workers=args.workers,
+        max_threads=args.max_threads,
+        max_asyncio_workers=args.max_asyncio_workers,
+        enable_grpc=args.enable_grpc,
+        enable_docs_url=args.enable_docs_url,
+        access_log_format=args.access_log_format,
+        timeout_keep_alive=args.timeout_keep_alive,
+        predictor_config=predictor_config,
+        kserve_args=vars(args),
+    )
     return model, server
 
 

@@ -47,8 +47,9 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -84,16 +85,21 @@ class BatchInput:
 
 
 def _is_path(spec: str) -> bool:
-    return "://" in spec or "/" in spec or spec.startswith(".") or spec.lower().endswith(
-        CSV_SUFFIXES + (".parquet", ".pq"))
+    return (
+        "://" in spec
+        or "/" in spec
+        or spec.startswith(".")
+        or spec.lower().endswith(CSV_SUFFIXES + (".parquet", ".pq"))
+    )
 
 
 def resolve_input(config, spec: str) -> BatchInput:
     """A dataset version selector or a file URI -> the files to read (see the module doc)."""
     spec = (spec or "").strip()
     if not spec:
-        raise BatchInputError("no input: give a dataset version (NAME@latest, NAME@2013-02, a version id) "
-                              "or a parquet/csv URI")
+        raise BatchInputError(
+            "no input: give a dataset version (NAME@latest, NAME@2013-02, a version id) or a parquet/csv URI"
+        )
     na_values = tuple(config.dataset.source.na_values)
     if _is_path(spec):
         return _file_input(spec, na_values)
@@ -110,8 +116,10 @@ def resolve_input(config, spec: str) -> BatchInput:
             versions = repo.resolve(spec, "latest")
         else:
             known = ", ".join(repo.names()) or "none"
-            raise BatchInputError(f"input {spec!r}: not a dataset version id, a dataset NAME[@SELECTOR] (datasets "
-                                  f"under {config.artifact_root}: {known}) nor a file path or URI")
+            raise BatchInputError(
+                f"input {spec!r}: not a dataset version id, a dataset NAME[@SELECTOR] (datasets "
+                f"under {config.artifact_root}: {known}) nor a file path or URI"
+            )
     except DatasetError as e:
         raise BatchInputError(f"input {spec!r}: {e}") from None
     return BatchInput(spec, tuple(v.data_uri for v in versions), "parquet", tuple(versions), na_values)
@@ -128,16 +136,19 @@ def _file_input(spec: str, na_values: tuple[str, ...]) -> BatchInput:
     local = isinstance(fs, LocalFileSystem)
     uri = path if local else spec  # fsspec makes local paths absolute
     if fs.isdir(path):
+
         def visible(p: str) -> bool:  # skip in-progress `.tmp-*` files and `_SUCCESS`-style markers
-            return not any(part.startswith((".", "_")) for part in p[len(path):].split("/"))
+            return not any(part.startswith((".", "_")) for part in p[len(path) :].split("/"))
 
         parts = sorted(p for p in fs.find(path) if p.endswith((".parquet", ".pq")) and visible(p))
         if not parts:
             raise BatchInputError(f"input {spec}: the directory holds no .parquet files")
-        return BatchInput(spec, tuple(p if local else fs.unstrip_protocol(p) for p in parts), "parquet",
-                          na_values=na_values, uri=uri)
-    return BatchInput(spec, (uri,), "csv" if path.lower().endswith(CSV_SUFFIXES) else "parquet",
-                      na_values=na_values, uri=uri)
+        return BatchInput(
+            spec, tuple(p if local else fs.unstrip_protocol(p) for p in parts), "parquet", na_values=na_values, uri=uri
+        )
+    return BatchInput(
+        spec, (uri,), "csv" if path.lower().endswith(CSV_SUFFIXES) else "parquet", na_values=na_values, uri=uri
+    )
 
 
 # ---- reading -------------------------------------------------------------------------------------
@@ -155,9 +166,12 @@ def _csv_reader(f, column_types: dict[str, pa.DataType], columns: list[str], na_
     from pyarrow import csv
 
     return csv.open_csv(
-        f, read_options=csv.ReadOptions(block_size=16 << 20),
-        convert_options=csv.ConvertOptions(column_types=column_types, include_columns=columns,
-                                           null_values=list(na_values), strings_can_be_null=True))
+        f,
+        read_options=csv.ReadOptions(block_size=16 << 20),
+        convert_options=csv.ConvertOptions(
+            column_types=column_types, include_columns=columns, null_values=list(na_values), strings_can_be_null=True
+        ),
+    )
 
 
 def input_columns(inp: BatchInput) -> list[str]:
@@ -190,9 +204,13 @@ def _rechunk(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]
         yield pa.Table.from_batches(pending)
 
 
-def iter_chunks(inp: BatchInput, columns: list[str], chunk_rows: int,
-                csv_types: dict[str, pa.DataType] | None = None,
-                as_dictionary: Sequence[str] = ()) -> Iterator[pa.Table]:
+def iter_chunks(
+    inp: BatchInput,
+    columns: list[str],
+    chunk_rows: int,
+    csv_types: dict[str, pa.DataType] | None = None,
+    as_dictionary: Sequence[str] = (),
+) -> Iterator[pa.Table]:
     """The input as tables of `chunk_rows` rows holding `columns`, file after file (a chunk never
     spans two files, so files may differ in physical types). Parquet string columns named in
     `as_dictionary` come as dictionary arrays, straight from the file's dictionary pages."""
@@ -203,8 +221,9 @@ def iter_chunks(inp: BatchInput, columns: list[str], chunk_rows: int,
             try:
                 if inp.format == "csv":
                     _require(uri, _csv_header(uri), columns)
-                    reader = _csv_reader(f, {c: t for c, t in (csv_types or {}).items() if c in columns}, columns,
-                                         inp.na_values)
+                    reader = _csv_reader(
+                        f, {c: t for c, t in (csv_types or {}).items() if c in columns}, columns, inp.na_values
+                    )
                     batches = iter(reader)
                 else:
                     pf = pq.ParquetFile(f)
@@ -219,8 +238,11 @@ def iter_chunks(inp: BatchInput, columns: list[str], chunk_rows: int,
                 message = str(e)
                 if inp.format == "csv":  # Arrow numbers csv columns ("column #3"): name them
                     header = _csv_header(uri)
-                    message = re.sub(r"column #(\d+)", lambda m: f"column {header[int(m[1])]!r}"
-                                     if int(m[1]) < len(header) else m[0], message)
+                    message = re.sub(
+                        r"column #(\d+)",
+                        lambda m: f"column {header[int(m[1])]!r}" if int(m[1]) < len(header) else m[0],  # noqa: B023
+                        message,
+                    )
                 raise BatchInputError(f"input {uri}: {message}") from None
 
 
@@ -331,17 +353,26 @@ class ColumnPlan:
         return list(dict.fromkeys(names))
 
 
-def plan_columns(config, available: Sequence[str], model_inputs: Sequence[InputSpec], *, enricher: FeatureEnricher,
-                 id_column: str | None = None, id_column_required: bool = False,
-                 passthrough: Sequence[str] = (), where: str = "input") -> ColumnPlan:
+def plan_columns(
+    config,
+    available: Sequence[str],
+    model_inputs: Sequence[InputSpec],
+    *,
+    enricher: FeatureEnricher,
+    id_column: str | None = None,
+    id_column_required: bool = False,
+    passthrough: Sequence[str] = (),
+    where: str = "input",
+) -> ColumnPlan:
     """Checks the input's columns against what the model needs; BatchInputError names what is missing."""
     from mlops.datasets.ingest import provided_by_feature_store
 
     have = set(available)
     bad_passthrough = [c for c in passthrough if c in OUTPUT_COLUMNS]
     if bad_passthrough:
-        raise BatchInputError(f"passthrough column(s) {bad_passthrough} clash with the output's own columns "
-                              f"{list(OUTPUT_COLUMNS)}")
+        raise BatchInputError(
+            f"passthrough column(s) {bad_passthrough} clash with the output's own columns {list(OUTPUT_COLUMNS)}"
+        )
     missing_passthrough = [c for c in passthrough if c not in have]
     if missing_passthrough:
         raise BatchInputError(f"{where}: missing passthrough column(s) {missing_passthrough}; it has {sorted(have)}")
@@ -356,19 +387,27 @@ def plan_columns(config, available: Sequence[str], model_inputs: Sequence[InputS
     store_provided = provided_by_feature_store(config)
     not_from_store = [m for m in missing if m not in store_provided]
     if not_from_store:
-        raise BatchInputError(f"{where}: missing model input column(s) {not_from_store}"
-                              + (f" (and feature-store feature(s) {sorted(set(missing) - set(not_from_store))})"
-                                 if len(not_from_store) < len(missing) else ""))
+        raise BatchInputError(
+            f"{where}: missing model input column(s) {not_from_store}"
+            + (
+                f" (and feature-store feature(s) {sorted(set(missing) - set(not_from_store))})"
+                if len(not_from_store) < len(missing)
+                else ""
+            )
+        )
     problem = online_store_problem(config, enricher)
     if problem:
-        raise BatchInputError(f"{where}: missing feature column(s) {missing}, which the feature store would "
-                              f"provide, but {problem}. Add the columns to the input or set up the online store")
+        raise BatchInputError(
+            f"{where}: missing feature column(s) {missing}, which the feature store would "
+            f"provide, but {problem}. Add the columns to the input or set up the online store"
+        )
     model_names = {s.name for s in model_inputs}
     keys = tuple(s for s in enricher.schema.required if s.name not in model_names)
     missing_keys = [s.name for s in enricher.schema.required if s.name not in have]
     if missing_keys:
-        raise BatchInputError(f"{where}: missing column(s) {missing_keys}, needed to look up the feature-store "
-                              f"feature(s) {missing}")
+        raise BatchInputError(
+            f"{where}: missing column(s) {missing_keys}, needed to look up the feature-store feature(s) {missing}"
+        )
     time_column = enricher.time_column if enricher.time_column in have else None
     return ColumnPlan(direct, keys, tuple(missing), time_column, id_column, tuple(passthrough))
 
@@ -443,14 +482,19 @@ class _ChunkWriter:
             self.schema = table.schema
             # Dictionary pages only for passthrough columns (repeated categories); on row ids,
             # predictions and the constant model columns they cost time for no size gain.
-            self.writer = pq.ParquetWriter(self.path, self.schema, compression="snappy",
-                                           use_dictionary=[c for c in self.schema.names if c not in OUTPUT_COLUMNS])
+            self.writer = pq.ParquetWriter(
+                self.path,
+                self.schema,
+                compression="snappy",
+                use_dictionary=[c for c in self.schema.names if c not in OUTPUT_COLUMNS],
+            )
         elif table.schema != self.schema:
             try:
                 table = table.cast(self.schema)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as e:
-                raise BatchInputError(f"input files disagree on column types ({table.schema} vs {self.schema}): {e}") \
-                    from None
+                raise BatchInputError(
+                    f"input files disagree on column types ({table.schema} vs {self.schema}): {e}"
+                ) from None
         self.writer.write_table(table)
 
     def close(self) -> None:
@@ -492,8 +536,11 @@ class _Chunk:
 def _encoded_chunks(inp: BatchInput, plan: ColumnPlan, chunk_rows: int) -> Iterator[_Chunk]:
     start = 0
     # Categories are read as dictionaries, unless the output copies the column as it is.
-    categories = [s.name for s in plan.direct + plan.lookup_keys if s.dtype == CATEGORICAL
-                  and s.name not in (plan.id_column, *plan.passthrough)]
+    categories = [
+        s.name
+        for s in plan.direct + plan.lookup_keys
+        if s.dtype == CATEGORICAL and s.name not in (plan.id_column, *plan.passthrough)
+    ]
     chunks = iter_chunks(inp, plan.read_columns, chunk_rows, _csv_types(plan), categories)
     while True:
         t0 = time.perf_counter()
@@ -504,8 +551,10 @@ def _encoded_chunks(inp: BatchInput, plan: ColumnPlan, chunk_rows: int) -> Itera
         try:
             # the online request's value rules too (finite FP32 numbers); a dataset's gaps are taken
             # as training took them (imputed), so every model input may be missing here
-            features = {s.name: check_values(s, encode_column(s, table.column(s.name)), table.column(s.name))
-                        for s in plan.direct}
+            features = {
+                s.name: check_values(s, encode_column(s, table.column(s.name)), table.column(s.name))
+                for s in plan.direct
+            }
             lookup = {s.name: encode_column(s, table.column(s.name)) for s in plan.lookup_keys}
             if plan.time_column:
                 lookup[plan.time_column] = encode_time(table.column(plan.time_column))
@@ -515,9 +564,18 @@ def _encoded_chunks(inp: BatchInput, plan: ColumnPlan, chunk_rows: int) -> Itera
         start += table.num_rows
 
 
-def run_batch(config, served: "ServedModel", inp: BatchInput, output_uri: str, *, summary_uri: str | None = None,
-              chunk_rows: int | None = None, id_column: str | None = None, passthrough: Sequence[str] | None = None,
-              payload_logger=None) -> BatchResult:
+def run_batch(
+    config,
+    served: ServedModel,
+    inp: BatchInput,
+    output_uri: str,
+    *,
+    summary_uri: str | None = None,
+    chunk_rows: int | None = None,
+    id_column: str | None = None,
+    passthrough: Sequence[str] | None = None,
+    payload_logger=None,
+) -> BatchResult:
     """Predicts every row of `inp` with `served` and publishes the predictions at `output_uri`.
 
     `id_column` / `passthrough` default to serving.batch's; an id column named here must exist
@@ -528,14 +586,21 @@ def run_batch(config, served: "ServedModel", inp: BatchInput, output_uri: str, *
     passthrough = list(spec.passthrough_columns if passthrough is None else passthrough)
     summary_uri = summary_uri or summary_uri_for(output_uri)
     enricher: FeatureEnricher = served.enricher
-    plan = plan_columns(config, input_columns(inp), served.predictor.inputs, enricher=enricher,
-                        id_column=id_column or spec.id_column, id_column_required=bool(id_column),
-                        passthrough=passthrough, where=f"input {inp.spec}")
+    plan = plan_columns(
+        config,
+        input_columns(inp),
+        served.predictor.inputs,
+        enricher=enricher,
+        id_column=id_column or spec.id_column,
+        id_column_required=bool(id_column),
+        passthrough=passthrough,
+        where=f"input {inp.spec}",
+    )
     model_inputs = served.predictor.inputs
     seconds = dict.fromkeys(("read", "encode", "enrich", "predict", "write", "payload_log"), 0.0)
     rows = chunks = 0
     without_store_values = enricher.rows_without_features
-    started, t_start = dt.datetime.now(dt.timezone.utc), time.perf_counter()
+    started, t_start = dt.datetime.now(dt.UTC), time.perf_counter()
     name_scalar, version_scalar = pa.scalar(served.name, pa.string()), pa.scalar(str(served.version), pa.string())
 
     with published_file(output_uri) as tmp:
@@ -556,10 +621,13 @@ def run_batch(config, served: "ServedModel", inp: BatchInput, output_uri: str, *
                 predictions = np.asarray(served.predictor.predict(features), dtype=np.float32).reshape(-1)
                 if len(predictions) != n:
                     raise RuntimeError(f"{served.label}: {len(predictions)} predictions for {n} rows")
-                now = dt.datetime.now(dt.timezone.utc)
+                now = dt.datetime.now(dt.UTC)
                 t2 = time.perf_counter()
-                row_ids = (chunk.table.column(plan.id_column) if plan.id_column
-                           else pa.array(np.arange(chunk.start, chunk.start + n, dtype=np.int64)))
+                row_ids = (
+                    chunk.table.column(plan.id_column)
+                    if plan.id_column
+                    else pa.array(np.arange(chunk.start, chunk.start + n, dtype=np.int64))
+                )
                 columns = {
                     "row_id": row_ids,
                     "prediction": pa.array(predictions),
@@ -571,8 +639,15 @@ def run_batch(config, served: "ServedModel", inp: BatchInput, output_uri: str, *
                 writer.write(pa.table(columns))
                 t3 = time.perf_counter()
                 if payload_logger is not None:
-                    _log_payloads(payload_logger, config, served, row_ids,
-                                  {s.name: features[s.name] for s in model_inputs}, predictions, now.timestamp())
+                    _log_payloads(
+                        payload_logger,
+                        config,
+                        served,
+                        row_ids,
+                        {s.name: features[s.name] for s in model_inputs},
+                        predictions,
+                        now.timestamp(),
+                    )
                 seconds["enrich"] += t1 - t0
                 seconds["predict"] += t2 - t1
                 seconds["write"] += t3 - t2
@@ -582,12 +657,16 @@ def run_batch(config, served: "ServedModel", inp: BatchInput, output_uri: str, *
             if rows == 0:
                 raise BatchInputError(f"input {inp.spec}: no rows to predict")
             if plan.enrich and enricher.rows_without_features - without_store_values == rows:
-                no_time = (f" (the input has no {enricher.time_column!r} column: the lookups used the current time)"
-                           if enricher.time_column and not plan.time_column else "")
+                no_time = (
+                    f" (the input has no {enricher.time_column!r} column: the lookups used the current time)"
+                    if enricher.time_column and not plan.time_column
+                    else ""
+                )
                 raise BatchInputError(
                     f"input {inp.spec}: not one of the {rows} rows got all its feature-store values "
                     f"{list(plan.from_store)} from the online store{no_time}: is it materialized for the input's "
-                    f"time range? Nothing was written")
+                    f"time range? Nothing was written"
+                )
             t0 = time.perf_counter()
             writer.close()  # the footer; the rename/PUT follows when the block exits
             seconds["write"] += time.perf_counter() - t0
@@ -605,19 +684,31 @@ def run_batch(config, served: "ServedModel", inp: BatchInput, output_uri: str, *
         "rows": rows,
         "seconds": round(elapsed, 3),
         "rows_per_second": round(rows / elapsed, 1) if elapsed > 0 else None,
-        "model": {"name": served.name, "version": str(served.version), "uri": served.uri,
-                  "runtime": served.predictor.runtime},
-        "input": {"spec": inp.spec, "format": inp.format, "files": list(inp.files),
-                  "dataset_versions": [v.id for v in inp.dataset_versions]},
+        "model": {
+            "name": served.name,
+            "version": str(served.version),
+            "uri": served.uri,
+            "runtime": served.predictor.runtime,
+        },
+        "input": {
+            "spec": inp.spec,
+            "format": inp.format,
+            "files": list(inp.files),
+            "dataset_versions": [v.id for v in inp.dataset_versions],
+        },
         "output": output_uri,
         "row_id": plan.id_column or "position",
         "passthrough_columns": list(plan.passthrough),
         "chunks": chunks,
         "chunk_rows": chunk_rows,
         "started_at": started.isoformat(),
-        "feature_lookup": {"features": list(plan.from_store), "time_column": plan.time_column,
-                           "rows_with_defaults": enricher.rows_without_features - without_store_values}
-        if plan.enrich else None,
+        "feature_lookup": {
+            "features": list(plan.from_store),
+            "time_column": plan.time_column,
+            "rows_with_defaults": enricher.rows_without_features - without_store_values,
+        }
+        if plan.enrich
+        else None,
         "stage_seconds": {k: round(v, 3) for k, v in seconds.items()},
         "payload_log": payload_logger.stats() if payload_logger is not None else None,
     }
@@ -625,8 +716,9 @@ def run_batch(config, served: "ServedModel", inp: BatchInput, output_uri: str, *
     return BatchResult(output_uri, summary_uri, rows, served.name, str(served.version), served.uri, inp, summary)
 
 
-def _log_payloads(logger, config, served, row_ids, features: dict[str, np.ndarray], predictions: np.ndarray,
-                  timestamp: float) -> None:
+def _log_payloads(
+    logger, config, served, row_ids, features: dict[str, np.ndarray], predictions: np.ndarray, timestamp: float
+) -> None:
     """Logs a chunk without dropping rows: batch has no latency to protect, so when the logger's
     queue cannot take the rows, wait for it to write (backpressure) instead."""
     if not getattr(logger, "enabled", True):
@@ -637,15 +729,30 @@ def _log_payloads(logger, config, served, row_ids, features: dict[str, np.ndarra
         hi = lo + limit
         if logger.stats()["queued_rows"] + min(hi, len(predictions)) - lo > limit:
             logger.flush(timeout=60)
-        logger.log(model=served.name, version=str(served.version), source=SOURCE, request_ids=ids[lo:hi],
-                   features={k: v[lo:hi] for k, v in features.items()}, predictions=predictions[lo:hi],
-                   timestamp=timestamp)
+        logger.log(
+            model=served.name,
+            version=str(served.version),
+            source=SOURCE,
+            request_ids=ids[lo:hi],
+            features={k: v[lo:hi] for k, v in features.items()},
+            predictions=predictions[lo:hi],
+            timestamp=timestamp,
+        )
 
 
-def predict_batch(config, *, model: str | None, input: str, output: str, summary: str | None = None,
-                  chunk_rows: int | None = None, id_column: str | None = None,
-                  passthrough: Sequence[str] | None = None, runtime: str | None = None,
-                  log_payloads: bool = False) -> BatchResult:
+def predict_batch(
+    config,
+    *,
+    model: str | None,
+    input: str,
+    output: str,
+    summary: str | None = None,
+    chunk_rows: int | None = None,
+    id_column: str | None = None,
+    passthrough: Sequence[str] | None = None,
+    runtime: str | None = None,
+    log_payloads: bool = False,
+) -> BatchResult:
     """Loads `model` (NAME, NAME@ALIAS, NAME@VERSION or a model directory; None: serving.model or
     the project's name) with `runtime` (savedmodel or tflite; default serving.runtime, where auto
     means the SavedModel) and runs `run_batch`."""
@@ -663,8 +770,17 @@ def predict_batch(config, *, model: str | None, input: str, output: str, summary
 
         logger = PayloadLogger.from_config(config)
     try:
-        result = run_batch(config, served, inp, output, summary_uri=summary, chunk_rows=chunk_rows,
-                           id_column=id_column, passthrough=passthrough, payload_logger=logger)
+        result = run_batch(
+            config,
+            served,
+            inp,
+            output,
+            summary_uri=summary,
+            chunk_rows=chunk_rows,
+            id_column=id_column,
+            passthrough=passthrough,
+            payload_logger=logger,
+        )
         result.from_registry = not _is_dir_source(handle.source)
         return result
     finally:

@@ -7,7 +7,6 @@ feature store, and payload logging without drops."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +15,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from serving.batch import (OUTPUT_COLUMNS, BatchInputError, encode_column, predict_batch, resolve_input, run_batch,
-                           summary_uri_for)
+from serving.batch import (
+    OUTPUT_COLUMNS,
+    BatchInputError,
+    encode_column,
+    predict_batch,
+    resolve_input,
+    run_batch,
+    summary_uri_for,
+)
 from serving.predictor import CATEGORICAL, NUMERIC, InputSpec, PredictionInputError, validate_rows
 from tests.support.serving_models import TINY_CATEGORICAL, TINY_NUMERIC, tiny_probability
 
@@ -30,13 +36,20 @@ def flights_frame(n: int, seed: int = 0) -> pd.DataFrame:
     carrier[::17] = None
     temp = rng.normal(50, 15, n)
     temp[::13] = np.nan
-    return pd.DataFrame({
-        "hour": rng.integers(0, 24, n), "distance": rng.normal(1000, 400, n), "temp": temp,
-        "seats": rng.integers(50, 300, n).astype(float), "carrier": carrier,
-        "origin": rng.choice(["EWR", "JFK", "LGA"], n), "dest": rng.choice(["LAX", "SFO", "ORD"], n),
-        "month": rng.integers(1, 13, n), "flight_key": [f"f{i:05d}" for i in range(n)],
-        "dep_delay": rng.normal(10, 30, n),
-    })
+    return pd.DataFrame(
+        {
+            "hour": rng.integers(0, 24, n),
+            "distance": rng.normal(1000, 400, n),
+            "temp": temp,
+            "seats": rng.integers(50, 300, n).astype(float),
+            "carrier": carrier,
+            "origin": rng.choice(["EWR", "JFK", "LGA"], n),
+            "dest": rng.choice(["LAX", "SFO", "ORD"], n),
+            "month": rng.integers(1, 13, n),
+            "flight_key": [f"f{i:05d}" for i in range(n)],
+            "dep_delay": rng.normal(10, 30, n),
+        }
+    )
 
 
 def expected(df: pd.DataFrame, bias: float = 0.0) -> np.ndarray:
@@ -65,8 +78,14 @@ def test_chunked_run_over_part_files_keeps_row_order_ids_and_values(tiny_config,
     (parts / ".tmp-part-2.parquet").write_bytes(b"in progress")  # a writer's temp file: not input
     out = tmp_path / "out" / "predictions.parquet"
 
-    result = run_batch(tiny_config, served, resolve_input(tiny_config, str(parts)), str(out), chunk_rows=128,
-                       passthrough=["flight_key", "dep_delay"])
+    result = run_batch(
+        tiny_config,
+        served,
+        resolve_input(tiny_config, str(parts)),
+        str(out),
+        chunk_rows=128,
+        passthrough=["flight_key", "dep_delay"],
+    )
 
     got = read(out)
     assert list(got.columns) == [*OUTPUT_COLUMNS, "flight_key", "dep_delay"]
@@ -82,8 +101,10 @@ def test_chunked_run_over_part_files_keeps_row_order_ids_and_values(tiny_config,
     assert pq.ParquetFile(str(out)).metadata.num_row_groups == 9
     summary = json.loads(Path(summary_uri_for(str(out))).read_text())
     assert summary["rows"] == 1000 and summary["row_id"] == "position" and summary["model"]["version"] == "1"
-    assert summary["rows_per_second"] > 0 and summary["input"]["files"] == [str(parts / "part-0.parquet"),
-                                                                            str(parts / "part-1.parquet")]
+    assert summary["rows_per_second"] > 0 and summary["input"]["files"] == [
+        str(parts / "part-0.parquet"),
+        str(parts / "part-1.parquet"),
+    ]
 
 
 def test_row_ids_from_the_id_column(tiny_config, served, tmp_path):
@@ -93,9 +114,14 @@ def test_row_ids_from_the_id_column(tiny_config, served, tmp_path):
     src = tmp_path / "in.parquet"
     df.to_parquet(src)
     out = tmp_path / "out.parquet"
-    configured = load_config(tiny_config.source_path, overrides={
-        "artifact_root": tiny_config.artifact_root, "serving.feature_lookup": False,
-        "serving.batch.id_column": "flight_key"})
+    configured = load_config(
+        tiny_config.source_path,
+        overrides={
+            "artifact_root": tiny_config.artifact_root,
+            "serving.feature_lookup": False,
+            "serving.batch.id_column": "flight_key",
+        },
+    )
     run_batch(configured, served, resolve_input(configured, str(src)), str(out))
     assert read(out)["row_id"].tolist() == df["flight_key"].tolist()
 
@@ -113,8 +139,13 @@ def test_csv_input_gives_the_same_predictions_as_parquet(tiny_config, served, tm
     df.to_csv(tmp_path / "in.csv.gz", index=False, na_rep="NA")  # NA: the config's null marker
     df.to_parquet(tmp_path / "in.parquet")
     for name in ("in.csv.gz", "in.parquet"):
-        run_batch(tiny_config, served, resolve_input(tiny_config, str(tmp_path / name)),
-                  str(tmp_path / f"{name}.out.parquet"), chunk_rows=64)
+        run_batch(
+            tiny_config,
+            served,
+            resolve_input(tiny_config, str(tmp_path / name)),
+            str(tmp_path / f"{name}.out.parquet"),
+            chunk_rows=64,
+        )
     from_csv, from_parquet = read(tmp_path / "in.csv.gz.out.parquet"), read(tmp_path / "in.parquet.out.parquet")
     np.testing.assert_allclose(from_csv["prediction"], from_parquet["prediction"], rtol=1e-6)
     np.testing.assert_allclose(from_csv["prediction"], expected(df), rtol=1e-5, atol=1e-6)
@@ -180,7 +211,10 @@ def test_rerun_replaces_the_output_whole(tiny_config, tmp_path):
     assert len(replaced) == 200 and set(replaced["model_version"]) == {"2"}
     np.testing.assert_allclose(replaced["prediction"], expected(df, bias=1.0), rtol=1e-6, atol=1e-6)
     assert result.from_registry and sorted(p.name for p in work.iterdir()) == [
-        "in.parquet", "p.parquet", "p.summary.json"]
+        "in.parquet",
+        "p.parquet",
+        "p.summary.json",
+    ]
 
 
 def test_output_to_an_object_store(tiny_config, served, tmp_path):
@@ -221,9 +255,12 @@ def test_missing_feature_store_columns_without_an_online_store(tiny_registry, se
     src = tmp_path / "in.parquet"
     flights_frame(20).drop(columns=["temp", "seats"]).assign(tailnum="N1").to_parquet(src)
     out = tmp_path / "p.parquet"
-    no_lookup = load_config(FLIGHTS_CONFIG, overrides={"artifact_root": str(tiny_registry),
-                                                       "serving.feature_lookup": False})
-    with pytest.raises(BatchInputError, match=r"missing feature column\(s\) \['seats', 'temp'\].*feature_lookup is false"):
+    no_lookup = load_config(
+        FLIGHTS_CONFIG, overrides={"artifact_root": str(tiny_registry), "serving.feature_lookup": False}
+    )
+    with pytest.raises(
+        BatchInputError, match=r"missing feature column\(s\) \['seats', 'temp'\].*feature_lookup is false"
+    ):
         run_batch(no_lookup, served, resolve_input(no_lookup, str(src)), str(out))
     never_applied = load_config(FLIGHTS_CONFIG, overrides={"artifact_root": str(tiny_registry)})
     from serving.enrichment import FeatureEnricher
@@ -232,8 +269,12 @@ def test_missing_feature_store_columns_without_an_online_store(tiny_registry, se
     import dataclasses
 
     with pytest.raises(BatchInputError, match=r"\['seats', 'temp'\].*never applied"):
-        run_batch(never_applied, dataclasses.replace(served, enricher=enricher),
-                  resolve_input(never_applied, str(src)), str(out))
+        run_batch(
+            never_applied,
+            dataclasses.replace(served, enricher=enricher),
+            resolve_input(never_applied, str(src)),
+            str(out),
+        )
     assert not out.exists()
 
 
@@ -267,8 +308,12 @@ def test_input_specs(tiny_config, tmp_path):
     assert resolve_input(tiny_config, "flights@2013-02").files == (feb.data_uri,)
     assert resolve_input(tiny_config, "flights@latest").dataset_versions == (jan, feb)  # every span
     assert resolve_input(tiny_config, "flights").dataset_versions == (jan, feb)
-    for spec, message in [("flights@2013-05", "span 2013-05 not ingested"), ("nope", "not a dataset version id"),
-                          (str(tmp_path / "missing.parquet"), "no such file"), ("", "no input")]:
+    for spec, message in [
+        ("flights@2013-05", "span 2013-05 not ingested"),
+        ("nope", "not a dataset version id"),
+        (str(tmp_path / "missing.parquet"), "no such file"),
+        ("", "no input"),
+    ]:
         with pytest.raises(BatchInputError, match=message):
             resolve_input(tiny_config, spec)
 
@@ -300,11 +345,14 @@ def test_arrow_encoding_is_the_request_checkers(spec, values, arrow_type):
     np.testing.assert_array_equal(got, reference[spec.name])
 
 
-@pytest.mark.parametrize("spec,arr,message", [
-    (InputSpec("hour", NUMERIC), pa.array([True, False]), "expected numbers"),
-    (InputSpec("carrier", CATEGORICAL), pa.array([True]), "expected strings"),
-    (InputSpec("hour", NUMERIC), pa.array(["7", "late"]), "'late'"),
-])
+@pytest.mark.parametrize(
+    "spec,arr,message",
+    [
+        (InputSpec("hour", NUMERIC), pa.array([True, False]), "expected numbers"),
+        (InputSpec("carrier", CATEGORICAL), pa.array([True]), "expected strings"),
+        (InputSpec("hour", NUMERIC), pa.array(["7", "late"]), "'late'"),
+    ],
+)
 def test_arrow_encoding_refuses_what_the_request_checker_refuses(spec, arr, message):
     with pytest.raises(PredictionInputError, match=message):
         encode_column(spec, arr)
@@ -319,16 +367,29 @@ def test_every_prediction_is_payload_logged_without_drops(tiny_registry, served,
     from serving.payload_log import PayloadLogger, read_payload_logs
     from tests.support.fixtures import FLIGHTS_CONFIG
 
-    config = load_config(FLIGHTS_CONFIG, overrides={
-        "artifact_root": str(tiny_registry), "serving.feature_lookup": False,
-        "serving.payload_log.path": str(tmp_path / "logs"), "serving.payload_log.queue_size": 150,
-        "serving.payload_log.flush_rows": 100})
+    config = load_config(
+        FLIGHTS_CONFIG,
+        overrides={
+            "artifact_root": str(tiny_registry),
+            "serving.feature_lookup": False,
+            "serving.payload_log.path": str(tmp_path / "logs"),
+            "serving.payload_log.queue_size": 150,
+            "serving.payload_log.flush_rows": 100,
+        },
+    )
     df = flights_frame(1000)
     df.to_parquet(tmp_path / "in.parquet")
     logger = PayloadLogger.from_config(config)
     try:
-        result = run_batch(config, served, resolve_input(config, str(tmp_path / "in.parquet")),
-                           str(tmp_path / "p.parquet"), chunk_rows=400, id_column="flight_key", payload_logger=logger)
+        result = run_batch(
+            config,
+            served,
+            resolve_input(config, str(tmp_path / "in.parquet")),
+            str(tmp_path / "p.parquet"),
+            chunk_rows=400,
+            id_column="flight_key",
+            payload_logger=logger,
+        )
     finally:
         logger.close()
     stats = result.summary["payload_log"]

@@ -26,15 +26,20 @@ import io
 import json
 import os
 import sys
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from serving.predictor import PredictionInputError, TFLiteModelPredictor, validate_rows
 
 # The modules an edge bundle needs, relative to the repository root (+ empty package __init__s).
-BUNDLE_MODULES = ("serving/edge.py", "serving/predictor.py", "mlops/errors.py",
-                  "mlops/modeling/tflite_predictor.py", "mlops/modeling/farmhash.py")
+BUNDLE_MODULES = (
+    "serving/edge.py",
+    "serving/predictor.py",
+    "mlops/errors.py",
+    "mlops/modeling/tflite_predictor.py",
+    "mlops/modeling/farmhash.py",
+)
 BUNDLE_MODEL_DIR = "model"
 BUNDLE_INFO = "bundle.json"
 EDGE_RUNTIMES = ("ai_edge_litert", "tflite_runtime")  # TFLite interpreters without TensorFlow
@@ -52,14 +57,16 @@ def _rows_to_columns(rows: Sequence[object]) -> dict[str, list]:
         raise PredictionInputError("no rows")
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
-            raise PredictionInputError(f"row {i}: expected an object of input names to values, got "
-                                       f"{type(row).__name__}")
+            raise PredictionInputError(
+                f"row {i}: expected an object of input names to values, got {type(row).__name__}"
+            )
     names = list(rows[0])
     for i, row in enumerate(rows[1:], start=1):
         if set(row) != set(names):
             missing, extra = sorted(set(names) - set(row)), sorted(set(row) - set(names))
-            raise PredictionInputError(f"row {i}: inputs differ from row 0 (missing {missing}, extra {extra}); "
-                                       "send null for a missing value")
+            raise PredictionInputError(
+                f"row {i}: inputs differ from row 0 (missing {missing}, extra {extra}); send null for a missing value"
+            )
     return {name: [row[name] for row in rows] for name in names}
 
 
@@ -77,8 +84,9 @@ def parse_json_rows(text: str) -> dict[str, list]:
         if doc and all(is_list):
             return doc
         if any(is_list):
-            raise PredictionInputError("--json: an object is either one row (scalar values) or columns (list "
-                                       "values), not both")
+            raise PredictionInputError(
+                "--json: an object is either one row (scalar values) or columns (list values), not both"
+            )
         return _rows_to_columns([doc])
     raise PredictionInputError(f"--json: expected an object or a list of objects, got {type(doc).__name__}")
 
@@ -110,8 +118,9 @@ def load_edge_predictor(model_dir: str) -> TFLiteModelPredictor:
     try:
         return TFLiteModelPredictor(model_dir)
     except ImportError as e:
-        raise EdgeRuntimeMissing(f"no TFLite interpreter ({e}): pip install ai-edge-litert "
-                                 "(or tflite-runtime on older devices)") from None
+        raise EdgeRuntimeMissing(
+            f"no TFLite interpreter ({e}): pip install ai-edge-litert (or tflite-runtime on older devices)"
+        ) from None
 
 
 def interpreter_name(predictor: TFLiteModelPredictor) -> str:
@@ -126,8 +135,11 @@ def predict_columns(predictor: TFLiteModelPredictor, columns: Mapping[str, objec
 
 
 def _predict_main(argv: Sequence[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m serving.edge", description="Predict with the TFLite model "
-                                 "(no TensorFlow needed). `python -m serving.edge bundle -h`: package a bundle.")
+    ap = argparse.ArgumentParser(
+        prog="python -m serving.edge",
+        description="Predict with the TFLite model "
+        "(no TensorFlow needed). `python -m serving.edge bundle -h`: package a bundle.",
+    )
     ap.add_argument("--model-dir", required=True, help="directory with model.tflite and tflite_preprocessing.json")
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--json", help="one row, a list of rows or columns as JSON text (- reads stdin)")
@@ -151,8 +163,15 @@ def _predict_main(argv: Sequence[str]) -> int:
     except (EdgeRuntimeMissing, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    json.dump({"model": os.path.abspath(args.model_dir), "interpreter": interpreter_name(predictor),
-               "rows": int(len(predictions)), "predictions": [float(p) for p in predictions]}, sys.stdout)
+    json.dump(
+        {
+            "model": os.path.abspath(args.model_dir),
+            "interpreter": interpreter_name(predictor),
+            "rows": int(len(predictions)),
+            "predictions": [float(p) for p in predictions],
+        },
+        sys.stdout,
+    )
     sys.stdout.write("\n")
     return 0
 
@@ -172,12 +191,13 @@ def _example_row(spec: Mapping) -> dict:
 
 
 def _readme(info: Mapping, spec: Mapping, example: dict, prediction: float) -> str:
-    inputs = "\n".join(f"| `{f['name']}` | {'number' if f['dtype'] == 'float32' else 'text'} |"
-                       for f in spec["raw_features"])
-    return f"""# Edge bundle: {info['model']} version {info['version']}
+    inputs = "\n".join(
+        f"| `{f['name']}` | {'number' if f['dtype'] == 'float32' else 'text'} |" for f in spec["raw_features"]
+    )
+    return f"""# Edge bundle: {info["model"]} version {info["version"]}
 
-Predicts `{spec['output_key']}` with the TFLite interpreter and NumPy; no TensorFlow, no server.
-Made by `python -m serving.edge bundle` from {info['source']}; the platform's serving/EDGE.md
+Predicts `{spec["output_key"]}` with the TFLite interpreter and NumPy; no TensorFlow, no server.
+Made by `python -m serving.edge bundle` from {info["source"]}; the platform's serving/EDGE.md
 explains the details.
 
 ## Install (Python 3, tested with 3.11)
@@ -194,7 +214,7 @@ for the example row. From Python (run from this folder, or put it on PYTHONPATH)
 
     from serving.edge import load_edge_predictor, predict_columns
     p = load_edge_predictor("{BUNDLE_MODEL_DIR}")
-    predict_columns(p, {{"hour": [7, 18], ...}})       # -> numpy array of {spec['output_key']}
+    predict_columns(p, {{"hour": [7, 18], ...}})       # -> numpy array of {spec["output_key"]}
 
 ## Inputs (every one is required; null / an empty CSV cell = missing)
 
@@ -233,8 +253,9 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def resolve_tflite_files(*, selector: str | None = None, model_dir: str | None = None,
-                         config=None) -> tuple[dict, str, str]:
+def resolve_tflite_files(
+    *, selector: str | None = None, model_dir: str | None = None, config=None
+) -> tuple[dict, str, str]:
     """({model, version, source}, tflite URI, preprocessing URI) of a registry version or a dir."""
     from mlops.modeling.tflite_predictor import MODEL_FILE, PREPROCESSING_FILE
 
@@ -250,8 +271,10 @@ def resolve_tflite_files(*, selector: str | None = None, model_dir: str | None =
     mv = ModelRegistry.from_config(config).resolve(selector)
     tflite, prep = mv.file_uri("tflite"), mv.file_uri("tflite_preprocessing")
     if not tflite or not prep:
-        raise ValueError(f"{mv.selector} has no TFLite export (model.tflite + tflite_preprocessing.json); "
-                         "the Trainer writes it when the model converts")
+        raise ValueError(
+            f"{mv.selector} has no TFLite export (model.tflite + tflite_preprocessing.json); "
+            "the Trainer writes it when the model converts"
+        )
     return {"model": mv.name, "version": str(mv.version), "source": f"{selector} ({mv.uri})"}, tflite, prep
 
 
@@ -295,8 +318,12 @@ def build_bundle(out_dir: str, *, selector: str | None = None, model_dir: str | 
             f.write(_readme(info, spec, example, prediction))
 
         files = sorted(os.path.relpath(os.path.join(d, n), tmp) for d, _, names in os.walk(tmp) for n in names)
-        info = {**info, "example": example, "example_prediction": prediction,
-                "files": {rel: _sha256(os.path.join(tmp, rel)) for rel in files}}
+        info = {
+            **info,
+            "example": example,
+            "example_prediction": prediction,
+            "files": {rel: _sha256(os.path.join(tmp, rel)) for rel in files},
+        }
         with open(os.path.join(tmp, BUNDLE_INFO), "w") as f:
             json.dump(info, f, indent=2, sort_keys=True)
         for d, _, names in os.walk(tmp):  # mkdtemp makes 0700; a bundle is meant to be copied and read
@@ -317,8 +344,9 @@ def build_bundle(out_dir: str, *, selector: str | None = None, model_dir: str | 
 
 
 def _bundle_main(argv: Sequence[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m serving.edge bundle",
-                                 description="Package a self-contained edge bundle (TFLite + NumPy code).")
+    ap = argparse.ArgumentParser(
+        prog="python -m serving.edge bundle", description="Package a self-contained edge bundle (TFLite + NumPy code)."
+    )
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="registry selector: NAME, NAME@ALIAS or NAME@VERSION")
     src.add_argument("--model-dir", help="a model directory (or storage URI) with model.tflite")
@@ -341,8 +369,16 @@ def _bundle_main(argv: Sequence[str]) -> int:
     except (ConfigError, RegistryError, EdgeRuntimeMissing, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(json.dumps({"bundle": os.path.abspath(args.out), "model": info["model"], "version": info["version"],
-                      "files": sorted(info["files"])}))
+    print(
+        json.dumps(
+            {
+                "bundle": os.path.abspath(args.out),
+                "model": info["model"],
+                "version": info["version"],
+                "files": sorted(info["files"]),
+            }
+        )
+    )
     return 0
 
 

@@ -23,7 +23,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from serving.edge import (BUNDLE_INFO, EDGE_RUNTIMES, main, parse_csv_rows, parse_json_rows)
+from serving.edge import BUNDLE_INFO, EDGE_RUNTIMES, main, parse_csv_rows, parse_json_rows
 from serving.predictor import InputSpec, PredictionInputError, validate_rows
 from tests.support.fixtures import FLIGHTS_CONFIG
 
@@ -62,8 +62,11 @@ def test_one_row_rows_and_columns_parse_to_the_same_columns():
     one = parse_json_rows('{"hour": 7, "carrier": "DL", "temp": null}')
     assert one == {"hour": [7], "carrier": ["DL"], "temp": [None]}
     rows = parse_json_rows('[{"hour": 7, "carrier": "DL"}, {"carrier": "UA", "hour": 18.5}]')
-    assert rows == parse_json_rows('{"hour": [7, 18.5], "carrier": ["DL", "UA"]}') == \
-        {"hour": [7, 18.5], "carrier": ["DL", "UA"]}
+    assert (
+        rows
+        == parse_json_rows('{"hour": [7, 18.5], "carrier": ["DL", "UA"]}')
+        == {"hour": [7, 18.5], "carrier": ["DL", "UA"]}
+    )
     assert parse_csv_rows("hour,carrier\n7,DL\n,UA\n") == {"hour": ["7", None], "carrier": ["DL", "UA"]}
 
 
@@ -76,26 +79,34 @@ def test_csv_cells_are_parsed_and_checked_by_the_servers_validator():
         validate_rows(inputs, parse_csv_rows("hour,carrier\n7,DL\nseven,UA\n"))
 
 
-@pytest.mark.parametrize("text, message", [
-    ("{not json", r"--json: not valid JSON"),
-    ("[]", r"no rows"),
-    ("7", r"expected an object or a list of objects, got int"),
-    ('[{"hour": 7}, 8]', r"row 1: expected an object"),
-    ('[{"hour": 7, "carrier": "DL"}, {"hour": 8, "carier": "UA"}]',
-     r"row 1: inputs differ from row 0 \(missing \['carrier'\], extra \['carier'\]\)"),
-    ('{"hour": [7, 8], "carrier": "DL"}', r"either one row .* or columns"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", r"--json: not valid JSON"),
+        ("[]", r"no rows"),
+        ("7", r"expected an object or a list of objects, got int"),
+        ('[{"hour": 7}, 8]', r"row 1: expected an object"),
+        (
+            '[{"hour": 7, "carrier": "DL"}, {"hour": 8, "carier": "UA"}]',
+            r"row 1: inputs differ from row 0 \(missing \['carrier'\], extra \['carier'\]\)",
+        ),
+        ('{"hour": [7, 8], "carrier": "DL"}', r"either one row .* or columns"),
+    ],
+)
 def test_bad_json_is_refused_naming_the_row(text, message):
     with pytest.raises(PredictionInputError, match=message):
         parse_json_rows(text)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", r"empty input"),
-    ("hour,hour\n1,2\n", r"duplicate column names"),
-    ("hour,carrier\n7\n", r"--csv line 2: 1 cells, the header has 2"),
-    ("hour,carrier\n", r"a header but no rows"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", r"empty input"),
+        ("hour,hour\n1,2\n", r"duplicate column names"),
+        ("hour,carrier\n7\n", r"--csv line 2: 1 cells, the header has 2"),
+        ("hour,carrier\n", r"a header but no rows"),
+    ],
+)
 def test_bad_csv_is_refused_naming_the_line(text, message):
     with pytest.raises(PredictionInputError, match=message):
         parse_csv_rows(text)
@@ -108,8 +119,9 @@ def test_split(real_model_dir):
     from mlops.modeling.predictions import raw_features_of, read_raw_rows
     from serving.predictor import load_predictor
 
-    rows = read_raw_rows(os.path.join(os.path.dirname(real_model_dir), "examples"), "test",
-                         raw_features_of(real_model_dir))
+    rows = read_raw_rows(
+        os.path.join(os.path.dirname(real_model_dir), "examples"), "test", raw_features_of(real_model_dir)
+    )
     return rows, load_predictor(real_model_dir, "savedmodel").predict(rows)
 
 
@@ -128,7 +140,7 @@ def test_tflite_matches_the_savedmodel_on_the_test_split_batched_and_row_by_row(
 
     savedmodel = load_predictor(real_model_dir, "savedmodel")
     for i in np.linspace(0, n - 1, SINGLE_ROWS).astype(int):
-        one = {k: v[i:i + 1] for k, v in rows.items()}
+        one = {k: v[i : i + 1] for k, v in rows.items()}
         single_tflite, single_savedmodel = tflite.predict(one), savedmodel.predict(one)
         assert abs(single_tflite[0] - single_savedmodel[0]) <= PARITY_TOLERANCE, f"row {i}"
         assert abs(single_tflite[0] - batch[i]) <= PARITY_TOLERANCE, f"row {i}: batch and single differ"
@@ -159,8 +171,12 @@ def _write_csv(path, rows: dict, idx) -> None:
         w = csv.writer(f)
         w.writerow(names)
         for i in idx:
-            w.writerow(["" if (isinstance(rows[k][i], (float, np.floating)) and np.isnan(rows[k][i]))
-                        else rows[k][i] for k in names])
+            w.writerow(
+                [
+                    "" if (isinstance(rows[k][i], (float, np.floating)) and np.isnan(rows[k][i])) else rows[k][i]
+                    for k in names
+                ]
+            )
 
 
 def _on_device(python: str, bundle_dir, args: list[str], tmp_path) -> subprocess.CompletedProcess:
@@ -171,16 +187,22 @@ def _on_device(python: str, bundle_dir, args: list[str], tmp_path) -> subprocess
     (blocker / "sitecustomize.py").write_text(_BLOCKER)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env["PYTHONPATH"] = f"{blocker}{os.pathsep}{bundle_dir}"
-    return subprocess.run([python, *args], cwd=str(bundle_dir), env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run([python, *args], cwd=str(bundle_dir), env=env, capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.integration
 def test_the_bundle_is_self_contained_and_its_numpy_path_imports_no_tensorflow(bundle, test_split, tmp_path):
     files = json.loads((bundle / BUNDLE_INFO).read_text())["files"]
-    assert {"model/model.tflite", "model/tflite_preprocessing.json", "serving/edge.py", "serving/predictor.py",
-            "mlops/modeling/tflite_predictor.py", "mlops/modeling/farmhash.py", "README.md",
-            "requirements.txt"} <= set(files)
+    assert {
+        "model/model.tflite",
+        "model/tflite_preprocessing.json",
+        "serving/edge.py",
+        "serving/predictor.py",
+        "mlops/modeling/tflite_predictor.py",
+        "mlops/modeling/farmhash.py",
+        "README.md",
+        "requirements.txt",
+    } <= set(files)
     rows, _ = test_split
     _write_csv(tmp_path / "rows.csv", rows, range(20))
     # Everything an edge prediction does except the interpreter: parse, validate, preprocess.
@@ -201,8 +223,9 @@ def test_the_bundle_is_self_contained_and_its_numpy_path_imports_no_tensorflow(b
     proc = _on_device(sys.executable, bundle, ["-c", script, str(tmp_path / "rows.csv")], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
-    assert out["rows"] == 20 and set(dict(json.load(open(bundle / "model/tflite_preprocessing.json"))
-                                          ["model_inputs"])) <= set(out["features"])
+    assert out["rows"] == 20 and set(
+        dict(json.load(open(bundle / "model/tflite_preprocessing.json"))["model_inputs"])
+    ) <= set(out["features"])
     assert all(m.startswith(str(bundle)) for m in out["modules"]), out["modules"]
     assert not set(BLOCKED) & set(out["loaded"])
 
@@ -219,9 +242,11 @@ def test_the_bundle_cli_predicts_without_tensorflow(bundle, test_split, tmp_path
         # TensorFlow blocked and no other interpreter: the CLI must say what to install.
         proc = _on_device(sys.executable, bundle, args, tmp_path)
         assert proc.returncode == 1 and "pip install ai-edge-litert" in proc.stderr, proc.stderr[-3000:]
-        pytest.skip(f"no TFLite interpreter without TensorFlow ({', '.join(EDGE_RUNTIMES)}) in {sys.executable} "
-                    "and MLOPS_EDGE_PYTHON is unset: the full TF-free run is not checked here (the NumPy path is, "
-                    "in test_the_bundle_is_self_contained...; the same CLI with TensorFlow's interpreter, below)")
+        pytest.skip(
+            f"no TFLite interpreter without TensorFlow ({', '.join(EDGE_RUNTIMES)}) in {sys.executable} "
+            "and MLOPS_EDGE_PYTHON is unset: the full TF-free run is not checked here (the NumPy path is, "
+            "in test_the_bundle_is_self_contained...; the same CLI with TensorFlow's interpreter, below)"
+        )
     proc = _on_device(python, bundle, args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
@@ -230,8 +255,7 @@ def test_the_bundle_cli_predicts_without_tensorflow(bundle, test_split, tmp_path
 
 
 @pytest.mark.integration
-def test_the_bundle_cli_matches_the_savedmodel_and_names_bad_input(bundle, test_split, tmp_path, capsys,
-                                                                   monkeypatch):
+def test_the_bundle_cli_matches_the_savedmodel_and_names_bad_input(bundle, test_split, tmp_path, capsys, monkeypatch):
     """The same CLI in-process (TensorFlow's interpreter is the fallback in the serving env)."""
     rows, expected = test_split
     _write_csv(tmp_path / "rows.csv", rows, range(30))
@@ -241,8 +265,16 @@ def test_the_bundle_cli_matches_the_savedmodel_and_names_bad_input(bundle, test_
     assert out["rows"] == 30
     assert np.max(np.abs(np.array(out["predictions"]) - expected[:30])) <= PARITY_TOLERANCE
 
-    one = {k: (None if isinstance(v[0], (float, np.floating)) and np.isnan(v[0]) else
-               v[0].item() if isinstance(v[0], np.generic) else v[0]) for k, v in rows.items()}
+    one = {
+        k: (
+            None
+            if isinstance(v[0], (float, np.floating)) and np.isnan(v[0])
+            else v[0].item()
+            if isinstance(v[0], np.generic)
+            else v[0]
+        )
+        for k, v in rows.items()
+    }
     monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(one)))
     assert main(["--model-dir", model, "--json", "-"]) == 0
     assert abs(json.loads(capsys.readouterr().out)["predictions"][0] - expected[0]) <= PARITY_TOLERANCE

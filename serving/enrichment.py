@@ -18,8 +18,8 @@ for replaying logged requests and for a store outage).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -45,8 +45,10 @@ _EARLIEST, _LATEST = pd.Timestamp.min.ceil("s").timestamp(), pd.Timestamp.max.fl
 
 
 def _time_error(name: str, value, row: int) -> PredictionInputError:
-    return PredictionInputError(f"input {name!r}: {value!r} at row {row} is not a time: send ISO-8601 text or epoch "
-                                f"seconds, between {pd.Timestamp.min.year + 1} and {pd.Timestamp.max.year - 1}")
+    return PredictionInputError(
+        f"input {name!r}: {value!r} at row {row} is not a time: send ISO-8601 text or epoch "
+        f"seconds, between {pd.Timestamp.min.year + 1} and {pd.Timestamp.max.year - 1}"
+    )
 
 
 def _epoch_seconds_to_iso(name: str, values: np.ndarray) -> np.ndarray:
@@ -55,8 +57,9 @@ def _epoch_seconds_to_iso(name: str, values: np.ndarray) -> np.ndarray:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise _time_error(name, values[i].item(), i)
-    return np.array([dt.datetime.fromtimestamp(float(v), dt.timezone.utc).isoformat() if v == v else ""
-                     for v in values], dtype=object)
+    return np.array(
+        [dt.datetime.fromtimestamp(float(v), dt.UTC).isoformat() if v == v else "" for v in values], dtype=object
+    )
 
 
 def request_times(name: str, values) -> np.ndarray:
@@ -81,7 +84,7 @@ def request_times(name: str, values) -> np.ndarray:
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
             if not _EARLIEST <= v <= _LATEST:  # also inf; NaN was taken as missing above
                 raise _time_error(name, v, i)
-            out[i] = dt.datetime.fromtimestamp(float(v), dt.timezone.utc).isoformat()
+            out[i] = dt.datetime.fromtimestamp(float(v), dt.UTC).isoformat()
         elif isinstance(v, str):
             try:
                 ts = pd.Timestamp(v)
@@ -110,8 +113,7 @@ class FeatureEnricher:
         self.lookup = bool(self.store_features)
         self.time_column = config.dataset.event_timestamp if self.lookup else None
         # the keys of the online read (the time column only selects the day, see online_features)
-        self.lookup_keys = ([k for k in config.dataset.entity_keys if k != self.time_column]
-                            if self.lookup else [])
+        self.lookup_keys = [k for k in config.dataset.entity_keys if k != self.time_column] if self.lookup else []
         self._store = store
         model_names = {s.name for s in self.model_inputs}
         # Missing values (null, NaN, "") are allowed only in what the feature store provides: the
@@ -123,8 +125,9 @@ class FeatureEnricher:
         required = [s for s in specs if s.name not in provided]
         if self.lookup:
             required += [InputSpec(k, CATEGORICAL, nullable=False) for k in self.lookup_keys if k not in model_names]
-        optional = (([InputSpec(self.time_column, CATEGORICAL)] if self.time_column else [])
-                    + [s for s in specs if s.name in provided])
+        optional = ([InputSpec(self.time_column, CATEGORICAL)] if self.time_column else []) + [
+            s for s in specs if s.name in provided
+        ]
         self.schema = RequestSchema(sorted(required, key=lambda s: s.name), optional)
         self.rows_without_features = 0  # rows the store knew nothing about (defaults used)
 
@@ -135,16 +138,22 @@ class FeatureEnricher:
             self._store = feature_store(self.config)
         return self._store
 
-    def check(self, rows: Mapping[str, object], *, max_rows: int | None = None,
-              datatypes: Mapping[str, str] | None = None) -> tuple[dict[str, np.ndarray], int]:
+    def check(
+        self, rows: Mapping[str, object], *, max_rows: int | None = None, datatypes: Mapping[str, str] | None = None
+    ) -> tuple[dict[str, np.ndarray], int]:
         """The request columns checked against the schema: (encoded columns, the time column as
         ISO-8601 text when given, row count). `datatypes`: the v2 tensors' declared datatypes.
         PredictionInputError names what is wrong."""
         from serving.predictor import validate_rows
 
         given_optional = [s for s in self.schema.optional if s.name in rows and s.name != self.time_column]
-        checked, n = validate_rows(self.schema.required + given_optional, rows, max_rows=max_rows,
-                                   allow_extra=[s.name for s in self.schema.optional], datatypes=datatypes)
+        checked, n = validate_rows(
+            self.schema.required + given_optional,
+            rows,
+            max_rows=max_rows,
+            allow_extra=[s.name for s in self.schema.optional],
+            datatypes=datatypes,
+        )
         if self.time_column is not None and self.time_column in rows:
             times = request_times(self.time_column, rows[self.time_column])
             if len(times) != n:
@@ -152,8 +161,9 @@ class FeatureEnricher:
             checked[self.time_column] = times
         return checked, n
 
-    def complete(self, rows: Mapping[str, object], *, max_rows: int | None = None,
-                 datatypes: Mapping[str, str] | None = None) -> tuple[dict[str, np.ndarray], int]:
+    def complete(
+        self, rows: Mapping[str, object], *, max_rows: int | None = None, datatypes: Mapping[str, str] | None = None
+    ) -> tuple[dict[str, np.ndarray], int]:
         """Validated request columns -> (every model input as a raw column, row count)."""
         checked, n = self.check(rows, max_rows=max_rows, datatypes=datatypes)
         missing_store = [s for s in self.store_features if s.name not in checked]
@@ -183,6 +193,6 @@ class FeatureEnricher:
         for spec in self.store_features:
             values = [r.get(spec.name) for r in result]
             empty |= np.array([v is None for v in values], dtype=bool)
-            out[spec.name] = (as_numeric(spec.name, values) if spec.dtype == NUMERIC else as_text(spec.name, values))
+            out[spec.name] = as_numeric(spec.name, values) if spec.dtype == NUMERIC else as_text(spec.name, values)
         self.rows_without_features += int(empty.sum())
         return out

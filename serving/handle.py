@@ -30,9 +30,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -84,8 +84,15 @@ def local_model_dir(uri: str) -> str:
 
 
 class ModelHandle:
-    def __init__(self, config, source: str, *, runtime: str | None = None, name: str | None = None,
-                 on_swap: Callable[[ServedModel, ServedModel | None], None] | None = None):
+    def __init__(
+        self,
+        config,
+        source: str,
+        *,
+        runtime: str | None = None,
+        name: str | None = None,
+        on_swap: Callable[[ServedModel, ServedModel | None], None] | None = None,
+    ):
         self.config = config
         self.source = source
         self.runtime = runtime or config.serving.runtime
@@ -101,7 +108,7 @@ class ModelHandle:
         log.info("serving %s from %s (runtime %s)", self.current.label, self.current.uri, self.runtime)
 
     @classmethod
-    def from_config(cls, config, source: str | None = None, **kw) -> "ModelHandle":
+    def from_config(cls, config, source: str | None = None, **kw) -> ModelHandle:
         return cls(config, source or config.serving.model or config.project, **kw)
 
     # ---- resolution ---------------------------------------------------------------------------
@@ -137,8 +144,9 @@ class ModelHandle:
         # A reload keeps the Feast FeatureStore of the version it replaces (same config): building
         # one takes seconds, which would otherwise stall the first requests on the new version.
         previous = getattr(self, "current", None)
-        enricher = FeatureEnricher(self.config, predictor.inputs,
-                                   store=previous.enricher._store if previous is not None else None)
+        enricher = FeatureEnricher(
+            self.config, predictor.inputs, store=previous.enricher._store if previous is not None else None
+        )
         if enricher.lookup and previous is None and self._feast is not None:
             if not self._feast.done():
                 log.info("waiting for the Feast FeatureStore (built in the background)")
@@ -159,8 +167,13 @@ class ModelHandle:
             except Exception as e:  # keep serving the old version
                 self.reload_failures += 1
                 reason = str(e) if isinstance(e, MlopsError) else f"{type(e).__name__}: {e}"
-                log.warning("reload of %s failed (%d so far): %s; still serving %s", self.source,
-                            self.reload_failures, reason, self.current.label)
+                log.warning(
+                    "reload of %s failed (%d so far): %s; still serving %s",
+                    self.source,
+                    self.reload_failures,
+                    reason,
+                    self.current.label,
+                )
                 log.debug("reload failure", exc_info=True)
                 return False
             old, self.current = self.current, new
@@ -216,8 +229,10 @@ def _warm_up(served: ServedModel) -> None:
     """One prediction on a row of defaults, so the first request does not pay for tracing; and,
     with a feature store, one online read of an unknown entity (the first read plans the feature
     service and opens the online store), which must not happen inside a request."""
-    rows = {s.name: (np.array([np.nan], np.float32) if s.dtype == "float32" else np.array([""], object))
-            for s in served.predictor.inputs}
+    rows = {
+        s.name: (np.array([np.nan], np.float32) if s.dtype == "float32" else np.array([""], object))
+        for s in served.predictor.inputs
+    }
     served.predictor.predict(rows)
     enricher = served.enricher
     if enricher.lookup:

@@ -26,21 +26,23 @@ name, never a raw path.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 # Sub-millisecond resolution where the server spends its time (KServe's histograms start at 5 ms).
-LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
-                   2.5, 10.0)
+LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
-REQUESTS = Counter("mlops_requests", "Requests by protocol, endpoint and status code",
-                   ["protocol", "endpoint", "code"])
-REQUEST_ERRORS = Counter("mlops_request_errors", "Requests that did not succeed (4xx/5xx, gRPC status not OK)",
-                         ["protocol", "endpoint", "code"])
-REQUEST_SECONDS = Histogram("mlops_request_seconds", "Time in the server per request",
-                            ["protocol", "endpoint"], buckets=LATENCY_BUCKETS)
+REQUESTS = Counter("mlops_requests", "Requests by protocol, endpoint and status code", ["protocol", "endpoint", "code"])
+REQUEST_ERRORS = Counter(
+    "mlops_request_errors",
+    "Requests that did not succeed (4xx/5xx, gRPC status not OK)",
+    ["protocol", "endpoint", "code"],
+)
+REQUEST_SECONDS = Histogram(
+    "mlops_request_seconds", "Time in the server per request", ["protocol", "endpoint"], buckets=LATENCY_BUCKETS
+)
 PREDICTED_ROWS = Counter("mlops_predicted_rows", "Rows predicted", ["model", "version"])
 MODEL_INFO = Gauge("mlops_model_info", "1 for the model version being served", ["model", "version", "runtime"])
 MODEL_READY = Gauge("mlops_model_ready", "1 once the model is loaded and warmed up", ["model"])
@@ -52,7 +54,7 @@ def rest_endpoint(path: str) -> str:
         if path.endswith("/infer"):
             return "v2_infer"
         if path.startswith("/v2/health/"):
-            return "v2_" + path[len("/v2/health/"):] if path in ("/v2/health/live", "/v2/health/ready") else "other"
+            return "v2_" + path[len("/v2/health/") :] if path in ("/v2/health/live", "/v2/health/ready") else "other"
         if path.startswith("/v2/models/"):
             return "v2_model_ready" if path.endswith("/ready") else "v2_model_metadata"
         return "v2_other"
@@ -159,9 +161,17 @@ async def _send_json(send, status: int, error: str) -> None:
     import orjson
 
     body = orjson.dumps({"error": error})
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -175,12 +185,17 @@ class ServedModelCollector:
         self.sources: dict[str, Callable[[], dict]] = {}
 
     def collect(self):
-        rows = CounterMetricFamily("mlops_rows_without_features",
-                                   "Rows for which the feature store had no values (documented defaults used)",
-                                   labels=["model"])
+        rows = CounterMetricFamily(
+            "mlops_rows_without_features",
+            "Rows for which the feature store had no values (documented defaults used)",
+            labels=["model"],
+        )
         reloads = CounterMetricFamily("mlops_model_reloads", "Hot reloads of a moved alias", labels=["model", "result"])
-        log = GaugeMetricFamily("mlops_payload_log_rows", "Payload log rows by state (queued, logged, written, "
-                                "dropped, lost) and write errors", labels=["model", "state"])
+        log = GaugeMetricFamily(
+            "mlops_payload_log_rows",
+            "Payload log rows by state (queued, logged, written, dropped, lost) and write errors",
+            labels=["model", "state"],
+        )
         for model, stats in list(self.sources.items()):
             values = stats()
             rows.add_metric([model], values["rows_without_features"])

@@ -33,15 +33,16 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from kserve import InferInput, InferOutput, InferRequest, InferResponse, Model
-from kserve.model import InferenceVerb
 from kserve.errors import ModelNotReady
+from kserve.model import InferenceVerb
 
 from serving import metrics
 from serving.handle import ModelHandle, ServedModel, _is_dir_source
@@ -113,8 +114,17 @@ class Prepared:
 
 
 class RegistryModel(Model):
-    def __init__(self, config, source: str, *, name: str | None = None, runtime: str | None = None,
-                 watch: bool = True, payload_logger=None, threads: int | None = None):
+    def __init__(
+        self,
+        config,
+        source: str,
+        *,
+        name: str | None = None,
+        runtime: str | None = None,
+        watch: bool = True,
+        payload_logger=None,
+        threads: int | None = None,
+    ):
         super().__init__(endpoint_name(config, source, name))
         self.config = config
         self.source = source
@@ -157,13 +167,19 @@ class RegistryModel(Model):
                 raise ModelNotReady(self.name, f"Loading failed: {self.load_error}")
             if self.handle is None:
                 started = time.perf_counter()
-                self.handle = ModelHandle.from_config(self.config, self.source, runtime=self.runtime,
-                                                      name=self._name_override, on_swap=self._on_swap)
+                self.handle = ModelHandle.from_config(
+                    self.config, self.source, runtime=self.runtime, name=self._name_override, on_swap=self._on_swap
+                )
                 self._show_version(self.handle.current, None)
                 if self.watch:
                     self.handle.start_watching()
-                log.info("model %s ready: %s (runtime %s) in %.1f s", self.name, self.handle.current.label,
-                         self.handle.current.predictor.runtime, time.perf_counter() - started)
+                log.info(
+                    "model %s ready: %s (runtime %s) in %.1f s",
+                    self.name,
+                    self.handle.current.label,
+                    self.handle.current.predictor.runtime,
+                    time.perf_counter() - started,
+                )
                 freeze_heap()
             self.ready = True
             metrics.MODEL_READY.labels(self.name).set(1)
@@ -206,9 +222,11 @@ class RegistryModel(Model):
         rows = self._retired_rows_without_features
         if self.handle is not None:
             rows += self.handle.current.enricher.rows_without_features
-        return {"rows_without_features": rows,
-                "reloads": {"swapped": self._swaps, "failed": self.handle.reload_failures if self.handle else 0},
-                "payload_log": self.payload_logger.stats() if self.payload_logger.enabled else None}
+        return {
+            "rows_without_features": rows,
+            "reloads": {"swapped": self._swaps, "failed": self.handle.reload_failures if self.handle else 0},
+            "payload_log": self.payload_logger.stats() if self.payload_logger.enabled else None,
+        }
 
     def _on_swap(self, new: ServedModel, old: ServedModel | None) -> None:
         self._swaps += 1
@@ -244,9 +262,15 @@ class RegistryModel(Model):
         (null, or NaN in FP32)."""
         schema = self._served().enricher.schema
         optional = {s.name for s in schema.optional}
-        return [{"name": s.name, "datatype": "FP32" if s.dtype == NUMERIC else "BYTES", "shape": [-1],
-                 "parameters": {"optional": s.name in optional, "nullable": s.nullable}}
-                for s in schema.all]
+        return [
+            {
+                "name": s.name,
+                "datatype": "FP32" if s.dtype == NUMERIC else "BYTES",
+                "shape": [-1],
+                "parameters": {"optional": s.name in optional, "nullable": s.nullable},
+            }
+            for s in schema.all
+        ]
 
     def get_output_types(self) -> list[dict]:
         return [{"name": OUTPUT, "datatype": "FP32", "shape": [-1]}]
@@ -278,8 +302,11 @@ class RegistryModel(Model):
                 if unknown:
                     raise PredictionInputError(f"unknown output(s) {unknown}; the model gives [{OUTPUT!r}]")
             datatypes: dict[str, str] | None = {}
-            rows = columns_from_tensors((Tensor(i.name, i.datatype, i.shape, i.data, i._raw_data)
-                                         for i in payload.inputs), max_rows=self.max_rows, datatypes=datatypes)
+            rows = columns_from_tensors(
+                (Tensor(i.name, i.datatype, i.shape, i.data, i._raw_data) for i in payload.inputs),
+                max_rows=self.max_rows,
+                datatypes=datatypes,
+            )
             # kserve 0.21: a response id of None fails its pydantic response model, so a
             # request without an id gets one here (and it keys the payload log).
             request_id = payload.id or new_request_id()
@@ -293,14 +320,17 @@ class RegistryModel(Model):
         if self._offload() and enricher.lookup and any(s.name not in rows for s in enricher.store_features):
             # one Feast online read: off the event loop
             columns, n = await asyncio.get_running_loop().run_in_executor(
-                self.pool, partial(enricher.complete, rows, max_rows=self.max_rows, datatypes=datatypes))
+                self.pool, partial(enricher.complete, rows, max_rows=self.max_rows, datatypes=datatypes)
+            )
         else:  # no lookup (checks only, tens of microseconds), or no other request to serve meanwhile
             columns, n = enricher.complete(rows, max_rows=self.max_rows, datatypes=datatypes)
-        return Prepared(served, columns, n, request_id, protocol, payload if protocol == V2 else None,
-                        version=served.version)
+        return Prepared(
+            served, columns, n, request_id, protocol, payload if protocol == V2 else None, version=served.version
+        )
 
-    async def predict(self, payload: Prepared, headers: dict[str, str] | None = None,
-                      response_headers: dict[str, str] | None = None) -> Prepared:
+    async def predict(
+        self, payload: Prepared, headers: dict[str, str] | None = None, response_headers: dict[str, str] | None = None
+    ) -> Prepared:
         if self.remote_predictor:
             response = await super().predict(self._predictor_request(payload), headers)
             payload.predictions, payload.version = self._remote_predictions(response, payload)
@@ -308,14 +338,22 @@ class RegistryModel(Model):
             payload.predictions = payload.served.predictor.predict(payload.columns)
         else:
             payload.predictions = await asyncio.get_running_loop().run_in_executor(
-                self.pool, payload.served.predictor.predict, payload.columns)
+                self.pool, payload.served.predictor.predict, payload.columns
+            )
         return payload
 
-    def postprocess(self, result: Prepared, headers: dict[str, str] | None = None,
-                    response_headers: dict[str, str] | None = None):
+    def postprocess(
+        self, result: Prepared, headers: dict[str, str] | None = None, response_headers: dict[str, str] | None = None
+    ):
         p, n = result.predictions, result.n
-        self.payload_logger.log(model=result.served.name, version=result.version, source="online",
-                                request_ids=row_ids(result.request_id, n), features=result.columns, predictions=p)
+        self.payload_logger.log(
+            model=result.served.name,
+            version=result.version,
+            source="online",
+            request_ids=row_ids(result.request_id, n),
+            features=result.columns,
+            predictions=p,
+        )
         metrics.PREDICTED_ROWS.labels(self.name, result.version).inc(n)
         if result.protocol == V1:
             return {"predictions": p.tolist()}
@@ -329,8 +367,14 @@ class RegistryModel(Model):
             output.set_data_from_numpy(p, binary_data=True)  # (kserve's to_grpc fails on array data)
         else:
             output = InferOutput(OUTPUT, [n], "FP32", data=p.tolist())
-        return InferResponse(result.request_id, self.name, [output], model_version=result.version,
-                             use_binary_outputs=request.use_binary_outputs, requested_outputs=request.request_outputs)
+        return InferResponse(
+            result.request_id,
+            self.name,
+            [output],
+            model_version=result.version,
+            use_binary_outputs=request.use_binary_outputs,
+            requested_outputs=request.request_outputs,
+        )
 
     # ---- transformer mode (KServe --predictor_host) -----------------------------------------------
     def _predictor_request(self, prepared: Prepared) -> InferRequest:

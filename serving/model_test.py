@@ -11,23 +11,34 @@ import pytest
 
 pytestmark = pytest.mark.serving_env
 
-ROWS = {"hour": [7.0, 22.0, 5.0], "distance": [500.0, 2000.0, 100.0], "temp": [None, 50.0, 30.0],
-        "seats": [100.0, 180.0, 50.0], "carrier": ["UA", "DL", "UA"], "origin": ["EWR", "JFK", "LGA"],
-        "dest": ["ATL", "LAX", "BOS"], "month": ["1", "7", "12"]}
+ROWS = {
+    "hour": [7.0, 22.0, 5.0],
+    "distance": [500.0, 2000.0, 100.0],
+    "temp": [None, 50.0, 30.0],
+    "seats": [100.0, 180.0, 50.0],
+    "carrier": ["UA", "DL", "UA"],
+    "origin": ["EWR", "JFK", "LGA"],
+    "dest": ["ATL", "LAX", "BOS"],
+    "month": ["1", "7", "12"],
+}
 
 
 def expected(bias: float = 0.0) -> np.ndarray:
     from tests.support.serving_models import tiny_probability
 
-    rows = {k: np.array([np.nan if v is None else v for v in vs], dtype=object if isinstance(vs[0], str) else float)
-            for k, vs in ROWS.items()}
+    rows = {
+        k: np.array([np.nan if v is None else v for v in vs], dtype=object if isinstance(vs[0], str) else float)
+        for k, vs in ROWS.items()
+    }
     return tiny_probability(rows, bias)
 
 
 def v2_request(request_id: str | None = "req-1", rows: dict = ROWS):
     from kserve import InferInput, InferRequest
 
-    inputs = [InferInput(k, [len(v)], "BYTES" if isinstance(v[0], str) else "FP32", data=list(v)) for k, v in rows.items()]
+    inputs = [
+        InferInput(k, [len(v)], "BYTES" if isinstance(v[0], str) else "FP32", data=list(v)) for k, v in rows.items()
+    ]
     return InferRequest("flights", inputs, request_id=request_id)
 
 
@@ -69,14 +80,17 @@ def test_v2_v1_and_the_payload_log(loaded, tiny_config):
     assert list(first["carrier"]) == ROWS["carrier"] and np.isnan(first["temp"].iloc[0])
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda r: {**r, "colour": ["red"] * 3}, "unknown input(s) ['colour']"),
-    (lambda r: {k: v for k, v in r.items() if k != "temp"}, "missing input(s) ['temp']"),
-    (lambda r: {**r, "hour": ["seven", "1", "2"]}, "input 'hour': expected numbers, got 'seven' at row 0"),
-    (lambda r: {**r, "carrier": ["UA"]}, "but 'carrier' has 1"),
-    (lambda r: {**r, "hour": [1e39, 1.0, 2.0]}, "input 'hour': data[0] = 1e+39 is outside what FP32 holds"),
-    (lambda r: {**r, "hour": [None, 1.0, 2.0]}, "input 'hour': missing value (null or NaN) at row 0"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda r: {**r, "colour": ["red"] * 3}, "unknown input(s) ['colour']"),
+        (lambda r: {k: v for k, v in r.items() if k != "temp"}, "missing input(s) ['temp']"),
+        (lambda r: {**r, "hour": ["seven", "1", "2"]}, "input 'hour': expected numbers, got 'seven' at row 0"),
+        (lambda r: {**r, "carrier": ["UA"]}, "but 'carrier' has 1"),
+        (lambda r: {**r, "hour": [1e39, 1.0, 2.0]}, "input 'hour': data[0] = 1e+39 is outside what FP32 holds"),
+        (lambda r: {**r, "hour": [None, 1.0, 2.0]}, "input 'hour': missing value (null or NaN) at row 0"),
+    ],
+)
 def test_bad_v2_input_is_invalid_input_naming_the_field(loaded, mutate, message):
     from mlops.errors import InvalidInput  # PredictionInputError: 400 / INVALID_ARGUMENT by status_of
 
@@ -86,8 +100,9 @@ def test_bad_v2_input_is_invalid_input_naming_the_field(loaded, mutate, message)
 
 
 def test_unknown_requested_output_is_invalid(loaded):
-    from mlops.errors import InvalidInput
     from kserve.protocol.infer_type import RequestedOutput
+
+    from mlops.errors import InvalidInput
 
     request = v2_request()
     request.request_outputs = [RequestedOutput("logits")]
@@ -98,8 +113,15 @@ def test_unknown_requested_output_is_invalid(loaded):
 def test_metadata_is_the_request_schema(loaded):
     inputs = loaded.get_input_types()
     assert {i["name"]: i["datatype"] for i in inputs} == {
-        "carrier": "BYTES", "dest": "BYTES", "distance": "FP32", "hour": "FP32", "month": "BYTES",
-        "origin": "BYTES", "seats": "FP32", "temp": "FP32"}
+        "carrier": "BYTES",
+        "dest": "BYTES",
+        "distance": "FP32",
+        "hour": "FP32",
+        "month": "BYTES",
+        "origin": "BYTES",
+        "seats": "FP32",
+        "temp": "FP32",
+    }
     assert all(i["shape"] == [-1] for i in inputs)
     assert loaded.get_output_types() == [{"name": "probability", "datatype": "FP32", "shape": [-1]}]
 
@@ -152,11 +174,12 @@ def test_auto_runtime_runs_tflite_for_small_batches_and_the_savedmodel_for_large
     assert load_predictor(tiny_model_dirs[1], "auto").runtime == "savedmodel"  # no TFLite files: no change
     auto = load_predictor(real_model_dir, "auto")
     assert isinstance(auto, AutoPredictor) and auto.inputs == auto.lite.inputs
-    rows = read_raw_rows(os.path.join(os.path.dirname(real_model_dir), "examples"), "test",
-                         raw_features_of(real_model_dir), limit=300)
+    rows = read_raw_rows(
+        os.path.join(os.path.dirname(real_model_dir), "examples"), "test", raw_features_of(real_model_dir), limit=300
+    )
     n = len(rows["hour"])
     assert n > auto.small_rows
-    small = {k: v[:auto.small_rows] for k, v in rows.items()}
+    small = {k: v[: auto.small_rows] for k, v in rows.items()}
     np.testing.assert_array_equal(auto.predict(small), auto.lite.predict(small))
     np.testing.assert_array_equal(auto.predict(rows), auto.saved.predict(rows))
     np.testing.assert_allclose(auto.predict(small), auto.saved.predict(small), atol=1e-5)
@@ -207,8 +230,8 @@ def test_feature_store_is_built_at_load_and_kept_across_reloads(tmp_path, feast_
     from mlops.config import load_config
     from mlops.registry.store import ModelRegistry
     from serving.handle import ModelHandle
-    from tests.support.serving_models import register
     from tests.support.fixtures import FLIGHTS_CONFIG
+    from tests.support.serving_models import register
 
     seeded, project = feast_online_root
     root = tmp_path / "artifacts"
@@ -221,8 +244,16 @@ def test_feature_store_is_built_at_load_and_kept_across_reloads(tmp_path, feast_
     handle = ModelHandle.from_config(config, "flights@production")
     store = handle.current.enricher._store
     assert store is not None  # built while loading, not by the first request
-    request = {"origin": ["JFK"], "dest": ["LAX"], "carrier": ["AA"], "tailnum": ["N0NE"], "hour": [7.0],
-               "month": ["2"], "distance": [2475.0], "time_hour": ["2013-02-10T12:00:00+00:00"]}
+    request = {
+        "origin": ["JFK"],
+        "dest": ["LAX"],
+        "carrier": ["AA"],
+        "tailnum": ["N0NE"],
+        "hour": [7.0],
+        "month": ["2"],
+        "distance": [2475.0],
+        "time_hour": ["2013-02-10T12:00:00+00:00"],
+    }
     started = time.perf_counter()
     handle.current.enricher.complete(request)
     assert time.perf_counter() - started < 1.0

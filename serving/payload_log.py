@@ -21,7 +21,8 @@ Sinks (serving.payload_log.sink):
   flush. Columns: request_id, model, version, source, timestamp (UTC, microseconds), prediction, then
   one column per feature with its raw type (float32 / string). A feature named like a fixed column
   or a partition key (flights has `hour`) is stored as `feature_<name>`, so Hive readers can
-  tell it from the partition; `read_payload_logs` gives partition-named features their own name back. Files appear atomically (a `.tmp-` file renamed on a
+  tell it from the partition; `read_payload_logs` gives partition-named features their own name
+  back. Files appear atomically (a `.tmp-` file renamed on a
   local disk, one PUT on an object store), and readers (pyarrow.dataset, pandas, `read_payload_logs`)
   skip dot-files, so a reader never sees a partial file, even after a SIGKILL mid-write.
 * redis: one XADD per row to `redis_stream` (MAXLEN ~ redis_maxlen, pipelined), fields request_id,
@@ -42,7 +43,8 @@ import threading
 import time
 import uuid
 import weakref
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -78,8 +80,9 @@ class NullPayloadLogger:
         return False  # nothing was logged (and nothing is counted as dropped: logging is off)
 
     def stats(self) -> dict[str, int]:
-        return dict.fromkeys(("queued_rows", "logged_rows", "written_rows", "dropped_rows", "write_errors",
-                              "lost_rows"), 0)
+        return dict.fromkeys(
+            ("queued_rows", "logged_rows", "written_rows", "dropped_rows", "write_errors", "lost_rows"), 0
+        )
 
     def flush(self, timeout: float = 10) -> None:
         pass
@@ -108,7 +111,7 @@ class PayloadLogger:
         _OPEN.add(self)
 
     @classmethod
-    def from_config(cls, config) -> "PayloadLogger | NullPayloadLogger":
+    def from_config(cls, config) -> PayloadLogger | NullPayloadLogger:
         spec = config.serving.payload_log
         if not spec.enabled:
             return NullPayloadLogger()
@@ -119,8 +122,17 @@ class PayloadLogger:
         return cls(sink, queue_size=spec.queue_size, flush_rows=spec.flush_rows, flush_seconds=spec.flush_seconds)
 
     # ---- the request path --------------------------------------------------------------------
-    def log(self, *, model: str, version: str, source: str, request_ids: Sequence[str],
-            features: Mapping[str, np.ndarray], predictions: np.ndarray, timestamp: float | None = None) -> bool:
+    def log(
+        self,
+        *,
+        model: str,
+        version: str,
+        source: str,
+        request_ids: Sequence[str],
+        features: Mapping[str, np.ndarray],
+        predictions: np.ndarray,
+        timestamp: float | None = None,
+    ) -> bool:
         """Queues one prediction call's rows; never blocks. False: not accepted (queue full or
         closed), the rows are counted in dropped_rows. Mismatched lengths are a caller bug: ValueError."""
         n = len(predictions)
@@ -131,8 +143,15 @@ class PayloadLogger:
                 raise ValueError(f"payload log: feature {name!r} has {len(column)} rows for {n} predictions")
         if n == 0:
             return True
-        entry = (model, str(version), source, request_ids, dict(features), predictions,
-                 time.time() if timestamp is None else float(timestamp))
+        entry = (
+            model,
+            str(version),
+            source,
+            request_ids,
+            dict(features),
+            predictions,
+            time.time() if timestamp is None else float(timestamp),
+        )
         with self._cond:
             if self._closed or self._queued + n > self.queue_size:
                 self._dropped += n
@@ -149,8 +168,14 @@ class PayloadLogger:
 
     def stats(self) -> dict[str, int]:
         with self._cond:
-            return {"queued_rows": self._queued, "logged_rows": self._logged, "written_rows": self._written,
-                    "dropped_rows": self._dropped, "write_errors": self._errors, "lost_rows": self._lost}
+            return {
+                "queued_rows": self._queued,
+                "logged_rows": self._logged,
+                "written_rows": self._written,
+                "dropped_rows": self._dropped,
+                "write_errors": self._errors,
+                "lost_rows": self._lost,
+            }
 
     # ---- flushing and shutdown ----------------------------------------------------------------
     def flush(self, timeout: float = 10) -> None:
@@ -163,8 +188,11 @@ class PayloadLogger:
             while self._written + self._lost < target:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._thread.is_alive():
-                    log.warning("payload log flush: %d rows still queued after %.1f s",
-                                target - self._written - self._lost, timeout)
+                    log.warning(
+                        "payload log flush: %d rows still queued after %.1f s",
+                        target - self._written - self._lost,
+                        timeout,
+                    )
                     return
                 self._cond.wait(remaining)
 
@@ -243,7 +271,7 @@ class PayloadLogger:
 
 # Loggers not closed by their owner are flushed at interpreter exit. atexit runs before daemon
 # threads are stopped, so the writer is still there to drain the queue.
-_OPEN: "weakref.WeakSet[PayloadLogger]" = weakref.WeakSet()
+_OPEN: weakref.WeakSet[PayloadLogger] = weakref.WeakSet()
 
 
 @atexit.register
@@ -301,7 +329,7 @@ class ParquetSink:
             cols[feature_column(name)] = pa.array(values, from_pandas=values.dtype == object)
         sink = pa.BufferOutputStream()
         pq.write_table(pa.table(cols), sink)
-        start = dt.datetime.fromtimestamp(hour * 3600, dt.timezone.utc)
+        start = dt.datetime.fromtimestamp(hour * 3600, dt.UTC)
         directory = f"{self.root}/{model}/date={start:%Y-%m-%d}/hour={start:%H}"
         return f"{directory}/part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet", sink.getvalue().to_pybytes()
 
@@ -355,12 +383,22 @@ class RedisSink:
             columns = [_json_values(_column(features[k])) for k in names]
             preds = _column(predictions).tolist()
             for i, rid in enumerate(ids):
-                messages.append({
-                    "request_id": str(rid), "model": model, "version": version, "source": source,
-                    "timestamp": repr(ts), "prediction": repr(float(preds[i])),
-                    "features": json.dumps(dict(zip(names, (c[i] for c in columns))), separators=(",", ":"),
-                                           allow_nan=False, default=str),
-                })
+                messages.append(
+                    {
+                        "request_id": str(rid),
+                        "model": model,
+                        "version": version,
+                        "source": source,
+                        "timestamp": repr(ts),
+                        "prediction": repr(float(preds[i])),
+                        "features": json.dumps(
+                            dict(zip(names, (c[i] for c in columns))),
+                            separators=(",", ":"),
+                            allow_nan=False,
+                            default=str,
+                        ),
+                    }
+                )
         return messages
 
     def write(self, messages: list[dict]) -> None:
@@ -374,7 +412,7 @@ class RedisSink:
 
 
 # ---- reading (monitoring: serving statistics, training/serving skew) -----------------------------
-def _utc(value) -> "Any":
+def _utc(value) -> Any:
     import pandas as pd
 
     if value is None:

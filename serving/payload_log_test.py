@@ -20,10 +20,15 @@ import pytest
 from serving.payload_log import ParquetSink, PayloadLogger, payload_log_root, read_payload_logs
 from tests.support.fixtures import FLIGHTS_CONFIG, REPO
 
-BOTH_ENVS = pytest.mark.parametrize("env", [pytest.param("pipeline", id="pipeline-env"),
-                                            pytest.param("serving", id="serving-env", marks=pytest.mark.serving_env)])
+BOTH_ENVS = pytest.mark.parametrize(
+    "env",
+    [
+        pytest.param("pipeline", id="pipeline-env"),
+        pytest.param("serving", id="serving-env", marks=pytest.mark.serving_env),
+    ],
+)
 
-T0 = dt.datetime(2024, 3, 5, 13, 59, 59, tzinfo=dt.timezone.utc).timestamp()  # one second before 14:00 UTC
+T0 = dt.datetime(2024, 3, 5, 13, 59, 59, tzinfo=dt.UTC).timestamp()  # one second before 14:00 UTC
 
 
 def features(n: int, offset: int = 0) -> dict[str, np.ndarray]:
@@ -33,19 +38,36 @@ def features(n: int, offset: int = 0) -> dict[str, np.ndarray]:
     return {"hour": hour, "distance": np.full(n, 1000.0, np.float32), "carrier": carrier}
 
 
-def log_call(logger, n: int, *, offset: int = 0, ts: float | None = None, model: str = "flights",
-             version: str = "1", source: str = "online") -> bool:
+def log_call(
+    logger,
+    n: int,
+    *,
+    offset: int = 0,
+    ts: float | None = None,
+    model: str = "flights",
+    version: str = "1",
+    source: str = "online",
+) -> bool:
     ids = [f"r{offset + i}" for i in range(n)]
     preds = (np.arange(offset, offset + n, dtype=np.float32) / 1e6).astype(np.float32)
-    return logger.log(model=model, version=version, source=source, request_ids=ids, features=features(n, offset),
-                      predictions=preds, timestamp=ts)
+    return logger.log(
+        model=model,
+        version=version,
+        source=source,
+        request_ids=ids,
+        features=features(n, offset),
+        predictions=preds,
+        timestamp=ts,
+    )
 
 
 def config(root, **payload_log):
     from mlops.config import load_config
 
-    return load_config(FLIGHTS_CONFIG, overrides={"artifact_root": str(root),
-                                                  **{f"serving.payload_log.{k}": v for k, v in payload_log.items()}})
+    return load_config(
+        FLIGHTS_CONFIG,
+        overrides={"artifact_root": str(root), **{f"serving.payload_log.{k}": v for k, v in payload_log.items()}},
+    )
 
 
 @BOTH_ENVS
@@ -58,15 +80,24 @@ def test_rows_land_in_their_hour_partitions_with_the_logged_values(env, tmp_path
     assert log_call(logger, 3, offset=5, ts=T0 + 2, version="2", source="batch")  # 14:00:01: next hour
     assert log_call(logger, 2, offset=8, ts=T0 + 2, model="other")
     logger.flush()
-    assert logger.stats() == {"queued_rows": 0, "logged_rows": 10, "written_rows": 10, "dropped_rows": 0,
-                              "write_errors": 0, "lost_rows": 0}
+    assert logger.stats() == {
+        "queued_rows": 0,
+        "logged_rows": 10,
+        "written_rows": 10,
+        "dropped_rows": 0,
+        "write_errors": 0,
+        "lost_rows": 0,
+    }
     logger.close()
 
     root = payload_log_root(config(tmp_path))
     assert root == f"{tmp_path}/payload_logs"
     layout = sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
-    assert [p.rsplit("/", 1)[0] for p in layout] == ["flights/date=2024-03-05/hour=13", "flights/date=2024-03-05/hour=14",
-                                                     "other/date=2024-03-05/hour=14"]
+    assert [p.rsplit("/", 1)[0] for p in layout] == [
+        "flights/date=2024-03-05/hour=13",
+        "flights/date=2024-03-05/hour=14",
+        "other/date=2024-03-05/hour=14",
+    ]
     assert all(p.rsplit("/", 1)[1].startswith("part-") and p.endswith(".parquet") for p in layout)
 
     df = read_payload_logs(root, "flights")
@@ -74,7 +105,10 @@ def test_rows_land_in_their_hour_partitions_with_the_logged_values(env, tmp_path
     assert list(df["version"]) == ["1"] * 5 + ["2"] * 3
     assert list(df["source"]) == ["online"] * 5 + ["batch"] * 3
     assert set(df["model"]) == {"flights"}
-    assert list(df["timestamp"]) == [pd.Timestamp(T0, unit="s", tz="UTC")] * 5 + [pd.Timestamp(T0 + 2, unit="s", tz="UTC")] * 3
+    assert (
+        list(df["timestamp"])
+        == [pd.Timestamp(T0, unit="s", tz="UTC")] * 5 + [pd.Timestamp(T0 + 2, unit="s", tz="UTC")] * 3
+    )
     first, second = features(5), features(3, offset=5)
     expected = {k: np.concatenate([first[k], second[k]]) for k in first}
     # raw types kept: float32 features with NaN for missing, strings
@@ -85,7 +119,9 @@ def test_rows_land_in_their_hour_partitions_with_the_logged_values(env, tmp_path
 
     # time range: only the 14:00 hour, and an end before everything
     assert list(read_payload_logs(root, "flights", start=T0 + 1)["request_id"]) == ["r5", "r6", "r7"]
-    assert list(read_payload_logs(root, "flights", end="2024-03-05T13:59:59.5")["request_id"]) == [f"r{i}" for i in range(5)]
+    assert list(read_payload_logs(root, "flights", end="2024-03-05T13:59:59.5")["request_id"]) == [
+        f"r{i}" for i in range(5)
+    ]
     assert read_payload_logs(root, "flights", end=dt.datetime(2024, 3, 5, 13)).empty
     assert read_payload_logs(root, "nobody").empty
 
@@ -104,8 +140,9 @@ def test_writes_on_flush_rows_and_on_flush_seconds_without_flush_calls(env, tmp_
         log_call(by_rows, 6, offset=4)  # reaches flush_rows
         log_call(by_time, 1)
         started = time.monotonic()
-        while time.monotonic() - started < 5 and (by_rows.stats()["written_rows"] < 10
-                                                 or by_time.stats()["written_rows"] < 1):
+        while time.monotonic() - started < 5 and (
+            by_rows.stats()["written_rows"] < 10 or by_time.stats()["written_rows"] < 1
+        ):
             time.sleep(0.02)
         assert by_rows.stats()["written_rows"] == 10
         assert by_time.stats()["written_rows"] == 1
@@ -144,8 +181,10 @@ def test_full_queue_drops_and_counts_while_log_never_blocks(env, tmp_path):
         assert accepted == [True] * 100 + [False] * 900
         assert stats["logged_rows"] == 100 and stats["dropped_rows"] == 900 and stats["queued_rows"] == 100
         assert stats["written_rows"] == 0
-        print(f"\nlog() with the writer blocked: median {np.median(durations) * 1e6:.1f} us, "
-              f"max {max(durations) * 1e3:.2f} ms")
+        print(
+            f"\nlog() with the writer blocked: median {np.median(durations) * 1e6:.1f} us, "
+            f"max {max(durations) * 1e3:.2f} ms"
+        )
         assert max(durations) < 0.05  # never waits for the writer (50 ms: scheduling noise only)
 
         sink.gate.set()
@@ -174,8 +213,9 @@ def test_log_costs_microseconds(env, tmp_path):
             calls = 20_000
             start = time.perf_counter()
             for _ in range(calls):
-                logger.log(model="flights", version="1", source="online", request_ids=ids, features=feats,
-                           predictions=preds)
+                logger.log(
+                    model="flights", version="1", source="online", request_ids=ids, features=feats, predictions=preds
+                )
             cost[n] = (time.perf_counter() - start) / calls * 1e6
         print(f"\nlog() cost per call: {cost[1]:.1f} us (1 row), {cost[256]:.1f} us (256 rows), 15 features")
         assert cost[1] < 100 and cost[256] < 100  # same work whatever the rows; generous for a busy CI box
@@ -189,11 +229,18 @@ def test_log_costs_microseconds(env, tmp_path):
 def test_bad_calls_raise_and_bad_sinks_count_lost_rows(env, tmp_path):
     logger = PayloadLogger(ParquetSink(str(tmp_path)), flush_seconds=0.05)
     with pytest.raises(ValueError, match="2 request ids for 3 predictions"):
-        logger.log(model="m", version="1", source="online", request_ids=["a", "b"], features={},
-                   predictions=np.zeros(3))
+        logger.log(
+            model="m", version="1", source="online", request_ids=["a", "b"], features={}, predictions=np.zeros(3)
+        )
     with pytest.raises(ValueError, match="feature 'hour' has 1 rows for 2 predictions"):
-        logger.log(model="m", version="1", source="online", request_ids=["a", "b"],
-                   features={"hour": np.zeros(1)}, predictions=np.zeros(2))
+        logger.log(
+            model="m",
+            version="1",
+            source="online",
+            request_ids=["a", "b"],
+            features={"hour": np.zeros(1)},
+            predictions=np.zeros(2),
+        )
     logger.close()
 
     # The log root is a file: every write attempt fails (a real OSError), the rows are lost and
@@ -203,8 +250,14 @@ def test_bad_calls_raise_and_bad_sinks_count_lost_rows(env, tmp_path):
     logger = PayloadLogger(ParquetSink(str(blocker)), flush_seconds=0.05)
     assert log_call(logger, 4)
     logger.flush()
-    assert logger.stats() == {"queued_rows": 0, "logged_rows": 4, "written_rows": 0, "dropped_rows": 0,
-                              "write_errors": 3, "lost_rows": 4}
+    assert logger.stats() == {
+        "queued_rows": 0,
+        "logged_rows": 4,
+        "written_rows": 0,
+        "dropped_rows": 0,
+        "write_errors": 3,
+        "lost_rows": 4,
+    }
     logger.close()
 
 
@@ -247,8 +300,11 @@ def test_sigkill_mid_write_leaves_no_partial_file(env, tmp_path):
     for f in files:  # every visible file is complete and whole batches
         assert pq.read_table(f).num_rows % 20_000 == 0
     total = ds.dataset(str(root / "flights"), format="parquet", partitioning="hive").count_rows()
-    assert len(read_payload_logs(str(root), "flights")) == total == 20_000 * sum(
-        pq.ParquetFile(f).metadata.num_rows // 20_000 for f in files)
+    assert (
+        len(read_payload_logs(str(root), "flights"))
+        == total
+        == 20_000 * sum(pq.ParquetFile(f).metadata.num_rows // 20_000 for f in files)
+    )
     # Leftovers of a killed write, if any, are dot-files that readers skip (swept after an hour).
     assert all(p.name.startswith(".tmp-") for p in root.rglob("*") if p.is_file() and p not in files)
 
@@ -264,8 +320,13 @@ logger.log(model="flights", version="1", source="batch", request_ids=["a", "b", 
 
 @BOTH_ENVS
 def test_rows_queued_at_interpreter_exit_are_written(env, tmp_path):
-    subprocess.run([sys.executable, "-c", _EXIT_WITHOUT_CLOSE, str(tmp_path)], check=True, timeout=120,
-                   env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=str(REPO))
+    subprocess.run(
+        [sys.executable, "-c", _EXIT_WITHOUT_CLOSE, str(tmp_path)],
+        check=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        cwd=str(REPO),
+    )
     assert list(read_payload_logs(str(tmp_path), "flights")["request_id"]) == ["a", "b", "c"]
 
 
@@ -299,18 +360,24 @@ def test_redis_sink_xadds_every_row_trimmed_to_maxlen(tmp_path, redis_url):
 
     stream = f"test:payloads:{uuid.uuid4().hex}"
     client = redis.Redis(*redis_url.split(":"))
-    logger = PayloadLogger.from_config(config(tmp_path, sink="redis", redis_url=redis_url, redis_stream=stream,
-                                              redis_maxlen=1000, flush_rows=500))
+    logger = PayloadLogger.from_config(
+        config(tmp_path, sink="redis", redis_url=redis_url, redis_stream=stream, redis_maxlen=1000, flush_rows=500)
+    )
     try:
         assert log_call(logger, 3, ts=T0, version="7")
         logger.flush()
         entries = client.xrange(stream)
         assert len(entries) == 3
         first = {k.decode(): v.decode() for k, v in entries[0][1].items()}
-        assert first == {"request_id": "r0", "model": "flights", "version": "7", "source": "online",
-                         "timestamp": repr(T0), "prediction": "0.0",
-                         "features": json.dumps({"hour": None, "distance": 1000.0, "carrier": "UA"},
-                                                separators=(",", ":"))}
+        assert first == {
+            "request_id": "r0",
+            "model": "flights",
+            "version": "7",
+            "source": "online",
+            "timestamp": repr(T0),
+            "prediction": "0.0",
+            "features": json.dumps({"hour": None, "distance": 1000.0, "carrier": "UA"}, separators=(",", ":")),
+        }
         assert json.loads(entries[1][1][b"features"]) == {"hour": 1.0, "distance": 1000.0, "carrier": "DL"}
 
         for i in range(20):  # 6,000 rows more: MAXLEN ~ 1000 trims the stream

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -78,7 +79,8 @@ def as_numeric(name: str, values) -> np.ndarray:
                         o[i] = np.inf
                     except (TypeError, ValueError):
                         raise PredictionInputError(
-                            f"input {name!r}: expected numbers, got {repr(v)[:40]} at row {i}") from None
+                            f"input {name!r}: expected numbers, got {repr(v)[:40]} at row {i}"
+                        ) from None
     elif arr.dtype.kind == "b":
         raise PredictionInputError(f"input {name!r}: expected numbers, got booleans")
     elif arr.dtype.kind not in "iuf":
@@ -102,8 +104,9 @@ def _check_finite(name: str, column: np.ndarray, original) -> None:
         if hasattr(value, "as_py"):  # an Arrow scalar
             value = value.as_py()
         value = value.item() if isinstance(value, np.generic) else value
-        raise PredictionInputError(f"input {name!r}: {repr(value)[:40]} at row {i} is not a finite number FP32 holds "
-                                   f"(|x| <= {_FP32_MAX:.4g})")
+        raise PredictionInputError(
+            f"input {name!r}: {repr(value)[:40]} at row {i} is not a finite number FP32 holds (|x| <= {_FP32_MAX:.4g})"
+        )
 
 
 def check_values(spec: InputSpec, column: np.ndarray, original=None) -> np.ndarray:
@@ -116,14 +119,17 @@ def check_values(spec: InputSpec, column: np.ndarray, original=None) -> np.ndarr
             missing = np.isnan(column)
             if missing.any():
                 i = int(np.flatnonzero(missing.reshape(-1))[0])
-                raise PredictionInputError(f"input {spec.name!r}: missing value (null or NaN) at row {i}; "
-                                           "this input needs a value in every row")
+                raise PredictionInputError(
+                    f"input {spec.name!r}: missing value (null or NaN) at row {i}; "
+                    "this input needs a value in every row"
+                )
     elif not spec.nullable:
         missing = column == ""
         if missing.any():
             i = int(np.flatnonzero(np.asarray(missing).reshape(-1))[0])
-            raise PredictionInputError(f"input {spec.name!r}: missing value (null or \"\") at row {i}; "
-                                       "this input needs a value in every row")
+            raise PredictionInputError(
+                f'input {spec.name!r}: missing value (null or "") at row {i}; this input needs a value in every row'
+            )
     return column
 
 
@@ -160,16 +166,25 @@ def check_datatype(spec: InputSpec, datatype: str, values) -> None:
     month) for a category."""
     if spec.dtype == NUMERIC and datatype == "BYTES":
         first = np.asarray(values, dtype=object).reshape(-1)[:1].tolist()
-        raise PredictionInputError(f"input {spec.name!r}: expected numbers, got {repr(first[0])[:40] if first else ''} "
-                                   f"at row 0: a BYTES tensor holds text; send this input as FP32")
+        raise PredictionInputError(
+            f"input {spec.name!r}: expected numbers, got {repr(first[0])[:40] if first else ''} "
+            f"at row 0: a BYTES tensor holds text; send this input as FP32"
+        )
     if spec.dtype == CATEGORICAL and datatype != "BYTES" and not datatype.startswith(("INT", "UINT")):
-        raise PredictionInputError(f"input {spec.name!r}: a {datatype} tensor, but this input is a category: "
-                                   "send it as BYTES (or integer categories as INT32/INT64)")
+        raise PredictionInputError(
+            f"input {spec.name!r}: a {datatype} tensor, but this input is a category: "
+            "send it as BYTES (or integer categories as INT32/INT64)"
+        )
 
 
-def validate_rows(inputs: Sequence[InputSpec], rows: Mapping[str, object], *, max_rows: int | None = None,
-                  allow_extra: Sequence[str] = (), datatypes: Mapping[str, str] | None = None
-                  ) -> tuple[dict[str, np.ndarray], int]:
+def validate_rows(
+    inputs: Sequence[InputSpec],
+    rows: Mapping[str, object],
+    *,
+    max_rows: int | None = None,
+    allow_extra: Sequence[str] = (),
+    datatypes: Mapping[str, str] | None = None,
+) -> tuple[dict[str, np.ndarray], int]:
     """Checked, encoded columns for `inputs` and the row count. Every input must be present, 1-D
     (or [n, 1]) and of one length n >= 1, of a declared datatype (`datatypes`, v2 tensors) it
     takes, and its values must pass `check_values`; names not in `inputs` or `allow_extra` (the
@@ -179,8 +194,10 @@ def validate_rows(inputs: Sequence[InputSpec], rows: Mapping[str, object], *, ma
     if unknown:
         optional = sorted(set(allow_extra))
         required = sorted(known - set(optional))
-        raise PredictionInputError(f"unknown input(s) {unknown}; the model takes {required}"
-                                   + (f" and optionally {optional}" if optional else ""))
+        raise PredictionInputError(
+            f"unknown input(s) {unknown}; the model takes {required}"
+            + (f" and optionally {optional}" if optional else "")
+        )
     missing = [s.name for s in inputs if s.name not in rows]
     if missing:
         raise PredictionInputError(f"missing input(s) {missing}")
@@ -224,8 +241,10 @@ class SavedModelPredictor:
         self._loaded = tf.saved_model.load(os.path.join(model_dir, MODEL_FILES["serving_model"]))
         self._fn = self._loaded.signatures["serving_default"]
         specs = self._fn.structured_input_signature[1]
-        self.inputs = [InputSpec(name, NUMERIC if spec.dtype == tf.float32 else CATEGORICAL)
-                       for name, spec in sorted(specs.items())]
+        self.inputs = [
+            InputSpec(name, NUMERIC if spec.dtype == tf.float32 else CATEGORICAL)
+            for name, spec in sorted(specs.items())
+        ]
         self._dtypes = {name: spec.dtype for name, spec in specs.items()}
         outputs = list(self._fn.structured_outputs)
         self.output_key = output_key if output_key in outputs else outputs[0]
@@ -246,8 +265,10 @@ class TFLiteModelPredictor:
         from mlops.modeling.tflite_predictor import TFLitePredictor
 
         self._impl = TFLitePredictor.from_dir(model_dir, num_threads=num_threads)
-        self.inputs = [InputSpec(name, NUMERIC if dtype == "float32" else CATEGORICAL)
-                       for name, dtype in sorted(self._impl.preprocessor.raw_features)]
+        self.inputs = [
+            InputSpec(name, NUMERIC if dtype == "float32" else CATEGORICAL)
+            for name, dtype in sorted(self._impl.preprocessor.raw_features)
+        ]
         self.output_key = self._impl.output_key
         self._lock = threading.Lock()
 
@@ -272,12 +293,17 @@ class AutoPredictor:
         self.saved = SavedModelPredictor(model_dir, output_key)
         self.lite = TFLiteModelPredictor(model_dir)
         if self.saved.inputs != self.lite.inputs:
-            raise ValueError(f"{model_dir}: the SavedModel and TFLite inputs differ: {self.saved.inputs} vs "
-                             f"{self.lite.inputs}")
+            raise ValueError(
+                f"{model_dir}: the SavedModel and TFLite inputs differ: {self.saved.inputs} vs {self.lite.inputs}"
+            )
         self.inputs, self.output_key, self.small_rows = self.saved.inputs, self.saved.output_key, small_rows
         # the caller warms up with one row (TFLite); the SavedModel's first call would pay for it
-        self.saved.predict({s.name: np.array([np.nan], np.float32) if s.dtype == NUMERIC else np.array([""], object)
-                            for s in self.inputs})
+        self.saved.predict(
+            {
+                s.name: np.array([np.nan], np.float32) if s.dtype == NUMERIC else np.array([""], object)
+                for s in self.inputs
+            }
+        )
 
     def predict(self, rows: Mapping[str, np.ndarray]) -> np.ndarray:
         n = len(next(iter(rows.values()))) if rows else 0
@@ -292,7 +318,9 @@ def load_predictor(model_dir: str, runtime: str = "savedmodel", output_key: str 
     if not os.path.isdir(model_dir):
         raise FileNotFoundError(f"model directory {model_dir} does not exist")
     if runtime == "auto":
-        has_tflite = all(os.path.exists(os.path.join(model_dir, MODEL_FILES[k])) for k in ("tflite", "tflite_preprocessing"))
+        has_tflite = all(
+            os.path.exists(os.path.join(model_dir, MODEL_FILES[k])) for k in ("tflite", "tflite_preprocessing")
+        )
         has_saved = os.path.isdir(os.path.join(model_dir, MODEL_FILES["serving_model"]))
         if has_tflite and has_saved:
             return AutoPredictor(model_dir, output_key)

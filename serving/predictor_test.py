@@ -23,17 +23,20 @@ def test_validate_rows_encodes_and_counts():
     assert n == 1 and cols["hour"].shape == (1,)
 
 
-@pytest.mark.parametrize("rows, message", [
-    ({"hour": [1]}, "missing input(s) ['carrier']"),
-    ({"hour": [1], "carrier": ["x"], "colour": ["red"]}, "unknown input(s) ['colour']"),
-    ({"hour": ["seven"], "carrier": ["x"]}, "input 'hour': expected numbers, got 'seven' at row 0"),
-    ({"hour": [True], "carrier": ["x"]}, "input 'hour': expected numbers"),
-    ({"hour": [1], "carrier": [{"a": 1}]}, "input 'carrier': expected strings, got dict"),
-    ({"hour": [1, 2], "carrier": ["x"]}, "input 'carrier': 1 rows, but 'hour' has 2"),
-    ({"hour": [[1, 2]], "carrier": [["x", "y"]]}, "expected shape [n] or [n, 1], got [1, 2]"),
-    ({"hour": [], "carrier": []}, "empty batch"),
-    ({"hour": [1] * 5, "carrier": ["x"] * 5}, "batch of 5 rows exceeds the limit of 4"),
-])
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ({"hour": [1]}, "missing input(s) ['carrier']"),
+        ({"hour": [1], "carrier": ["x"], "colour": ["red"]}, "unknown input(s) ['colour']"),
+        ({"hour": ["seven"], "carrier": ["x"]}, "input 'hour': expected numbers, got 'seven' at row 0"),
+        ({"hour": [True], "carrier": ["x"]}, "input 'hour': expected numbers"),
+        ({"hour": [1], "carrier": [{"a": 1}]}, "input 'carrier': expected strings, got dict"),
+        ({"hour": [1, 2], "carrier": ["x"]}, "input 'carrier': 1 rows, but 'hour' has 2"),
+        ({"hour": [[1, 2]], "carrier": [["x", "y"]]}, "expected shape [n] or [n, 1], got [1, 2]"),
+        ({"hour": [], "carrier": []}, "empty batch"),
+        ({"hour": [1] * 5, "carrier": ["x"] * 5}, "batch of 5 rows exceeds the limit of 4"),
+    ],
+)
 def test_validate_rows_names_the_problem(rows, message):
     with pytest.raises(PredictionInputError) as e:
         validate_rows(INPUTS, rows, max_rows=4)
@@ -50,12 +53,16 @@ def test_as_text_matches_training_encoding():
 # ---- runtimes, enrichment, reload (serving env) ---------------------------------------------
 def _rows(n: int = 3) -> dict:
     rng = np.random.default_rng(0)
-    return {"hour": rng.uniform(5, 23, n).astype(np.float32), "distance": rng.uniform(100, 2000, n).astype(np.float32),
-            "temp": np.where(np.arange(n) % 2 == 0, np.nan, 40.0).astype(np.float32),
-            "seats": np.full(n, 100.0, np.float32),
-            "carrier": np.array(["UA", "DL", "B6"] * n, dtype=object)[:n],
-            "origin": np.array(["EWR", "JFK"] * n, dtype=object)[:n], "dest": np.array(["ATL"] * n, dtype=object),
-            "month": np.array(["1"] * n, dtype=object)}
+    return {
+        "hour": rng.uniform(5, 23, n).astype(np.float32),
+        "distance": rng.uniform(100, 2000, n).astype(np.float32),
+        "temp": np.where(np.arange(n) % 2 == 0, np.nan, 40.0).astype(np.float32),
+        "seats": np.full(n, 100.0, np.float32),
+        "carrier": np.array(["UA", "DL", "B6"] * n, dtype=object)[:n],
+        "origin": np.array(["EWR", "JFK"] * n, dtype=object)[:n],
+        "dest": np.array(["ATL"] * n, dtype=object),
+        "month": np.array(["1"] * n, dtype=object),
+    }
 
 
 @pytest.mark.serving_env
@@ -79,8 +86,9 @@ def test_both_runtimes_agree_on_the_real_model(real_model_dir):
     from mlops.modeling.predictions import raw_features_of, read_raw_rows
     from serving.predictor import load_predictor
 
-    rows = read_raw_rows(os.path.join(os.path.dirname(real_model_dir), "examples"), "test",
-                         raw_features_of(real_model_dir), limit=300)
+    rows = read_raw_rows(
+        os.path.join(os.path.dirname(real_model_dir), "examples"), "test", raw_features_of(real_model_dir), limit=300
+    )
     saved, lite = load_predictor(real_model_dir, "savedmodel"), load_predictor(real_model_dir, "tflite")
     assert saved.inputs == lite.inputs
     a, b = saved.predict(rows), lite.predict(rows)
@@ -125,11 +133,19 @@ def test_enricher_fetches_store_features_with_defaults(feast_online_root, real_m
     repo = DatasetRepository(config.artifact_root)
     flights = repo.load(repo.resolve(config.dataset.name, "latest"))
     planes = pd.read_parquet(read_sources(config)["planes"]["path"]).set_index("tailnum")
-    f = flights[(flights["time_hour"] >= pd.Timestamp("2013-02-10", tz="UTC"))
-                & flights["tailnum"].isin(planes.index)].iloc[0]
-    request = {"origin": [f.origin, f.origin], "dest": [f.dest, f.dest], "carrier": [f.carrier, f.carrier],
-               "tailnum": [f.tailnum, "N0NE-UNKNOWN"], "hour": [f.hour, f.hour], "month": [f.month, f.month],
-               "distance": [f.distance, f.distance], "time_hour": [f.time_hour.isoformat()] * 2}
+    f = flights[
+        (flights["time_hour"] >= pd.Timestamp("2013-02-10", tz="UTC")) & flights["tailnum"].isin(planes.index)
+    ].iloc[0]
+    request = {
+        "origin": [f.origin, f.origin],
+        "dest": [f.dest, f.dest],
+        "carrier": [f.carrier, f.carrier],
+        "tailnum": [f.tailnum, "N0NE-UNKNOWN"],
+        "hour": [f.hour, f.hour],
+        "month": [f.month, f.month],
+        "distance": [f.distance, f.distance],
+        "time_hour": [f.time_hour.isoformat()] * 2,
+    }
     before = enricher.rows_without_features
     cols, n = enricher.complete(request)
     assert n == 2

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import struct
 import uuid
-from typing import Any, Iterable, NamedTuple, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -29,9 +30,17 @@ from serving.predictor import PredictionInputError
 # v2 datatype -> NumPy dtype of its raw (binary) encoding. BOOL is refused: no model input is a
 # boolean, and a boolean sent for a number is a client bug, not a 0/1.
 NUMERIC_DATATYPES = {
-    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
-    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
-    "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
 }
 DATATYPES = (*NUMERIC_DATATYPES, "BYTES")
 _SCALARS = (str, int, float, type(None))
@@ -62,8 +71,7 @@ def row_ids(request_id: str, n: int) -> list[str]:
 def _rows_of(name: str, shape: Sequence[int]) -> int:
     if type(shape) is list and len(shape) == 1 and type(shape[0]) is int and shape[0] >= 0:
         return shape[0]  # the common case, checked in a few type tests (this runs per input per request)
-    if not isinstance(shape, (list, tuple)) or not all(isinstance(d, int) and not isinstance(d, bool)
-                                                       for d in shape):
+    if not isinstance(shape, (list, tuple)) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
         raise PredictionInputError(f"input {name!r}: shape must be a list of integers, got {shape!r}")
     dims = list(shape)
     if len(dims) == 2 and dims[1] == 1:
@@ -87,7 +95,8 @@ def _flat(name: str, data: Any, depth: int) -> list:
     for i, v in enumerate(data):
         if type(v) not in _SCALAR_TYPES and not isinstance(v, (*_SCALARS, bytes)):
             raise PredictionInputError(
-                f"input {name!r}: data[{i}] is a {type(v).__name__}; expected a number, a string or null")
+                f"input {name!r}: data[{i}] is a {type(v).__name__}; expected a number, a string or null"
+            )
     return data
 
 
@@ -101,15 +110,17 @@ def _raw_bytes_tensor(name: str, raw: bytes) -> list[bytes]:
         i += 4
         if i + length > size:
             raise PredictionInputError(f"input {name!r}: raw BYTES element of {length} bytes overruns the contents")
-        out.append(raw[i:i + length])
+        out.append(raw[i : i + length])
         i += length
     return out
 
 
 def _datatype_error(name: str, datatype: str, i: int, value) -> PredictionInputError:
     if datatype == "BYTES":
-        return PredictionInputError(f"input {name!r}: data[{i}] is {repr(value)[:40]}: a BYTES tensor holds strings "
-                                    "(send a number in a numeric datatype)")
+        return PredictionInputError(
+            f"input {name!r}: data[{i}] is {repr(value)[:40]}: a BYTES tensor holds strings "
+            "(send a number in a numeric datatype)"
+        )
     return PredictionInputError(f"input {name!r}: data[{i}] = {repr(value)[:40]} is outside what {datatype} holds")
 
 
@@ -126,8 +137,10 @@ def _check_datatype(name: str, datatype: str, values: list, column: np.ndarray |
     if column is None:  # mixed values (nulls, text, huge integers): the numbers one by one
         for i, v in enumerate(values):
             if v is not None and type(v) is not int and type(v) is not float:
-                raise PredictionInputError(f"input {name!r}: expected numbers, got {repr(v)[:40]} at data[{i}]: "
-                                           f"a {datatype} tensor holds numbers (null for a missing value)")
+                raise PredictionInputError(
+                    f"input {name!r}: expected numbers, got {repr(v)[:40]} at data[{i}]: "
+                    f"a {datatype} tensor holds numbers (null for a missing value)"
+                )
         index = [i for i, v in enumerate(values) if v is not None]
         try:
             column = np.array([float(values[i]) for i in index], dtype=np.float64)
@@ -162,12 +175,15 @@ def tensor_column(t: Tensor) -> np.ndarray:
             dtype = np.dtype(NUMERIC_DATATYPES[datatype])
             if len(t.raw) % dtype.itemsize:
                 raise PredictionInputError(
-                    f"input {name!r}: {len(t.raw)} raw bytes are not a whole number of {datatype} values")
+                    f"input {name!r}: {len(t.raw)} raw bytes are not a whole number of {datatype} values"
+                )
             values = np.frombuffer(t.raw, dtype=dtype)
     else:
         values = _flat(name, t.data, len(t.shape))
     if len(values) != n:
-        raise PredictionInputError(f"input {name!r}: shape {list(t.shape)} says {n} rows, data has {len(values)} values")
+        raise PredictionInputError(
+            f"input {name!r}: shape {list(t.shape)} says {n} rows, data has {len(values)} values"
+        )
     if isinstance(values, np.ndarray):
         return values
     if datatype == "BYTES":
@@ -187,8 +203,9 @@ def tensor_column(t: Tensor) -> np.ndarray:
     return column
 
 
-def columns_from_tensors(tensors: Iterable[Tensor], *, max_rows: int | None = None,
-                         datatypes: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+def columns_from_tensors(
+    tensors: Iterable[Tensor], *, max_rows: int | None = None, datatypes: dict[str, str] | None = None
+) -> dict[str, np.ndarray]:
     """Named columns; `datatypes`, when given, receives each input's datatype (for validate_rows)."""
     cols: dict[str, np.ndarray] = {}
     for t in tensors:
@@ -226,7 +243,8 @@ def columns_from_v1(body: Any, *, max_rows: int | None = None) -> dict[str, list
         for key, value in row.items():
             if not isinstance(value, _SCALARS):
                 raise PredictionInputError(
-                    f"instances[{i}].{key}: expected a number, a string or null, got {type(value).__name__}")
+                    f"instances[{i}].{key}: expected a number, a string or null, got {type(value).__name__}"
+                )
             col = cols.get(key)
             if col is None:
                 col = cols[key] = [None] * n
@@ -281,8 +299,10 @@ INFERENCE_HEADER = "inference-header-content-length"
 def _binary_size(label: str, parameters: Any) -> int:
     size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
     if type(size) is not int or size < 0:
-        raise PredictionInputError(f"{label}: has no 'data', and 'parameters.binary_data_size' is "
-                                   f"{repr(size)[:40]}, not a byte count (a non-negative integer)")
+        raise PredictionInputError(
+            f"{label}: has no 'data', and 'parameters.binary_data_size' is "
+            f"{repr(size)[:40]}, not a byte count (a non-negative integer)"
+        )
     return size
 
 
@@ -315,21 +335,30 @@ def _parse_v2(body: bytes, json_length: int | None) -> V2Request:
             label = f"input {name!r}"
             size = _binary_size(label, parameters)
             if offset + size > len(body):
-                raise PredictionInputError(f"{label}: binary_data_size {size} overruns the body: "
-                                           f"{len(body) - offset} bytes left after the inputs before it")
-            raw, data, offset, last_binary = body[offset:offset + size], None, offset + size, name
-        elif not (type(name) is str and type(datatype) is str and type(shape) is list and type(data) is list
-                  and (parameters is None or type(parameters) is dict)):
+                raise PredictionInputError(
+                    f"{label}: binary_data_size {size} overruns the body: "
+                    f"{len(body) - offset} bytes left after the inputs before it"
+                )
+            raw, data, offset, last_binary = body[offset : offset + size], None, offset + size, name
+        elif not (
+            type(name) is str
+            and type(datatype) is str
+            and type(shape) is list
+            and type(data) is list
+            and (parameters is None or type(parameters) is dict)
+        ):
             _tensor_error(i, item)
         tensors.append(Tensor(name, datatype, shape, data, raw))
     if offset is not None and offset != len(body):
         after = f"after input {last_binary!r}'s binary data" if last_binary is not None else "after the JSON header"
-        raise PredictionInputError(f"{len(body) - offset} trailing bytes {after}: the binary_data_size of "
-                                   "the inputs must add up to the body")
+        raise PredictionInputError(
+            f"{len(body) - offset} trailing bytes {after}: the binary_data_size of the inputs must add up to the body"
+        )
     outputs = doc.get("outputs")
     if outputs is not None:
-        if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
-                                                    for o in outputs):
+        if not isinstance(outputs, list) or not all(
+            isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+        ):
             raise PredictionInputError("'outputs' must be a list of objects {name, parameters}")
         for o in outputs:
             _check_parameters(f"output {o['name']!r}: 'parameters'", o.get("parameters"))

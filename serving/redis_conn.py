@@ -22,7 +22,8 @@ def connect(url: str, *, purpose: str):
     except ImportError:
         raise RedisUnavailable(
             f"{purpose}: the redis package is not installed in {sys.executable}; Redis sinks and streams "
-            f"run in the serving environment (.venv/serving)") from None
+            f"run in the serving environment (.venv/serving)"
+        ) from None
     if "://" in url:
         return redis.Redis.from_url(url)
     host, sep, port = url.rpartition(":")

@@ -124,8 +124,7 @@ def v2_infer_request(body: bytes, model_name: str, json_length: str | None = Non
         inputs.append(InferInput(t.name, t.shape, t.datatype, t.data))
         inputs[-1]._raw_data = t.raw  # the binary extension's contents, decoded by the model's preprocess
     outputs = [RequestedOutput(o["name"], o.get("parameters")) for o in parsed.outputs] if parsed.outputs else None
-    return InferRequest(model_name, inputs, request_id=parsed.id, parameters=parsed.parameters,
-                        request_outputs=outputs)
+    return InferRequest(model_name, inputs, request_id=parsed.id, parameters=parsed.parameters, request_outputs=outputs)
 
 
 def v2_infer_route(dataplane: DataPlane):
@@ -220,8 +219,10 @@ class _RESTServer(RESTServer):
             sock.bind((host, port))
         except OSError as e:
             sock.close()
-            raise PortInUse(f"{_address(host, port)}: cannot listen for REST ({e.strerror}): choose another "
-                            "port with --http_port or serving.http_port") from None
+            raise PortInUse(
+                f"{_address(host, port)}: cannot listen for REST ({e.strerror}): choose another "
+                "port with --http_port or serving.http_port"
+            ) from None
         self.socket = sock
         return _address(host, sock.getsockname()[1])
 
@@ -289,8 +290,12 @@ class _StatusAndMetricsInterceptor(ExceptionToStatusInterceptor):
         self.last_call_at = time.monotonic()
         try:
             if self.refusing:
-                await self.handle_exception(ServerShuttingDown("the server is shutting down: retry (on another "
-                                                               "replica)"), request_or_iterator, context, method_name)
+                await self.handle_exception(
+                    ServerShuttingDown("the server is shutting down: retry (on another replica)"),
+                    request_or_iterator,
+                    context,
+                    method_name,
+                )
             self.in_flight += 1
             try:
                 return await super().intercept(method, request_or_iterator, context, method_name)
@@ -309,7 +314,9 @@ class _Servicer(InferenceServicer):
     def validate_grpc_request(cls, request: pb.ModelInferRequest):
         for tensor in request.inputs:  # KServe's own message here is "invalid content type"
             if tensor.datatype.upper() not in DATATYPES:
-                raise InvalidInput(f"input {tensor.name!r}: datatype {tensor.datatype!r} is not one of {list(DATATYPES)}")
+                raise InvalidInput(
+                    f"input {tensor.name!r}: datatype {tensor.datatype!r} is not one of {list(DATATYPES)}"
+                )
         super().validate_grpc_request(request)
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context) -> pb.ModelMetadataResponse:
@@ -319,9 +326,12 @@ class _Servicer(InferenceServicer):
         optional = [i["name"] for i in metadata["inputs"] if i.get("parameters", {}).get("optional")]
         context.set_trailing_metadata((("optional-inputs", ",".join(optional)),))
         return pb.ModelMetadataResponse(
-            name=metadata["name"], versions=metadata.get("versions", []), platform=metadata["platform"],
+            name=metadata["name"],
+            versions=metadata.get("versions", []),
+            platform=metadata["platform"],
             inputs=[{k: i[k] for k in ("name", "datatype", "shape")} for i in metadata["inputs"]],
-            outputs=[{k: o[k] for k in ("name", "datatype", "shape")} for o in metadata["outputs"]])
+            outputs=[{k: o[k] for k in ("name", "datatype", "shape")} for o in metadata["outputs"]],
+        )
 
 
 def add_servicer(servicer, server) -> None:
@@ -336,9 +346,12 @@ def add_servicer(servicer, server) -> None:
 
     recorder = Recorder()
     grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, recorder)
-    handlers = {name: h._replace(request_deserializer=_lenient(h.request_deserializer),
-                                 unary_unary=_guarded(h.unary_unary, name))
-                for name, h in recorder.handlers.items()}
+    handlers = {
+        name: h._replace(
+            request_deserializer=_lenient(h.request_deserializer), unary_unary=_guarded(h.unary_unary, name)
+        )
+        for name, h in recorder.handlers.items()
+    }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(recorder.service, handlers),))
     server.add_registered_method_handlers(recorder.service, handlers)
 
@@ -360,16 +373,22 @@ class _GRPCServer(GRPCServer):
         if self.per_request_logs:
             interceptors.insert(0, LoggingInterceptor())
         self._server = aio.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers), interceptors=interceptors,
-            options=[("grpc.max_send_message_length", self._kwargs.get("grpc_max_send_message_length")),
-                     ("grpc.max_receive_message_length", self.max_message_bytes), ("grpc.so_reuseport", 0)])
+            futures.ThreadPoolExecutor(max_workers=max_workers),
+            interceptors=interceptors,
+            options=[
+                ("grpc.max_send_message_length", self._kwargs.get("grpc_max_send_message_length")),
+                ("grpc.max_receive_message_length", self.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
         add_servicer(_Servicer(self._data_plane, self._model_repository_extension), self._server)
         address = _address(self.host, self._port)
         try:
             self._port = self._server.add_insecure_port(address)
         except RuntimeError:  # taken between the check and here
-            raise PortInUse(f"{address}: cannot listen for gRPC: choose another port with --grpc_port or "
-                            "serving.grpc_port") from None
+            raise PortInUse(
+                f"{address}: cannot listen for gRPC: choose another port with --grpc_port or serving.grpc_port"
+            ) from None
         return _address(self.host, self._port)
 
     async def start(self):
@@ -390,8 +409,9 @@ class _GRPCServer(GRPCServer):
         deadline = loop.time() + grace_s
         interceptor = self.interceptor
         interceptor.refusing = True
-        while loop.time() < deadline and (interceptor.in_flight
-                                          or time.monotonic() - interceptor.last_call_at < GRPC_QUIET_S):
+        while loop.time() < deadline and (
+            interceptor.in_flight or time.monotonic() - interceptor.last_call_at < GRPC_QUIET_S
+        ):
             await asyncio.sleep(0.005)
         await self._server.stop(grace=max(0.0, deadline - loop.time()))
 
@@ -407,15 +427,23 @@ def _check_free(host: str, port: int, what: str, setting: str) -> None:
         try:
             sock.bind((host, port))
         except OSError as e:
-            raise PortInUse(f"{_address(host, port)}: cannot listen for {what} ({e.strerror}): choose another "
-                            f"port with {setting}") from None
+            raise PortInUse(
+                f"{_address(host, port)}: cannot listen for {what} ({e.strerror}): choose another port with {setting}"
+            ) from None
 
 
 # ---- the server --------------------------------------------------------------------------------------
 class ModelServer(KServeModelServer):
-    def __init__(self, *, host: str = "127.0.0.1", max_request_bytes: int = 8 * 1024 * 1024,
-                 per_request_logs: bool = False, shutdown_grace_s: float = 20.0, kserve_args: dict | None = None,
-                 **kwargs):
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        max_request_bytes: int = 8 * 1024 * 1024,
+        per_request_logs: bool = False,
+        shutdown_grace_s: float = 20.0,
+        kserve_args: dict | None = None,
+        **kwargs,
+    ):
         """`kserve_args`: KServe's parsed flags (gRPC send limit); default: what kserve.model_server
         parsed from sys.argv when imported. `shutdown_grace_s`: see the module docstring."""
         kwargs.setdefault("enable_latency_logging", per_request_logs)
@@ -453,16 +481,31 @@ class ModelServer(KServeModelServer):
             self.register_model(model)
         common = dict(host=self.host, per_request_logs=self.per_request_logs)
         self._rest_server = _RESTServer(
-            FASTAPI_APP_IMPORT_STRING, self.dataplane, self.model_repository_extension, self.http_port,
-            access_log_format=self.access_log_format, workers=1, grace_period=self.shutdown_grace_s,
-            event_loop=self.event_loop, timeout_keep_alive=self.timeout_keep_alive,
-            ssl_certfile=self.ssl_certfile, ssl_keyfile=self.ssl_keyfile,
-            max_request_bytes=self.max_request_bytes, **common)
+            FASTAPI_APP_IMPORT_STRING,
+            self.dataplane,
+            self.model_repository_extension,
+            self.http_port,
+            access_log_format=self.access_log_format,
+            workers=1,
+            grace_period=self.shutdown_grace_s,
+            event_loop=self.event_loop,
+            timeout_keep_alive=self.timeout_keep_alive,
+            ssl_certfile=self.ssl_certfile,
+            ssl_keyfile=self.ssl_keyfile,
+            max_request_bytes=self.max_request_bytes,
+            **common,
+        )
         self._rest_server.create_application()
         if self.enable_grpc:
-            self._grpc_server = _GRPCServer(self.grpc_port, self.dataplane, self.model_repository_extension,
-                                            kwargs=self.kserve_args, grace_period=self.shutdown_grace_s,
-                                            max_message_bytes=self.max_request_bytes, **common)
+            self._grpc_server = _GRPCServer(
+                self.grpc_port,
+                self.dataplane,
+                self.model_repository_extension,
+                kwargs=self.kserve_args,
+                grace_period=self.shutdown_grace_s,
+                max_message_bytes=self.max_request_bytes,
+                **common,
+            )
         self.register_signal_handler()  # until the event loop takes over: a signal during start-up
         freeze_heap()  # the app and routes are built; the model freezes its own objects once loaded
         try:
@@ -526,8 +569,13 @@ class ModelServer(KServeModelServer):
         grace = self.shutdown_grace_s
         deadline = loop.time() + grace
         if drain:
-            log.info("SIGTERM: not ready; serving until no request came for %.1f s (at most %.1f s), then "
-                     "finishing accepted requests within %.1f s in all", QUIET_S, grace / 2, grace)
+            log.info(
+                "SIGTERM: not ready; serving until no request came for %.1f s (at most %.1f s), then "
+                "finishing accepted requests within %.1f s in all",
+                QUIET_S,
+                grace / 2,
+                grace,
+            )
             drain_end = loop.time() + grace / 2
             while loop.time() < drain_end and time.monotonic() - metrics.last_inference_at() < QUIET_S:
                 await asyncio.sleep(0.05)

@@ -23,9 +23,16 @@ from tests.support.fixtures import FLIGHTS_CONFIG, REPO
 
 pytestmark = pytest.mark.serving_env
 
-ROWS = {"hour": [7.0, 22.0, 5.0], "distance": [500.0, 2000.0, 100.0], "temp": [None, 50.0, 30.0],
-        "seats": [100.0, 180.0, 50.0], "carrier": ["UA", "DL", "UA"], "origin": ["EWR", "JFK", "LGA"],
-        "dest": ["ATL", "LAX", "BOS"], "month": ["1", "7", "12"]}
+ROWS = {
+    "hour": [7.0, 22.0, 5.0],
+    "distance": [500.0, 2000.0, 100.0],
+    "temp": [None, 50.0, 30.0],
+    "seats": [100.0, 180.0, 50.0],
+    "carrier": ["UA", "DL", "UA"],
+    "origin": ["EWR", "JFK", "LGA"],
+    "dest": ["ATL", "LAX", "BOS"],
+    "month": ["1", "7", "12"],
+}
 NUMERIC = {"hour", "distance", "temp", "seats"}
 MAX_REQUEST_BYTES = 200_000
 MAX_BATCH_ROWS = 500
@@ -54,7 +61,7 @@ class ServerProcess:
             self._log.flush()
         return self.log_path.read_text(errors="replace")[-6000:]
 
-    def ready(self, timeout: float = 180) -> "ServerProcess":
+    def ready(self, timeout: float = 180) -> ServerProcess:
         import httpx
 
         deadline = time.monotonic() + timeout
@@ -84,15 +91,39 @@ class ServerProcess:
         return self.proc.returncode
 
 
-def serve(tmp: Path, root: Path, *args: str, sets: dict | None = None, name: str = "server",
-          http_port: int | None = None, grpc_port: int | None = None) -> ServerProcess:
+def serve(
+    tmp: Path,
+    root: Path,
+    *args: str,
+    sets: dict | None = None,
+    name: str = "server",
+    http_port: int | None = None,
+    grpc_port: int | None = None,
+) -> ServerProcess:
     http_port, grpc_port = http_port or free_port(), grpc_port or free_port()
-    overrides = {"artifact_root": str(root), "serving.feature_lookup": False,
-                 "serving.max_request_bytes": MAX_REQUEST_BYTES, "serving.max_batch_rows": MAX_BATCH_ROWS,
-                 "serving.payload_log.path": str(tmp / "payload_logs"), "serving.payload_log.flush_seconds": 0.2,
-                 **(sets or {})}
-    argv = [sys.executable, "-m", "serving", "--config", str(FLIGHTS_CONFIG), "--model", "flights@production",
-            "--http_port", str(http_port), "--grpc_port", str(grpc_port), *args]
+    overrides = {
+        "artifact_root": str(root),
+        "serving.feature_lookup": False,
+        "serving.max_request_bytes": MAX_REQUEST_BYTES,
+        "serving.max_batch_rows": MAX_BATCH_ROWS,
+        "serving.payload_log.path": str(tmp / "payload_logs"),
+        "serving.payload_log.flush_seconds": 0.2,
+        **(sets or {}),
+    }
+    argv = [
+        sys.executable,
+        "-m",
+        "serving",
+        "--config",
+        str(FLIGHTS_CONFIG),
+        "--model",
+        "flights@production",
+        "--http_port",
+        str(http_port),
+        "--grpc_port",
+        str(grpc_port),
+        *args,
+    ]
     for key, value in overrides.items():
         argv += ["--set", f"{key}={json.dumps(value)}"]
     return ServerProcess(argv, tmp / f"{name}.log", http_port, grpc_port)
@@ -130,7 +161,6 @@ def http(server):
 @pytest.fixture(scope="module")
 def stub(server):
     import grpc
-
     from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pbg
 
     with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
@@ -141,14 +171,23 @@ def stub(server):
 def expected(rows: dict = ROWS, bias: float = 0.0) -> np.ndarray:
     from tests.support.serving_models import tiny_probability
 
-    cols = {k: (np.array([np.nan if v is None else v for v in vs], float) if k in NUMERIC else np.array(vs, object))
-            for k, vs in rows.items()}
+    cols = {
+        k: (np.array([np.nan if v is None else v for v in vs], float) if k in NUMERIC else np.array(vs, object))
+        for k, vs in rows.items()
+    }
     return tiny_probability(cols, bias)
 
 
 def v2_body(rows: dict = ROWS, request_id: str | None = "req-1", shape_n1: bool = False) -> dict:
-    inputs = [{"name": k, "datatype": "FP32" if k in NUMERIC else "BYTES",
-               "shape": [len(v), 1] if shape_n1 else [len(v)], "data": list(v)} for k, v in rows.items()]
+    inputs = [
+        {
+            "name": k,
+            "datatype": "FP32" if k in NUMERIC else "BYTES",
+            "shape": [len(v), 1] if shape_n1 else [len(v)],
+            "data": list(v),
+        }
+        for k, v in rows.items()
+    ]
     return {"inputs": inputs} if request_id is None else {"id": request_id, "inputs": inputs}
 
 
@@ -167,10 +206,12 @@ def grpc_request(rows: dict = ROWS, request_id: str = "g-1", raw: bool = False):
             contents = None if raw else pb.InferTensorContents(bytes_contents=encoded)
             raws.append(b"".join(len(v).to_bytes(4, "little") + v for v in encoded))
             datatype = "BYTES"
-        tensors.append(pb.ModelInferRequest.InferInputTensor(name=k, datatype=datatype, shape=[len(vs)],
-                                                             contents=contents))
-    return pb.ModelInferRequest(model_name="flights", id=request_id, inputs=tensors,
-                                raw_input_contents=raws if raw else None)
+        tensors.append(
+            pb.ModelInferRequest.InferInputTensor(name=k, datatype=datatype, shape=[len(vs)], contents=contents)
+        )
+    return pb.ModelInferRequest(
+        model_name="flights", id=request_id, inputs=tensors, raw_input_contents=raws if raw else None
+    )
 
 
 def probabilities(response: dict) -> np.ndarray:
@@ -200,8 +241,11 @@ def test_v2_rest_v1_and_grpc_predict_what_the_model_does(server, http, stub):
     assert r.status_code == 200, r.text
     np.testing.assert_allclose(r.json()["predictions"], expected(), rtol=1e-6)
     # v1 JSON without a JSON content type (curl -d) still works
-    r = http.post("/v1/models/flights:predict", content=json.dumps({"instances": instances}),
-                  headers={"content-type": "application/x-www-form-urlencoded"})
+    r = http.post(
+        "/v1/models/flights:predict",
+        content=json.dumps({"instances": instances}),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
     assert r.status_code == 200, r.text
 
     typed = stub.ModelInfer(grpc_request(request_id="g-1"))
@@ -224,7 +268,8 @@ def test_metadata_lists_the_request_schema(http, stub):
     assert meta["versions"] == ["1"] and meta["platform"] == "mlops-savedmodel"
     # no feature lookup here: every model input is required; only the store's features may be missing
     assert {i["name"]: i["parameters"] for i in meta["inputs"]} == {
-        k: {"optional": False, "nullable": k in ("temp", "seats")} for k in ROWS}
+        k: {"optional": False, "nullable": k in ("temp", "seats")} for k in ROWS
+    }
     g, call = stub.ModelMetadata.with_call(pb.ModelMetadataRequest(name="flights"))
     assert {i.name: i.datatype for i in g.inputs} == want and list(g.outputs[0].shape) == [-1]
     assert list(g.versions) == ["1"] and g.platform == "mlops-savedmodel"
@@ -233,7 +278,6 @@ def test_metadata_lists_the_request_schema(http, stub):
 
 def test_health_and_readiness(server, http, stub):
     import grpc
-
     from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
     # /v2/health/ready was never 200 before the model was loaded (503 or not listening yet)
@@ -285,17 +329,32 @@ BAD_V2 = [
     ("wrong type", v2_body({**ROWS, "hour": ["seven", 1.0, 2.0]}), "input 'hour': expected numbers, got 'seven'"),
     ("object as value", v2_body({**ROWS, "carrier": [{"a": 1}, "UA", "UA"]}), "input 'carrier': data[0] is a dict"),
     ("rows differ", v2_body({**ROWS, "carrier": ["UA"]}), "but 'carrier' has 1"),
-    ("shape vs data", {"inputs": [{"name": "hour", "datatype": "FP32", "shape": [2], "data": [1.0]}]},
-     "input 'hour': shape [2] says 2 rows, data has 1 values"),
-    ("2-D shape", {"inputs": [{"name": "hour", "datatype": "FP32", "shape": [1, 2], "data": [1.0, 2.0]}]},
-     "input 'hour': shape [1, 2]: expected [n] or [n, 1]"),
+    (
+        "shape vs data",
+        {"inputs": [{"name": "hour", "datatype": "FP32", "shape": [2], "data": [1.0]}]},
+        "input 'hour': shape [2] says 2 rows, data has 1 values",
+    ),
+    (
+        "2-D shape",
+        {"inputs": [{"name": "hour", "datatype": "FP32", "shape": [1, 2], "data": [1.0, 2.0]}]},
+        "input 'hour': shape [1, 2]: expected [n] or [n, 1]",
+    ),
     ("empty batch", v2_body({k: [] for k in ROWS}), "empty batch"),
-    ("too many rows", v2_body({k: [v[0]] * (MAX_BATCH_ROWS + 1) for k, v in ROWS.items()}),
-     f"exceeds the limit of {MAX_BATCH_ROWS}"),
-    ("bad datatype", {"inputs": [{"name": "hour", "datatype": "BOOL", "shape": [1], "data": [True]}]},
-     "input 'hour': datatype 'BOOL' is not one of"),
-    ("duplicate", {"inputs": [{"name": "hour", "datatype": "FP32", "shape": [1], "data": [1]}] * 2},
-     "input 'hour' is given more than once"),
+    (
+        "too many rows",
+        v2_body({k: [v[0]] * (MAX_BATCH_ROWS + 1) for k, v in ROWS.items()}),
+        f"exceeds the limit of {MAX_BATCH_ROWS}",
+    ),
+    (
+        "bad datatype",
+        {"inputs": [{"name": "hour", "datatype": "BOOL", "shape": [1], "data": [True]}]},
+        "input 'hour': datatype 'BOOL' is not one of",
+    ),
+    (
+        "duplicate",
+        {"inputs": [{"name": "hour", "datatype": "FP32", "shape": [1], "data": [1]}] * 2},
+        "input 'hour' is given more than once",
+    ),
     ("no inputs list", {"instances": [{"hour": 1}]}, "'inputs' must be a list of tensors"),
     ("id not a string", {**v2_body(), "id": 7}, "'id' must be a string"),
     ("unknown output", {**v2_body(), "outputs": [{"name": "logits"}]}, "unknown output(s) ['logits']"),
@@ -309,11 +368,14 @@ def test_bad_v2_body_is_400_naming_the_problem(http, case, body, message):
     assert message in r.json()["error"]
 
 
-@pytest.mark.parametrize("content, message", [
-    (b'{"inputs": [', "malformed JSON body"),
-    (b"\x00\xff garbage", "malformed JSON body"),
-    (b"[1, 2]", "the body must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b'{"inputs": [', "malformed JSON body"),
+        (b"\x00\xff garbage", "malformed JSON body"),
+        (b"[1, 2]", "the body must be a JSON object"),
+    ],
+)
 def test_malformed_json_is_400(http, content, message):
     for path in ("/v2/models/flights/infer", "/v1/models/flights:predict"):
         r = http.post(path, content=content, headers={"content-type": "application/json"})
@@ -322,12 +384,15 @@ def test_malformed_json_is_400(http, content, message):
     assert message in r.json()["error"]
 
 
-@pytest.mark.parametrize("body, message", [
-    ({"instances": "x"}, "'instances' must be a list of objects"),
-    ({"instances": []}, "empty batch"),
-    ({"instances": [7]}, "instances[0] must be an object"),
-    ({"instances": [{**{k: v[0] for k, v in ROWS.items()}, "hour": "late"}]}, "input 'hour': expected numbers"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"instances": "x"}, "'instances' must be a list of objects"),
+        ({"instances": []}, "empty batch"),
+        ({"instances": [7]}, "instances[0] must be an object"),
+        ({"instances": [{**{k: v[0] for k, v in ROWS.items()}, "hour": "late"}]}, "input 'hour': expected numbers"),
+    ],
+)
 def test_bad_v1_body_is_400(http, body, message):
     r = http.post("/v1/models/flights:predict", json=body)
     assert r.status_code == 400 and message in r.json()["error"], r.text
@@ -339,8 +404,11 @@ def test_oversized_payloads_are_refused(server, http, stub):
     big = json.dumps(v2_body({**ROWS, "carrier": ["x" * (MAX_REQUEST_BYTES // 2)] * 3})).encode()
     r = http.post("/v2/models/flights/infer", content=big, headers={"content-type": "application/json"})
     assert r.status_code == 413 and f"exceeds the limit of {MAX_REQUEST_BYTES} bytes" in r.json()["error"]
-    r = http.post("/v2/models/flights/infer", content=iter([big[i:i + 65536] for i in range(0, len(big), 65536)]),
-                  headers={"content-type": "application/json"})  # chunked: no Content-Length
+    r = http.post(
+        "/v2/models/flights/infer",
+        content=iter([big[i : i + 65536] for i in range(0, len(big), 65536)]),
+        headers={"content-type": "application/json"},
+    )  # chunked: no Content-Length
     assert r.status_code == 413 and "a chunked request body of more than" in r.json()["error"]
     with pytest.raises(grpc.RpcError) as e:
         stub.ModelInfer(grpc_request({**ROWS, "carrier": ["x" * (MAX_REQUEST_BYTES // 2)] * 3}))
@@ -350,19 +418,30 @@ def test_oversized_payloads_are_refused(server, http, stub):
 
 def test_bad_grpc_requests_are_invalid_argument(server, stub):
     import grpc
-
     from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
     T = pb.ModelInferRequest.InferInputTensor
     cases = [
         (grpc_request({**ROWS, "hour": ["seven", "1", "2"]}), "input 'hour': expected numbers, got b'seven'"),
-        (pb.ModelInferRequest(model_name="flights", inputs=[T(name="hour", datatype="FOO", shape=[1])]),
-         "input 'hour': datatype 'FOO' is not one of"),
-        (pb.ModelInferRequest(model_name="flights", inputs=[T(name="hour", datatype="FP32", shape=[2],
-                                                             contents=pb.InferTensorContents(fp32_contents=[1]))]),
-         "input 'hour': shape [2] says 2 rows, data has 1 values"),
-        (pb.ModelInferRequest(model_name="flights", inputs=[T(name="hour", datatype="FP32", shape=[1])],
-                              raw_input_contents=[b"\x00\x01\x02"]), "3 raw bytes are not a whole number of FP32"),
+        (
+            pb.ModelInferRequest(model_name="flights", inputs=[T(name="hour", datatype="FOO", shape=[1])]),
+            "input 'hour': datatype 'FOO' is not one of",
+        ),
+        (
+            pb.ModelInferRequest(
+                model_name="flights",
+                inputs=[T(name="hour", datatype="FP32", shape=[2], contents=pb.InferTensorContents(fp32_contents=[1]))],
+            ),
+            "input 'hour': shape [2] says 2 rows, data has 1 values",
+        ),
+        (
+            pb.ModelInferRequest(
+                model_name="flights",
+                inputs=[T(name="hour", datatype="FP32", shape=[1])],
+                raw_input_contents=[b"\x00\x01\x02"],
+            ),
+            "3 raw bytes are not a whole number of FP32",
+        ),
         (grpc_request(_without(ROWS, "temp")), "missing input(s) ['temp']"),
     ]
     for request, message in cases:
@@ -370,8 +449,11 @@ def test_bad_grpc_requests_are_invalid_argument(server, stub):
             stub.ModelInfer(request)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in e.value.details(), e.value.details()
     with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
-        raw = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
-                                  request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        raw = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
         with pytest.raises(grpc.RpcError) as e:
             raw(b"\xff\xff\xff not a protobuf")
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -383,24 +465,36 @@ def test_bad_grpc_requests_are_invalid_argument(server, stub):
 def _v2_bodies():
     from hypothesis import strategies as st
 
-    scalar = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(), st.text(max_size=6))
+    scalar = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=6))
     names = st.one_of(st.sampled_from([*ROWS, "colour", "time_hour", ""]), st.text(max_size=4))
-    datatypes = st.one_of(st.sampled_from(["FP32", "FP64", "INT32", "INT64", "UINT8", "FP16", "BYTES", "BOOL",
-                                           "fp32", "FOO", ""]), st.text(max_size=4), st.integers())
-    data = st.one_of(st.lists(st.one_of(scalar, st.lists(scalar, max_size=2), st.dictionaries(st.text(max_size=2),
-                                                                                              scalar, max_size=1)),
-                              max_size=4), scalar)
+    datatypes = st.one_of(
+        st.sampled_from(["FP32", "FP64", "INT32", "INT64", "UINT8", "FP16", "BYTES", "BOOL", "fp32", "FOO", ""]),
+        st.text(max_size=4),
+        st.integers(),
+    )
+    data = st.one_of(
+        st.lists(
+            st.one_of(scalar, st.lists(scalar, max_size=2), st.dictionaries(st.text(max_size=2), scalar, max_size=1)),
+            max_size=4,
+        ),
+        scalar,
+    )
     shape = st.one_of(st.lists(st.one_of(st.integers(-2, 4), st.text(max_size=1), st.floats()), max_size=3), scalar)
-    tensor = st.fixed_dictionaries({"name": names, "datatype": datatypes, "shape": shape, "data": data},
-                                   optional={"parameters": st.one_of(scalar, st.dictionaries(st.text(max_size=3),
-                                                                                            scalar, max_size=2))})
+    tensor = st.fixed_dictionaries(
+        {"name": names, "datatype": datatypes, "shape": shape, "data": data},
+        optional={"parameters": st.one_of(scalar, st.dictionaries(st.text(max_size=3), scalar, max_size=2))},
+    )
     random_body = st.fixed_dictionaries(
         {"inputs": st.one_of(st.lists(tensor, max_size=9), scalar)},
-        optional={"id": st.one_of(st.text(max_size=8), st.integers()),
-                  "outputs": st.one_of(st.lists(st.fixed_dictionaries({"name": st.one_of(st.text(max_size=12),
-                                                                                          st.integers())}),
-                                                max_size=2), scalar),
-                  "parameters": st.one_of(scalar, st.dictionaries(st.text(max_size=3), scalar, max_size=2))})
+        optional={
+            "id": st.one_of(st.text(max_size=8), st.integers()),
+            "outputs": st.one_of(
+                st.lists(st.fixed_dictionaries({"name": st.one_of(st.text(max_size=12), st.integers())}), max_size=2),
+                scalar,
+            ),
+            "parameters": st.one_of(scalar, st.dictionaries(st.text(max_size=3), scalar, max_size=2)),
+        },
+    )
 
     @st.composite
     def near_valid(draw):  # a valid request with one to three tensors altered: reaches the deep checks
@@ -420,8 +514,12 @@ def test_fuzzed_v2_bodies_never_get_a_5xx(http):
 
     statuses = []
 
-    @settings(max_examples=300, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @settings(
+        max_examples=300,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
     @given(_v2_bodies())
     def post(body):
         r = http.post("/v2/models/flights/infer", content=body, headers={"content-type": "application/json"})
@@ -439,25 +537,39 @@ def test_fuzzed_grpc_requests_are_ok_or_invalid_argument(stub):
     import grpc
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
-
     from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
     contents = st.one_of(
         st.builds(lambda v: pb.InferTensorContents(fp32_contents=v), st.lists(st.floats(width=32), max_size=3)),
-        st.builds(lambda v: pb.InferTensorContents(int64_contents=v), st.lists(st.integers(-2**63, 2**63 - 1), max_size=3)),
+        st.builds(
+            lambda v: pb.InferTensorContents(int64_contents=v), st.lists(st.integers(-(2**63), 2**63 - 1), max_size=3)
+        ),
         st.builds(lambda v: pb.InferTensorContents(bytes_contents=v), st.lists(st.binary(max_size=4), max_size=3)),
-        st.builds(lambda v: pb.InferTensorContents(bool_contents=v), st.lists(st.booleans(), max_size=3)))
-    tensor = st.builds(lambda name, datatype, shape, c: pb.ModelInferRequest.InferInputTensor(
-        name=name, datatype=datatype, shape=shape, contents=c),
+        st.builds(lambda v: pb.InferTensorContents(bool_contents=v), st.lists(st.booleans(), max_size=3)),
+    )
+    tensor = st.builds(
+        lambda name, datatype, shape, c: pb.ModelInferRequest.InferInputTensor(
+            name=name, datatype=datatype, shape=shape, contents=c
+        ),
         st.one_of(st.sampled_from(list(ROWS)), st.text(max_size=3)),
         st.sampled_from(["FP32", "INT64", "BYTES", "BOOL", "FP16", "XX", ""]),
-        st.lists(st.integers(-1, 4), max_size=3), contents)
-    requests = st.builds(lambda ts, raw: pb.ModelInferRequest(model_name="flights", inputs=ts,
-                                                              raw_input_contents=raw[:len(ts)] if raw else None),
-                         st.lists(tensor, max_size=9), st.one_of(st.none(), st.lists(st.binary(max_size=9), max_size=9)))
+        st.lists(st.integers(-1, 4), max_size=3),
+        contents,
+    )
+    requests = st.builds(
+        lambda ts, raw: pb.ModelInferRequest(
+            model_name="flights", inputs=ts, raw_input_contents=raw[: len(ts)] if raw else None
+        ),
+        st.lists(tensor, max_size=9),
+        st.one_of(st.none(), st.lists(st.binary(max_size=9), max_size=9)),
+    )
 
-    @settings(max_examples=150, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @settings(
+        max_examples=150,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
     @given(requests)
     def call(request):
         try:
@@ -534,8 +646,8 @@ def test_payload_log_has_every_prediction_with_its_request_id(server, http):
 def test_hot_reload_under_load_drops_nothing(tmp_path, tiny_model_dirs):
     import grpc
     import httpx
-
     from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pbg
+
     from mlops.registry.store import ModelRegistry
 
     root = make_registry(tmp_path / "artifacts", tiny_model_dirs)
@@ -554,8 +666,9 @@ def test_hot_reload_under_load_drops_nothing(tmp_path, tiny_model_dirs):
                     if r.status_code != 200:
                         failures.append(f"rest {r.status_code} {r.text}")
                         continue
-                    np.testing.assert_allclose(probabilities(body), expected(bias=bias[body["model_version"]]),
-                                               rtol=1e-6)
+                    np.testing.assert_allclose(
+                        probabilities(body), expected(bias=bias[body["model_version"]]), rtol=1e-6
+                    )
                     seen["rest"].append(body["model_version"])
                 except Exception as e:  # noqa: BLE001 - every failure counts
                     failures.append(f"rest {e!r}")
@@ -566,8 +679,9 @@ def test_hot_reload_under_load_drops_nothing(tmp_path, tiny_model_dirs):
             while not stop.is_set():
                 try:
                     r = grpc_stub.ModelInfer(grpc_request())
-                    np.testing.assert_allclose(r.outputs[0].contents.fp32_contents,
-                                               expected(bias=bias[r.model_version]), rtol=1e-6)
+                    np.testing.assert_allclose(
+                        r.outputs[0].contents.fp32_contents, expected(bias=bias[r.model_version]), rtol=1e-6
+                    )
                     seen["grpc"].append(r.model_version)
                 except Exception as e:  # noqa: BLE001
                     failures.append(f"grpc {e!r}")
@@ -592,7 +706,7 @@ def test_hot_reload_under_load_drops_nothing(tmp_path, tiny_model_dirs):
     assert not failures, failures[:5]
     for protocol, versions in seen.items():
         switch = versions.index("2")  # the switch happened, once: no "1" after the first "2"
-        assert switch > 0 and set(versions[switch:]) == {"2"}, (protocol, versions[switch - 3:switch + 3])
+        assert switch > 0 and set(versions[switch:]) == {"2"}, (protocol, versions[switch - 3 : switch + 3])
     assert metric(values, "mlops_model_reloads_total", model="flights", result="swapped") == 1
     assert metric(values, "mlops_model_reloads_total", model="flights", result="failed") == 0
     assert metric(values, "mlops_model_info", model="flights", version="2") == 1
@@ -614,7 +728,9 @@ def test_reload_of_a_broken_registry_logs_one_line_per_attempt_and_keeps_serving
             for broken in (good[: len(good) // 2], b"[]", b""):  # truncated, a list, empty
                 aliases.write_bytes(broken)
                 deadline = time.monotonic() + 30
-                while (failed := metric(scrape(client), "mlops_model_reloads_total", result="failed")) < failed_before + 2:
+                while (
+                    failed := metric(scrape(client), "mlops_model_reloads_total", result="failed")
+                ) < failed_before + 2:
                     assert time.monotonic() < deadline, server.log()
                     time.sleep(0.1)
                 failed_before = failed
@@ -649,7 +765,6 @@ def test_sigterm_drains_then_finishes_accepted_requests_and_exits_zero(tmp_path,
     Never NOT_FOUND, INTERNAL or a 500 (KServe unloads the model while requests use it)."""
     import grpc
     import httpx
-
     from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
     from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pbg
 
@@ -680,8 +795,11 @@ def test_sigterm_drains_then_finishes_accepted_requests_and_exits_zero(tmp_path,
             while not stop.is_set():
                 started = time.monotonic()
                 try:
-                    np.testing.assert_allclose(grpc_stub.ModelInfer(grpc_request(), timeout=30).outputs[0]
-                                               .contents.fp32_contents, expected(), rtol=1e-6)
+                    np.testing.assert_allclose(
+                        grpc_stub.ModelInfer(grpc_request(), timeout=30).outputs[0].contents.fp32_contents,
+                        expected(),
+                        rtol=1e-6,
+                    )
                     outcome = "OK"
                 except grpc.RpcError as e:
                     outcome = f"{e.code().name} {e.details()}"
@@ -710,12 +828,16 @@ def test_sigterm_drains_then_finishes_accepted_requests_and_exits_zero(tmp_path,
 
         def chunks():
             for i in range(0, len(body), 64):
-                yield body[i:i + 64]
+                yield body[i : i + 64]
                 time.sleep(grace * 0.75 / (len(body) / 64))
 
         try:
-            slow["response"] = httpx.post(f"{server.url}/v2/models/flights/infer", content=chunks(),
-                                          headers={"content-type": "application/json"}, timeout=30)
+            slow["response"] = httpx.post(
+                f"{server.url}/v2/models/flights/infer",
+                content=chunks(),
+                headers={"content-type": "application/json"},
+                timeout=30,
+            )
         except httpx.TransportError as e:
             slow["error"] = repr(e)
 
@@ -775,8 +897,13 @@ def test_a_busy_port_is_one_line_naming_it(tmp_path, tiny_model_dirs):
 
 def test_start_up_says_what_it_does_and_probes_before_ready_are_not_errors(server, http):
     log = server.log_path.read_text(errors="replace")
-    for phase in ("listening: REST on 127.0.0.1:", "resolving flights@production", "importing TensorFlow",
-                  "loading flights@1", "model flights ready"):
+    for phase in (
+        "listening: REST on 127.0.0.1:",
+        "resolving flights@production",
+        "importing TensorFlow",
+        "loading flights@1",
+        "model flights ready",
+    ):
         assert phase in log, (phase, log[-3000:])
     assert 503 in server.ready_statuses, "the fixture never saw the server loading"
     values = scrape(http)
@@ -798,8 +925,15 @@ def test_transformer_forwards_complete_inputs_to_a_predictor(tmp_path, tiny_mode
     transformer = None
     try:
         predictor.ready()
-        transformer = serve(tmp_path, root, "--predictor_host", f"127.0.0.1:{predictor.http_port}",
-                            "--predictor_protocol", "v2", name="transformer").ready()
+        transformer = serve(
+            tmp_path,
+            root,
+            "--predictor_host",
+            f"127.0.0.1:{predictor.http_port}",
+            "--predictor_protocol",
+            "v2",
+            name="transformer",
+        ).ready()
         import httpx
 
         r = httpx.post(f"{transformer.url}/v2/models/flights/infer", json=v2_body(request_id="t-1"), timeout=30)
@@ -837,10 +971,26 @@ def test_mlops_serve_real_model_with_feast_enrichment(tmp_path, feast_online_roo
     version = register(root, "flights", real_model_dir)
     ModelRegistry(str(root)).promote("flights", version.version, "production", reason="test")
     http_port, grpc_port = free_port(), free_port()
-    sets = {"artifact_root": str(root), "features.project": project, "features.online_store": "sqlite",
-            "serving.payload_log.enabled": False}
-    argv = [sys.executable, "-m", "cli", "serve", "--config", str(FLIGHTS_CONFIG),
-            "--model", "flights@production", "--http-port", str(http_port), "--grpc-port", str(grpc_port)]
+    sets = {
+        "artifact_root": str(root),
+        "features.project": project,
+        "features.online_store": "sqlite",
+        "serving.payload_log.enabled": False,
+    }
+    argv = [
+        sys.executable,
+        "-m",
+        "cli",
+        "serve",
+        "--config",
+        str(FLIGHTS_CONFIG),
+        "--model",
+        "flights@production",
+        "--http-port",
+        str(http_port),
+        "--grpc-port",
+        str(grpc_port),
+    ]
     for key, value in sets.items():
         argv += ["--set", f"{key}={json.dumps(value)}"]
     server = ServerProcess(argv, tmp_path / "mlops-serve.log", http_port, grpc_port)
@@ -850,19 +1000,30 @@ def test_mlops_serve_real_model_with_feast_enrichment(tmp_path, feast_online_roo
         repo = DatasetRepository(config.artifact_root)
         flights = repo.load(repo.resolve(config.dataset.name, "latest"))
         planes = pd.read_parquet(read_sources(config)["planes"]["path"]).set_index("tailnum")
-        f = flights[(flights["time_hour"] >= pd.Timestamp("2013-02-10", tz="UTC"))
-                    & flights["tailnum"].isin(planes.index)].iloc[0]
+        f = flights[
+            (flights["time_hour"] >= pd.Timestamp("2013-02-10", tz="UTC")) & flights["tailnum"].isin(planes.index)
+        ].iloc[0]
         # what a client knows at request time: entity keys, request-time fields, the departure time
-        request = {"origin": [f.origin] * 2, "dest": [f.dest] * 2, "carrier": [f.carrier] * 2,
-                   "tailnum": [f.tailnum, "N0NE-UNKNOWN"], "hour": [float(f.hour)] * 2,
-                   "month": [str(f.month)] * 2, "distance": [float(f.distance)] * 2,
-                   "time_hour": [f.time_hour.isoformat()] * 2}
+        request = {
+            "origin": [f.origin] * 2,
+            "dest": [f.dest] * 2,
+            "carrier": [f.carrier] * 2,
+            "tailnum": [f.tailnum, "N0NE-UNKNOWN"],
+            "hour": [float(f.hour)] * 2,
+            "month": [str(f.month)] * 2,
+            "distance": [float(f.distance)] * 2,
+            "time_hour": [f.time_hour.isoformat()] * 2,
+        }
         meta = httpx.get(f"{server.url}/v2/models/flights").json()
         names = {i["name"] for i in meta["inputs"]}
         assert set(request) <= names and {"temp", "seats"} <= names  # store features: optional overrides
-        body = {"id": "feast-1", "inputs": [
-            {"name": k, "datatype": "FP32" if k in ("hour", "distance") else "BYTES", "shape": [2], "data": v}
-            for k, v in request.items()]}
+        body = {
+            "id": "feast-1",
+            "inputs": [
+                {"name": k, "datatype": "FP32" if k in ("hour", "distance") else "BYTES", "shape": [2], "data": v}
+                for k, v in request.items()
+            ],
+        }
         r = httpx.post(f"{server.url}/v2/models/flights/infer", json=body, timeout=60)
         assert r.status_code == 200, r.text
         served = probabilities(r.json())
@@ -881,7 +1042,11 @@ def test_mlops_serve_real_model_with_feast_enrichment(tmp_path, feast_online_roo
 
 # ---- values the datatype or the schema does not allow (issue 8) ------------------------------------------
 BAD_VALUES = [
-    ("inf as text in FP32", {"hour": ["inf", 1.0, 2.0]}, "input 'hour': expected numbers, got 'inf' at data[0]: a FP32 tensor holds numbers"),
+    (
+        "inf as text in FP32",
+        {"hour": ["inf", 1.0, 2.0]},
+        "input 'hour': expected numbers, got 'inf' at data[0]: a FP32 tensor holds numbers",
+    ),
     ("numeric text in FP32", {"hour": ["7", 1.0, 2.0]}, "input 'hour': expected numbers, got '7' at data[0]"),
     ("FP32 overflow", {"hour": [1e39, 1.0, 2.0]}, "input 'hour': data[0] = 1e+39 is outside what FP32 holds"),
     ("null where no gap is allowed", {"hour": [None, 1.0, 2.0]}, "input 'hour': missing value (null or NaN) at row 0"),
@@ -899,8 +1064,9 @@ def test_values_the_input_cannot_take_are_400(http, case, change, message):
 def test_gaps_in_store_features_and_unknown_input_message(http):
     r = http.post("/v2/models/flights/infer", json=v2_body({**ROWS, "temp": [None] * 3, "seats": [None] * 3}))
     assert r.status_code == 200, r.text  # the store's features may be missing: the model imputes them
-    r = http.post("/v1/models/flights:predict", json={"instances": [{**{k: v[0] for k, v in ROWS.items()},
-                                                                     "hour": 1e39}]})
+    r = http.post(
+        "/v1/models/flights:predict", json={"instances": [{**{k: v[0] for k, v in ROWS.items()}, "hour": 1e39}]}
+    )
     assert r.status_code == 400 and "input 'hour': 1e+39 at row 0 is not a finite number FP32 holds" in r.text
 
 
@@ -918,13 +1084,24 @@ def test_non_finite_numbers_over_grpc_are_invalid_argument(stub):
 
 def _binary_request(rows: dict, raw_name: str, raw: bytes, size=None) -> tuple[bytes, dict]:
     """A v2 binary-extension body: `raw_name` in binary (binary_data_size = `size`, default len(raw))."""
-    inputs = [{"name": k, "datatype": "FP32" if k in NUMERIC else "BYTES", "shape": [len(v)], "data": list(v)}
-              for k, v in rows.items() if k != raw_name]
-    inputs.append({"name": raw_name, "datatype": "BYTES", "shape": [1],
-                   "parameters": {"binary_data_size": len(raw) if size is None else size}})
+    inputs = [
+        {"name": k, "datatype": "FP32" if k in NUMERIC else "BYTES", "shape": [len(v)], "data": list(v)}
+        for k, v in rows.items()
+        if k != raw_name
+    ]
+    inputs.append(
+        {
+            "name": raw_name,
+            "datatype": "BYTES",
+            "shape": [1],
+            "parameters": {"binary_data_size": len(raw) if size is None else size},
+        }
+    )
     header = json.dumps({"id": "bin", "inputs": inputs}).encode()
-    return header + raw, {"Inference-Header-Content-Length": str(len(header)),
-                          "Content-Type": "application/octet-stream"}
+    return header + raw, {
+        "Inference-Header-Content-Length": str(len(header)),
+        "Content-Type": "application/octet-stream",
+    }
 
 
 def test_bad_binary_tensors_are_400_and_keep_the_connection(server):

@@ -45,8 +45,9 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +63,7 @@ except ImportError:  # pragma: no cover
 
 ACK_CHUNK = 1000  # ids per XACK inside the script (Lua's unpack has a stack limit)
 DEAD_LETTER_FIELDS = 100  # original fields copied to a dead letter (same limit; a poison event
-                          # with thousands of fields must not make the batch's commit fail)
+# with thousands of fields must not make the batch's commit fail)
 MAX_REQUEST_ID = 256  # characters; the id is part of a Redis key
 
 # KEYS: input, output, dead letter, then one dedup key per output, then one per dead letter.
@@ -100,7 +101,7 @@ for s = 1, #ids, %d do
   redis.call('XACK', KEYS[1], group, unpack(ids, s, math.min(s + %d - 1, #ids)))
 end
 return written
-""" % (ACK_CHUNK, ACK_CHUNK)
+""" % (ACK_CHUNK, ACK_CHUNK)  # noqa: UP031  (Lua source: braces are Lua tables, not fields)
 
 
 class MalformedEvent(InvalidInput):
@@ -214,8 +215,9 @@ class StreamConsumer:
                 next_claim = time.monotonic() + s.claim_idle_ms / 2000
                 continue
             try:
-                reply = self.client.xreadgroup(s.group, self.consumer, {s.input_stream: ">"},
-                                               count=self._room(max_events), block=s.block_ms)
+                reply = self.client.xreadgroup(
+                    s.group, self.consumer, {s.input_stream: ">"}, count=self._room(max_events), block=s.block_ms
+                )
                 for _, entries in reply or ():
                     self.process(entries)
             except redis.ConnectionError as e:  # what we read stays pending: claimed/re-read later
@@ -229,8 +231,9 @@ class StreamConsumer:
         """Entries delivered to this consumer name and never acknowledged (a previous life)."""
         s, after = self.spec, "0"
         while not self._stop.is_set() and self._room(max_events):
-            reply = self.client.xreadgroup(s.group, self.consumer, {s.input_stream: after},
-                                           count=self._room(max_events))
+            reply = self.client.xreadgroup(
+                s.group, self.consumer, {s.input_stream: after}, count=self._room(max_events)
+            )
             entries = reply[0][1] if reply else []
             if not entries:
                 return
@@ -240,8 +243,9 @@ class StreamConsumer:
     def _claim_idle(self, max_events: int | None) -> None:
         s, start = self.spec, "0-0"
         while not self._stop.is_set() and self._room(max_events):
-            reply = self.client.xautoclaim(s.input_stream, s.group, self.consumer, s.claim_idle_ms,
-                                           start_id=start, count=self._room(max_events))
+            reply = self.client.xautoclaim(
+                s.input_stream, s.group, self.consumer, s.claim_idle_ms, start_id=start, count=self._room(max_events)
+            )
             start, entries = reply[0], reply[1]
             if entries:  # (deleted entries are dropped from the pending list by Redis itself)
                 self.stats.claimed += len(entries)
@@ -340,14 +344,21 @@ class StreamConsumer:
         if self.logger.enabled and sum(written):
             mask = np.asarray(written, dtype=bool)
             features = {k: np.concatenate([c[k] for c in columns if c])[mask] for k in columns[0]} if columns else {}
-            self.logger.log(model=served.name, version=served.version, source="stream",
-                            request_ids=[rid for (_, rid), w in zip(answered, written) if w],
-                            features=features, predictions=preds[mask], timestamp=now)
+            self.logger.log(
+                model=served.name,
+                version=served.version,
+                source="stream",
+                request_ids=[rid for (_, rid), w in zip(answered, written) if w],
+                features=features,
+                predictions=preds[mask],
+                timestamp=now,
+            )
 
 
 # ---- benchmark ---------------------------------------------------------------------------------
-def benchmark_throughput(config, handle, *, events: int = 5000, rows: Sequence[Mapping[str, Any]] | None = None,
-                         producer_chunk: int = 500) -> dict:
+def benchmark_throughput(
+    config, handle, *, events: int = 5000, rows: Sequence[Mapping[str, Any]] | None = None, producer_chunk: int = 500
+) -> dict:
     """End-to-end events/s through a real consumer on the configured Redis: a producer thread
     XADDs `events` requests (cycling through `rows`, default: one valid row of the model's
     request schema) while the consumer answers them; from the first XADD to the last output.
@@ -357,9 +368,14 @@ def benchmark_throughput(config, handle, *, events: int = 5000, rows: Sequence[M
     from serving.redis_conn import connect
 
     suffix = uuid.uuid4().hex[:12]
-    spec = config.serving.stream.model_copy(update={
-        "input_stream": f"bench:{suffix}:in", "output_stream": f"bench:{suffix}:out",
-        "dead_letter_stream": f"bench:{suffix}:dead", "group": f"bench-{suffix}"})
+    spec = config.serving.stream.model_copy(
+        update={
+            "input_stream": f"bench:{suffix}:in",
+            "output_stream": f"bench:{suffix}:out",
+            "dead_letter_stream": f"bench:{suffix}:dead",
+            "group": f"bench-{suffix}",
+        }
+    )
     config = config.model_copy(update={"serving": config.serving.model_copy(update={"stream": spec})})
     client = connect(spec.redis_url, purpose="serving.stream.redis_url")
     if rows is None:
@@ -387,7 +403,14 @@ def benchmark_throughput(config, handle, *, events: int = 5000, rows: Sequence[M
         keys = [spec.input_stream, spec.output_stream, spec.dead_letter_stream]
         keys += list(client.scan_iter(match=f"{spec.output_stream}:answered:*", count=10_000))
         for i in range(0, len(keys), 1000):
-            client.delete(*keys[i:i + 1000])
-    return {"events": events, "answered": outputs, "dead_lettered": stats.dead_lettered, "seconds": round(elapsed, 3),
-            "events_per_s": round(events / elapsed, 1), "batch_size": spec.batch_size,
-            "mean_batch": round(stats.events / max(stats.batches, 1), 1), **{"stats": asdict(stats)}}
+            client.delete(*keys[i : i + 1000])
+    return {
+        "events": events,
+        "answered": outputs,
+        "dead_lettered": stats.dead_lettered,
+        "seconds": round(elapsed, 3),
+        "events_per_s": round(events / elapsed, 1),
+        "batch_size": spec.batch_size,
+        "mean_batch": round(stats.events / max(stats.batches, 1), 1),
+        **{"stats": asdict(stats)},
+    }

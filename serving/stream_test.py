@@ -28,12 +28,17 @@ def streams(redis_url):
 
     prefix = f"test:{uuid.uuid4().hex[:12]}"
     client = redis.Redis(*redis_url.split(":"))
-    names = {"input_stream": f"{prefix}:in", "output_stream": f"{prefix}:out",
-             "dead_letter_stream": f"{prefix}:dead", "group": f"{prefix}-group", "redis_url": redis_url}
+    names = {
+        "input_stream": f"{prefix}:in",
+        "output_stream": f"{prefix}:out",
+        "dead_letter_stream": f"{prefix}:dead",
+        "group": f"{prefix}-group",
+        "redis_url": redis_url,
+    }
     yield client, names
     keys = list(client.scan_iter(match=f"{prefix}:*", count=10_000))
     for i in range(0, len(keys), 1000):
-        client.delete(*keys[i:i + 1000])
+        client.delete(*keys[i : i + 1000])
     client.close()
 
 
@@ -50,9 +55,16 @@ def handle(tiny_config):
 
 
 def request_row(i: int) -> dict:
-    return {"hour": i % 24, "distance": 200.0 + 37 * i, "temp": None if i % 5 == 0 else 30.0 + i % 40,
-            "seats": 150, "carrier": ["UA", "DL", "B6"][i % 3], "origin": ["EWR", "JFK", "LGA"][i % 3],
-            "dest": "LAX", "month": str(1 + i % 12)}
+    return {
+        "hour": i % 24,
+        "distance": 200.0 + 37 * i,
+        "temp": None if i % 5 == 0 else 30.0 + i % 40,
+        "seats": 150,
+        "carrier": ["UA", "DL", "B6"][i % 3],
+        "origin": ["EWR", "JFK", "LGA"][i % 3],
+        "dest": "LAX",
+        "month": str(1 + i % 12),
+    }
 
 
 def expected(i: int) -> float:
@@ -119,7 +131,10 @@ def test_malformed_events_go_to_the_dead_letter_stream_with_the_reason(tiny_conf
         "bad-json": {"request_id": "bad-json", "data": "{hour: 7"},
         "not-object": {"request_id": "not-object", "data": "[1, 2]"},
         "unknown": {"request_id": "unknown", "data": json.dumps({**request_row(1), "colour": "red"})},
-        "missing": {"request_id": "missing", "data": json.dumps({k: v for k, v in request_row(1).items() if k != "distance"})},
+        "missing": {
+            "request_id": "missing",
+            "data": json.dumps({k: v for k, v in request_row(1).items() if k != "distance"}),
+        },
         "wrong-type": {"request_id": "wrong-type", "data": json.dumps({**request_row(1), "hour": "seven"})},
         "nested": {"request_id": "nested", "data": json.dumps({**request_row(1), "temp": [1, 2]})},
         "no-data": {"request_id": "no-data", "hour": "7"},
@@ -178,7 +193,9 @@ def test_restart_under_the_same_name_answers_its_unacknowledged_events(tiny_conf
     client.xreadgroup(names["group"], "c1", {names["input_stream"]: ">"}, count=12)
     assert pending(client, names) == 12
     stats = consumer.run(max_events=20)
-    assert sorted(o["request_id"] for o in outputs(client, names["output_stream"])) == sorted(f"r{i}" for i in range(20))
+    assert sorted(o["request_id"] for o in outputs(client, names["output_stream"])) == sorted(
+        f"r{i}" for i in range(20)
+    )
     assert stats.answered == 20 and stats.claimed == 0 and pending(client, names) == 0
 
 
@@ -205,7 +222,8 @@ def test_idle_events_of_a_dead_consumer_are_claimed_and_a_slow_one_cannot_answer
 
 @pytest.mark.integration
 def test_events_are_enriched_from_feast_and_a_lookup_failure_only_dead_letters_its_event(
-        feast_online_root, tiny_model_dirs, streams):
+    feast_online_root, tiny_model_dirs, streams
+):
     """Real Feast online store: the tiny model takes temp and seats from it (weather, planes)."""
     import pandas as pd
 
@@ -218,20 +236,33 @@ def test_events_are_enriched_from_feast_and_a_lookup_failure_only_dead_letters_i
 
     client, names = streams
     root, project = feast_online_root
-    config = with_stream(load_config(FLIGHTS_CONFIG, overrides={"artifact_root": str(root),
-                                                                "features.project": project}), **names)
+    config = with_stream(
+        load_config(FLIGHTS_CONFIG, overrides={"artifact_root": str(root), "features.project": project}), **names
+    )
     handle = ModelHandle.from_config(config, tiny_model_dirs[1], name="flights")
     assert {s.name for s in handle.current.enricher.store_features} == {"temp", "seats"}
 
     repo = DatasetRepository(config.artifact_root)
     flights = repo.load(repo.resolve(config.dataset.name, "latest"))
     planes = pd.read_parquet(read_sources(config)["planes"]["path"]).set_index("tailnum")
-    f = flights[(flights["time_hour"] >= pd.Timestamp("2013-02-10", tz="UTC"))
-                & flights["tailnum"].isin(planes.index)].iloc[0]
-    known = {"origin": f.origin, "dest": f.dest, "carrier": f.carrier, "tailnum": f.tailnum, "hour": float(f.hour),
-             "month": str(f.month), "distance": float(f.distance), "time_hour": f.time_hour.isoformat()}
-    requests = {"known": known, "unknown-plane": {**known, "tailnum": "N0NE-UNKNOWN"},
-                "bad-time": {**known, "time_hour": "not a time"}}
+    f = flights[
+        (flights["time_hour"] >= pd.Timestamp("2013-02-10", tz="UTC")) & flights["tailnum"].isin(planes.index)
+    ].iloc[0]
+    known = {
+        "origin": f.origin,
+        "dest": f.dest,
+        "carrier": f.carrier,
+        "tailnum": f.tailnum,
+        "hour": float(f.hour),
+        "month": str(f.month),
+        "distance": float(f.distance),
+        "time_hour": f.time_hour.isoformat(),
+    }
+    requests = {
+        "known": known,
+        "unknown-plane": {**known, "tailnum": "N0NE-UNKNOWN"},
+        "bad-time": {**known, "time_hour": "not a time"},
+    }
     send(client, names["input_stream"], [{"request_id": k, "data": json.dumps(v)} for k, v in requests.items()])
     stats = StreamConsumer(config, handle, consumer="c1").run(max_events=3)
 
@@ -249,18 +280,33 @@ def test_events_are_enriched_from_feast_and_a_lookup_failure_only_dead_letters_i
 
 
 def cli(names: dict, *args: str, **stream) -> list[str]:
-    sets = {"serving.feature_lookup": False, "serving.payload_log.enabled": False,
-            **{f"serving.stream.{k}": v for k, v in {**names, **stream}.items()}}
-    return [str(SERVING_PY), "-m", "cli", "stream", "--config", str(FLIGHTS_CONFIG),
-            "--model", "flights@production", *args, *[f"--set={k}={json.dumps(v)}" for k, v in sets.items()]]
+    sets = {
+        "serving.feature_lookup": False,
+        "serving.payload_log.enabled": False,
+        **{f"serving.stream.{k}": v for k, v in {**names, **stream}.items()},
+    }
+    return [
+        str(SERVING_PY),
+        "-m",
+        "cli",
+        "stream",
+        "--config",
+        str(FLIGHTS_CONFIG),
+        "--model",
+        "flights@production",
+        *args,
+        *[f"--set={k}={json.dumps(v)}" for k, v in sets.items()],
+    ]
 
 
 def wait_for(predicate, timeout: float, what: str, proc=None):
     deadline = time.monotonic() + timeout
     while not predicate():
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the consumer exited ({proc.returncode}) while waiting for {what}:\n"
-                                 f"{proc.stderr.read().decode()[-3000:]}")
+            raise AssertionError(
+                f"the consumer exited ({proc.returncode}) while waiting for {what}:\n"
+                f"{proc.stderr.read().decode()[-3000:]}"
+            )
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.005)
@@ -276,11 +322,16 @@ def test_consumer_killed_mid_stream_then_replaced_answers_every_event_exactly_on
     # still land after the batch's commit script was sent (Redis then runs it): nothing was in
     # flight, so kill another consumer, until one dies holding unacknowledged events.
     for attempt in range(5):
-        first = subprocess.Popen(cli(names, "--consumer", f"first-{attempt}", batch_size=100, claim_idle_ms=1000),
-                                 env=env, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        first = subprocess.Popen(
+            cli(names, "--consumer", f"first-{attempt}", batch_size=100, claim_idle_ms=1000),
+            env=env,
+            cwd=str(REPO),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         try:
             target = client.xlen(names["output_stream"]) + 300
-            wait_for(lambda: client.xlen(names["output_stream"]) >= target, 120, "answers", first)
+            wait_for(lambda: client.xlen(names["output_stream"]) >= target, 120, "answers", first)  # noqa: B023
             wait_for(lambda: pending(client, names) > 0, 30, "a batch in flight", first)
         finally:
             first.send_signal(signal.SIGKILL)
@@ -289,16 +340,26 @@ def test_consumer_killed_mid_stream_then_replaced_answers_every_event_exactly_on
             break
     answered_before = client.xlen(names["output_stream"])
     in_flight = pending(client, names)
-    print(f"\nSIGKILL after {answered_before} answers (attempt {attempt + 1}); "
-          f"{in_flight} events delivered but not acknowledged")
+    print(
+        f"\nSIGKILL after {answered_before} answers (attempt {attempt + 1}); "
+        f"{in_flight} events delivered but not acknowledged"
+    )
     assert answered_before < n and in_flight > 0  # killed mid-stream, holding a batch
 
-    second = subprocess.Popen(cli(names, "--consumer", "second", batch_size=100,
-                                  claim_idle_ms=1000), env=env, cwd=str(REPO), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE)
+    second = subprocess.Popen(
+        cli(names, "--consumer", "second", batch_size=100, claim_idle_ms=1000),
+        env=env,
+        cwd=str(REPO),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
-        wait_for(lambda: client.xlen(names["output_stream"]) >= n and pending(client, names) == 0, 120,
-                 "every event answered", second)
+        wait_for(
+            lambda: client.xlen(names["output_stream"]) >= n and pending(client, names) == 0,
+            120,
+            "every event answered",
+            second,
+        )
     finally:
         second.send_signal(signal.SIGTERM)  # graceful: finishes its batch, acks, prints its counters
         stdout, stderr = second.communicate(timeout=60)
@@ -313,8 +374,9 @@ def test_consumer_killed_mid_stream_then_replaced_answers_every_event_exactly_on
 def test_cli_names_an_unreachable_redis_and_exits_non_zero(tiny_registry, streams):
     _, names = streams
     env = dict(os.environ, PYTHONPATH=str(REPO), MLOPS_ARTIFACT_ROOT=str(tiny_registry), TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run(cli({**names, "redis_url": "127.0.0.1:1"}), env=env,
-                          cwd=str(REPO), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        cli({**names, "redis_url": "127.0.0.1:1"}), env=env, cwd=str(REPO), capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 1
     assert "serving.stream.redis_url 127.0.0.1:1" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -324,7 +386,9 @@ def test_throughput(tiny_config, handle, redis_url):
     from serving.stream import benchmark_throughput
 
     result = benchmark_throughput(with_stream(tiny_config, redis_url=redis_url), handle, events=5000)
-    print(f"\nstream throughput: {result['events_per_s']:,.0f} events/s end to end ({result['events']} events in "
-          f"{result['seconds']} s, mean micro-batch {result['mean_batch']})")
+    print(
+        f"\nstream throughput: {result['events_per_s']:,.0f} events/s end to end ({result['events']} events in "
+        f"{result['seconds']} s, mean micro-batch {result['mean_batch']})"
+    )
     assert result["answered"] == 5000 and result["dead_lettered"] == 0
     assert result["events_per_s"] >= 1000

@@ -57,17 +57,32 @@ def batch_predict(
 
     config = load_step_config(config_path, config_overrides, artifact_root)
     passthrough = [c.strip() for c in passthrough_columns.split(",") if c.strip()] or None
-    result = run_step(config, model=model, input=input_data, output_uri=output_uri, pipeline=pipeline_name,
-                      run_id=run_id, chunk_rows=chunk_rows or None, id_column=id_column or None,
-                      passthrough=passthrough, runtime=runtime or None, log_payloads=log_payloads)
+    result = run_step(
+        config,
+        model=model,
+        input=input_data,
+        output_uri=output_uri,
+        pipeline=pipeline_name,
+        run_id=run_id,
+        chunk_rows=chunk_rows or None,
+        id_column=id_column or None,
+        passthrough=passthrough,
+        runtime=runtime or None,
+        log_payloads=log_payloads,
+    )
     selector = f"{result.model_name}@{result.model_version}"
     # The KFP artifact points at the predictions (like ingest's dataset pointer): they live at a
     # URI of the caller's choosing, which downstream jobs read without knowing about KFP.
-    write_json_atomic(predictions.path, {"uri": result.output_uri, "summary_uri": result.summary_uri,
-                                         "rows": result.rows, "model": selector})
+    write_json_atomic(
+        predictions.path,
+        {"uri": result.output_uri, "summary_uri": result.summary_uri, "rows": result.rows, "model": selector},
+    )
     predictions.metadata.update({"uri": result.output_uri, "rows": result.rows, "model": selector})
     with open(summary.path, "w") as f:
-        f.write(f"# Batch predictions\n\n{result.rows:,} rows with `{selector}` -> `{result.output_uri}`\n\n"
-                f"```json\n{json.dumps(result.summary, indent=2)}\n```\n")
+        f.write(
+            f"# Batch predictions\n\n{result.rows:,} rows with `{selector}` -> `{result.output_uri}`\n\n"
+            f"```json\n{json.dumps(result.summary, indent=2)}\n```\n"
+        )
     return namedtuple("BatchPredictOutputs", ["rows", "model_version", "output_uri"])(
-        result.rows, selector, result.output_uri)
+        result.rows, selector, result.output_uri
+    )

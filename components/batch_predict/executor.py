@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import uuid
-from typing import Sequence
+from collections.abc import Sequence
 
 from mlops.config import PlatformConfig, join_uri
 
@@ -30,7 +30,7 @@ CODE_VERSION = "batch_predict/1"
 
 def new_run_id() -> str:
     """Run id of a batch prediction outside KFP (the CLI)."""
-    return f"predict-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    return f"predict-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
 def default_output_uri(config: PlatformConfig, run_id: str) -> str:
@@ -55,16 +55,31 @@ def model_ref(result):
 
     props = {"name": result.model_name, "version": result.model_version}
     if result.from_registry:
-        return ArtifactRef("PushedModel", result.model_uri, name=f"{result.model_name}@{result.model_version}",
-                           properties={**props, "destination": result.model_uri})
+        return ArtifactRef(
+            "PushedModel",
+            result.model_uri,
+            name=f"{result.model_name}@{result.model_version}",
+            properties={**props, "destination": result.model_uri},
+        )
     return ArtifactRef("Model", result.model_uri, properties=props)
 
 
-def run_step(config: PlatformConfig, *, model: str | None, input: str = "", output_uri: str = "",
-             summary_uri: str | None = None, pipeline: str = PIPELINE, run_id: str | None = None,
-             chunk_rows: int | None = None, id_column: str | None = None,
-             passthrough: Sequence[str] | None = None, runtime: str | None = None, log_payloads: bool = False,
-             log=print):
+def run_step(
+    config: PlatformConfig,
+    *,
+    model: str | None,
+    input: str = "",
+    output_uri: str = "",
+    summary_uri: str | None = None,
+    pipeline: str = PIPELINE,
+    run_id: str | None = None,
+    chunk_rows: int | None = None,
+    id_column: str | None = None,
+    passthrough: Sequence[str] | None = None,
+    runtime: str | None = None,
+    log_payloads: bool = False,
+    log=print,
+):
     """serving.batch.predict_batch + the MLMD record. Returns the BatchResult. Defaults: the
     config's dataset @latest as input, <artifact_root>/predictions/<run id>/ as output."""
     from mlops import storage
@@ -79,28 +94,59 @@ def run_step(config: PlatformConfig, *, model: str | None, input: str = "", outp
     output_uri, summary_uri = (u if not u or "://" in u else os.path.abspath(u) for u in (output_uri, summary_uri))
     properties = {"code_version": CODE_VERSION}
     try:
-        result = predict_batch(config, model=model or None, input=input, output=output_uri, summary=summary_uri,
-                               chunk_rows=chunk_rows, id_column=id_column, passthrough=passthrough, runtime=runtime,
-                               log_payloads=log_payloads)
+        result = predict_batch(
+            config,
+            model=model or None,
+            input=input,
+            output=output_uri,
+            summary=summary_uri,
+            chunk_rows=chunk_rows,
+            id_column=id_column,
+            passthrough=passthrough,
+            runtime=runtime,
+            log_payloads=log_payloads,
+        )
     except Exception as e:
         try:  # best effort: the run's own error is what the caller must see
             try:  # the input, when it resolves, so the failure is findable from the dataset
                 inputs = {"dataset": input_refs(resolve_input(config, input))}
             except Exception:
                 inputs = {}
-            record_step(config, pipeline=pipeline, run_id=run_id, component=COMPONENT, inputs=inputs,
-                        properties={**properties, "error": f"{type(e).__name__}: {e}"[:2000]}, state="FAILED")
+            record_step(
+                config,
+                pipeline=pipeline,
+                run_id=run_id,
+                component=COMPONENT,
+                inputs=inputs,
+                properties={**properties, "error": f"{type(e).__name__}: {e}"[:2000]},
+                state="FAILED",
+            )
         except Exception as record_error:
             log(f"batch_predict: the failure could not be recorded in ML Metadata: {record_error}")
         raise
     summary = result.summary
-    predictions = ArtifactRef("Predictions", result.output_uri, properties={
-        "model": f"{result.model_name}@{result.model_version}", "row_count": result.rows,
-        "content_hash": storage.tree_hash(result.output_uri), "predicted_at": summary["started_at"],
-        "summary_uri": result.summary_uri})
-    record_step(config, pipeline=pipeline, run_id=run_id, component=COMPONENT,
-                inputs={"dataset": input_refs(result.input), "model": [model_ref(result)]},
-                outputs={"predictions": [predictions]}, properties=properties)
-    log(f"batch_predict: {result.rows:,} rows in {summary['seconds']:.1f} s ({summary['rows_per_second']:,.0f} rows/s) "
-        f"with {result.model_name}@{result.model_version} -> {result.output_uri}")
+    predictions = ArtifactRef(
+        "Predictions",
+        result.output_uri,
+        properties={
+            "model": f"{result.model_name}@{result.model_version}",
+            "row_count": result.rows,
+            "content_hash": storage.tree_hash(result.output_uri),
+            "predicted_at": summary["started_at"],
+            "summary_uri": result.summary_uri,
+        },
+    )
+    record_step(
+        config,
+        pipeline=pipeline,
+        run_id=run_id,
+        component=COMPONENT,
+        inputs={"dataset": input_refs(result.input), "model": [model_ref(result)]},
+        outputs={"predictions": [predictions]},
+        properties=properties,
+    )
+    log(
+        f"batch_predict: {result.rows:,} rows in {summary['seconds']:.1f} s ({summary['rows_per_second']:,.0f} rows/s) "
+        f"with {result.model_name}@{result.model_version} -> {result.output_uri}"
+    )
     return result

@@ -32,18 +32,27 @@ def tiny_model(tmp_path_factory) -> str:
 
 def tiny_frame(n: int, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "hour": rng.integers(0, 24, n), "distance": rng.normal(1000, 400, n), "temp": rng.normal(50, 15, n),
-        "seats": rng.integers(50, 300, n).astype(float), "carrier": rng.choice(["UA", "DL", "AA"], n),
-        "origin": rng.choice(["EWR", "JFK", "LGA"], n), "dest": rng.choice(["LAX", "SFO"], n),
-        "month": rng.integers(1, 13, n), "flight_key": [f"k{i}" for i in range(n)]})
+    return pd.DataFrame(
+        {
+            "hour": rng.integers(0, 24, n),
+            "distance": rng.normal(1000, 400, n),
+            "temp": rng.normal(50, 15, n),
+            "seats": rng.integers(50, 300, n).astype(float),
+            "carrier": rng.choice(["UA", "DL", "AA"], n),
+            "origin": rng.choice(["EWR", "JFK", "LGA"], n),
+            "dest": rng.choice(["LAX", "SFO"], n),
+            "month": rng.integers(1, 13, n),
+            "flight_key": [f"k{i}" for i in range(n)],
+        }
+    )
 
 
 def config_for(root: Path, **overrides):
     from mlops.config import load_config
 
-    return load_config(FLIGHTS_CONFIG, overrides={"artifact_root": str(root), "serving.feature_lookup": False,
-                                                  **overrides})
+    return load_config(
+        FLIGHTS_CONFIG, overrides={"artifact_root": str(root), "serving.feature_lookup": False, **overrides}
+    )
 
 
 @pytest.fixture
@@ -64,10 +73,21 @@ def trained(tmp_path, tiny_model):
     repo = DatasetRepository(str(root))
     january, _ = repo.write("flights", tiny_frame(80, seed=1), source="test", span="2013-01")
     february, _ = repo.write("flights", tiny_frame(300), source="test", span="2013-02")
-    record_step(config, pipeline="ingest", run_id="ingest-1", component="ingest",
-                outputs={"dataset": [dataset_ref(january), dataset_ref(february)]})
-    record_step(config, pipeline="training", run_id="train-1", component="trainer",
-                inputs={"dataset": [dataset_ref(january)]}, outputs={"model": [ArtifactRef("Model", tiny_model)]})
+    record_step(
+        config,
+        pipeline="ingest",
+        run_id="ingest-1",
+        component="ingest",
+        outputs={"dataset": [dataset_ref(january), dataset_ref(february)]},
+    )
+    record_step(
+        config,
+        pipeline="training",
+        run_id="train-1",
+        component="trainer",
+        inputs={"dataset": [dataset_ref(january)]},
+        outputs={"model": [ArtifactRef("Model", tiny_model)]},
+    )
     version = register(root, "flights", tiny_model)
     ModelRegistry(str(root)).promote("flights", 1, "production", reason="test")
     record_registration(config, version, run_id="train-1", pipeline="training", model_artifact_uri=tiny_model)
@@ -75,15 +95,20 @@ def trained(tmp_path, tiny_model):
 
 
 def test_lineage_runs_from_predictions_through_the_model_to_the_training_data(trained, tmp_path, tiny_model):
+    from components.batch_predict.executor import run_step
     from mlops import storage
     from mlops.metadata.store import open_store
 
-    from components.batch_predict.executor import run_step
-
     config, january, february = trained
     out = str(tmp_path / "out" / "predictions.parquet")
-    result = run_step(config, model="flights@production", input="flights@2013-02", output_uri=out,
-                      run_id="batch-1", log=lambda _: None)
+    result = run_step(
+        config,
+        model="flights@production",
+        input="flights@2013-02",
+        output_uri=out,
+        run_id="batch-1",
+        log=lambda _: None,
+    )
     assert result.rows == 300 and Path(out).is_file()
 
     store = open_store(config)
@@ -92,8 +117,10 @@ def test_lineage_runs_from_predictions_through_the_model_to_the_training_data(tr
     assert predictions.properties["content_hash"] == storage.tree_hash(out)
     assert predictions.properties["summary_uri"] == result.summary_uri
     steps = store.lineage(predictions.id)
-    chain = [(s.depth, s.artifact.type_name, s.artifact.name, s.execution.component if s.execution else None,
-              s.consumed_as) for s in steps]
+    chain = [
+        (s.depth, s.artifact.type_name, s.artifact.name, s.execution.component if s.execution else None, s.consumed_as)
+        for s in steps
+    ]
     assert chain == [
         (0, "mlops.Predictions", None, "batch_predict", None),
         (1, "mlops.Dataset", february.id, "ingest", "dataset"),  # the input version, as ingest recorded it
@@ -108,18 +135,20 @@ def test_lineage_runs_from_predictions_through_the_model_to_the_training_data(tr
     run_step(config, model="flights@1", input=february.id, output_uri=out, run_id="batch-2", log=lambda _: None)
     assert [a.uri for a in store.list_artifacts("Predictions")] == [out]
     assert {e.name for e in store.list_executions() if e.component == "batch_predict"} == {
-        "batch-1/batch_predict", "batch-2/batch_predict"}
+        "batch-1/batch_predict",
+        "batch-2/batch_predict",
+    }
 
 
 def test_a_model_directory_is_recorded_as_a_model(trained, tmp_path, tiny_model):
-    from mlops.metadata.store import open_store
-
     from components.batch_predict.executor import run_step
+    from mlops.metadata.store import open_store
 
     config, _, february = trained
     out = str(tmp_path / "p.parquet")
-    result = run_step(config, model=tiny_model, input=february.data_uri, output_uri=out, run_id="batch-dir",
-                      log=lambda _: None)
+    result = run_step(
+        config, model=tiny_model, input=february.data_uri, output_uri=out, run_id="batch-dir", log=lambda _: None
+    )
     assert not result.from_registry
     store = open_store(config)
     steps = store.lineage(store.find_artifact("Predictions", uri=out).id)
@@ -128,15 +157,15 @@ def test_a_model_directory_is_recorded_as_a_model(trained, tmp_path, tiny_model)
 
 
 def test_a_failed_run_is_recorded_and_writes_nothing(trained, tmp_path):
+    from components.batch_predict.executor import run_step
     from mlops.datasets.repository import DatasetRepository
     from mlops.metadata.store import open_store
     from serving.batch import BatchInputError
 
-    from components.batch_predict.executor import run_step
-
     config, _, _ = trained
     broken, _ = DatasetRepository(config.artifact_root).write(
-        "flights", tiny_frame(10).drop(columns=["hour"]), source="test", span="2013-03")
+        "flights", tiny_frame(10).drop(columns=["hour"]), source="test", span="2013-03"
+    )
     out = tmp_path / "p.parquet"
     with pytest.raises(BatchInputError, match=r"missing model input column\(s\) \['hour'\]"):
         run_step(config, model="flights@production", input="flights@2013-03", output_uri=str(out), run_id="bad-1")
@@ -162,9 +191,20 @@ def test_batch_inference_pipeline_under_kfp_local(tmp_path, tiny_model):
     df = tiny_frame(500)
     df.to_parquet(tmp_path / "input.parquet")
     env = {**os.environ, "MLOPS_ARTIFACT_ROOT": str(root)}
-    cmd = MLOPS + ["run", "batch_inference", "--set", "serving.feature_lookup=false",
-                   "--param", "model=flights@production", "--param", f"input_data={tmp_path / 'input.parquet'}",
-                   "--param", "passthrough_columns=flight_key", "--param", "chunk_rows=128"]
+    cmd = MLOPS + [
+        "run",
+        "batch_inference",
+        "--set",
+        "serving.feature_lookup=false",
+        "--param",
+        "model=flights@production",
+        "--param",
+        f"input_data={tmp_path / 'input.parquet'}",
+        "--param",
+        "passthrough_columns=flight_key",
+        "--param",
+        "chunk_rows=128",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-6000:]
@@ -218,9 +258,22 @@ def test_cli_real_model_over_a_dataset_version_with_online_features(tmp_path, se
 
     out = tmp_path / "predictions" / "2013-02.parquet"
     env = {**os.environ, "MLOPS_ARTIFACT_ROOT": str(root)}
-    cmd = MLOPS + ["predict", "batch", "--set", f'features.project="{project}"', "--model", "flights@production",
-                   "--input", "flights@2013-02", "--output", str(out), "--passthrough", "dep_delay,tailnum,time_hour",
-                   "--chunk-rows", "4096"]
+    cmd = MLOPS + [
+        "predict",
+        "batch",
+        "--set",
+        f'features.project="{project}"',
+        "--model",
+        "flights@production",
+        "--input",
+        "flights@2013-02",
+        "--output",
+        str(out),
+        "--passthrough",
+        "dep_delay,tailnum,time_hour",
+        "--chunk-rows",
+        "4096",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     summary = json.loads(proc.stdout)
@@ -243,26 +296,41 @@ def test_cli_real_model_over_a_dataset_version_with_online_features(tmp_path, se
     data = pd.read_parquet(version.data_uri)
     sample = data.sample(200, random_state=0)
     predictor = load_predictor(model_dir)
-    features = online_features(config, [
-        {"origin": r.origin, "dest": r.dest, "carrier": r.carrier, "tailnum": r.tailnum, "time_hour": r.time_hour}
-        for r in sample.itertuples()])
+    features = online_features(
+        config,
+        [
+            {"origin": r.origin, "dest": r.dest, "carrier": r.carrier, "tailnum": r.tailnum, "time_hour": r.time_hour}
+            for r in sample.itertuples()
+        ],
+    )
     rows = {}
     for spec in predictor.inputs:
         values = sample[spec.name].tolist() if spec.name in data.columns else [f[spec.name] for f in features]
         rows[spec.name] = encode_column(spec, pa.array(values))
-    np.testing.assert_allclose(got["prediction"].to_numpy()[sample.index.to_numpy()], predictor.predict(rows),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        got["prediction"].to_numpy()[sample.index.to_numpy()], predictor.predict(rows), rtol=1e-5, atol=1e-6
+    )
     assert got["dep_delay"].equals(data["dep_delay"]) and got["time_hour"].equals(data["time_hour"])
 
     store = open_store(config)
     steps = store.lineage(store.find_artifact("Predictions", uri=str(out)).id)
     assert {(s.consumed_as, s.artifact.name) for s in steps if s.depth == 1} == {
-        ("dataset", version.id), ("model", "flights@1")}
+        ("dataset", version.id),
+        ("model", "flights@1"),
+    }
 
     # January was never materialized (the online store starts on February 1): every row would be
     # predicted on defaults, so the run fails and the February predictions stay as they were.
     before = out.read_bytes()
-    proc = subprocess.run([*cmd[:cmd.index("--input") + 1], "flights@2013-01", *cmd[cmd.index("--output"):]],
-                          capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
-    assert proc.returncode == 1 and "not one of the" in proc.stderr and "materialized" in proc.stderr, proc.stderr[-3000:]
+    proc = subprocess.run(
+        [*cmd[: cmd.index("--input") + 1], "flights@2013-01", *cmd[cmd.index("--output") :]],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 1 and "not one of the" in proc.stderr and "materialized" in proc.stderr, proc.stderr[
+        -3000:
+    ]
     assert "Traceback" not in proc.stderr and out.read_bytes() == before

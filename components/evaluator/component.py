@@ -47,11 +47,12 @@ def evaluator(
     from mlops.steps import Location, RunContext, load_step_config
 
     config = load_step_config(config_path, config_overrides, artifact_root)
-    result = execute(config, {"examples": Location(examples.path, examples.uri),
-                              "model": Location(model.path, model.uri)},
-                     {"evaluation": Location(evaluation.path, evaluation.uri),
-                      "blessing": Location(blessing.path, blessing.uri)},
-                     RunContext(pipeline_name, run_id, enable_cache)).values
+    result = execute(
+        config,
+        {"examples": Location(examples.path, examples.uri), "model": Location(model.path, model.uri)},
+        {"evaluation": Location(evaluation.path, evaluation.uri), "blessing": Location(blessing.path, blessing.uri)},
+        RunContext(pipeline_name, run_id, enable_cache),
+    ).values
     shutil.copyfile(f"{evaluation.path}/index.html", report.path)
     for name, value in result["overall"].get("candidate", {}).items():
         if value is not None and math.isfinite(value):  # KFP metadata is JSON: no NaN

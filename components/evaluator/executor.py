@@ -31,9 +31,9 @@ import numpy as np
 import pandas as pd
 
 from mlops import artifacts, storage
+from mlops.config import PlatformConfig, TaskType, join_uri
 from mlops.errors import InvalidInput, MlopsError
 from mlops.steps import Location, RunContext, StepResult, source_version
-from mlops.config import PlatformConfig, TaskType, join_uri
 
 CODE_VERSION = source_version("evaluator", __name__)
 
@@ -45,11 +45,29 @@ class EvaluatorError(MlopsError):
 class EvaluationInputError(EvaluatorError, InvalidInput):
     """What the Evaluator was given cannot be evaluated (a missing column, NaN predictions, a
     label outside [0, 1], an unsupported task); the message names it."""
+
+
 CANDIDATE, BASELINE = "candidate", "baseline"
-METRICS = ["ExampleCount", "AUC", "Precision", "Recall", "Calibration", "MeanLabel", "MeanPrediction",
-           "BinaryAccuracy"]  # TFMA class names
-METRIC_NAMES = ["example_count", "auc", "precision", "recall", "calibration", "mean_label", "mean_prediction",
-                "binary_accuracy"]  # the names TFMA reports them under
+METRICS = [
+    "ExampleCount",
+    "AUC",
+    "Precision",
+    "Recall",
+    "Calibration",
+    "MeanLabel",
+    "MeanPrediction",
+    "BinaryAccuracy",
+]  # TFMA class names
+METRIC_NAMES = [
+    "example_count",
+    "auc",
+    "precision",
+    "recall",
+    "calibration",
+    "mean_label",
+    "mean_prediction",
+    "binary_accuracy",
+]  # the names TFMA reports them under
 
 
 @dataclass
@@ -72,8 +90,13 @@ class Evaluation:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def predict(serving_model_dir: str, df: pd.DataFrame, features: list[artifacts.RawFeature], output_key: str,
-            batch_size: int = 16384) -> np.ndarray:
+def predict(
+    serving_model_dir: str,
+    df: pd.DataFrame,
+    features: list[artifacts.RawFeature],
+    output_key: str,
+    batch_size: int = 16384,
+) -> np.ndarray:
     """Calls the exported raw-feature signature in batches."""
     import os
 
@@ -85,7 +108,7 @@ def predict(serving_model_dir: str, df: pd.DataFrame, features: list[artifacts.R
     loaded = tf.saved_model.load(storage.local_path(serving_model_dir))
     out = []
     for start in range(0, len(df), batch_size):
-        chunk = df.iloc[start:start + batch_size]
+        chunk = df.iloc[start : start + batch_size]
         rows = {f.name: chunk[f.name].to_numpy(dtype=np.float32 if f.dtype == "float32" else object) for f in features}
         out.append(savedmodel_predict(loaded, rows, artifacts.SERVING_SIGNATURE, output_key=output_key))
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
@@ -98,8 +121,14 @@ def calibration_bins(label: np.ndarray, prediction: np.ndarray, bins: int = 10) 
     for b in range(bins):
         m = idx == b
         if m.any():
-            out.append({"bin": [float(edges[b]), float(edges[b + 1])], "count": int(m.sum()),
-                        "mean_prediction": float(prediction[m].mean()), "mean_label": float(label[m].mean())})
+            out.append(
+                {
+                    "bin": [float(edges[b]), float(edges[b + 1])],
+                    "count": int(m.sum()),
+                    "mean_prediction": float(prediction[m].mean()),
+                    "mean_label": float(label[m].mean()),
+                }
+            )
     return out
 
 
@@ -127,9 +156,12 @@ def _analyze_raw_data(df: pd.DataFrame, eval_config, output_path: str) -> None:
     batch = table_util.CanonicalizeRecordBatch(pa.RecordBatch.from_pandas(df, preserve_index=False))
     writers = tfma.default_writers(output_path, eval_config=eval_config)
     with beam.Pipeline(runner=FnApiRunner()) as p:
-        _ = (p | beam.Create([batch])
-             | "ExtractEvaluateAndWriteResults" >> tfma.ExtractEvaluateAndWriteResults(
-                 writers=writers, eval_config=eval_config, output_path=output_path))
+        _ = (
+            p
+            | beam.Create([batch])
+            | "ExtractEvaluateAndWriteResults"
+            >> tfma.ExtractEvaluateAndWriteResults(writers=writers, eval_config=eval_config, output_path=output_path)
+        )
 
 
 def tfma_overall(df: pd.DataFrame, label: str, predictions: dict[str, str]) -> dict[str, dict[str, float | None]]:
@@ -140,10 +172,14 @@ def tfma_overall(df: pd.DataFrame, label: str, predictions: dict[str, str]) -> d
     import tensorflow_model_analysis as tfma
 
     eval_config = tfma.EvalConfig(
-        model_specs=[tfma.ModelSpec(name=name, label_key=label, prediction_key=col) for name, col in predictions.items()],
-        metrics_specs=[tfma.MetricsSpec(metrics=[tfma.MetricConfig(class_name=m) for m in METRICS],
-                                        model_names=list(predictions))],
-        slicing_specs=[tfma.SlicingSpec()])
+        model_specs=[
+            tfma.ModelSpec(name=name, label_key=label, prediction_key=col) for name, col in predictions.items()
+        ],
+        metrics_specs=[
+            tfma.MetricsSpec(metrics=[tfma.MetricConfig(class_name=m) for m in METRICS], model_names=list(predictions))
+        ],
+        slicing_specs=[tfma.SlicingSpec()],
+    )
     overall: dict[str, dict[str, float | None]] = {}
     with tempfile.TemporaryDirectory(prefix="tfma-") as out:
         _analyze_raw_data(df[[label, *predictions.values()]], eval_config, out)
@@ -179,8 +215,9 @@ _TFMA_EPSILON = 1e-7
 def _auc_rebin_edges(num_thresholds: int = AUC_NUM_THRESHOLDS) -> np.ndarray:
     """The lower edges of TFMA's rebinned histogram: its interpolated thresholds, each + epsilon
     except 0 (binary_confusion_matrices.binary_confusion_matrices' result)."""
-    thresholds = np.concatenate([[-_TFMA_EPSILON], np.arange(1, num_thresholds - 1) * 1.0 / (num_thresholds - 1),
-                                 [1.0 + _TFMA_EPSILON]])
+    thresholds = np.concatenate(
+        [[-_TFMA_EPSILON], np.arange(1, num_thresholds - 1) * 1.0 / (num_thresholds - 1), [1.0 + _TFMA_EPSILON]]
+    )
     return np.where(thresholds != 0, thresholds + _TFMA_EPSILON, thresholds)
 
 
@@ -248,7 +285,8 @@ def slice_metrics(df: pd.DataFrame, label: str, predictions: dict[str, str], sli
     SlicingSpec(feature_keys=...): a row with a missing value in a slice column is in no slice
     of that spec. Returns [{"slice": {column: value}, "model", "metrics"}], sorted."""
     missing = sorted({c for s in slices for c in s} - set(df.columns)) + [
-        c for c in (label, *predictions.values()) if c not in df.columns]
+        c for c in (label, *predictions.values()) if c not in df.columns
+    ]
     if missing:
         raise EvaluationInputError(f"columns {missing} not in the evaluation frame: {list(df.columns)}")
     y = df[label].to_numpy(dtype=np.float64)
@@ -270,8 +308,11 @@ def slice_metrics(df: pd.DataFrame, label: str, predictions: dict[str, str], sli
 PARITY_TOLERANCE = 1e-6  # binary_metrics vs TFMA on the same rows; measured: equal to the last bit
 
 
-def check_parity(tfma: dict[str, dict[str, float | None]], numpy: dict[str, dict[str, float | None]],
-                 tolerance: float = PARITY_TOLERANCE) -> float:
+def check_parity(
+    tfma: dict[str, dict[str, float | None]],
+    numpy: dict[str, dict[str, float | None]],
+    tolerance: float = PARITY_TOLERANCE,
+) -> float:
     """Raises when binary_metrics disagrees with TFMA on the overall metrics (the slice metrics
     would not mean what TFMA's mean); returns the largest absolute difference."""
     worst, problems = 0.0, []
@@ -285,8 +326,9 @@ def check_parity(tfma: dict[str, dict[str, float | None]], numpy: dict[str, dict
                 if abs(a - b) > tolerance:
                     problems.append(f"{model} {name}: TFMA {a!r}, NumPy {b!r}")
     if problems:
-        raise EvaluatorError("the NumPy slice metrics no longer match TFMA's definitions (was TFMA upgraded?): "
-                           + "; ".join(problems))
+        raise EvaluatorError(
+            "the NumPy slice metrics no longer match TFMA's definitions (was TFMA upgraded?): " + "; ".join(problems)
+        )
     return worst
 
 
@@ -305,16 +347,29 @@ def judge(config: PlatformConfig, overall: dict[str, dict[str, float]], baseline
             checks.append(Check("max_auc_drop", True, f"production {baseline_version}: AUC undefined, not compared"))
         elif BASELINE in overall:
             ok = cand_auc >= base_auc - ev.max_auc_drop
-            checks.append(Check("max_auc_drop", ok,
-                                f"AUC {cand_auc:.4f} vs production {baseline_version} {base_auc:.4f} "
-                                f"(change {cand_auc - base_auc:+.4f}, allowed >= {-ev.max_auc_drop})"))
+            checks.append(
+                Check(
+                    "max_auc_drop",
+                    ok,
+                    f"AUC {cand_auc:.4f} vs production {baseline_version} {base_auc:.4f} "
+                    f"(change {cand_auc - base_auc:+.4f}, allowed >= {-ev.max_auc_drop})",
+                )
+            )
         else:
             checks.append(Check("max_auc_drop", True, "no production model yet: change threshold not applicable"))
     return checks
 
 
-def evaluate(config: PlatformConfig, examples_dir: str, model_dir: str, out_dir: str, *,
-             baseline_model_dir: str | None = None, baseline_version: str = "", split: str = "test") -> Evaluation:
+def evaluate(
+    config: PlatformConfig,
+    examples_dir: str,
+    model_dir: str,
+    out_dir: str,
+    *,
+    baseline_model_dir: str | None = None,
+    baseline_version: str = "",
+    split: str = "test",
+) -> Evaluation:
     if config.dataset.label.task != TaskType.binary_classification:
         raise EvaluationInputError(f"Evaluator supports binary_classification, got {config.dataset.label.task.value}")
     t0 = time.perf_counter()
@@ -343,15 +398,22 @@ def evaluate(config: PlatformConfig, examples_dir: str, model_dir: str, out_dir:
     check_parity(overall, {n: binary_metrics(y, frame[c].to_numpy()) for n, c in columns.items()})
     sliced = slice_metrics(frame, label, columns, config.evaluation.slices)
     t_slices = time.perf_counter()
-    result = Evaluation(split=split, overall=overall, slices=sliced,
-                        calibration={n: calibration_bins(y, p) for n, p in preds.items()},
-                        baseline_version=baseline_version)
+    result = Evaluation(
+        split=split,
+        overall=overall,
+        slices=sliced,
+        calibration={n: calibration_bins(y, p) for n, p in preds.items()},
+        baseline_version=baseline_version,
+    )
     result.checks = judge(config, overall, baseline_version)
     result.blessed = all(c.passed for c in result.checks)
     failed = [f"{c.name}: {c.detail}" for c in result.checks if not c.passed]
     result.reason = "; ".join(failed) if failed else "all thresholds met"
-    result.seconds = {"predict": round(t_pred - t0, 3), "tfma": round(t_tfma - t_pred, 3),
-                      "slices": round(t_slices - t_tfma, 3)}
+    result.seconds = {
+        "predict": round(t_pred - t0, 3),
+        "tfma": round(t_tfma - t_pred, 3),
+        "slices": round(t_slices - t_tfma, 3),
+    }
     storage.makedirs(out_dir)
     storage.write_json_atomic(join_uri(out_dir, artifacts.METRICS_FILE), asdict(result))
     storage.write_bytes_atomic(join_uri(out_dir, "index.html"), render_html(config, result).encode())
@@ -359,8 +421,12 @@ def evaluate(config: PlatformConfig, examples_dir: str, model_dir: str, out_dir:
 
 
 def blessing_of(result: Evaluation) -> dict:
-    return {"blessed": result.blessed, "reason": result.reason, "baseline_version": result.baseline_version,
-            "checks": [asdict(c) for c in result.checks]}
+    return {
+        "blessed": result.blessed,
+        "reason": result.reason,
+        "baseline_version": result.baseline_version,
+        "checks": [asdict(c) for c in result.checks],
+    }
 
 
 def render_html(config: PlatformConfig, r: Evaluation) -> str:
@@ -369,25 +435,35 @@ def render_html(config: PlatformConfig, r: Evaluation) -> str:
 
     models = list(r.overall)
     metric_names = sorted({k for m in r.overall.values() for k in m})
-    rows = "".join(f"<tr><th>{html.escape(m)}</th>" + "".join(f"<td>{fmt(r.overall[n].get(m))}</td>" for n in models)
-                   + "</tr>" for m in metric_names)
-    checks = "".join(f"<li class={'ok' if c.passed else 'bad'}>{html.escape(c.name)}: {html.escape(c.detail)}</li>"
-                     for c in r.checks)
+    rows = "".join(
+        f"<tr><th>{html.escape(m)}</th>" + "".join(f"<td>{fmt(r.overall[n].get(m))}</td>" for n in models) + "</tr>"
+        for m in metric_names
+    )
+    checks = "".join(
+        f"<li class={'ok' if c.passed else 'bad'}>{html.escape(c.name)}: {html.escape(c.detail)}</li>" for c in r.checks
+    )
     slice_rows = "".join(
         f"<tr><td>{html.escape(', '.join(f'{k}={v}' for k, v in s['slice'].items()))}</td><td>{s['model']}</td>"
         f"<td>{fmt(s['metrics'].get('example_count'))}</td><td>{fmt(s['metrics'].get('auc'))}</td>"
-        f"<td>{fmt(s['metrics'].get('calibration'))}</td></tr>" for s in r.slices)
-    cal = "".join(f"<tr><td>{n}</td><td>{b['bin'][0]:.1f}-{b['bin'][1]:.1f}</td><td>{b['count']}</td>"
-                  f"<td>{b['mean_prediction']:.3f}</td><td>{b['mean_label']:.3f}</td></tr>"
-                  for n, bins in r.calibration.items() for b in bins)
+        f"<td>{fmt(s['metrics'].get('calibration'))}</td></tr>"
+        for s in r.slices
+    )
+    cal = "".join(
+        f"<tr><td>{n}</td><td>{b['bin'][0]:.1f}-{b['bin'][1]:.1f}</td><td>{b['count']}</td>"
+        f"<td>{b['mean_prediction']:.3f}</td><td>{b['mean_label']:.3f}</td></tr>"
+        for n, bins in r.calibration.items()
+        for b in bins
+    )
     verdict = "BLESSED" if r.blessed else "NOT BLESSED"
     return f"""<!doctype html><meta charset=utf-8><title>{config.project} evaluation</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 8px;text-align:right}}
 .ok{{color:#060}}.bad{{color:#b00}}table{{border-collapse:collapse}}tr:nth-child(even){{background:#f4f4f4}}</style>
 <h1>{html.escape(config.project)}: {verdict}</h1><p>{html.escape(r.reason)}</p><ul>{checks}</ul>
-<h2>Overall ({r.split} split)</h2><table><tr><th></th>{''.join(f'<th>{m}</th>' for m in models)}</tr>{rows}</table>
-<h2>Slices</h2><table><tr><th>slice</th><th>model</th><th>examples</th><th>AUC</th><th>calibration</th></tr>{slice_rows}</table>
-<h2>Calibration</h2><table><tr><th>model</th><th>bin</th><th>n</th><th>mean prediction</th><th>mean label</th></tr>{cal}</table>"""
+<h2>Overall ({r.split} split)</h2><table><tr><th></th>{"".join(f"<th>{m}</th>" for m in models)}</tr>{rows}</table>
+<h2>Slices</h2><table>
+<tr><th>slice</th><th>model</th><th>examples</th><th>AUC</th><th>calibration</th></tr>{slice_rows}</table>
+<h2>Calibration</h2><table>
+<tr><th>model</th><th>bin</th><th>n</th><th>mean prediction</th><th>mean label</th></tr>{cal}</table>"""
 
 
 def production_baseline(config: PlatformConfig):
@@ -401,14 +477,29 @@ def production_baseline(config: PlatformConfig):
         return None
 
 
-def run_step(config: PlatformConfig, *, examples_dir: str, examples_uri: str, model_dir: str, model_uri: str,
-             evaluation_dir: str, evaluation_uri: str, blessing_dir: str, blessing_uri: str, pipeline: str,
-             run_id: str, enable_cache: bool = True, log=print) -> dict:
+def run_step(
+    config: PlatformConfig,
+    *,
+    examples_dir: str,
+    examples_uri: str,
+    model_dir: str,
+    model_uri: str,
+    evaluation_dir: str,
+    evaluation_uri: str,
+    blessing_dir: str,
+    blessing_uri: str,
+    pipeline: str,
+    run_id: str,
+    enable_cache: bool = True,
+    log=print,
+) -> dict:
     from mlops.metadata.store import ArtifactRef
     from mlops.steps import record_step, run_cached
 
     baseline = production_baseline(config)
-    if baseline is not None and [f["name"] for f in baseline.features] != [f.name for f in artifacts.model_features(config)]:
+    if baseline is not None and [f["name"] for f in baseline.features] != [
+        f.name for f in artifacts.model_features(config)
+    ]:
         # Production was trained on other inputs: it cannot score these examples, so the change
         # threshold does not apply (the value threshold still does).
         log(f"evaluator: production {baseline.selector} has other input features; not used as baseline")
@@ -417,38 +508,86 @@ def run_step(config: PlatformConfig, *, examples_dir: str, examples_uri: str, mo
     baseline_version = baseline.selector if baseline else ""
 
     def work() -> dict:
-        result = evaluate(config, examples_dir, model_dir, evaluation_dir, baseline_model_dir=baseline_dir,
-                          baseline_version=baseline_version)
+        result = evaluate(
+            config,
+            examples_dir,
+            model_dir,
+            evaluation_dir,
+            baseline_model_dir=baseline_dir,
+            baseline_version=baseline_version,
+        )
         storage.write_json_atomic(join_uri(blessing_dir, artifacts.BLESSING_FILE), blessing_of(result))
         return {"blessing": blessing_of(result), "overall": result.overall, "seconds": result.seconds}
 
     result, cached = run_cached(
-        config, "evaluator", CODE_VERSION, sections=["dataset", "evaluation"],
+        config,
+        "evaluator",
+        CODE_VERSION,
+        sections=["dataset", "evaluation"],
         inputs={"examples": examples_dir, "model": model_dir},
         outputs={"evaluation": evaluation_dir, "blessing": blessing_dir},
-        params={"baseline": baseline_version}, work=work, enabled=enable_cache, log=log)
+        params={"baseline": baseline_version},
+        work=work,
+        enabled=enable_cache,
+        log=log,
+    )
     blessing = result["blessing"]
     log(f"evaluator: {'BLESSED' if blessing['blessed'] else 'NOT BLESSED'}: {blessing['reason']}")
     record_step(
-        config, pipeline=pipeline, run_id=run_id, component="evaluator",
+        config,
+        pipeline=pipeline,
+        run_id=run_id,
+        component="evaluator",
         inputs={"examples": [ArtifactRef("Examples", examples_uri)], "model": [ArtifactRef("Model", model_uri)]},
-        outputs={"evaluation": [ArtifactRef("ModelEvaluation", evaluation_uri, properties={
-                     "metrics": json.dumps(result["overall"].get(CANDIDATE, {})), "baseline_version": baseline_version})],
-                 "blessing": [ArtifactRef("ModelBlessing", blessing_uri, properties={
-                     "blessed": int(blessing["blessed"]), "reason": blessing["reason"],
-                     "baseline_version": baseline_version})]},
-        properties={"code_version": CODE_VERSION}, state="CACHED" if cached else "COMPLETE")
+        outputs={
+            "evaluation": [
+                ArtifactRef(
+                    "ModelEvaluation",
+                    evaluation_uri,
+                    properties={
+                        "metrics": json.dumps(result["overall"].get(CANDIDATE, {})),
+                        "baseline_version": baseline_version,
+                    },
+                )
+            ],
+            "blessing": [
+                ArtifactRef(
+                    "ModelBlessing",
+                    blessing_uri,
+                    properties={
+                        "blessed": int(blessing["blessed"]),
+                        "reason": blessing["reason"],
+                        "baseline_version": baseline_version,
+                    },
+                )
+            ],
+        },
+        properties={"code_version": CODE_VERSION},
+        state="CACHED" if cached else "COMPLETE",
+    )
     return {**result, "cached": cached}
 
 
-def execute(config: PlatformConfig, inputs: dict[str, Location], outputs: dict[str, Location], context: RunContext) -> StepResult:
+def execute(
+    config: PlatformConfig, inputs: dict[str, Location], outputs: dict[str, Location], context: RunContext
+) -> StepResult:
     """The step contract (mlops.steps): inputs {"examples", "model"}; outputs {"evaluation",
     "blessing"}."""
     examples, model = inputs["examples"], inputs["model"]
     evaluation, blessing = outputs["evaluation"], outputs["blessing"]
-    result = run_step(config, examples_dir=examples.path, examples_uri=examples.uri, model_dir=model.path,
-                      model_uri=model.uri, evaluation_dir=evaluation.path, evaluation_uri=evaluation.uri,
-                      blessing_dir=blessing.path, blessing_uri=blessing.uri, pipeline=context.pipeline,
-                      run_id=context.run_id, enable_cache=context.enable_cache)
+    result = run_step(
+        config,
+        examples_dir=examples.path,
+        examples_uri=examples.uri,
+        model_dir=model.path,
+        model_uri=model.uri,
+        evaluation_dir=evaluation.path,
+        evaluation_uri=evaluation.uri,
+        blessing_dir=blessing.path,
+        blessing_uri=blessing.uri,
+        pipeline=context.pipeline,
+        run_id=context.run_id,
+        enable_cache=context.enable_cache,
+    )
     cached = result.pop("cached")
     return StepResult(values=result, cached=cached)

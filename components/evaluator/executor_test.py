@@ -5,11 +5,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from components.evaluator.executor import (
+    BASELINE,
+    CANDIDATE,
+    METRIC_NAMES,
+    METRICS,
+    EvaluationInputError,
+    EvaluatorError,
+    _analyze_raw_data,
+    _value,
+    binary_metrics,
+    calibration_bins,
+    check_parity,
+    judge,
+    slice_metrics,
+    tfma_overall,
+)
 from mlops.config import load_config
-
-from components.evaluator.executor import (BASELINE, CANDIDATE, EvaluationInputError, EvaluatorError, METRIC_NAMES, METRICS, _analyze_raw_data, _value,
-                                           binary_metrics, calibration_bins, check_parity, judge, slice_metrics,
-                                           tfma_overall)
 from tests.support.fixtures import FLIGHTS_CONFIG
 
 
@@ -81,13 +93,22 @@ def test_check_parity_names_the_disagreeing_metric():
 
 
 def test_slice_metrics_groups_like_a_slicing_spec():
-    df = pd.DataFrame({"label": [0, 1, 1, 0, 1], "carrier": ["AA", "AA", None, "UA", "UA"],
-                       "hour": np.array([5, 5, 6, 6, np.nan], dtype=np.float32),
-                       "p": np.array([0.2, 0.8, 0.6, 0.3, 0.9], dtype=np.float32)})
+    df = pd.DataFrame(
+        {
+            "label": [0, 1, 1, 0, 1],
+            "carrier": ["AA", "AA", None, "UA", "UA"],
+            "hour": np.array([5, 5, 6, 6, np.nan], dtype=np.float32),
+            "p": np.array([0.2, 0.8, 0.6, 0.3, 0.9], dtype=np.float32),
+        }
+    )
     out = slice_metrics(df, "label", {CANDIDATE: "p"}, [["carrier"], ["carrier", "hour"]])
     keys = [s["slice"] for s in out]
-    assert keys == [{"carrier": "AA", "hour": 5.0}, {"carrier": "AA"}, {"carrier": "UA", "hour": 6.0},
-                    {"carrier": "UA"}]  # sorted by JSON; rows with a missing slice value are in no slice
+    assert keys == [
+        {"carrier": "AA", "hour": 5.0},
+        {"carrier": "AA"},
+        {"carrier": "UA", "hour": 6.0},
+        {"carrier": "UA"},
+    ]  # sorted by JSON; rows with a missing slice value are in no slice
     assert [s["metrics"]["example_count"] for s in out] == [2, 2, 1, 2]
     with pytest.raises(EvaluationInputError, match="'dest'"):
         slice_metrics(df, "label", {CANDIDATE: "p"}, [["dest"]])
@@ -102,9 +123,11 @@ def _tfma_sliced(df: pd.DataFrame, label: str, predictions: dict[str, str], slic
 
     eval_config = tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(name=n, label_key=label, prediction_key=c) for n, c in predictions.items()],
-        metrics_specs=[tfma.MetricsSpec(metrics=[tfma.MetricConfig(class_name=m) for m in METRICS],
-                                        model_names=list(predictions))],
-        slicing_specs=[tfma.SlicingSpec(feature_keys=s) for s in slices])
+        metrics_specs=[
+            tfma.MetricsSpec(metrics=[tfma.MetricConfig(class_name=m) for m in METRICS], model_names=list(predictions))
+        ],
+        slicing_specs=[tfma.SlicingSpec(feature_keys=s) for s in slices],
+    )
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         _analyze_raw_data(df, eval_config, tmp)
@@ -127,8 +150,9 @@ def test_numpy_slice_metrics_equal_tfma_per_slice():
     carrier = rng.choice(["AA", "UA", "DL", "B6"], n).astype(object)
     y = (rng.random(n) < np.where(carrier == "DL", 0.35, 0.2)).astype(np.int64)
     good = np.clip(0.15 + 0.35 * y + rng.normal(0, 0.2, n), 0, 1)
-    edges = np.concatenate([rng.integers(0, 10001, 60) / 10000, rng.integers(0, 10000, 60) / 9999,
-                            [0.0, 0.5, 1.0, 0.5, 0.0001, 0.9999]])
+    edges = np.concatenate(
+        [rng.integers(0, 10001, 60) / 10000, rng.integers(0, 10000, 60) / 9999, [0.0, 0.5, 1.0, 0.5, 0.0001, 0.9999]]
+    )
     good[rng.choice(n, edges.size, replace=False)] = edges
     coin = rng.random(n)
     carrier[:40], y[:40] = "HA", 0  # one class only
@@ -138,14 +162,24 @@ def test_numpy_slice_metrics_equal_tfma_per_slice():
     origin[rng.choice(n, 50, replace=False)] = None
     engines = rng.choice([1.0, 2.0, 4.0], n).astype(np.float32)
     engines[rng.choice(n, 50, replace=False)] = np.nan
-    df = pd.DataFrame({"label": y, "carrier": carrier, "origin": origin, "engines": engines,
-                       "good": good.astype(np.float32), "coin": coin.astype(np.float32)})
+    df = pd.DataFrame(
+        {
+            "label": y,
+            "carrier": carrier,
+            "origin": origin,
+            "engines": engines,
+            "good": good.astype(np.float32),
+            "coin": coin.astype(np.float32),
+        }
+    )
     predictions = {CANDIDATE: "good", BASELINE: "coin"}
     slices = [["carrier"], ["origin"], ["engines"], ["carrier", "origin"]]
 
     expected = _tfma_sliced(df, "label", predictions, slices)
-    got = {(tuple(sorted(s["slice"].items())), s["model"]): s["metrics"]
-           for s in slice_metrics(df, "label", predictions, slices)}
+    got = {
+        (tuple(sorted(s["slice"].items())), s["model"]): s["metrics"]
+        for s in slice_metrics(df, "label", predictions, slices)
+    }
     assert set(got) == set(expected)
     assert {k[0] for k in got} >= {(("carrier", "HA"),), (("carrier", "OO"),), (("engines", 4.0),)}
     assert all(v is not None and v == v for k in got for _, v in k[0])  # no None/NaN slice value
@@ -166,9 +200,14 @@ def test_tfma_overall_two_models():
     rng = np.random.default_rng(0)
     n = 2000
     y = rng.integers(0, 2, n)
-    df = pd.DataFrame({"label": y, "carrier": rng.choice(["AA", "UA"], n),
-                       "good": np.clip(y * 0.5 + rng.random(n) * 0.5, 0, 1).astype("float32"),
-                       "coin": rng.random(n).astype("float32")})
+    df = pd.DataFrame(
+        {
+            "label": y,
+            "carrier": rng.choice(["AA", "UA"], n),
+            "good": np.clip(y * 0.5 + rng.random(n) * 0.5, 0, 1).astype("float32"),
+            "coin": rng.random(n).astype("float32"),
+        }
+    )
     overall = tfma_overall(df, "label", {CANDIDATE: "good", BASELINE: "coin"})
     assert overall[CANDIDATE]["auc"] > 0.9 and 0.4 < overall[BASELINE]["auc"] < 0.6
     assert overall[CANDIDATE]["example_count"] == n and set(overall[BASELINE]) == set(METRIC_NAMES)

@@ -33,7 +33,17 @@ def example_gen(
     from mlops.steps import Location, RunContext, load_step_config
 
     config = load_step_config(config_path, config_overrides, artifact_root)
-    result = execute(config, {}, {"examples": Location(examples.path, examples.uri)},
-                     RunContext(pipeline_name, run_id, enable_cache), dataset_selector=dataset_selector)
-    examples.metadata.update({"splits": result.values["splits"], "dataset_versions": result.values["dataset_versions"],
-                              "cached": result.cached})
+    result = execute(
+        config,
+        {},
+        {"examples": Location(examples.path, examples.uri)},
+        RunContext(pipeline_name, run_id, enable_cache),
+        dataset_selector=dataset_selector,
+    )
+    examples.metadata.update(
+        {
+            "splits": result.values["splits"],
+            "dataset_versions": result.values["dataset_versions"],
+            "cached": result.cached,
+        }
+    )

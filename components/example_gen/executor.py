@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 
 from mlops import artifacts, storage
-from mlops.steps import Location, RunContext, StepResult, source_version
 from mlops.config import PlatformConfig, SplitSpec, join_uri
-from mlops.errors import MlopsError
 from mlops.datasets.repository import DatasetError, DatasetRepository
+from mlops.errors import MlopsError
+from mlops.steps import Location, RunContext, StepResult, source_version
 
 CODE_VERSION = source_version("example_gen", __name__)
 
@@ -110,17 +110,23 @@ def run_example_gen(config: PlatformConfig, selector: str, out_dir: str) -> Exam
         if part.empty and not expected_empty:
             raise ExampleGenError(
                 f"split {name!r} is empty ({len(df)} rows, ratios train={config.split.train} eval={config.split.eval} "
-                f"test={config.split.test}): more data or other ratios are needed")
+                f"test={config.split.test}): more data or other ratios are needed"
+            )
         storage.write_parquet_atomic(part.reset_index(drop=True), artifacts.split_path(out_dir, name))
         counts[name] = int(len(part))
     if sum(counts.values()) != len(df):
         raise ExampleGenError(f"rows lost in splitting: {len(df)} in, {sum(counts.values())} out")
     label = ds.label.column
     info = ExamplesInfo(
-        dataset_versions=version_ids, feature_sources=sources, rows_in=int(len(df)), splits=counts, label=label,
+        dataset_versions=version_ids,
+        feature_sources=sources,
+        rows_in=int(len(df)),
+        splits=counts,
+        label=label,
         features=[{"name": f.name, "kind": f.kind.value, "dtype": f.dtype} for f in features],
         label_rate={n: float(encoded.loc[split == n, label].mean()) for n in counts if counts[n]},
-        seconds={"load_and_join": round(t_join - t0, 3), "split_and_write": round(time.perf_counter() - t_join, 3)})
+        seconds={"load_and_join": round(t_join - t0, 3), "split_and_write": round(time.perf_counter() - t_join, 3)},
+    )
     storage.write_json_atomic(join_uri(out_dir, artifacts.EXAMPLES_INFO), asdict(info))
     return info
 
@@ -133,8 +139,16 @@ def summary(info: ExamplesInfo) -> str:
     return json.dumps({"splits": info.splits, "label_rate": info.label_rate}, sort_keys=True)
 
 
-def run_step(config: PlatformConfig, *, selector: str, out_dir: str, out_uri: str, pipeline: str, run_id: str,
-             enable_cache: bool = True) -> dict:
+def run_step(
+    config: PlatformConfig,
+    *,
+    selector: str,
+    out_dir: str,
+    out_uri: str,
+    pipeline: str,
+    run_id: str,
+    enable_cache: bool = True,
+) -> dict:
     """The step as a pipeline runs it: cached on content, recorded in MLMD."""
     from components.ingest.executor import dataset_ref
     from mlops.metadata.store import ArtifactRef
@@ -158,29 +172,67 @@ def run_step(config: PlatformConfig, *, selector: str, out_dir: str, out_uri: st
         return asdict(run_example_gen(config, selector, out_dir))
 
     result, cached = run_cached(
-        config, "example_gen", CODE_VERSION, sections=["dataset", "features", "split"], inputs={},
+        config,
+        "example_gen",
+        CODE_VERSION,
+        sections=["dataset", "features", "split"],
+        inputs={},
         outputs={"examples": out_dir},
-        params={"datasets": [v.id for v in versions], "feature_sources": feature_versions,
-                "feature_definitions": feature_definitions}, work=work,
-        enabled=enable_cache)
+        params={
+            "datasets": [v.id for v in versions],
+            "feature_sources": feature_versions,
+            "feature_definitions": feature_definitions,
+        },
+        work=work,
+        enabled=enable_cache,
+    )
     inputs = {"dataset": [dataset_ref(v) for v in versions]}
     if feature_versions:
         inputs["feature_sources"] = [dataset_ref(repo.get(v)) for v in feature_versions]
-    record_step(config, pipeline=pipeline, run_id=run_id, component="example_gen", inputs=inputs,
-                outputs={"examples": [ArtifactRef("Examples", out_uri, properties={
-                    "split_names": json.dumps(list(result["splits"])), "row_count": result["rows_in"],
-                    "span": ",".join(v.span or "full" for v in versions)})]},
-                properties={"code_version": CODE_VERSION, "cache_key": "hit" if cached else "miss"},
-                state="CACHED" if cached else "COMPLETE")
+    record_step(
+        config,
+        pipeline=pipeline,
+        run_id=run_id,
+        component="example_gen",
+        inputs=inputs,
+        outputs={
+            "examples": [
+                ArtifactRef(
+                    "Examples",
+                    out_uri,
+                    properties={
+                        "split_names": json.dumps(list(result["splits"])),
+                        "row_count": result["rows_in"],
+                        "span": ",".join(v.span or "full" for v in versions),
+                    },
+                )
+            ]
+        },
+        properties={"code_version": CODE_VERSION, "cache_key": "hit" if cached else "miss"},
+        state="CACHED" if cached else "COMPLETE",
+    )
     return {**result, "cached": cached}
 
 
-def execute(config: PlatformConfig, inputs: dict[str, Location], outputs: dict[str, Location], context: RunContext,
-            *, dataset_selector: str) -> StepResult:
+def execute(
+    config: PlatformConfig,
+    inputs: dict[str, Location],
+    outputs: dict[str, Location],
+    context: RunContext,
+    *,
+    dataset_selector: str,
+) -> StepResult:
     """The step contract (mlops.steps): no artifact inputs (the dataset versions are resolved from
     `dataset_selector` in the repository); outputs {"examples"}."""
     examples = outputs["examples"]
-    result = run_step(config, selector=dataset_selector, out_dir=examples.path, out_uri=examples.uri,
-                      pipeline=context.pipeline, run_id=context.run_id, enable_cache=context.enable_cache)
+    result = run_step(
+        config,
+        selector=dataset_selector,
+        out_dir=examples.path,
+        out_uri=examples.uri,
+        pipeline=context.pipeline,
+        run_id=context.run_id,
+        enable_cache=context.enable_cache,
+    )
     cached = result.pop("cached")
     return StepResult(values=result, cached=cached)

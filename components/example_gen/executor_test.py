@@ -3,11 +3,10 @@
 import pandas as pd
 import pytest
 
+from components.example_gen.executor import ExampleGenError, assign_splits, read_info, run_example_gen
 from mlops import artifacts
 from mlops.config import load_config
 from mlops.datasets.ingest import ingest, read_source
-
-from components.example_gen.executor import ExampleGenError, assign_splits, read_info, run_example_gen
 from tests.support.fixtures import REPO
 
 CONFIG = REPO / "tests" / "configs" / "flights_raw_only.yaml"

@@ -46,11 +46,14 @@ def example_validator(
 
     config = load_step_config(config_path, config_overrides, artifact_root)
     try:
-        result = execute(config, {"statistics": Location(statistics.path, statistics.uri),
-                                  "schema": Location(schema.path, schema.uri)},
-                         {"anomalies": Location(anomalies.path, anomalies.uri)}, RunContext(pipeline_name, run_id),
-                         previous_statistics_uri=previous_statistics_uri,
-                         serving_statistics_uri=serving_statistics_uri).values
+        result = execute(
+            config,
+            {"statistics": Location(statistics.path, statistics.uri), "schema": Location(schema.path, schema.uri)},
+            {"anomalies": Location(anomalies.path, anomalies.uri)},
+            RunContext(pipeline_name, run_id),
+            previous_statistics_uri=previous_statistics_uri,
+            serving_statistics_uri=serving_statistics_uri,
+        ).values
     except MlopsError:
         shutil.copyfile(join_uri(anomalies.path, HTML_FILE), report.path)  # the report says why the data failed
         raise

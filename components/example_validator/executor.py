@@ -28,12 +28,12 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
-from mlops import storage
 from components.statistics_gen.executor import STATS_INDEX
+from mlops import storage
 from mlops.artifacts import ANOMALIES_SUMMARY, SCHEMA_FILE, SPLITS, STATS_SUFFIX, stats_path
 from mlops.config import PlatformConfig, join_uri
-from mlops.steps import Location, RunContext, StepResult
 from mlops.errors import NotFound, Refused
+from mlops.steps import Location, RunContext, StepResult
 from mlops.validation import anomalies as A
 from mlops.validation import report
 from mlops.validation.schema import SERVING, TRAINING, load_schema
@@ -103,17 +103,22 @@ class ValidationResult:
         if any(a.category != A.SCHEMA for a in failing):
             policy.append("validation.on_drift=fail")
         where = self.report_uri or self.html_path
-        return (f"data validation failed ({', '.join(policy)}): {self.summary()}. Failing: {listed}{more}. "
-                f"Report: {where}")
+        return (
+            f"data validation failed ({', '.join(policy)}): {self.summary()}. Failing: {listed}{more}. Report: {where}"
+        )
 
     def to_json(self) -> dict:
         return {
-            "ok": self.ok, "should_fail": self.should_fail,
+            "ok": self.ok,
+            "should_fail": self.should_fail,
             "policy": {"on_anomaly": self.on_anomaly, "on_drift": self.on_drift},
             "summary": self.summary(),
             "message": self.failure_message() if self.should_fail else "",
-            "counts": {"schema": {s: len(r) for s, r in self.anomalies.items()}, "drift": len(self.drift),
-                       "skew": len(self.skew)},
+            "counts": {
+                "schema": {s: len(r) for s, r in self.anomalies.items()},
+                "drift": len(self.drift),
+                "skew": len(self.skew),
+            },
             "inputs": self.inputs,
             "anomalies": [asdict(a) for a in self.all_anomalies],
             "measurements": [{**asdict(m), "exceeded": m.exceeded} for m in self.measurements],
@@ -126,9 +131,16 @@ def available_splits(statistics_dir: str) -> list[str]:
     return [s for s in SPLITS if s in names] + sorted(s for s in names if s not in SPLITS)
 
 
-def validate(config: PlatformConfig, statistics_dir: str, schema_dir: str, out_dir: str, *,
-             previous_statistics_dir: str | None = None, serving_statistics_path: str | None = None,
-             drift_splits=DEFAULT_DRIFT_SPLITS) -> ValidationResult:
+def validate(
+    config: PlatformConfig,
+    statistics_dir: str,
+    schema_dir: str,
+    out_dir: str,
+    *,
+    previous_statistics_dir: str | None = None,
+    serving_statistics_path: str | None = None,
+    drift_splits=DEFAULT_DRIFT_SPLITS,
+) -> ValidationResult:
     import tensorflow_data_validation as tfdv
 
     t0 = time.perf_counter()
@@ -160,24 +172,28 @@ def validate(config: PlatformConfig, statistics_dir: str, schema_dir: str, out_d
         compared = [s for s in drift_splits if s in splits]
         missing = [s for s in compared if s not in previous]
         if missing:
-            raise ExampleValidatorError(f"previous statistics {previous_statistics_dir}: no split(s) {missing} to "
-                                        f"compare with (it has {previous})")
+            raise ExampleValidatorError(
+                f"previous statistics {previous_statistics_dir}: no split(s) {missing} to "
+                f"compare with (it has {previous})"
+            )
         for split in compared:
             prev = read_statistics(stats_path(previous_statistics_dir, split))
-            result = tfdv.validate_statistics(stats[split], schema, environment=training_env,
-                                              previous_statistics=prev)
+            result = tfdv.validate_statistics(stats[split], schema, environment=training_env, previous_statistics=prev)
             drift += A.rows(result, A.DRIFT, split, comparators_only=True)
             measured += A.measurements(result, A.DRIFT, split)
-            A.write_anomalies_text(result, join_uri(out_dir, f"drift.{split}.anomalies.pbtxt"
-                                                    if len(compared) > 1 else "drift.anomalies.pbtxt"))
+            A.write_anomalies_text(
+                result,
+                join_uri(out_dir, f"drift.{split}.anomalies.pbtxt" if len(compared) > 1 else "drift.anomalies.pbtxt"),
+            )
     if serving_statistics_path:
         if not storage.exists(serving_statistics_path):
             raise ExampleValidatorError(f"serving statistics {serving_statistics_path} do not exist")
         if SKEW_SPLIT not in stats:
             raise ExampleValidatorError(f"statistics {statistics_dir}: no {SKEW_SPLIT} split to compare serving with")
         serving = read_statistics(serving_statistics_path)
-        result = tfdv.validate_statistics(stats[SKEW_SPLIT], schema, environment=training_env,
-                                          serving_statistics=serving)
+        result = tfdv.validate_statistics(
+            stats[SKEW_SPLIT], schema, environment=training_env, serving_statistics=serving
+        )
         A.write_anomalies_text(result, join_uri(out_dir, "skew.anomalies.pbtxt"))
         skew += A.rows(result, A.SKEW, SKEW_SPLIT, comparators_only=True)
         measured += A.measurements(result, A.SKEW, SKEW_SPLIT)
@@ -186,11 +202,23 @@ def validate(config: PlatformConfig, statistics_dir: str, schema_dir: str, out_d
         skew += A.rows(serving_result, A.SERVING, "serving", exclude_comparators=True)
 
     v = config.validation
-    result = ValidationResult(anomalies=per_split, drift=drift, skew=skew, measurements=measured,
-                              on_anomaly=v.on_anomaly, on_drift=v.on_drift, ok=False, should_fail=False,
-                              out_dir=out_dir, inputs={"statistics": statistics_dir, "schema": schema_uri,
-                                                       "previous_statistics": previous_statistics_dir,
-                                                       "serving_statistics": serving_statistics_path})
+    result = ValidationResult(
+        anomalies=per_split,
+        drift=drift,
+        skew=skew,
+        measurements=measured,
+        on_anomaly=v.on_anomaly,
+        on_drift=v.on_drift,
+        ok=False,
+        should_fail=False,
+        out_dir=out_dir,
+        inputs={
+            "statistics": statistics_dir,
+            "schema": schema_uri,
+            "previous_statistics": previous_statistics_dir,
+            "serving_statistics": serving_statistics_path,
+        },
+    )
     result.ok = not result.all_anomalies
     result.should_fail = bool(result.failing())
     result.seconds = round(time.perf_counter() - t0, 3)
@@ -205,36 +233,47 @@ def write_report(result: ValidationResult, out_dir: str) -> None:
 
 def report_html(r: ValidationResult) -> str:
     if r.should_fail:
-        verdict = f"<p class=\"fail\"><b>FAILED</b>: {report.esc(r.failure_message())}</p>"
+        verdict = f'<p class="fail"><b>FAILED</b>: {report.esc(r.failure_message())}</p>'
     elif r.ok:
-        verdict = "<p class=\"ok\"><b>OK</b>: no anomalies, no drift, no skew.</p>"
+        verdict = '<p class="ok"><b>OK</b>: no anomalies, no drift, no skew.</p>'
     else:
-        verdict = (f"<p class=\"warn\"><b>WARNINGS</b>: {report.esc(r.summary())} (policy: on_anomaly="
-                   f"{report.esc(r.on_anomaly)}, on_drift={report.esc(r.on_drift)}).</p>")
+        verdict = (
+            f'<p class="warn"><b>WARNINGS</b>: {report.esc(r.summary())} (policy: on_anomaly='
+            f"{report.esc(r.on_anomaly)}, on_drift={report.esc(r.on_drift)}).</p>"
+        )
     headers = ["split", "feature", "kind", "severity", "description"]
 
     def anomaly_rows(items):
         return [(a.split, a.feature, a.kind, a.severity, a.description) for a in items]
 
-    sections = [verdict,
-                f"<p class=\"note\">Policy: schema anomalies &rarr; {report.esc(r.on_anomaly)}; drift, skew and "
-                f"serving anomalies &rarr; {report.esc(r.on_drift)}.</p>",
-                "<h2>Schema anomalies</h2>" + report.table(headers, anomaly_rows(r.schema_anomalies)),
-                "<h2>Checked splits</h2>" + report.table(["split", "anomalies"],
-                                                         [(s, len(a)) for s, a in r.anomalies.items()], numeric=(1,))]
+    sections = [
+        verdict,
+        f'<p class="note">Policy: schema anomalies &rarr; {report.esc(r.on_anomaly)}; drift, skew and '
+        f"serving anomalies &rarr; {report.esc(r.on_drift)}.</p>",
+        "<h2>Schema anomalies</h2>" + report.table(headers, anomaly_rows(r.schema_anomalies)),
+        "<h2>Checked splits</h2>"
+        + report.table(["split", "anomalies"], [(s, len(a)) for s, a in r.anomalies.items()], numeric=(1,)),
+    ]
     if r.inputs.get("previous_statistics"):
         sections.append("<h2>Drift vs the previous statistics</h2>" + report.table(headers, anomaly_rows(r.drift)))
     else:
-        sections.append("<h2>Drift</h2><p class=\"note\">Not checked: no previous statistics given.</p>")
+        sections.append('<h2>Drift</h2><p class="note">Not checked: no previous statistics given.</p>')
     if r.inputs.get("serving_statistics"):
         sections.append("<h2>Training/serving skew and serving data</h2>" + report.table(headers, anomaly_rows(r.skew)))
     else:
-        sections.append("<h2>Skew</h2><p class=\"note\">Not checked: no serving statistics given.</p>")
+        sections.append('<h2>Skew</h2><p class="note">Not checked: no serving statistics given.</p>')
     if r.measurements:
-        sections.append("<h2>Distribution distances</h2>" + report.table(
-            ["comparison", "split", "feature", "measure", "value", "threshold", "above threshold"],
-            [(m.comparison, m.split, m.feature, m.measure, m.value, m.threshold, "YES" if m.exceeded else "")
-             for m in r.measurements], numeric=(4, 5)))
+        sections.append(
+            "<h2>Distribution distances</h2>"
+            + report.table(
+                ["comparison", "split", "feature", "measure", "value", "threshold", "above threshold"],
+                [
+                    (m.comparison, m.split, m.feature, m.measure, m.value, m.threshold, "YES" if m.exceeded else "")
+                    for m in r.measurements
+                ],
+                numeric=(4, 5),
+            )
+        )
     sections.append("<h2>Inputs</h2>" + report.table(["input", "uri"], [(k, v or "") for k, v in r.inputs.items()]))
     return report.page("Data validation", sections)
 
@@ -251,11 +290,21 @@ def anomalies_ref(result: ValidationResult):
     from mlops.metadata.store import ArtifactRef
 
     body = json.dumps([[a.category, a.split, a.feature, a.kind] for a in result.all_anomalies]).encode()
-    return ArtifactRef("Anomalies", result.out_dir, properties={
-        "split": json.dumps(list(result.anomalies)), "anomaly_count": len(result.all_anomalies),
-        "content_hash": hashlib.sha256(body).hexdigest()[:16], "ok": result.ok, "should_fail": result.should_fail,
-        "schema_anomalies": len(result.schema_anomalies), "drift_anomalies": len(result.drift),
-        "skew_anomalies": len(result.skew), "report_uri": result.report_uri or ""})
+    return ArtifactRef(
+        "Anomalies",
+        result.out_dir,
+        properties={
+            "split": json.dumps(list(result.anomalies)),
+            "anomaly_count": len(result.all_anomalies),
+            "content_hash": hashlib.sha256(body).hexdigest()[:16],
+            "ok": result.ok,
+            "should_fail": result.should_fail,
+            "schema_anomalies": len(result.schema_anomalies),
+            "drift_anomalies": len(result.drift),
+            "skew_anomalies": len(result.skew),
+            "report_uri": result.report_uri or "",
+        },
+    )
 
 
 def report_dir(config: PlatformConfig, pipeline: str, run_id: str) -> str:
@@ -277,8 +326,11 @@ def previous_statistics(config: PlatformConfig, statistics_dir: str) -> str | No
     statistics validated before run() recorded their project and dataset are never picked."""
     from mlops.metadata.store import open_store
 
-    current = storage.read_json(join_uri(statistics_dir, STATS_INDEX)) if storage.exists(
-        join_uri(statistics_dir, STATS_INDEX)) else {}
+    current = (
+        storage.read_json(join_uri(statistics_dir, STATS_INDEX))
+        if storage.exists(join_uri(statistics_dir, STATS_INDEX))
+        else {}
+    )
     return _last_successful_run_statistics(open_store(config), config, statistics_dir, current)
 
 
@@ -303,18 +355,31 @@ def _last_successful_run_statistics(store, config: PlatformConfig, statistics_di
         run_id = execution.name.rsplit("/", 1)[0]  # executions are named <run_id>/<component>
         if any(e.state in ("FAILED", "CANCELED") for e in store.list_executions(run_id)):
             continue
-        validated = [statistics[ev.artifact_id] for ev in store.mlmd.get_events_by_execution_ids([execution.id])
-                     if ev.type == pb.Event.INPUT and _event_key(ev) == "statistics" and ev.artifact_id in statistics]
+        validated = [
+            statistics[ev.artifact_id]
+            for ev in store.mlmd.get_events_by_execution_ids([execution.id])
+            if ev.type == pb.Event.INPUT and _event_key(ev) == "statistics" and ev.artifact_id in statistics
+        ]
         for artifact in validated:
-            if all(artifact.properties.get(k) == v for k, v in owner.items()) and \
-                    _usable_baseline(artifact, statistics_dir, current):
+            if all(artifact.properties.get(k) == v for k, v in owner.items()) and _usable_baseline(
+                artifact, statistics_dir, current
+            ):
                 return artifact.uri
     return None
 
 
-def run(config: PlatformConfig, statistics_dir: str, schema_dir: str, out_dir: str, *, pipeline: str, run_id: str,
-        previous_statistics_dir: str | None = None, serving_statistics_path: str | None = None,
-        drift_splits=DEFAULT_DRIFT_SPLITS) -> ValidationResult:
+def run(
+    config: PlatformConfig,
+    statistics_dir: str,
+    schema_dir: str,
+    out_dir: str,
+    *,
+    pipeline: str,
+    run_id: str,
+    previous_statistics_dir: str | None = None,
+    serving_statistics_path: str | None = None,
+    drift_splits=DEFAULT_DRIFT_SPLITS,
+) -> ValidationResult:
     """validate() + a persistent copy of the report + the MLMD record (state FAILED when the
     policy says the run must fail). Does not raise for bad data: call raise_if_failed()."""
     from mlops.metadata.store import ArtifactRef
@@ -322,37 +387,71 @@ def run(config: PlatformConfig, statistics_dir: str, schema_dir: str, out_dir: s
 
     if previous_statistics_dir is None:
         previous_statistics_dir = previous_statistics(config, statistics_dir)
-    result = validate(config, statistics_dir, schema_dir, out_dir, previous_statistics_dir=previous_statistics_dir,
-                      serving_statistics_path=serving_statistics_path, drift_splits=drift_splits)
+    result = validate(
+        config,
+        statistics_dir,
+        schema_dir,
+        out_dir,
+        previous_statistics_dir=previous_statistics_dir,
+        serving_statistics_path=serving_statistics_path,
+        drift_splits=drift_splits,
+    )
     persistent = report_dir(config, pipeline, run_id)
     if persistent.rstrip("/") != out_dir.rstrip("/"):
         result.report_uri = join_uri(persistent, HTML_FILE)
         storage.makedirs(persistent)
         write_report(result, persistent)
         write_report(result, out_dir)  # the message now names the persistent report
-    inputs = {"statistics": [ArtifactRef("Statistics", statistics_dir, properties=statistics_owner(config))],
-              "schema": [ArtifactRef("Schema", schema_dir)]}
+    inputs = {
+        "statistics": [ArtifactRef("Statistics", statistics_dir, properties=statistics_owner(config))],
+        "schema": [ArtifactRef("Schema", schema_dir)],
+    }
     if previous_statistics_dir:
         inputs["previous_statistics"] = [ArtifactRef("Statistics", previous_statistics_dir)]
     properties = {"code_version": CODE_VERSION}
     if result.should_fail:
         properties["error"] = result.failure_message()[:2000]
-    record_step(config, pipeline=pipeline, run_id=run_id, component=COMPONENT, inputs=inputs,
-                outputs={"anomalies": [anomalies_ref(result)]}, properties=properties,
-                state="FAILED" if result.should_fail else "COMPLETE")
+    record_step(
+        config,
+        pipeline=pipeline,
+        run_id=run_id,
+        component=COMPONENT,
+        inputs=inputs,
+        outputs={"anomalies": [anomalies_ref(result)]},
+        properties=properties,
+        state="FAILED" if result.should_fail else "COMPLETE",
+    )
     return result
 
 
-def execute(config: PlatformConfig, inputs: dict[str, Location], outputs: dict[str, Location],
-            context: RunContext, *, previous_statistics_uri: str = "", serving_statistics_uri: str = "") -> StepResult:
+def execute(
+    config: PlatformConfig,
+    inputs: dict[str, Location],
+    outputs: dict[str, Location],
+    context: RunContext,
+    *,
+    previous_statistics_uri: str = "",
+    serving_statistics_uri: str = "",
+) -> StepResult:
     """The step contract (mlops.steps): inputs {"statistics", "schema"}; outputs {"anomalies"}.
     Writes the report and the MLMD record first, then raises DataValidationError when the policy
     says the run must fail."""
-    result = run(config, inputs["statistics"].path, inputs["schema"].path, outputs["anomalies"].path,
-                 pipeline=context.pipeline, run_id=context.run_id,
-                 previous_statistics_dir=previous_statistics_uri or None,
-                 serving_statistics_path=serving_statistics_uri or None)
-    values = {"ok": result.ok, "should_fail": result.should_fail, "summary": result.summary(),
-              "report_uri": result.report_uri or "", "html_path": result.html_path}
+    result = run(
+        config,
+        inputs["statistics"].path,
+        inputs["schema"].path,
+        outputs["anomalies"].path,
+        pipeline=context.pipeline,
+        run_id=context.run_id,
+        previous_statistics_dir=previous_statistics_uri or None,
+        serving_statistics_path=serving_statistics_uri or None,
+    )
+    values = {
+        "ok": result.ok,
+        "should_fail": result.should_fail,
+        "summary": result.summary(),
+        "report_uri": result.report_uri or "",
+        "html_path": result.html_path,
+    }
     raise_if_failed(result)  # after the report and the MLMD record (state FAILED)
     return StepResult(values=values)

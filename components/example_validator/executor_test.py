@@ -11,10 +11,9 @@ from components.schema_gen.executor import generate_schema
 from components.statistics_gen.executor import generate as generate_statistics
 from mlops.config import load_config
 from mlops.metadata.store import open_store
-from tests.support.reference_data import flights_frame, split_positions, write_split_frames
 from mlops.validation.statistics import compute_statistics, write_statistics
-
 from tests.support.fixtures import FLIGHTS_CONFIG
+from tests.support.reference_data import flights_frame, split_positions, write_split_frames
 
 N = 3000  # rows per span: 2,400 train / 300 eval / 300 test
 
@@ -72,8 +71,11 @@ def test_schema_violations_fail_under_on_anomaly_fail(cfg, schema_dir, tmp_path)
     assert not result.ok and result.should_fail
     assert result.anomalies["train"] == [] and result.anomalies["test"] == []
     found = {(a.feature, a.kind) for a in result.anomalies["eval"]}
-    assert found == {("origin", "ENUM_TYPE_UNEXPECTED_STRING_VALUES"), ("humid", "FLOAT_TYPE_BIG_FLOAT"),
-                     ("distance", "SCHEMA_MISSING_COLUMN")}
+    assert found == {
+        ("origin", "ENUM_TYPE_UNEXPECTED_STRING_VALUES"),
+        ("humid", "FLOAT_TYPE_BIG_FLOAT"),
+        ("distance", "SCHEMA_MISSING_COLUMN"),
+    }
     message = result.failure_message()
     assert "validation.on_anomaly=fail" in message and "eval/origin: ENUM_TYPE_UNEXPECTED_STRING_VALUES" in message
     rows = json.loads((tmp_path / "out" / "anomalies.json").read_text())["anomalies"]
@@ -111,8 +113,9 @@ def test_nan_in_required_feature_and_empty_split(cfg, schema_dir, tmp_path):
 
 def test_drift_between_months_not_between_samples_of_one_month(cfg, clean_statistics, schema_dir, tmp_path):
     same = make_statistics(cfg, tmp_path, "july-again", july(cfg, seed=22))
-    january = make_statistics(cfg, tmp_path, "january",
-                              split_positions(flights_frame(cfg, n=N, span="2013-01", seed=21)))
+    january = make_statistics(
+        cfg, tmp_path, "january", split_positions(flights_frame(cfg, n=N, span="2013-01", seed=21))
+    )
     steady = validate(cfg, clean_statistics, schema_dir, str(tmp_path / "steady"), previous_statistics_dir=same)
     assert steady.drift == [] and steady.ok
     measured = {m.feature: m for m in steady.measurements}
@@ -195,9 +198,16 @@ def test_component_raises_after_report_and_mlmd(cfg, schema_dir, tmp_path):
     (tmp_path / "kfp").mkdir()
     with pytest.raises(DataValidationError, match=r"data validation failed .*eval/origin"):
         example_validator.python_func(
-            config_path=str(FLIGHTS_CONFIG), config_overrides="", artifact_root="", pipeline_name="p",
-            run_id="run-kfp", statistics=artifact(dsl.Artifact, stats), schema=artifact(dsl.Artifact, schema_dir),
-            anomalies=anomalies, report=report)
+            config_path=str(FLIGHTS_CONFIG),
+            config_overrides="",
+            artifact_root="",
+            pipeline_name="p",
+            run_id="run-kfp",
+            statistics=artifact(dsl.Artifact, stats),
+            schema=artifact(dsl.Artifact, schema_dir),
+            anomalies=anomalies,
+            report=report,
+        )
     assert "FAILED" in (tmp_path / "kfp" / "report.html").read_text()
     assert json.loads((tmp_path / "kfp" / "anomalies" / "anomalies.json").read_text())["should_fail"] is True
     [execution] = open_store(cfg).list_executions("run-kfp")
@@ -214,14 +224,23 @@ def test_pipeline_of_the_three_components_compiles(tmp_path):
 
     @dsl.pipeline(name="data-validation-check")
     def p(examples_uri: str = "/tmp/examples", previous_statistics_uri: str = "", serving_statistics_uri: str = ""):
-        common = dict(config_path="configs/flights.yaml", config_overrides="", artifact_root="", pipeline_name="p",
-                      run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+        common = dict(
+            config_path="configs/flights.yaml",
+            config_overrides="",
+            artifact_root="",
+            pipeline_name="p",
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        )
         examples = dsl.importer(artifact_uri=examples_uri, artifact_class=dsl.Dataset, reimport=False)
         stats = statistics_gen(examples=examples.output, **common)
         schema = schema_gen(statistics=stats.outputs["statistics"], **common)
-        example_validator(statistics=stats.outputs["statistics"], schema=schema.outputs["schema"],
-                          previous_statistics_uri=previous_statistics_uri,
-                          serving_statistics_uri=serving_statistics_uri, **common)
+        example_validator(
+            statistics=stats.outputs["statistics"],
+            schema=schema.outputs["schema"],
+            previous_statistics_uri=previous_statistics_uri,
+            serving_statistics_uri=serving_statistics_uri,
+            **common,
+        )
 
     compiler.Compiler().compile(p, str(tmp_path / "p.yaml"))
     spec = load_ir_strict(tmp_path / "p.yaml")

@@ -26,8 +26,12 @@ def sync(config_path: str, config_overrides: str, artifact_root: str, materializ
     if load_step_config(config_path, config_overrides, artifact_root).features is None:
         return {"sources": {}, "applied": {}, "materialized": False}  # a dataset without a feature store
     if envs.current_env() != envs.SERVING:
-        cmd = [envs.interpreter(envs.SERVING), "-m", "components.feature_sync.executor",
-               json.dumps([config_path, config_overrides, artifact_root, materialize])]
+        cmd = [
+            envs.interpreter(envs.SERVING),
+            "-m",
+            "components.feature_sync.executor",
+            json.dumps([config_path, config_overrides, artifact_root, materialize]),
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             raise RuntimeError(f"feature sync failed in the serving environment:\n{out.stderr[-4000:]}")
@@ -41,16 +45,22 @@ def sync(config_path: str, config_overrides: str, artifact_root: str, materializ
     applied, reapplied = store.apply_if_changed(config)
     if materialize:
         store.materialize(config)
-    result = {"sources": {name: v.id for name, v in sources.items()}, "applied": applied, "reapplied": reapplied,
-              "materialized": materialize}
+    result = {
+        "sources": {name: v.id for name, v in sources.items()},
+        "applied": applied,
+        "reapplied": reapplied,
+        "materialized": materialize,
+    }
     _log_skip(result)
     return result
 
 
 def _log_skip(result: dict) -> None:
     if not result.get("reapplied", True):
-        print("feature_sync: feature repo, sources and registry unchanged since the last apply: not re-applied",
-              file=sys.stderr)
+        print(
+            "feature_sync: feature repo, sources and registry unchanged since the last apply: not re-applied",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":

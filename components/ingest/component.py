@@ -33,5 +33,6 @@ def ingest(
     config = load_step_config(config_path, config_overrides, artifact_root)
     out = run(config, span=span, pipeline=pipeline_name, run_id=run_id)
     write_pointer(dataset.path, out.pointer)
-    dataset.metadata.update({"version_id": out.version_id, "row_count": out.row_count, "created": out.created,
-                             "repository_uri": out.uri})
+    dataset.metadata.update(
+        {"version_id": out.version_id, "row_count": out.row_count, "created": out.created, "repository_uri": out.uri}
+    )

@@ -28,9 +28,18 @@ class IngestOutput:
 def dataset_ref(version):
     from mlops.metadata.store import ArtifactRef
 
-    return ArtifactRef("Dataset", version.uri, name=version.id, properties={
-        "name": version.name, "version_id": version.id, "span": version.span or "",
-        "row_count": version.row_count, "content_hash": version.manifest["content_hash"]})
+    return ArtifactRef(
+        "Dataset",
+        version.uri,
+        name=version.id,
+        properties={
+            "name": version.name,
+            "version_id": version.id,
+            "span": version.span or "",
+            "row_count": version.row_count,
+            "content_hash": version.manifest["content_hash"],
+        },
+    )
 
 
 def run(config: PlatformConfig, *, span: str = "", pipeline: str, run_id: str) -> IngestOutput:
@@ -39,12 +48,23 @@ def run(config: PlatformConfig, *, span: str = "", pipeline: str, run_id: str) -
     outputs = {"dataset": [dataset_ref(version)]}
     for table_version, _ in result.feature_tables:
         outputs.setdefault("feature_tables", []).append(dataset_ref(table_version))
-    record_step(config, pipeline=pipeline, run_id=run_id, component=COMPONENT, outputs=outputs,
-                properties={"code_version": COMPONENT + "/1"})
+    record_step(
+        config,
+        pipeline=pipeline,
+        run_id=run_id,
+        component=COMPONENT,
+        outputs=outputs,
+        properties={"code_version": COMPONENT + "/1"},
+    )
     # The KFP artifact is a pointer to the immutable version in the dataset repository, so a
     # dataset is stored once however many runs use it.
-    pointer = {"version_id": version.id, "uri": version.uri, "row_count": version.row_count,
-               "span": version.span, "feature_tables": {v.name: v.id for v, _ in result.feature_tables}}
+    pointer = {
+        "version_id": version.id,
+        "uri": version.uri,
+        "row_count": version.row_count,
+        "span": version.span,
+        "feature_tables": {v.name: v.id for v, _ in result.feature_tables},
+    }
     return IngestOutput(version.id, version.uri, version.row_count, result.created, pointer)
 
 

@@ -1,9 +1,8 @@
 """The ingest step without KFP: dataset version + MLMD record, idempotent per run."""
 
+from components.ingest.executor import run
 from mlops.config import load_config
 from mlops.metadata.store import open_store
-
-from components.ingest.executor import run
 from tests.support.fixtures import FLIGHTS_CONFIG
 
 

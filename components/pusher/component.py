@@ -44,9 +44,17 @@ def pusher(
     from mlops.steps import Location, RunContext, load_step_config
 
     config = load_step_config(config_path, config_overrides, artifact_root)
-    result = execute(config, {"model": Location(model.path, model.uri), "evaluation": Location(evaluation.path),
-                              "blessing": Location(blessing.path, blessing.uri), "examples": Location(examples.path)},
-                     {}, RunContext(pipeline_name, run_id)).values
+    result = execute(
+        config,
+        {
+            "model": Location(model.path, model.uri),
+            "evaluation": Location(evaluation.path),
+            "blessing": Location(blessing.path, blessing.uri),
+            "examples": Location(examples.path),
+        },
+        {},
+        RunContext(pipeline_name, run_id),
+    ).values
     with open(summary.path, "w") as f:
         f.write(f"# Pusher\n\n{result['reason']}\n")
     selector = f"{result['model_name']}@{result['version']}" if result["version"] else ""

@@ -63,8 +63,15 @@ def already_registered(registry, name: str, model_dir: str, fingerprint: str | N
     return None, ""
 
 
-def push(config: PlatformConfig, *, model_dir: str, evaluation_dir: str, blessing: dict, dataset_versions: list[str],
-         git_commit: str) -> PushResult:
+def push(
+    config: PlatformConfig,
+    *,
+    model_dir: str,
+    evaluation_dir: str,
+    blessing: dict,
+    dataset_versions: list[str],
+    git_commit: str,
+) -> PushResult:
     from mlops.registry.store import ModelRegistry
 
     name = model_name(config)
@@ -78,11 +85,18 @@ def push(config: PlatformConfig, *, model_dir: str, evaluation_dir: str, blessin
     metrics = storage.read_json(join_uri(evaluation_dir, artifacts.METRICS_FILE))
     candidate = metrics["overall"].get("candidate", {})
     version = registry.register(
-        name, model_dir, metrics=candidate, blessing=blessing, dataset_versions=dataset_versions,
-        config_hash=config.content_hash(), git_commit=git_commit, task=config.dataset.label.task.value,
+        name,
+        model_dir,
+        metrics=candidate,
+        blessing=blessing,
+        dataset_versions=dataset_versions,
+        config_hash=config.content_hash(),
+        git_commit=git_commit,
+        task=config.dataset.label.task.value,
         output_key=artifacts.OUTPUT_KEY[config.dataset.label.task],
         features=[{"name": f.name, "dtype": f.dtype} for f in artifacts.model_features(config)],
-        training_fingerprint=fingerprint)
+        training_fingerprint=fingerprint,
+    )
     return PushResult(True, f"registered {version.selector} (alias staging)", name, version.version, version.uri)
 
 
@@ -93,44 +107,82 @@ def _require_recorded(config: PlatformConfig, model_uri: str, blessing_uri: str)
     store = open_store(config)
     for type_name, uri in (("Model", model_uri), ("ModelBlessing", blessing_uri)):
         if store.find_artifact(type_name, uri=uri) is None:
-            raise RegistryNotFound(f"pusher: no {type_name} artifact {uri} in ML Metadata: the upstream step did not "
-                              f"record it, so a registration would have no lineage")
+            raise RegistryNotFound(
+                f"pusher: no {type_name} artifact {uri} in ML Metadata: the upstream step did not "
+                f"record it, so a registration would have no lineage"
+            )
 
 
-def run_step(config: PlatformConfig, *, model_dir: str, model_uri: str, evaluation_dir: str, blessing_dir: str,
-             blessing_uri: str, examples_dir: str, pipeline: str, run_id: str, log=print) -> PushResult:
+def run_step(
+    config: PlatformConfig,
+    *,
+    model_dir: str,
+    model_uri: str,
+    evaluation_dir: str,
+    blessing_dir: str,
+    blessing_uri: str,
+    examples_dir: str,
+    pipeline: str,
+    run_id: str,
+    log=print,
+) -> PushResult:
     from components.example_gen.executor import read_info
     from mlops.registry.lineage import record_registration
     from mlops.steps import git_commit, record_step
 
     blessing = storage.read_json(join_uri(blessing_dir, artifacts.BLESSING_FILE))
     _require_recorded(config, model_uri, blessing_uri)  # before registering: no version without lineage
-    result = push(config, model_dir=model_dir, evaluation_dir=evaluation_dir, blessing=blessing,
-                  dataset_versions=read_info(examples_dir).dataset_versions, git_commit=git_commit())
+    result = push(
+        config,
+        model_dir=model_dir,
+        evaluation_dir=evaluation_dir,
+        blessing=blessing,
+        dataset_versions=read_info(examples_dir).dataset_versions,
+        git_commit=git_commit(),
+    )
     log(f"pusher: {result.reason}")
     if result.version is not None:  # newly registered, or the same files registered before
         from mlops.registry.store import ModelRegistry
 
         version = ModelRegistry(config.artifact_root).get(result.model_name, result.version)
-        record_registration(config, version, run_id=run_id, pipeline=pipeline, model_artifact_uri=model_uri,
-                            blessing_artifact_uri=blessing_uri)
+        record_registration(
+            config,
+            version,
+            run_id=run_id,
+            pipeline=pipeline,
+            model_artifact_uri=model_uri,
+            blessing_artifact_uri=blessing_uri,
+        )
     else:
         from mlops.metadata.store import ArtifactRef
 
-        record_step(config, pipeline=pipeline, run_id=run_id, component="pusher",
-                    inputs={"blessing": [ArtifactRef("ModelBlessing", blessing_uri)]},
-                    properties={"code_version": CODE_VERSION, "error": result.reason})
+        record_step(
+            config,
+            pipeline=pipeline,
+            run_id=run_id,
+            component="pusher",
+            inputs={"blessing": [ArtifactRef("ModelBlessing", blessing_uri)]},
+            properties={"code_version": CODE_VERSION, "error": result.reason},
+        )
     return result
 
 
-def execute(config: PlatformConfig, inputs: dict[str, Location], outputs: dict[str, Location],
-            context: RunContext) -> StepResult:
+def execute(
+    config: PlatformConfig, inputs: dict[str, Location], outputs: dict[str, Location], context: RunContext
+) -> StepResult:
     """The step contract (mlops.steps): inputs {"model", "evaluation", "blessing", "examples"}; no
     artifact outputs (the registry version is the result)."""
     from dataclasses import asdict
 
-    result = run_step(config, model_dir=inputs["model"].path, model_uri=inputs["model"].uri,
-                      evaluation_dir=inputs["evaluation"].path, blessing_dir=inputs["blessing"].path,
-                      blessing_uri=inputs["blessing"].uri, examples_dir=inputs["examples"].path,
-                      pipeline=context.pipeline, run_id=context.run_id)
+    result = run_step(
+        config,
+        model_dir=inputs["model"].path,
+        model_uri=inputs["model"].uri,
+        evaluation_dir=inputs["evaluation"].path,
+        blessing_dir=inputs["blessing"].path,
+        blessing_uri=inputs["blessing"].uri,
+        examples_dir=inputs["examples"].path,
+        pipeline=context.pipeline,
+        run_id=context.run_id,
+    )
     return StepResult(values=asdict(result))

@@ -35,6 +35,13 @@ def resolve_config(
 
     from components.resolve_config.executor import resolve
 
-    overrides, config_hash = resolve(config_path, config_overrides, artifact_root, epochs=epochs,
-                                     learning_rate=learning_rate, min_auc=min_auc, max_auc_drop=max_auc_drop)
+    overrides, config_hash = resolve(
+        config_path,
+        config_overrides,
+        artifact_root,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        min_auc=min_auc,
+        max_auc_drop=max_auc_drop,
+    )
     return namedtuple("ResolvedConfig", ["overrides", "config_hash"])(overrides, config_hash)

@@ -12,8 +12,14 @@ import json
 from mlops.steps import load_step_config
 
 
-def merged_overrides(config_overrides: str, *, epochs: int = 0, learning_rate: float = 0.0,
-                     min_auc: float = -1.0, max_auc_drop: float = -1.0) -> dict:
+def merged_overrides(
+    config_overrides: str,
+    *,
+    epochs: int = 0,
+    learning_rate: float = 0.0,
+    min_auc: float = -1.0,
+    max_auc_drop: float = -1.0,
+) -> dict:
     overrides = json.loads(config_overrides) if config_overrides else {}
     if not isinstance(overrides, dict):
         raise ValueError(f"config_overrides must be a JSON object of dotted keys, got {config_overrides!r}")

@@ -2,15 +2,17 @@ import json
 
 import pytest
 
-from mlops.config import ConfigError
-
 from components.resolve_config.executor import merged_overrides, resolve
+from mlops.config import ConfigError
 
 
 def test_sentinels_keep_config_values():
     assert merged_overrides("") == {}
     assert merged_overrides('{"split.seed": 3}', epochs=2, min_auc=0.7) == {
-        "split.seed": 3, "model.epochs": 2, "evaluation.min_auc": 0.7}
+        "split.seed": 3,
+        "model.epochs": 2,
+        "evaluation.min_auc": 0.7,
+    }
 
 
 def test_resolve_validates_early(artifact_root):

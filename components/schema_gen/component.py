@@ -37,8 +37,18 @@ def schema_gen(
     from mlops.steps import Location, RunContext, load_step_config
 
     config = load_step_config(config_path, config_overrides, artifact_root)
-    info = execute(config, {"statistics": Location(statistics.path, statistics.uri)},
-                   {"schema": Location(schema.path, schema.uri)}, RunContext(pipeline_name, run_id)).values
+    info = execute(
+        config,
+        {"statistics": Location(statistics.path, statistics.uri)},
+        {"schema": Location(schema.path, schema.uri)},
+        RunContext(pipeline_name, run_id),
+    ).values
     shutil.copyfile(join_uri(schema.path, SUMMARY_MD), schema_summary.path)
-    schema.metadata.update({"source": info["source"], "content_hash": info["content_hash"],
-                            "curated_path": info["curated_path"] or "", "note": info["note"]})
+    schema.metadata.update(
+        {
+            "source": info["source"],
+            "content_hash": info["content_hash"],
+            "curated_path": info["curated_path"] or "",
+            "note": info["note"],
+        }
+    )

@@ -25,12 +25,21 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from mlops import storage
 from mlops.artifacts import SCHEMA_FILE, stats_path
 from mlops.config import PlatformConfig, join_uri
-from mlops.steps import Location, RunContext, StepResult
 from mlops.errors import NotFound
+from mlops.steps import Location, RunContext, StepResult
 from mlops.validation import report
-from mlops.validation.schema import (SERVING, TRAINING, Schema, apply_comparators, check_covers_config,
-                                     ensure_environments, load_schema, relax_inferred_domains,
-                                     relax_inferred_presence, schema_text)
+from mlops.validation.schema import (
+    SERVING,
+    TRAINING,
+    Schema,
+    apply_comparators,
+    check_covers_config,
+    ensure_environments,
+    load_schema,
+    relax_inferred_domains,
+    relax_inferred_presence,
+    schema_text,
+)
 from mlops.validation.statistics import read_statistics
 
 COMPONENT = "schema_gen"
@@ -76,8 +85,10 @@ def build(config: PlatformConfig, statistics_dir: str, out_dir: str) -> SchemaIn
         schema = load_schema(curated)
         check_covers_config(schema, config, curated)
         source = CURATED
-        header = (f"Effective schema: the curated schema {curated} (sha256 {hashlib.sha256(raw).hexdigest()[:16]}),\n"
-                  "with the platform's environments and default drift/skew comparators filled in by schema_gen.")
+        header = (
+            f"Effective schema: the curated schema {curated} (sha256 {hashlib.sha256(raw).hexdigest()[:16]}),\n"
+            "with the platform's environments and default drift/skew comparators filled in by schema_gen."
+        )
     else:
         stats_uri = stats_path(statistics_dir, INFER_FROM_SPLIT)
         if not storage.exists(stats_uri):
@@ -86,8 +97,10 @@ def build(config: PlatformConfig, statistics_dir: str, out_dir: str) -> SchemaIn
         schema = infer(stats)
         relaxed = relax_inferred_presence(schema, stats, smallest_split_share(config))
         source = INFERRED
-        header = (f"INFERRED by schema_gen from {stats_uri} (tfdv.infer_schema): a draft, not reviewed.\n"
-                  "Review domains and presence, then commit it as validation.schema_path (schema as code).")
+        header = (
+            f"INFERRED by schema_gen from {stats_uri} (tfdv.infer_schema): a draft, not reviewed.\n"
+            "Review domains and presence, then commit it as validation.schema_path (schema as code)."
+        )
     ensure_environments(schema, label)
     apply_comparators(schema, config)
 
@@ -95,8 +108,11 @@ def build(config: PlatformConfig, statistics_dir: str, out_dir: str) -> SchemaIn
     path = join_uri(out_dir, SCHEMA_FILE)
     text = schema_text(schema, header)
     storage.write_bytes_atomic(path, text.encode("utf-8"))
-    info = SchemaInfo(source=source, schema_path=path, content_hash=hashlib.sha256(schema.SerializeToString(
-        deterministic=True)).hexdigest()[:16])
+    info = SchemaInfo(
+        source=source,
+        schema_path=path,
+        content_hash=hashlib.sha256(schema.SerializeToString(deterministic=True)).hexdigest()[:16],
+    )
     if source == CURATED:
         info.curated_path, info.curated_sha256 = curated, hashlib.sha256(raw).hexdigest()
     else:
@@ -137,11 +153,15 @@ def curate_to(config: PlatformConfig) -> str:
 def review_note(config: PlatformConfig, inferred_path: str, relaxed: dict[str, float]) -> str:
     target = curate_to(config)
     if config.validation.schema_path:
-        how = (f"validation.schema_path {target} does not exist: schema inferred. Review {inferred_path} and copy "
-               f"it to {target}")
+        how = (
+            f"validation.schema_path {target} does not exist: schema inferred. Review {inferred_path} and copy "
+            f"it to {target}"
+        )
     else:
-        how = (f"schema inferred (no validation.schema_path). Review {inferred_path}, copy it to {target} and set "
-               f"validation.schema_path: {os.path.relpath(target, os.path.dirname(config.source_path or '.'))}")
+        how = (
+            f"schema inferred (no validation.schema_path). Review {inferred_path}, copy it to {target} and set "
+            f"validation.schema_path: {os.path.relpath(target, os.path.dirname(config.source_path or '.'))}"
+        )
     note = f"{how} to make it the curated schema."
     if relaxed:
         listed = ", ".join(f"{n} ({fraction:.2%})" for n, fraction in sorted(relaxed.items())[:10])
@@ -150,6 +170,7 @@ def review_note(config: PlatformConfig, inferred_path: str, relaxed: dict[str, f
 
 
 # ---- readable summary ----------------------------------------------------------------------------
+
 
 def _domain(schema: Schema, f: schema_pb2.Feature) -> str:
     kind = f.WhichOneof("domain_info")
@@ -160,8 +181,11 @@ def _domain(schema: Schema, f: schema_pb2.Feature) -> str:
         text = _values(list(f.string_domain.value))
     elif kind == "int_domain":
         d = f.int_domain
-        text = "integers" + (f" [{d.min if d.HasField('min') else ''}, {d.max if d.HasField('max') else ''}]"
-                             if d.HasField("min") or d.HasField("max") else "")
+        text = "integers" + (
+            f" [{d.min if d.HasField('min') else ''}, {d.max if d.HasField('max') else ''}]"
+            if d.HasField("min") or d.HasField("max")
+            else ""
+        )
     elif kind == "float_domain":
         d = f.float_domain
         text = f"[{d.min if d.HasField('min') else '-inf'}, {d.max if d.HasField('max') else 'inf'}]"
@@ -203,8 +227,15 @@ def _environments(schema: Schema, f: schema_pb2.Feature) -> str:
 
 def _rows(schema: Schema):
     for f in schema.feature:
-        yield (f.name, schema_pb2.FeatureType.Name(f.type), _presence(f), _domain(schema, f),
-               _comparator(f.drift_comparator), _comparator(f.skew_comparator), _environments(schema, f))
+        yield (
+            f.name,
+            schema_pb2.FeatureType.Name(f.type),
+            _presence(f),
+            _domain(schema, f),
+            _comparator(f.drift_comparator),
+            _comparator(f.skew_comparator),
+            _environments(schema, f),
+        )
 
 
 _HEADERS = ["feature", "type", "presence", "domain", "drift", "skew", "environments"]
@@ -215,12 +246,18 @@ def summary_markdown(schema: Schema, info: SchemaInfo, config: PlatformConfig) -
     if info.curated_path:
         lines.append(f"Curated: `{info.curated_path}` (sha256 `{info.curated_sha256[:16]}`)")
     if info.inferred_from:
-        lines.append(f"Inferred from `{info.inferred_from}`: review it and commit it as `{info.curate_to}` "
-                     "(`validation.schema_path`).")
+        lines.append(
+            f"Inferred from `{info.inferred_from}`: review it and commit it as `{info.curate_to}` "
+            "(`validation.schema_path`)."
+        )
     if info.note:
         lines.append(f"**Note:** {info.note}")
-    lines += ["", f"Label `{config.dataset.label.column}`: in {TRAINING} only (not in {SERVING}).", "",
-              report.md_table(_HEADERS, _rows(schema))]
+    lines += [
+        "",
+        f"Label `{config.dataset.label.column}`: in {TRAINING} only (not in {SERVING}).",
+        "",
+        report.md_table(_HEADERS, _rows(schema)),
+    ]
     return "\n".join(lines)
 
 
@@ -232,17 +269,21 @@ def summary_html(schema: Schema, info: SchemaInfo, config: PlatformConfig) -> st
         intro += f" &mdash; inferred from <code>{report.esc(info.inferred_from)}</code> (review and commit it)"
     intro += "</p>"
     if info.note:
-        intro += f"<p class=\"warn\">{report.esc(info.note)}</p>"
+        intro += f'<p class="warn">{report.esc(info.note)}</p>'
     return report.page("Data schema", [intro, report.table(_HEADERS, _rows(schema))])
 
 
 # ---- MLMD ----------------------------------------------------------------------------------------
 
+
 def schema_ref(info: SchemaInfo, out_dir: str):
     from mlops.metadata.store import ArtifactRef
 
-    return ArtifactRef("Schema", out_dir, properties={"content_hash": info.content_hash, "source": info.source,
-                                                      "curated_path": info.curated_path or ""})
+    return ArtifactRef(
+        "Schema",
+        out_dir,
+        properties={"content_hash": info.content_hash, "source": info.source, "curated_path": info.curated_path or ""},
+    )
 
 
 def run(config: PlatformConfig, statistics_dir: str, out_dir: str, *, pipeline: str, run_id: str) -> SchemaInfo:
@@ -253,17 +294,25 @@ def run(config: PlatformConfig, statistics_dir: str, out_dir: str, *, pipeline: 
 
     info = build(config, statistics_dir, out_dir)
     inputs = {"statistics": [ArtifactRef("Statistics", statistics_dir)]} if info.source == INFERRED else {}
-    record_step(config, pipeline=pipeline, run_id=run_id, component=COMPONENT, inputs=inputs,
-                outputs={"schema": [schema_ref(info, out_dir)]},
-                properties={"code_version": CODE_VERSION})
+    record_step(
+        config,
+        pipeline=pipeline,
+        run_id=run_id,
+        component=COMPONENT,
+        inputs=inputs,
+        outputs={"schema": [schema_ref(info, out_dir)]},
+        properties={"code_version": CODE_VERSION},
+    )
     return info
 
 
-def execute(config: PlatformConfig, inputs: dict[str, Location], outputs: dict[str, Location],
-            context: RunContext) -> StepResult:
+def execute(
+    config: PlatformConfig, inputs: dict[str, Location], outputs: dict[str, Location], context: RunContext
+) -> StepResult:
     """The step contract (mlops.steps): inputs {"statistics"}; outputs {"schema"}."""
     from dataclasses import asdict
 
-    info = run(config, inputs["statistics"].path, outputs["schema"].path, pipeline=context.pipeline,
-               run_id=context.run_id)
+    info = run(
+        config, inputs["statistics"].path, outputs["schema"].path, pipeline=context.pipeline, run_id=context.run_id
+    )
     return StepResult(values=asdict(info))

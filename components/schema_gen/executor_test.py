@@ -10,14 +10,17 @@ from components.schema_gen.executor import SchemaGenError, generate_schema, run
 from components.statistics_gen.executor import generate as generate_statistics
 from mlops.config import load_config
 from mlops.metadata.store import open_store
-from tests.support.reference_data import flights_frame, split_positions, write_split_frames
 from mlops.validation.schema import SchemaError, feature, load_schema
 from mlops.validation.statistics import compute_statistics
-
 from tests.support.fixtures import FLIGHTS_CONFIG
+from tests.support.reference_data import flights_frame, split_positions, write_split_frames
 
-INFERRED = {"validation.schema_path": None, "validation.categorical_drift_linf": 0.2,
-            "validation.numeric_drift_js": 0.15, "validation.skew_linf": 0.05}
+INFERRED = {
+    "validation.schema_path": None,
+    "validation.categorical_drift_linf": 0.2,
+    "validation.numeric_drift_js": 0.15,
+    "validation.skew_linf": 0.05,
+}
 
 
 @pytest.fixture
@@ -133,8 +136,14 @@ def test_component_compiles(tmp_path):
     @dsl.pipeline(name="schema-gen-check")
     def p(statistics_uri: str = "/tmp/statistics"):
         stats = dsl.importer(artifact_uri=statistics_uri, artifact_class=dsl.Artifact, reimport=False)
-        schema_gen(config_path="configs/flights.yaml", config_overrides="", artifact_root="", pipeline_name="p",
-                   run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, statistics=stats.output)
+        schema_gen(
+            config_path="configs/flights.yaml",
+            config_overrides="",
+            artifact_root="",
+            pipeline_name="p",
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            statistics=stats.output,
+        )
 
     compiler.Compiler().compile(p, str(tmp_path / "p.yaml"))
     spec = load_ir_strict(tmp_path / "p.yaml")

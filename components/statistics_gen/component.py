@@ -35,8 +35,18 @@ def statistics_gen(
     from mlops.steps import Location, RunContext, load_step_config
 
     config = load_step_config(config_path, config_overrides, artifact_root)
-    out = execute(config, {"examples": Location(examples.path, examples.uri)},
-                  {"statistics": Location(statistics.path, statistics.uri)}, RunContext(pipeline_name, run_id)).values
+    out = execute(
+        config,
+        {"examples": Location(examples.path, examples.uri)},
+        {"statistics": Location(statistics.path, statistics.uri)},
+        RunContext(pipeline_name, run_id),
+    ).values
     shutil.copyfile(out["html_path"], statistics_html.path)
-    statistics.metadata.update({"splits": out["splits"], "rows_in": out["rows_in"], "sample_rate": out["sample_rate"],
-                                "content_hash": out["content_hash"]})
+    statistics.metadata.update(
+        {
+            "splits": out["splits"],
+            "rows_in": out["rows_in"],
+            "sample_rate": out["sample_rate"],
+            "content_hash": out["content_hash"],
+        }
+    )

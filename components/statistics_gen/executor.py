@@ -18,8 +18,6 @@ import hashlib
 import time
 from dataclasses import asdict, dataclass, field
 
-import pandas as pd
-
 from mlops import artifacts, storage
 from mlops.artifacts import SPLITS, STATS_SUFFIX, stats_path
 from mlops.config import PlatformConfig, join_uri
@@ -71,7 +69,8 @@ def generate(config: PlatformConfig, examples_dir: str, out_dir: str, splits=SPL
         seconds[split] = round(time.perf_counter() - t0, 3)
         if rate >= 1.0 and described[split] != rows_in[split]:
             raise StatisticsGenError(
-                f"split {split!r}: statistics describe {described[split]} of {rows_in[split]} rows")
+                f"split {split!r}: statistics describe {described[split]} of {rows_in[split]} rows"
+            )
     out = StatisticsOutput(out_dir, described, rows_in, rate, digest.hexdigest()[:16], seconds)
     storage.write_json_atomic(join_uri(out_dir, STATS_INDEX), asdict(out))
     storage.write_bytes_atomic(out.html_path, statistics_html(stats_by_split, out).encode("utf-8"))
@@ -86,12 +85,15 @@ def load_split_statistics(statistics_dir: str, split: str):
 
 
 def statistics_html(stats_by_split: dict, out: StatisticsOutput) -> str:
-    sections = [report.table(
-        ["split", "rows in examples", "rows described", "seconds"],
-        [(s, out.rows_in[s], out.splits[s], out.seconds.get(s)) for s in stats_by_split], numeric=(1, 2, 3))]
+    sections = [
+        report.table(
+            ["split", "rows in examples", "rows described", "seconds"],
+            [(s, out.rows_in[s], out.splits[s], out.seconds.get(s)) for s in stats_by_split],
+            numeric=(1, 2, 3),
+        )
+    ]
     if out.sample_rate < 1.0:
-        sections.append(f"<p class=\"note\">Statistics describe a seeded {out.sample_rate:.0%} sample of "
-                        "each split.</p>")
+        sections.append(f'<p class="note">Statistics describe a seeded {out.sample_rate:.0%} sample of each split.</p>')
     summaries = {s: feature_summary(st) for s, st in stats_by_split.items() if st.datasets}
     numeric, categorical = [], []
     names = list(dict.fromkeys(n for summ in summaries.values() for n in summ))
@@ -101,28 +103,53 @@ def statistics_html(stats_by_split: dict, out: StatisticsOutput) -> str:
             if row is None:
                 continue
             if row["kind"] == "numeric":
-                numeric.append((name, split, row["type"], row["present"], f"{row['missing_share']:.2%}", row["mean"],
-                                row["std"], row["min"], row["median"], row["max"], row["zeros"]))
+                numeric.append(
+                    (
+                        name,
+                        split,
+                        row["type"],
+                        row["present"],
+                        f"{row['missing_share']:.2%}",
+                        row["mean"],
+                        row["std"],
+                        row["min"],
+                        row["median"],
+                        row["max"],
+                        row["zeros"],
+                    )
+                )
             else:
                 top = ", ".join(f"{v} ({c})" for v, c in row["top"])
                 categorical.append((name, split, row["present"], f"{row['missing_share']:.2%}", row["unique"], top))
-    sections.append("<h2>Numeric features</h2>" + report.table(
-        ["feature", "split", "type", "present", "missing", "mean", "std", "min", "median", "max", "zeros"], numeric,
-        numeric=(3, 4, 5, 6, 7, 8, 9, 10)))
-    sections.append("<h2>Categorical features</h2>" + report.table(
-        ["feature", "split", "present", "missing", "unique", "top values (count)"], categorical, numeric=(2, 3, 4)))
+    sections.append(
+        "<h2>Numeric features</h2>"
+        + report.table(
+            ["feature", "split", "type", "present", "missing", "mean", "std", "min", "median", "max", "zeros"],
+            numeric,
+            numeric=(3, 4, 5, 6, 7, 8, 9, 10),
+        )
+    )
+    sections.append(
+        "<h2>Categorical features</h2>"
+        + report.table(
+            ["feature", "split", "present", "missing", "unique", "top values (count)"], categorical, numeric=(2, 3, 4)
+        )
+    )
     facets = _facets(stats_by_split)
     if facets:
-        sections.append("<h2>Facets Overview</h2><p class=\"note\">Interactive view by TFDV; it loads the Facets "
-                        "web components from the internet (the tables above do not need it).</p>" + facets)
+        sections.append(
+            '<h2>Facets Overview</h2><p class="note">Interactive view by TFDV; it loads the Facets '
+            "web components from the internet (the tables above do not need it).</p>" + facets
+        )
     return report.page("Data statistics", sections)
 
 
 def _facets(stats_by_split: dict) -> str:
     from tensorflow_data_validation.utils.display_util import get_statistics_html
 
-    names = [s for s in ("train", "eval") if s in stats_by_split and stats_by_split[s].datasets] or \
-        [s for s, st in stats_by_split.items() if st.datasets][:2]
+    names = [s for s in ("train", "eval") if s in stats_by_split and stats_by_split[s].datasets] or [
+        s for s, st in stats_by_split.items() if st.datasets
+    ][:2]
     if not names:
         return ""
     lhs = stats_by_split[names[0]]
@@ -135,9 +162,16 @@ def statistics_ref(out: StatisticsOutput):
 
     from mlops.metadata.store import ArtifactRef
 
-    return ArtifactRef("Statistics", out.out_dir, properties={
-        "split": json.dumps(list(out.splits)), "row_count": sum(out.splits.values()),
-        "content_hash": out.content_hash, "sample_rate": out.sample_rate})
+    return ArtifactRef(
+        "Statistics",
+        out.out_dir,
+        properties={
+            "split": json.dumps(list(out.splits)),
+            "row_count": sum(out.splits.values()),
+            "content_hash": out.content_hash,
+            "sample_rate": out.sample_rate,
+        },
+    )
 
 
 def examples_ref(examples_dir: str):
@@ -146,23 +180,32 @@ def examples_ref(examples_dir: str):
     return ArtifactRef("Examples", examples_dir)
 
 
-def run(config: PlatformConfig, examples_dir: str, out_dir: str, *, pipeline: str, run_id: str,
-        splits=SPLITS) -> StatisticsOutput:
+def run(
+    config: PlatformConfig, examples_dir: str, out_dir: str, *, pipeline: str, run_id: str, splits=SPLITS
+) -> StatisticsOutput:
     """generate() + the MLMD record (Examples in, Statistics out) under the run's context."""
     from mlops.steps import record_step
 
     out = generate(config, examples_dir, out_dir, splits)
-    record_step(config, pipeline=pipeline, run_id=run_id, component=COMPONENT,
-                inputs={"examples": [examples_ref(examples_dir)]},
-                outputs={"statistics": [statistics_ref(out)]},
-                properties={"code_version": CODE_VERSION})
+    record_step(
+        config,
+        pipeline=pipeline,
+        run_id=run_id,
+        component=COMPONENT,
+        inputs={"examples": [examples_ref(examples_dir)]},
+        outputs={"statistics": [statistics_ref(out)]},
+        properties={"code_version": CODE_VERSION},
+    )
     return out
 
 
-def execute(config: PlatformConfig, inputs: dict[str, Location], outputs: dict[str, Location], context: RunContext) -> StepResult:
+def execute(
+    config: PlatformConfig, inputs: dict[str, Location], outputs: dict[str, Location], context: RunContext
+) -> StepResult:
     """The step contract (mlops.steps): inputs {"examples"}; outputs {"statistics"}."""
     from dataclasses import asdict
 
-    out = run(config, inputs["examples"].path, outputs["statistics"].path, pipeline=context.pipeline,
-              run_id=context.run_id)
+    out = run(
+        config, inputs["examples"].path, outputs["statistics"].path, pipeline=context.pipeline, run_id=context.run_id
+    )
     return StepResult(values={**asdict(out), "html_path": out.html_path})

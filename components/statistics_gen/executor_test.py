@@ -11,10 +11,9 @@ from components.statistics_gen.executor import generate, run, stats_path
 from mlops.artifacts import ExamplesError
 from mlops.config import load_config
 from mlops.metadata.store import open_store
-from tests.support.reference_data import flights_frame, split_positions, write_split_frames
 from mlops.validation.statistics import feature_summary
-
 from tests.support.fixtures import FLIGHTS_CONFIG
+from tests.support.reference_data import flights_frame, split_positions, write_split_frames
 
 
 @pytest.fixture
@@ -95,8 +94,14 @@ def test_component_compiles(tmp_path):
     @dsl.pipeline(name="statistics-gen-check")
     def p(examples_uri: str = "/tmp/examples"):
         examples = dsl.importer(artifact_uri=examples_uri, artifact_class=dsl.Dataset, reimport=False)
-        statistics_gen(config_path="configs/flights.yaml", config_overrides="", artifact_root="",
-                       pipeline_name="p", run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, examples=examples.output)
+        statistics_gen(
+            config_path="configs/flights.yaml",
+            config_overrides="",
+            artifact_root="",
+            pipeline_name="p",
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            examples=examples.output,
+        )
 
     path = tmp_path / "p.yaml"
     compiler.Compiler().compile(p, str(path))

@@ -38,13 +38,26 @@ def trainer(
     from mlops.steps import Location, RunContext, load_step_config
 
     config = load_step_config(config_path, config_overrides, artifact_root)
-    result = execute(config, {"transform_graph": Location(transform_graph.path, transform_graph.uri),
-                              "examples": Location(examples.path, examples.uri)},
-                     {"model": Location(model.path, model.uri)}, RunContext(pipeline_name, run_id, enable_cache))
+    result = execute(
+        config,
+        {
+            "transform_graph": Location(transform_graph.path, transform_graph.uri),
+            "examples": Location(examples.path, examples.uri),
+        },
+        {"model": Location(model.path, model.uri)},
+        RunContext(pipeline_name, run_id, enable_cache),
+    )
     for split, values in result.values["metrics"].items():
         for name, value in values.items():
             metrics.log_metric(f"{split}_{name}", float(value))
-    model.metadata.update({
-        "tensorboard_logs": model.uri.rstrip("/") + "/" + LOGS, "epochs_run": result.values["epochs_run"],
-        "best_epoch": result.values["best_epoch"], "rows": result.values["rows"],
-        "tflite_parity": result.values["tflite_parity"], "framework": "tensorflow", "signature": "serving_default"})
+    model.metadata.update(
+        {
+            "tensorboard_logs": model.uri.rstrip("/") + "/" + LOGS,
+            "epochs_run": result.values["epochs_run"],
+            "best_epoch": result.values["best_epoch"],
+            "rows": result.values["rows"],
+            "tflite_parity": result.values["tflite_parity"],
+            "framework": "tensorflow",
+            "signature": "serving_default",
+        }
+    )

@@ -24,8 +24,15 @@ import time
 from dataclasses import asdict, dataclass
 
 from mlops import storage
-from mlops.artifacts import (SERVING_MODEL, TFLITE_MODEL, TFLITE_PREPROCESSING, TRAINING_INFO, TRANSFORM_OUTPUT,
-                             TRANSFORMED_EXAMPLES, SPLITS)
+from mlops.artifacts import (
+    SERVING_MODEL,
+    SPLITS,
+    TFLITE_MODEL,
+    TFLITE_PREPROCESSING,
+    TRAINING_INFO,
+    TRANSFORM_OUTPUT,
+    TRANSFORMED_EXAMPLES,
+)
 from mlops.config import PlatformConfig, join_uri
 from mlops.errors import MlopsError
 from mlops.modeling.child import ChildError, run_child
@@ -69,9 +76,16 @@ class TrainingResult:
         return asdict(self)
 
 
-def run_training(config: PlatformConfig, transform_dir: str, out_dir: str, *, examples_dir: str | None = None,
-                 parity_rows: int = 2000, parity_tolerance: float = PARITY_TOLERANCE,
-                 timeout: float | None = None) -> TrainingResult:
+def run_training(
+    config: PlatformConfig,
+    transform_dir: str,
+    out_dir: str,
+    *,
+    examples_dir: str | None = None,
+    parity_rows: int = 2000,
+    parity_tolerance: float = PARITY_TOLERANCE,
+    timeout: float | None = None,
+) -> TrainingResult:
     """Trains on <transform_dir>/transformed/{train,eval} and writes the Model layout to out_dir.
     With `examples_dir`, checks TFLite (+ NumPy preprocessing) against the SavedModel on up to
     `parity_rows` raw test rows and fails beyond `parity_tolerance`."""
@@ -82,27 +96,55 @@ def run_training(config: PlatformConfig, transform_dir: str, out_dir: str, *, ex
     if missing:
         raise TrainingError(f"transform graph {transform_dir} is incomplete, missing: {missing}")
     storage.makedirs(out_dir)
-    request = {"config": config.model_dump(mode="json"), "transform_dir": transform_dir, "out_dir": out_dir,
-               "examples_dir": examples_dir, "parity_rows": parity_rows, "parity_tolerance": parity_tolerance}
+    request = {
+        "config": config.model_dump(mode="json"),
+        "transform_dir": transform_dir,
+        "out_dir": out_dir,
+        "examples_dir": examples_dir,
+        "parity_rows": parity_rows,
+        "parity_tolerance": parity_tolerance,
+    }
     try:
         result = run_child(WORKER_MODULE, request, what="trainer", timeout=timeout)
     except ChildError as e:
         raise TrainingError(str(e)) from None
-    outputs = [join_uri(out_dir, SERVING_MODEL, "saved_model.pb"), join_uri(out_dir, TFLITE_MODEL),
-               join_uri(out_dir, TFLITE_PREPROCESSING), join_uri(out_dir, TRAINING_INFO)]
+    outputs = [
+        join_uri(out_dir, SERVING_MODEL, "saved_model.pb"),
+        join_uri(out_dir, TFLITE_MODEL),
+        join_uri(out_dir, TFLITE_PREPROCESSING),
+        join_uri(out_dir, TRAINING_INFO),
+    ]
     missing = [p for p in outputs if not storage.exists(p)]
     if missing:
         raise TrainingError(f"trainer worker reported success but outputs are missing: {missing}")
     return TrainingResult(
-        out_dir=out_dir, serving_model=join_uri(out_dir, SERVING_MODEL), tflite_model=join_uri(out_dir, TFLITE_MODEL),
-        logs_dir=join_uri(out_dir, LOGS), metrics=result["metrics"], rows=result["rows"],
-        epochs_run=result["epochs_run"], best_epoch=result["best_epoch"], tflite_parity=result["tflite_parity"],
-        durations_s=result["durations_s"], seconds=round(time.monotonic() - started, 3),
-        worker_exit_code=result["worker_exit_code"], worker_peak_rss_mb=result.get("worker_peak_rss_mb"))
+        out_dir=out_dir,
+        serving_model=join_uri(out_dir, SERVING_MODEL),
+        tflite_model=join_uri(out_dir, TFLITE_MODEL),
+        logs_dir=join_uri(out_dir, LOGS),
+        metrics=result["metrics"],
+        rows=result["rows"],
+        epochs_run=result["epochs_run"],
+        best_epoch=result["best_epoch"],
+        tflite_parity=result["tflite_parity"],
+        durations_s=result["durations_s"],
+        seconds=round(time.monotonic() - started, 3),
+        worker_exit_code=result["worker_exit_code"],
+        worker_peak_rss_mb=result.get("worker_peak_rss_mb"),
+    )
 
 
-def run(config: PlatformConfig, transform_dir: str, out_dir: str, *, pipeline: str, run_id: str,
-        model_name: str | None = None, enable_cache: bool = True, **kwargs) -> TrainingResult:
+def run(
+    config: PlatformConfig,
+    transform_dir: str,
+    out_dir: str,
+    *,
+    pipeline: str,
+    run_id: str,
+    model_name: str | None = None,
+    enable_cache: bool = True,
+    **kwargs,
+) -> TrainingResult:
     """run_training + the MLMD record: TransformGraph and transformed Examples in; Model out."""
     from dataclasses import asdict
 
@@ -110,28 +152,56 @@ def run(config: PlatformConfig, transform_dir: str, out_dir: str, *, pipeline: s
     from mlops.steps import run_cached
 
     result_dict, cached = run_cached(
-        config, COMPONENT, CODE_VERSION, sections=["dataset", "transform", "model"],
+        config,
+        COMPONENT,
+        CODE_VERSION,
+        sections=["dataset", "transform", "model"],
         inputs={"transform_graph": transform_dir, "examples": kwargs.get("examples_dir") or ""},
-        outputs={"model": out_dir}, params={},
-        work=lambda: asdict(run_training(config, transform_dir, out_dir, **kwargs)), enabled=enable_cache)
+        outputs={"model": out_dir},
+        params={},
+        work=lambda: asdict(run_training(config, transform_dir, out_dir, **kwargs)),
+        enabled=enable_cache,
+    )
     result = TrainingResult(**{**result_dict, "cached": cached})
     graph = ArtifactRef("TransformGraph", transform_dir)
-    transformed = ArtifactRef("Examples", join_uri(transform_dir, TRANSFORMED_EXAMPLES),
-                              properties={"split_names": json.dumps(list(SPLITS))})
-    model = ArtifactRef("Model", out_dir, properties={
-        "name": model_name or config.project, "content_hash": model_content_hash(out_dir),  # = the registry manifest's hash of these files
-        "metrics": json.dumps(result.metrics, sort_keys=True)})
-    record_step(config, pipeline=pipeline, run_id=run_id, component=COMPONENT,
-                inputs={"transform_graph": [graph], "examples": [transformed]},
-                outputs={"model": [model]}, properties={"code_version": CODE_VERSION},
-                state="CACHED" if cached else "COMPLETE")
+    transformed = ArtifactRef(
+        "Examples", join_uri(transform_dir, TRANSFORMED_EXAMPLES), properties={"split_names": json.dumps(list(SPLITS))}
+    )
+    model = ArtifactRef(
+        "Model",
+        out_dir,
+        properties={
+            "name": model_name or config.project,
+            "content_hash": model_content_hash(out_dir),  # = the registry manifest's hash of these files
+            "metrics": json.dumps(result.metrics, sort_keys=True),
+        },
+    )
+    record_step(
+        config,
+        pipeline=pipeline,
+        run_id=run_id,
+        component=COMPONENT,
+        inputs={"transform_graph": [graph], "examples": [transformed]},
+        outputs={"model": [model]},
+        properties={"code_version": CODE_VERSION},
+        state="CACHED" if cached else "COMPLETE",
+    )
     return result
 
 
-def execute(config: PlatformConfig, inputs: dict[str, Location], outputs: dict[str, Location], context: RunContext) -> StepResult:
+def execute(
+    config: PlatformConfig, inputs: dict[str, Location], outputs: dict[str, Location], context: RunContext
+) -> StepResult:
     """The step contract (mlops.steps): inputs {"transform_graph", "examples"}; outputs {"model"}."""
     from dataclasses import asdict
 
-    result = run(config, inputs["transform_graph"].path, outputs["model"].path, pipeline=context.pipeline,
-                 run_id=context.run_id, examples_dir=inputs["examples"].path, enable_cache=context.enable_cache)
+    result = run(
+        config,
+        inputs["transform_graph"].path,
+        outputs["model"].path,
+        pipeline=context.pipeline,
+        run_id=context.run_id,
+        examples_dir=inputs["examples"].path,
+        enable_cache=context.enable_cache,
+    )
     return StepResult(values=asdict(result), cached=result.cached)

@@ -13,12 +13,12 @@ import pytest
 
 from components.trainer.executor import TrainingError, run, run_training
 from components.transform.executor import run_transform
-from mlops.artifacts import (SERVING_MODEL, SPLITS, TFLITE_MODEL, TFLITE_PREPROCESSING, TRAINING_INFO, split_path)
+from mlops.artifacts import SERVING_MODEL, SPLITS, TFLITE_MODEL, TFLITE_PREPROCESSING, TRAINING_INFO, split_path
 from mlops.config import load_config
 from mlops.envs import SERVING, interpreter
 from mlops.modeling.preprocessing import FeaturePlan
-from tests.support.reference_data import write_examples
 from tests.support.fixtures import FLIGHTS_CONFIG
+from tests.support.reference_data import write_examples
 
 pytestmark = pytest.mark.integration
 
@@ -37,8 +37,9 @@ def trained(tmp_path_factory):
     write_examples(cfg, examples, n_rows=4000, seed=11)
     transform_dir = str(root / "transform")
     run_transform(cfg, examples, transform_dir)
-    result = run(cfg, transform_dir, str(root / "model"), pipeline="trainer-test", run_id="run-1",
-                 examples_dir=examples)
+    result = run(
+        cfg, transform_dir, str(root / "model"), pipeline="trainer-test", run_id="run-1", examples_dir=examples
+    )
     return root, cfg, examples, transform_dir, result
 
 
@@ -56,9 +57,28 @@ def _odd_rows(examples: str, plan: FeaturePlan) -> pd.DataFrame:
 
 
 def _predict(python: str, model_dir: str, examples: str, out: str) -> dict:
-    subprocess.run([python, "-m", "mlops.modeling.predictions", "--model-dir", model_dir, "--examples-dir", examples,
-                    "--split", "test", "--limit", "100000", "--single-rows", "5", "--out", out],
-                   check=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    subprocess.run(
+        [
+            python,
+            "-m",
+            "mlops.modeling.predictions",
+            "--model-dir",
+            model_dir,
+            "--examples-dir",
+            examples,
+            "--split",
+            "test",
+            "--limit",
+            "100000",
+            "--single-rows",
+            "5",
+            "--out",
+            out,
+        ],
+        check=True,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
     with open(out) as f:
         return json.load(f)
 

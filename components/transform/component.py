@@ -39,12 +39,22 @@ def transform(
     from mlops.steps import Location, RunContext, load_step_config
 
     config = load_step_config(config_path, config_overrides, artifact_root)
-    optional = {name: Location(a.path, a.uri) for name, a in (("schema", schema), ("anomalies", anomalies))
-                if a is not None}
-    result = execute(config, {"examples": Location(examples.path, examples.uri), **optional},
-                     {"transform_graph": Location(transform_graph.path, transform_graph.uri)},
-                     RunContext(pipeline_name, run_id, enable_cache)).values
-    transform_graph.metadata.update({
-        "row_counts": result["rows"], "vocabulary_sizes": result["vocabulary_sizes"],
-        "content_hash": result["content_hash"], "beam_runner": config.transform.beam_runner,
-        "transformed_features": result["transformed_features"], "seconds": result["seconds"]})
+    optional = {
+        name: Location(a.path, a.uri) for name, a in (("schema", schema), ("anomalies", anomalies)) if a is not None
+    }
+    result = execute(
+        config,
+        {"examples": Location(examples.path, examples.uri), **optional},
+        {"transform_graph": Location(transform_graph.path, transform_graph.uri)},
+        RunContext(pipeline_name, run_id, enable_cache),
+    ).values
+    transform_graph.metadata.update(
+        {
+            "row_counts": result["rows"],
+            "vocabulary_sizes": result["vocabulary_sizes"],
+            "content_hash": result["content_hash"],
+            "beam_runner": config.transform.beam_runner,
+            "transformed_features": result["transformed_features"],
+            "seconds": result["seconds"],
+        }
+    )

@@ -23,8 +23,10 @@ def test_transform_and_trainer_components_compile(tmp_path):
     t_in = comps["comp-transform"]["inputDefinitions"]["artifacts"]
     assert t_in["examples"]["artifactType"]["schemaTitle"] == "system.Dataset"
     assert t_in["schema"]["isOptional"] is True
-    assert comps["comp-transform"]["outputDefinitions"]["artifacts"]["transform_graph"]["artifactType"][
-        "schemaTitle"] == "system.Artifact"
+    assert (
+        comps["comp-transform"]["outputDefinitions"]["artifacts"]["transform_graph"]["artifactType"]["schemaTitle"]
+        == "system.Artifact"
+    )
     t_out = comps["comp-trainer"]["outputDefinitions"]["artifacts"]
     assert t_out["model"]["artifactType"]["schemaTitle"] == "system.Model"
     assert t_out["metrics"]["artifactType"]["schemaTitle"] == "system.Metrics"

@@ -115,43 +115,63 @@ def check_schema(config: PlatformConfig, schema_dir: str) -> None:
         raise TransformError(f"schema {uri} does not match the config's features: " + "; ".join(problems))
 
 
-def run_transform(config: PlatformConfig, examples_dir: str, out_dir: str, *,
-                  batch_rows: int = DEFAULT_BATCH_ROWS, timeout: float | None = None) -> TransformResult:
+def run_transform(
+    config: PlatformConfig,
+    examples_dir: str,
+    out_dir: str,
+    *,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    timeout: float | None = None,
+) -> TransformResult:
     """Analyzes <examples_dir>/train.parquet and writes <out_dir>/transform_output and
     <out_dir>/transformed/<split>.tfrecord.gz for every split. Raises TransformError when an
     output is missing or a split lost rows."""
     started = time.monotonic()
     rows_in = _check_examples(examples_dir)
     storage.makedirs(out_dir)
-    request = {"config": config.model_dump(mode="json"), "examples_dir": examples_dir, "out_dir": out_dir,
-               "batch_rows": batch_rows}
+    request = {
+        "config": config.model_dump(mode="json"),
+        "examples_dir": examples_dir,
+        "out_dir": out_dir,
+        "batch_rows": batch_rows,
+    }
     try:
         result = run_child(WORKER_MODULE, request, what="transform", timeout=timeout)
     except ChildError as e:
         raise TransformError(str(e)) from None
 
     tft_dir = join_uri(out_dir, TRANSFORM_OUTPUT)
-    needed = [join_uri(tft_dir, "transform_fn", "saved_model.pb"),
-              join_uri(tft_dir, "transformed_metadata", "schema.pbtxt"),
-              join_uri(tft_dir, "metadata", "schema.pbtxt")]
+    needed = [
+        join_uri(tft_dir, "transform_fn", "saved_model.pb"),
+        join_uri(tft_dir, "transformed_metadata", "schema.pbtxt"),
+        join_uri(tft_dir, "metadata", "schema.pbtxt"),
+    ]
     needed += [transformed_path(out_dir, s) for s in SPLITS]
     missing = [p for p in needed if not storage.exists(p)]
     if missing:
         raise TransformError(f"transform worker reported success but outputs are missing: {missing}")
-    lost = {s: (rows_in[s], result["rows_in"].get(s), result["rows_out"].get(s)) for s in SPLITS
-            if not (rows_in[s] == result["rows_in"].get(s) == result["rows_out"].get(s))}
+    lost = {
+        s: (rows_in[s], result["rows_in"].get(s), result["rows_out"].get(s))
+        for s in SPLITS
+        if not (rows_in[s] == result["rows_in"].get(s) == result["rows_out"].get(s))
+    }
     if lost:
         detail = ", ".join(f"{s}: {a} in the parquet, {b} read, {c} written" for s, (a, b, c) in lost.items())
         raise TransformError(f"transform lost or duplicated rows: {detail}")
 
     return TransformResult(
-        out_dir=out_dir, transform_output=tft_dir,
+        out_dir=out_dir,
+        transform_output=tft_dir,
         transformed={s: transformed_path(out_dir, s) for s in SPLITS},
-        rows=dict(rows_in), vocabulary_sizes=result["vocabulary_sizes"],
+        rows=dict(rows_in),
+        vocabulary_sizes=result["vocabulary_sizes"],
         transformed_features=result["transformed_features"],
-        seconds=round(time.monotonic() - started, 3), beam_seconds=result["beam_seconds"],
-        worker_exit_code=result["worker_exit_code"], worker_peak_rss_mb=result.get("worker_peak_rss_mb"),
-        content_hash=content_hash(tft_dir))
+        seconds=round(time.monotonic() - started, 3),
+        beam_seconds=result["beam_seconds"],
+        worker_exit_code=result["worker_exit_code"],
+        worker_peak_rss_mb=result.get("worker_peak_rss_mb"),
+        content_hash=content_hash(tft_dir),
+    )
 
 
 def schema_digest(schema_dir: str) -> str:
@@ -162,9 +182,19 @@ def schema_digest(schema_dir: str) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def run(config: PlatformConfig, examples_dir: str, out_dir: str, *, pipeline: str, run_id: str,
-        schema_dir: str | None = None, anomalies_dir: str | None = None, enable_cache: bool = True,
-        examples_properties: dict | None = None, **kwargs) -> TransformResult:
+def run(
+    config: PlatformConfig,
+    examples_dir: str,
+    out_dir: str,
+    *,
+    pipeline: str,
+    run_id: str,
+    schema_dir: str | None = None,
+    anomalies_dir: str | None = None,
+    enable_cache: bool = True,
+    examples_properties: dict | None = None,
+    **kwargs,
+) -> TransformResult:
     """[check_schema +] run_transform (or the step cache) + the MLMD record: Examples, Schema and
     the validation verdict (Anomalies: the gate this step ran behind) in; TransformGraph and
     transformed Examples out."""
@@ -176,41 +206,73 @@ def run(config: PlatformConfig, examples_dir: str, out_dir: str, *, pipeline: st
     if schema_dir:
         check_schema(config, schema_dir)
     result_dict, cached = run_cached(
-        config, COMPONENT, CODE_VERSION, sections=["dataset", "transform"],
-        inputs={"examples": examples_dir}, outputs={"transform_graph": out_dir},
-        params={"schema": schema_digest(schema_dir) if schema_dir else ""}, work=lambda: asdict(run_transform(config, examples_dir, out_dir, **kwargs)), enabled=enable_cache)
+        config,
+        COMPONENT,
+        CODE_VERSION,
+        sections=["dataset", "transform"],
+        inputs={"examples": examples_dir},
+        outputs={"transform_graph": out_dir},
+        params={"schema": schema_digest(schema_dir) if schema_dir else ""},
+        work=lambda: asdict(run_transform(config, examples_dir, out_dir, **kwargs)),
+        enabled=enable_cache,
+    )
     result = TransformResult(**{**result_dict, "cached": cached})
     split_names = json.dumps(list(SPLITS))
-    examples = ArtifactRef("Examples", examples_dir, properties={
-        "split_names": split_names, "row_count": sum(result.rows.values()), **(examples_properties or {})})
+    examples = ArtifactRef(
+        "Examples",
+        examples_dir,
+        properties={"split_names": split_names, "row_count": sum(result.rows.values()), **(examples_properties or {})},
+    )
     graph = ArtifactRef("TransformGraph", out_dir, properties={"content_hash": result.content_hash})
     transformed_dir = join_uri(out_dir, TRANSFORMED_EXAMPLES)
-    transformed = ArtifactRef("Examples", transformed_dir, properties={
-        "split_names": split_names, "row_count": sum(result.rows.values()),
-        "content_hash": content_hash(transformed_dir)})
+    transformed = ArtifactRef(
+        "Examples",
+        transformed_dir,
+        properties={
+            "split_names": split_names,
+            "row_count": sum(result.rows.values()),
+            "content_hash": content_hash(transformed_dir),
+        },
+    )
     inputs = {"examples": [examples]}
     if schema_dir:
         inputs["schema"] = [ArtifactRef("Schema", schema_dir)]
     if anomalies_dir:
         inputs["anomalies"] = [ArtifactRef("Anomalies", anomalies_dir)]
-    record_step(config, pipeline=pipeline, run_id=run_id, component=COMPONENT,
-                inputs=inputs,
-                outputs={"transform_graph": [graph], "transformed_examples": [transformed]},
-                properties={"code_version": CODE_VERSION}, state="CACHED" if cached else "COMPLETE")
+    record_step(
+        config,
+        pipeline=pipeline,
+        run_id=run_id,
+        component=COMPONENT,
+        inputs=inputs,
+        outputs={"transform_graph": [graph], "transformed_examples": [transformed]},
+        properties={"code_version": CODE_VERSION},
+        state="CACHED" if cached else "COMPLETE",
+    )
     return result
 
 
-def execute(config: PlatformConfig, inputs: dict[str, Location], outputs: dict[str, Location], context: RunContext) -> StepResult:
+def execute(
+    config: PlatformConfig, inputs: dict[str, Location], outputs: dict[str, Location], context: RunContext
+) -> StepResult:
     """The step contract (mlops.steps): inputs {"examples", "schema"?, "anomalies"?}; outputs
     {"transform_graph"}. A distributed Beam runner (Dataflow/Flink/Spark) reads and writes through
     the artifact URIs, which its workers reach; the local runners use the mounted paths."""
     from dataclasses import asdict
 
     from components.transform.worker import LOCAL_RUNNERS
+
     local = config.transform.beam_runner in LOCAL_RUNNERS
-    where = (lambda loc: loc.path if local else loc.uri)
-    optional = (lambda name: inputs[name].path if inputs.get(name) is not None else None)
-    result = run(config, where(inputs["examples"]), where(outputs["transform_graph"]), pipeline=context.pipeline,
-                 run_id=context.run_id, schema_dir=optional("schema"), anomalies_dir=optional("anomalies"),
-                 enable_cache=context.enable_cache)
+    where = lambda loc: loc.path if local else loc.uri
+    optional = lambda name: inputs[name].path if inputs.get(name) is not None else None
+    result = run(
+        config,
+        where(inputs["examples"]),
+        where(outputs["transform_graph"]),
+        pipeline=context.pipeline,
+        run_id=context.run_id,
+        schema_dir=optional("schema"),
+        anomalies_dir=optional("anomalies"),
+        enable_cache=context.enable_cache,
+    )
     return StepResult(values=asdict(result), cached=result.cached)

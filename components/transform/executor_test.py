@@ -11,8 +11,8 @@ from components.transform.executor import TransformError, check_schema, run, run
 from mlops.artifacts import SPLITS, split_path
 from mlops.config import load_config
 from mlops.modeling.preprocessing import FeaturePlan
-from tests.support.reference_data import decode_examples, read_tfrecords, write_examples
 from tests.support.fixtures import FLIGHTS_CONFIG
+from tests.support.reference_data import decode_examples, read_tfrecords, write_examples
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ def test_outputs_and_row_counts(step):
     assert set(result.vocabulary_sizes) == {"month", "carrier", "origin", "dest"}
     assert result.vocabulary_sizes["month"] == 12 and result.vocabulary_sizes["origin"] == 3
     # The raw schema is kept beside TFT's outputs (TFTransformOutput.raw_feature_spec()).
-    schema = (result.transform_output + "/metadata/schema.pbtxt")
+    schema = result.transform_output + "/metadata/schema.pbtxt"
     assert "carrier" in open(schema).read()
     assert result.worker_exit_code == 0 and result.content_hash
 
@@ -87,8 +87,11 @@ def test_missing_examples_fail_before_any_beam_work(tmp_path):
 
 def test_schema_mismatch_is_reported(tmp_path):
     cfg = load_config(FLIGHTS_CONFIG, overrides={"artifact_root": str(tmp_path)})
-    features = "\n".join(f'feature {{ name: "{f.name}" type: {"FLOAT" if f.dtype == "float32" else "BYTES"} }}'
-                         for f in FeaturePlan.from_config(cfg).raw if f.name not in ("dest",))
+    features = "\n".join(
+        f'feature {{ name: "{f.name}" type: {"FLOAT" if f.dtype == "float32" else "BYTES"} }}'
+        for f in FeaturePlan.from_config(cfg).raw
+        if f.name not in ("dest",)
+    )
     features = features.replace('name: "carrier" type: BYTES', 'name: "carrier" type: INT')
     (tmp_path / "schema.pbtxt").write_text(features)
     with pytest.raises(TransformError) as err:

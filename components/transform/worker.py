@@ -58,8 +58,10 @@ def to_tfxio_batches(table, raw_dtypes: dict[str, str], batch_rows: int):
             want = types[name]
             if col.type != want:
                 if want == pa.string() and not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-                    raise TypeError(f"column {name!r}: categorical features must be strings in the examples "
-                                    f"(mlops.artifacts raw encoding), got {col.type}")
+                    raise TypeError(
+                        f"column {name!r}: categorical features must be strings in the examples "
+                        f"(mlops.artifacts raw encoding), got {col.type}"
+                    )
                 col = col.cast(want)
             if col.null_count:
                 if raw_dtypes[name] == "float32":
@@ -118,8 +120,11 @@ def make_pipeline(runner: str, beam_options: list[str]):
     from apache_beam.runners.portability.fn_api_runner import fn_runner
     from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
-    provision_info = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(
-        pipeline_options=JobServiceHandle.encode_pipeline_options(options.get_all_options())))
+    provision_info = fn_runner.ExtendedProvisionInfo(
+        beam_provision_api_pb2.ProvisionInfo(
+            pipeline_options=JobServiceHandle.encode_pipeline_options(options.get_all_options())
+        )
+    )
     return beam.Pipeline(runner=fn_runner.FnApiRunner(provision_info=provision_info), options=options)
 
 
@@ -187,59 +192,78 @@ def run(request: dict) -> dict:
             for split in SPLITS:
                 raw[split] = (
                     p
-                    | f"Read[{split}]" >> beam.io.ReadFromParquetBatched(split_path(examples_dir, split),
-                                                                         columns=list(raw_dtypes))
-                    | f"ToRecordBatches[{split}]" >> beam.FlatMap(to_tfxio_batches, raw_dtypes, batch_rows))
-                _ = (raw[split]
-                     | f"RowsIn[{split}]" >> beam.Map(lambda rb: rb.num_rows)
-                     | f"SumIn[{split}]" >> beam.CombineGlobally(sum)
-                     | f"WriteRowsIn[{split}]" >> beam.io.WriteToText(
-                         join_uri(work, COUNTS_DIR, f"in-{split}"), shard_name_template=""))
+                    | f"Read[{split}]"
+                    >> beam.io.ReadFromParquetBatched(split_path(examples_dir, split), columns=list(raw_dtypes))
+                    | f"ToRecordBatches[{split}]" >> beam.FlatMap(to_tfxio_batches, raw_dtypes, batch_rows)
+                )
+                _ = (
+                    raw[split]
+                    | f"RowsIn[{split}]" >> beam.Map(lambda rb: rb.num_rows)
+                    | f"SumIn[{split}]" >> beam.CombineGlobally(sum)
+                    | f"WriteRowsIn[{split}]"
+                    >> beam.io.WriteToText(join_uri(work, COUNTS_DIR, f"in-{split}"), shard_name_template="")
+                )
 
             (train_data, train_meta), transform_fn = (
-                (raw["train"], tac)
-                | "AnalyzeAndTransform" >> tft_beam.AnalyzeAndTransformDataset(
-                    build_preprocessing_fn(config), output_record_batches=True))
+                raw["train"],
+                tac,
+            ) | "AnalyzeAndTransform" >> tft_beam.AnalyzeAndTransformDataset(
+                build_preprocessing_fn(config), output_record_batches=True
+            )
             _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(transform_output)
 
             transformed = {"train": (train_data, train_meta)}
             for split in ("eval", "test"):
                 transformed[split] = (
-                    ((raw[split], tac), transform_fn)
-                    | f"Transform[{split}]" >> tft_beam.TransformDataset(output_record_batches=True))
+                    (raw[split], tac),
+                    transform_fn,
+                ) | f"Transform[{split}]" >> tft_beam.TransformDataset(output_record_batches=True)
 
             for split in SPLITS:
                 data, _meta = transformed[split]
                 # Runner-chosen sharding, merged into <split>.tfrecord.gz afterwards: a fixed single
                 # shard makes Beam group ALL records under one key first (measured +0.85 GB).
-                _ = (transformed[split]
-                     | f"Encode[{split}]" >> tft_beam.EncodeTransformedDataset()
-                     | f"Write[{split}]" >> beam.io.WriteToTFRecord(
-                         join_uri(work, SHARDS_DIR, split), file_name_suffix=".tfrecord.gz",
-                         compression_type=CompressionTypes.GZIP))
+                _ = (
+                    transformed[split]
+                    | f"Encode[{split}]" >> tft_beam.EncodeTransformedDataset()
+                    | f"Write[{split}]"
+                    >> beam.io.WriteToTFRecord(
+                        join_uri(work, SHARDS_DIR, split),
+                        file_name_suffix=".tfrecord.gz",
+                        compression_type=CompressionTypes.GZIP,
+                    )
+                )
                 # Rows handed to the encoder, which writes one tf.Example per row (summing batch
                 # sizes is cheaper than counting 300k encoded elements).
-                _ = (data
-                     | f"RowsOut[{split}]" >> beam.Map(lambda batch_and_passthrough: batch_and_passthrough[0].num_rows)
-                     | f"SumOut[{split}]" >> beam.CombineGlobally(sum)
-                     | f"WriteRowsOut[{split}]" >> beam.io.WriteToText(
-                         join_uri(work, COUNTS_DIR, f"out-{split}"), shard_name_template=""))
+                _ = (
+                    data
+                    | f"RowsOut[{split}]" >> beam.Map(lambda batch_and_passthrough: batch_and_passthrough[0].num_rows)
+                    | f"SumOut[{split}]" >> beam.CombineGlobally(sum)
+                    | f"WriteRowsOut[{split}]"
+                    >> beam.io.WriteToText(join_uri(work, COUNTS_DIR, f"out-{split}"), shard_name_template="")
+                )
     beam_seconds = time.monotonic() - t0
 
     for split in SPLITS:
         merge_shards(join_uri(work, SHARDS_DIR, split) + "-*", join_uri(transformed_dir, f"{split}.tfrecord.gz"))
     # WriteTransformFn does not keep the raw schema with Arrow/TFXIO input: write it ourselves.
-    metadata_io.write_metadata(dataset_metadata.DatasetMetadata.from_feature_spec(raw_feature_spec(config)),
-                               join_uri(transform_output, RAW_METADATA_DIR))
+    metadata_io.write_metadata(
+        dataset_metadata.DatasetMetadata.from_feature_spec(raw_feature_spec(config)),
+        join_uri(transform_output, RAW_METADATA_DIR),
+    )
     rows_in = {s: _read_count(join_uri(work, COUNTS_DIR, f"in-{s}")) for s in SPLITS}
     rows_out = {s: _read_count(join_uri(work, COUNTS_DIR, f"out-{s}")) for s in SPLITS}
     tft_output = tft.TFTransformOutput(transform_output)
     vocab_sizes = {c: int(tft_output.vocabulary_size_by_name(plan.vocab_name(c))) for c in plan.categorical}
     storage.remove(work, recursive=True)
-    return {"rows_in": rows_in, "rows_out": rows_out,
-            "vocabulary_sizes": vocab_sizes, "beam_seconds": round(beam_seconds, 3),
-            "runner": config.transform.beam_runner,
-            "transformed_features": sorted(tft_output.transformed_feature_spec())}
+    return {
+        "rows_in": rows_in,
+        "rows_out": rows_out,
+        "vocabulary_sizes": vocab_sizes,
+        "beam_seconds": round(beam_seconds, 3),
+        "runner": config.transform.beam_runner,
+        "transformed_features": sorted(tft_output.transformed_feature_spec()),
+    }
 
 
 def main(argv: list[str]) -> None:

@@ -42,8 +42,9 @@ def read_source(source: SourceSpec, where: str) -> pd.DataFrame:
         with fs.open(path, "rb") as f:
             if source.format == "csv":
                 compression = "zip" if path.endswith(".zip") else "infer"
-                return pd.read_csv(f, na_values=source.na_values, keep_default_na=False, compression=compression,
-                                   low_memory=False)
+                return pd.read_csv(
+                    f, na_values=source.na_values, keep_default_na=False, compression=compression, low_memory=False
+                )
             return pd.read_parquet(f)
     except (ValueError, OSError, pd.errors.ParserError) as e:
         raise DatasetInputError(f"{where}.source: cannot read {source.uri} as {source.format}: {e}") from None
@@ -72,8 +73,9 @@ def _require_columns(df: pd.DataFrame, needed: dict[str, str], where: str, uri: 
     missing = {col: fld for col, fld in needed.items() if col not in df.columns}
     if missing:
         detail = ", ".join(f"{col!r} (from {fld})" for col, fld in missing.items())
-        raise DatasetInputError(f"{where}: source {uri} lacks column(s) {detail}; "
-                                f"it has {sorted(map(str, df.columns))}")
+        raise DatasetInputError(
+            f"{where}: source {uri} lacks column(s) {detail}; it has {sorted(map(str, df.columns))}"
+        )
 
 
 def _holds_numbers(series: pd.Series) -> bool:
@@ -88,8 +90,9 @@ def _holds_numbers(series: pd.Series) -> bool:
     return False
 
 
-def to_utc(series: pd.Series, where: str, timestamp_format: str | None = None,
-           option: str = "event_timestamp_format") -> pd.Series:
+def to_utc(
+    series: pd.Series, where: str, timestamp_format: str | None = None, option: str = "event_timestamp_format"
+) -> pd.Series:
     """Timestamps as datetime64[ns, UTC]. `timestamp_format` is an epoch unit (epoch_s, ...) or a
     strptime format; without one, numbers are refused rather than guessed (pandas reads them as
     nanoseconds: epoch seconds would become dates in January 1970). `option` names the config
@@ -97,7 +100,8 @@ def to_utc(series: pd.Series, where: str, timestamp_format: str | None = None,
     if timestamp_format is None and not pd.api.types.is_datetime64_any_dtype(series) and _holds_numbers(series):
         raise DatasetInputError(
             f"{where}: column {series.name!r} holds numbers ({series.dtype}), not timestamps; declare their unit "
-            f"with {option}: {', '.join(EPOCH_UNITS)} (or a strptime format for text)")
+            f"with {option}: {', '.join(EPOCH_UNITS)} (or a strptime format for text)"
+        )
     try:
         if timestamp_format in EPOCH_UNITS:
             if not _holds_numbers(series):
@@ -147,19 +151,36 @@ def prepare_dataset(config: PlatformConfig, raw: pd.DataFrame) -> pd.DataFrame:
             raise DatasetInputError(f"{cfg}: dataset.label.expression {ds.label.expression!r} failed: {e}") from None
         df = df.assign(**{ds.label.column: label})
     if df[ds.label.column].isna().any():
-        raise DatasetInputError(f"{cfg}: dataset.label.column {ds.label.column!r} has "
-                           f"{int(df[ds.label.column].isna().sum())} missing value(s) after row_filter")
+        raise DatasetInputError(
+            f"{cfg}: dataset.label.column {ds.label.column!r} has "
+            f"{int(df[ds.label.column].isna().sum())} missing value(s) after row_filter"
+        )
     if ds.label.task.value == "binary_classification":
         df[ds.label.column] = df[ds.label.column].astype("int64")
     if ds.event_timestamp:
-        df = df.assign(**{ds.event_timestamp: to_utc(df[ds.event_timestamp], f"{cfg}: dataset.event_timestamp",
-                                                     ds.event_timestamp_format, "dataset.event_timestamp_format")})
+        df = df.assign(
+            **{
+                ds.event_timestamp: to_utc(
+                    df[ds.event_timestamp],
+                    f"{cfg}: dataset.event_timestamp",
+                    ds.event_timestamp_format,
+                    "dataset.event_timestamp_format",
+                )
+            }
+        )
     for f in ds.features:
         if f.kind == ColumnKind.timestamp and f.name in df.columns and f.name != ds.event_timestamp:
-            df = df.assign(**{f.name: to_utc(df[f.name], f"{cfg}: dataset.features.{f.name}", f.timestamp_format,
-                                             f"dataset.features.{f.name}.timestamp_format")})
-    keep = list(dict.fromkeys(
-        [c for c in needed if c in df.columns] + [ds.label.column]))
+            df = df.assign(
+                **{
+                    f.name: to_utc(
+                        df[f.name],
+                        f"{cfg}: dataset.features.{f.name}",
+                        f.timestamp_format,
+                        f"dataset.features.{f.name}.timestamp_format",
+                    )
+                }
+            )
+    keep = list(dict.fromkeys([c for c in needed if c in df.columns] + [ds.label.column]))
     return df[keep].reset_index(drop=True)
 
 
@@ -173,9 +194,12 @@ def prepare_feature_table(table, raw: pd.DataFrame, cfg: str) -> pd.DataFrame:
     _require_columns(df, needed, where, table.source.uri)
     df = df[list(needed)].copy()
     if table.event_timestamp:
-        df[table.event_timestamp] = to_utc(df[table.event_timestamp], f"{where}.event_timestamp",
-                                           table.event_timestamp_format,
-                                           f"features.tables.{table.name}.event_timestamp_format")
+        df[table.event_timestamp] = to_utc(
+            df[table.event_timestamp],
+            f"{where}.event_timestamp",
+            table.event_timestamp_format,
+            f"features.tables.{table.name}.event_timestamp_format",
+        )
     else:
         # Static attributes (e.g. a plane's seats): valid from the epoch, for Feast's time join.
         df[STATIC_TIMESTAMP_COLUMN] = STATIC_FEATURE_TIMESTAMP
@@ -185,8 +209,12 @@ def prepare_feature_table(table, raw: pd.DataFrame, cfg: str) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def ingest(config: PlatformConfig, span: str | None = None, include_feature_tables: bool = True,
-           raw: pd.DataFrame | None = None) -> IngestResult:
+def ingest(
+    config: PlatformConfig,
+    span: str | None = None,
+    include_feature_tables: bool = True,
+    raw: pd.DataFrame | None = None,
+) -> IngestResult:
     ds = config.dataset
     cfg = config.source_path or "config"
     repo = DatasetRepository(config.artifact_root)
@@ -203,15 +231,26 @@ def ingest(config: PlatformConfig, span: str | None = None, include_feature_tabl
         df = df[(ts.year == year) & (ts.month == month)]  # UTC month; strftime is 10x slower
         if df.empty:
             raise DatasetNotFound(f"{cfg}: span {span} has no rows in {ds.source.uri}")
-    version, created = repo.write(ds.name, df, source=ds.source.uri, span=span, event_timestamp=ds.event_timestamp,
-                                  extra={"label": ds.label.column, "config_hash": config.content_hash()})
+    version, created = repo.write(
+        ds.name,
+        df,
+        source=ds.source.uri,
+        span=span,
+        event_timestamp=ds.event_timestamp,
+        extra={"label": ds.label.column, "config_hash": config.content_hash()},
+    )
     result = IngestResult(version, created)
     if include_feature_tables and config.features is not None:
         for table in config.features.tables:
             table_raw = read_source(table.source, f"{cfg}: features.tables.{table.name}")
             tdf = prepare_feature_table(table, table_raw, cfg)
-            result.feature_tables.append(repo.write(
-                table.name, tdf, source=table.source.uri,
-                event_timestamp=table.event_timestamp or STATIC_TIMESTAMP_COLUMN,
-                extra={"entity_keys": table.entity_keys, "role": "feature_table"}))
+            result.feature_tables.append(
+                repo.write(
+                    table.name,
+                    tdf,
+                    source=table.source.uri,
+                    event_timestamp=table.event_timestamp or STATIC_TIMESTAMP_COLUMN,
+                    extra={"entity_keys": table.entity_keys, "role": "feature_table"},
+                )
+            )
     return result

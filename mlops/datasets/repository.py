@@ -137,7 +137,7 @@ class DatasetRepository:
             "data_sha256": data_hash,
             "content_hash": digest,
             "event_timestamp": event_timestamp,
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds"),  # orders "latest"
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"),  # orders "latest"
             "format_version": FORMAT_VERSION,
             **(extra or {}),
         }
@@ -229,8 +229,9 @@ class DatasetRepository:
                 return [full[-1]]
             spans = self.spans(name)
             if not spans:
-                raise DatasetNotFound(f"dataset {name!r} has no versions under {self.root}; run `mlops data ingest` "
-                                      "first")
+                raise DatasetNotFound(
+                    f"dataset {name!r} has no versions under {self.root}; run `mlops data ingest` first"
+                )
             return list(spans.values())
         if selector == "latest-span":
             spans = self.spans(name)
@@ -245,8 +246,9 @@ class DatasetRepository:
         if SPAN_PATTERN.match(selector):
             spans = self.spans(name)
             if selector not in spans:
-                raise DatasetNotFound(f"dataset {name!r}: span {selector} not ingested "
-                                      f"(have: {', '.join(spans) or 'none'})")
+                raise DatasetNotFound(
+                    f"dataset {name!r}: span {selector} not ingested (have: {', '.join(spans) or 'none'})"
+                )
             return [spans[selector]]
         if ":" in selector:
             lo, hi = parse_span_range(selector)

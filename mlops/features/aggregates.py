@@ -95,6 +95,6 @@ def _feature_columns(spec: RollingAggregateSpec) -> list[str]:
 def _empty(df: pd.DataFrame, spec: RollingAggregateSpec, columns: list[str]) -> pd.DataFrame:
     out = pd.DataFrame({k: pd.Series(dtype=df[k].dtype) for k in spec.keys})
     out[DAY_START] = pd.Series(dtype="datetime64[ns, UTC]")
-    for c in columns[len(spec.keys) + 1:]:
+    for c in columns[len(spec.keys) + 1 :]:
         out[c] = pd.Series(dtype="int64" if "_count_" in c else "float64")
     return out[columns]

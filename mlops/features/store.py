@@ -35,8 +35,9 @@ import importlib.util
 import json
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -80,8 +81,10 @@ def feast_dir(config: PlatformConfig) -> str:
     try:
         return storage.local_path(uri)
     except storage.StorageError:
-        raise FeatureStoreError(f"artifact_root {config.artifact_root}: the Feast integration needs a local "
-                                f"artifact root (file registry, SQLite, parquet FileSources)") from None
+        raise FeatureStoreError(
+            f"artifact_root {config.artifact_root}: the Feast integration needs a local "
+            f"artifact root (file registry, SQLite, parquet FileSources)"
+        ) from None
 
 
 def sources_path(config: PlatformConfig) -> str:
@@ -147,10 +150,14 @@ def build_feature_sources(config: PlatformConfig) -> dict[str, DatasetVersion]:
     repo = DatasetRepository(config.artifact_root)
     names = [t.name for t in features.tables] + [a.name for a in features.aggregates]
     derived = [f"{t.name}{FEAST_SOURCE_SUFFIX}" for t in features.tables if t.event_timestamp]
-    clash = sorted({n for n in names + derived if (names + derived).count(n) > 1} | (set(names + derived) & {config.dataset.name}))
+    clash = sorted(
+        {n for n in names + derived if (names + derived).count(n) > 1} | (set(names + derived) & {config.dataset.name})
+    )
     if clash:
-        raise ConfigError(f"{cfg}: features: source names {clash} collide (tables, aggregates, derived "
-                          f"'<table>{FEAST_SOURCE_SUFFIX}' datasets and the main dataset share one namespace)")
+        raise ConfigError(
+            f"{cfg}: features: source names {clash} collide (tables, aggregates, derived "
+            f"'<table>{FEAST_SOURCE_SUFFIX}' datasets and the main dataset share one namespace)"
+        )
 
     out: dict[str, DatasetVersion] = {}
     sources: dict[str, dict[str, Any]] = {}
@@ -161,8 +168,12 @@ def build_feature_sources(config: PlatformConfig) -> dict[str, DatasetVersion]:
             df[DAY_KEY] = day_keys(df[table.event_timestamp])
             keys = [*table.entity_keys, DAY_KEY]
             version, _ = repo.write(
-                f"{table.name}{FEAST_SOURCE_SUFFIX}", df, source=ingested.uri, event_timestamp=table.event_timestamp,
-                extra={"derived_from": [ingested.id], "role": "feature_table", "entity_keys": keys})
+                f"{table.name}{FEAST_SOURCE_SUFFIX}",
+                df,
+                source=ingested.uri,
+                event_timestamp=table.event_timestamp,
+                extra={"derived_from": [ingested.id], "role": "feature_table", "entity_keys": keys},
+            )
             sources[table.name] = _source_entry(version, table.event_timestamp, keys)
         else:
             version = ingested
@@ -174,8 +185,7 @@ def build_feature_sources(config: PlatformConfig) -> dict[str, DatasetVersion]:
         if not ts:
             raise ConfigError(f"{cfg}: features.aggregates need dataset.event_timestamp")
         main = repo.resolve(config.dataset.name, "latest")
-        columns = list(dict.fromkeys(
-            [c for a in features.aggregates for c in (*a.keys, a.value)] + [ts]))
+        columns = list(dict.fromkeys([c for a in features.aggregates for c in (*a.keys, a.value)] + [ts]))
         df = repo.load(main, columns=columns)
         for spec in features.aggregates:
             agg = rolling_aggregates(df, spec, ts)
@@ -184,9 +194,17 @@ def build_feature_sources(config: PlatformConfig) -> dict[str, DatasetVersion]:
             agg[DAY_KEY] = day_keys(agg[DAY_START])
             keys = [*spec.keys, DAY_KEY]
             version, _ = repo.write(
-                spec.name, agg, source=f"rolling_aggregates({config.dataset.name})", event_timestamp=DAY_START,
-                extra={"derived_from": [v.id for v in main], "role": "feature_table", "entity_keys": keys,
-                       "aggregate": spec.model_dump(mode="json")})
+                spec.name,
+                agg,
+                source=f"rolling_aggregates({config.dataset.name})",
+                event_timestamp=DAY_START,
+                extra={
+                    "derived_from": [v.id for v in main],
+                    "role": "feature_table",
+                    "entity_keys": keys,
+                    "aggregate": spec.model_dump(mode="json"),
+                },
+            )
             sources[spec.name] = _source_entry(version, DAY_START, keys)
             out[spec.name] = version
 
@@ -249,8 +267,13 @@ def _load_definitions(repo_path: Path) -> list:
 
 
 def _registry_objects(store) -> list:
-    return [*store.list_entities(), *store.list_data_sources(), *store.list_feature_views(),
-            *store.list_on_demand_feature_views(), *store.list_feature_services()]
+    return [
+        *store.list_entities(),
+        *store.list_data_sources(),
+        *store.list_feature_views(),
+        *store.list_on_demand_feature_views(),
+        *store.list_feature_services(),
+    ]
 
 
 def _kind(obj) -> str:
@@ -283,8 +306,10 @@ def apply(config: PlatformConfig) -> dict[str, list[str]]:
         summary.setdefault(_kind(o), []).append(o.name)
     local = _local_state(config)
     if local is not None and os.path.isfile(local[0]):
-        storage.write_json_atomic(os.path.join(feast_dir(config), APPLIED_FILE),
-                                  {"key": key, "registry_sha256": _sha256(local[0]), "applied": summary})
+        storage.write_json_atomic(
+            os.path.join(feast_dir(config), APPLIED_FILE),
+            {"key": key, "registry_sha256": _sha256(local[0]), "applied": summary},
+        )
     return summary
 
 
@@ -311,8 +336,12 @@ def _current_apply(config: PlatformConfig) -> dict | None:
         record = storage.read_json(record_path)
     except (OSError, ValueError):
         return None
-    if (record.get("key") == apply_key(config) and os.path.isfile(registry)
-            and record.get("registry_sha256") == _sha256(registry) and (online is None or os.path.exists(online))):
+    if (
+        record.get("key") == apply_key(config)
+        and os.path.isfile(registry)
+        and record.get("registry_sha256") == _sha256(registry)
+        and (online is None or os.path.exists(online))
+    ):
         return record
     return None
 
@@ -333,10 +362,18 @@ def apply_key(config: PlatformConfig) -> str:
     (the feature service check reads both), the Feast variables, Feast's version, every file of
     the feature repo and the content of sources.json."""
     features = _features(config)
-    h = hashlib.sha256(json.dumps({
-        "dataset": config.dataset.model_dump(mode="json"), "features": features.model_dump(mode="json"),
-        "env": feast_env(config), "feast": importlib.metadata.version("feast"),
-    }, sort_keys=True, default=str).encode())
+    h = hashlib.sha256(
+        json.dumps(
+            {
+                "dataset": config.dataset.model_dump(mode="json"),
+                "features": features.model_dump(mode="json"),
+                "env": feast_env(config),
+                "feast": importlib.metadata.version("feast"),
+            },
+            sort_keys=True,
+            default=str,
+        ).encode()
+    )
     h.update(definitions_fingerprint(config).encode())
     with open(sources_path(config), "rb") as f:
         h.update(b"\0sources\0" + f.read())
@@ -389,14 +426,16 @@ def _check_service(config: PlatformConfig, objects: list) -> None:
     expected = {f.name for f in config.dataset.features} & provided_by_feature_store(config)
     missing = sorted(expected - served)
     if missing:
-        raise FeatureStoreError(f"{config.features.repo}: FeatureService {name!r} lacks model feature(s) {missing} "
-                                f"that {config.source_path or 'the config'} expects from the feature store")
+        raise FeatureStoreError(
+            f"{config.features.repo}: FeatureService {name!r} lacks model feature(s) {missing} "
+            f"that {config.source_path or 'the config'} expects from the feature store"
+        )
 
 
 def source_time_range(config: PlatformConfig) -> tuple[dt.datetime, dt.datetime]:
     """Earliest and latest event timestamp over all sources (static tables: 1970-01-01)."""
     lo, hi = None, None
-    for name, s in read_sources(config).items():
+    for s in read_sources(config).values():
         ts = as_utc(pd.read_parquet(s["path"], columns=[s["timestamp_field"]])[s["timestamp_field"]])
         if ts.empty:
             continue
@@ -407,8 +446,9 @@ def source_time_range(config: PlatformConfig) -> tuple[dt.datetime, dt.datetime]
     return lo.to_pydatetime(), hi.to_pydatetime()
 
 
-def materialize(config: PlatformConfig, start: dt.datetime | None = None,
-                end: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime]:
+def materialize(
+    config: PlatformConfig, start: dt.datetime | None = None, end: dt.datetime | None = None
+) -> tuple[dt.datetime, dt.datetime]:
     """Loads the latest row per entity key with event time in [start, end) into the online store
     (serving side). Default: the full time range of the sources, which includes 1970-01-01 for
     static tables. Returns the range used."""
@@ -422,16 +462,22 @@ def materialize(config: PlatformConfig, start: dt.datetime | None = None,
     if static and _aware(start) > STATIC_FEATURE_TIMESTAMP.to_pydatetime():
         # Static rows (e.g. planes) are stamped 1970-01-01: a window that starts later would skip
         # them and serve None for every plane feature. They are small: always load them whole.
-        views = [v.name for v in store.list_feature_views()
-                 if getattr(v.batch_source, "name", "") in {f"{name}_source" for name in static}]
+        views = [
+            v.name
+            for v in store.list_feature_views()
+            if getattr(v.batch_source, "name", "") in {f"{name}_source" for name in static}
+        ]
         if views:
-            store.materialize(start_date=STATIC_FEATURE_TIMESTAMP.to_pydatetime(), end_date=_aware(end),
-                              feature_views=views)
+            store.materialize(
+                start_date=STATIC_FEATURE_TIMESTAMP.to_pydatetime(), end_date=_aware(end), feature_views=views
+            )
     if current is not None:
         # Feast records the materialized intervals in the registry; a re-apply would keep them
         # and change nothing, so the apply record stays valid with the registry's new hash.
-        storage.write_json_atomic(os.path.join(feast_dir(config), APPLIED_FILE),
-                                  {**current, "registry_sha256": _sha256(_local_state(config)[0])})
+        storage.write_json_atomic(
+            os.path.join(feast_dir(config), APPLIED_FILE),
+            {**current, "registry_sha256": _sha256(_local_state(config)[0])},
+        )
     return _aware(start), _aware(end)
 
 
@@ -463,6 +509,7 @@ def _online_plan(store, service_name: str):
     """(FeatureService, view -> features, join keys), memoized on the store until its registry
     cache is refreshed: deserializing them costs ~25x the online read itself (Feast 0.67: ~50 ms
     vs ~2 ms), and passing the same FeatureService object lets Feast reuse its request context."""
+
     # allow_cache: a registry read without it refreshes the registry cache, which would also
     # invalidate Feast's own per-request cache on every call.
     def stamp():
@@ -474,8 +521,9 @@ def _online_plan(store, service_name: str):
         return cached[1]
     service = store.get_feature_service(service_name, allow_cache=True)
     per_view = service_features(store, service)
-    join_keys = list(dict.fromkeys(
-        k for v in per_view for k in store.get_feature_view(v, allow_registry_cache=True).join_keys))
+    join_keys = list(
+        dict.fromkeys(k for v in per_view for k in store.get_feature_view(v, allow_registry_cache=True).join_keys)
+    )
     plan = (service, per_view, join_keys)
     store._mlops_online_plan = (stamp(), plan)
     return plan
@@ -492,7 +540,7 @@ def online_features(config: PlatformConfig, entity_rows: list[dict], store=None)
     features = _features(config)
     store = store if store is not None else feature_store(config)
     service, per_view, join_keys = _online_plan(store, features.feature_service)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     rows = []
     for i, row in enumerate(entity_rows):
         r = dict(row)
@@ -503,8 +551,9 @@ def online_features(config: PlatformConfig, entity_rows: list[dict], store=None)
         if missing:
             raise ValueError(f"entity row {i}: missing join key(s) {missing} (needs {join_keys})")
         # A missing key value matches nothing: send a value no entity has rather than a null key.
-        rows.append({k: ("" if r[k] is None or (isinstance(r[k], float) and pd.isna(r[k])) else r[k])
-                     for k in join_keys})
+        rows.append(
+            {k: ("" if r[k] is None or (isinstance(r[k], float) and pd.isna(r[k])) else r[k]) for k in join_keys}
+        )
     if not rows:
         return []
     result = store.get_online_features(features=service, entity_rows=rows).to_dict()
@@ -535,12 +584,16 @@ def historical_features(config: PlatformConfig, entity_df: pd.DataFrame, store=N
     features = _features(config)
     t_col = _request_time_column(config, entity_df.columns)
     if t_col is None:
-        raise ValueError(f"entity_df needs an event time column: {config.dataset.event_timestamp!r} "
-                         f"or {ENTITY_TIMESTAMP!r}; it has {list(entity_df.columns)}")
+        raise ValueError(
+            f"entity_df needs an event time column: {config.dataset.event_timestamp!r} "
+            f"or {ENTITY_TIMESTAMP!r}; it has {list(entity_df.columns)}"
+        )
     store = store if store is not None else feature_store(config, online=False)
     per_view = service_features(store, features.feature_service)
     all_features = [n for names in per_view.values() for n in names]
-    clash = sorted({n for n in all_features if all_features.count(n) > 1} | (set(all_features) & set(entity_df.columns)))
+    clash = sorted(
+        {n for n in all_features if all_features.count(n) > 1} | (set(all_features) & set(entity_df.columns))
+    )
     if clash:
         raise ValueError(f"feature name(s) {clash} appear twice (in two views, or already in entity_df)")
 
@@ -577,8 +630,9 @@ def historical_features(config: PlatformConfig, entity_df: pd.DataFrame, store=N
             got = job.to_df()
             got[ENTITY_TIMESTAMP] = as_utc(got[ENTITY_TIMESTAMP])
             if len(got) > len(query) or got.duplicated(on).any():
-                raise FeatureStoreError(f"feature view {view_name!r}: Feast returned more than one row per "
-                                        f"entity key and timestamp")
+                raise FeatureStoreError(
+                    f"feature view {view_name!r}: Feast returned more than one row per entity key and timestamp"
+                )
         merged = frame[on].merge(got[on + names], on=on, how="left", validate="many_to_one", sort=False)
         if len(merged) != n:
             raise FeatureStoreError(f"feature view {view_name!r}: {n} entity rows in, {len(merged)} out")
@@ -602,7 +656,22 @@ def teardown(config: PlatformConfig) -> None:
 
 
 __all__ = [
-    "DAY_KEY", "ENTITY_TIMESTAMP", "FeatureStoreError", "apply", "build_feature_sources", "day_key", "day_keys",
-    "feast_dir", "feast_env", "feature_store", "historical_features", "materialize", "online_features",
-    "read_sources", "service_features", "source_time_range", "sources_path", "teardown",
+    "DAY_KEY",
+    "ENTITY_TIMESTAMP",
+    "FeatureStoreError",
+    "apply",
+    "build_feature_sources",
+    "day_key",
+    "day_keys",
+    "feast_dir",
+    "feast_env",
+    "feature_store",
+    "historical_features",
+    "materialize",
+    "online_features",
+    "read_sources",
+    "service_features",
+    "source_time_range",
+    "sources_path",
+    "teardown",
 ]

@@ -6,11 +6,24 @@ use, so `import mlops.metadata` also works in images without ml-metadata (e.g. s
 
 from __future__ import annotations
 
-from mlops.metadata.types import ARTIFACT_TYPES, CONTEXT_TYPES, EXECUTION_TYPE, EXECUTION_TYPES, qualify
+from mlops.metadata.types import (  # noqa: F401  (re-exported: __all__ below)
+    ARTIFACT_TYPES,
+    CONTEXT_TYPES,
+    EXECUTION_TYPE,
+    EXECUTION_TYPES,
+    qualify,
+)
 
 _STORE_NAMES = {
-    "ArtifactRecord", "ArtifactRef", "ContextRecord", "ExecutionRecord", "LineageStep", "MetadataStore",
-    "RecordedExecution", "connection_config", "open_store",
+    "ArtifactRecord",
+    "ArtifactRef",
+    "ContextRecord",
+    "ExecutionRecord",
+    "LineageStep",
+    "MetadataStore",
+    "RecordedExecution",
+    "connection_config",
+    "open_store",
 }
 
 __all__ = sorted(_STORE_NAMES | {"ARTIFACT_TYPES", "CONTEXT_TYPES", "EXECUTION_TYPE", "EXECUTION_TYPES", "qualify"})

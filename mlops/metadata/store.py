@@ -49,8 +49,10 @@ def connection_config(spec: MetadataSpec, artifact_root_sqlite_path: str) -> Con
     if spec.backend == "sqlite":
         path = artifact_root_sqlite_path.removeprefix("file://")
         if "://" in path:
-            raise MetadataConfigError(f"metadata: SQLite needs a local file, got {artifact_root_sqlite_path!r}; "
-                             "set metadata.sqlite_path or use the mysql/grpc backend")
+            raise MetadataConfigError(
+                f"metadata: SQLite needs a local file, got {artifact_root_sqlite_path!r}; "
+                "set metadata.sqlite_path or use the mysql/grpc backend"
+            )
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         cfg = pb.ConnectionConfig()
         cfg.sqlite.filename_uri = path
@@ -64,7 +66,9 @@ def connection_config(spec: MetadataSpec, artifact_root_sqlite_path: str) -> Con
         cfg.mysql.user = spec.user
         if spec.password_env:
             if spec.password_env not in os.environ:
-                raise MetadataConfigError(f"metadata.password_env: environment variable ${spec.password_env} is not set")
+                raise MetadataConfigError(
+                    f"metadata.password_env: environment variable ${spec.password_env} is not set"
+                )
             cfg.mysql.password = os.environ[spec.password_env]
         return cfg
     if spec.backend == "grpc":
@@ -72,7 +76,7 @@ def connection_config(spec: MetadataSpec, artifact_root_sqlite_path: str) -> Con
     raise MetadataConfigError(f"metadata.backend: unknown backend {spec.backend!r}")
 
 
-def open_store(config: PlatformConfig) -> "MetadataStore":
+def open_store(config: PlatformConfig) -> MetadataStore:
     """The metadata store configured for this project (types registered)."""
     return MetadataStore(connection_config(config.metadata, config.metadata_sqlite_path))
 
@@ -253,7 +257,7 @@ def canonical_uri(uri: str) -> str:
     """One spelling per artifact: KFP mount paths become their object-store URIs, no trailing /."""
     for mount, scheme in _KFP_MOUNTS:
         if uri.startswith(mount):
-            uri = scheme + uri[len(mount):]
+            uri = scheme + uri[len(mount) :]
             break
     return uri.rstrip("/") or uri
 
@@ -329,8 +333,9 @@ class MetadataStore:
 
     def start_run(self, pipeline_name: str, run_id: str, properties: dict[str, Any] | None = None) -> ContextRecord:
         """Creates the run context as RUNNING, owned by this (driver) process."""
-        return self.run_context(pipeline_name, run_id, {**(properties or {}), RUN_STATE: RUNNING,
-                                                        RUN_DRIVER: this_process(), RUN_ENDED: ""})
+        return self.run_context(
+            pipeline_name, run_id, {**(properties or {}), RUN_STATE: RUNNING, RUN_DRIVER: this_process(), RUN_ENDED: ""}
+        )
 
     def finish_run(self, run_id: str, state: str, reason: str = "") -> ContextRecord:
         """Marks a run COMPLETE, FAILED or CANCELED (the driver's last write), with why."""
@@ -342,8 +347,11 @@ class MetadataStore:
         import time
 
         ended = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        return self._context_record(self._get_or_create_context(
-            T.RUN_CONTEXT, run_id, {RUN_STATE: state, RUN_ENDED: ended, RUN_REASON: reason[:2000]}))
+        return self._context_record(
+            self._get_or_create_context(
+                T.RUN_CONTEXT, run_id, {RUN_STATE: state, RUN_ENDED: ended, RUN_REASON: reason[:2000]}
+            )
+        )
 
     def _get_or_create_context(self, type_name: str, name: str, props: dict[str, Any]) -> pb.Context:
         """Creates the context, or merges `props` into the stored one (a concurrent creator wins
@@ -395,8 +403,9 @@ class MetadataStore:
 
         name = f"{run_context.name}/{component}"
         stored = self.mlmd.get_execution_by_type_and_name(T.EXECUTION_TYPE, name)
-        execution = pb.Execution(type_id=self._type_ids[T.EXECUTION_TYPE], name=name,
-                                 last_known_state=pb.Execution.State.Value(state))
+        execution = pb.Execution(
+            type_id=self._type_ids[T.EXECUTION_TYPE], name=name, last_known_state=pb.Execution.State.Value(state)
+        )
         _set_properties(execution, {**(properties or {}), "component": component}, T.EXECUTION_TYPES[T.EXECUTION_TYPE])
         existing_events: set[tuple[int, int]] = set()
         if stored is not None:
@@ -420,7 +429,9 @@ class MetadataStore:
             pairs.append((artifact, _event(kind, key, index) if new_event else None))
 
         execution_id, artifact_ids, _ = self.mlmd.put_execution(
-            execution, pairs, contexts,
+            execution,
+            pairs,
+            contexts,
             reuse_context_if_already_exist=True,
             reuse_artifact_if_already_exist_by_external_id=True,  # concurrent first writers of one artifact
             force_reuse_context=True,  # contexts are passed by id only: never overwrite them
@@ -438,7 +449,11 @@ class MetadataStore:
         if stored is not None:
             artifact.CopyFrom(stored)
         else:
-            artifact.type_id, artifact.uri, artifact.external_id = self._type_ids[type_name], canonical_uri(ref.uri), ext_id
+            artifact.type_id, artifact.uri, artifact.external_id = (
+                self._type_ids[type_name],
+                canonical_uri(ref.uri),
+                ext_id,
+            )
         if ref.name:
             artifact.name = ref.name
         _set_properties(artifact, ref.properties, T.ARTIFACT_TYPES[type_name])
@@ -461,8 +476,9 @@ class MetadataStore:
         arts = [a for n in names for a in self.mlmd.get_artifacts_by_type(n)]
         return [self._artifact_record(a) for a in sorted(arts, key=lambda a: a.id)]
 
-    def find_artifact(self, type_name: str, *, uri: str | None = None,
-                      name: str | None = None) -> ArtifactRecord | None:
+    def find_artifact(
+        self, type_name: str, *, uri: str | None = None, name: str | None = None
+    ) -> ArtifactRecord | None:
         """One artifact by (type, uri) or by (type, name), e.g. ("Model", name="flights@3")."""
         qualified = T.artifact_type(type_name)
         if uri is not None:
@@ -500,10 +516,18 @@ class MetadataStore:
 
         def visit(artifact_id: int, depth: int, consumed_as: str | None) -> None:
             artifact = self._artifact_record(self.mlmd.get_artifacts_by_id([artifact_id])[0])
-            producer_ids = sorted({e.execution_id for e in self.mlmd.get_events_by_artifact_ids([artifact_id])
-                                   if e.type in _OUTPUT_EVENTS})
-            producers = [e for e in self.mlmd.get_executions_by_id(producer_ids)
-                         if e.last_known_state not in _NOT_LINEAGE] if producer_ids else []
+            producer_ids = sorted(
+                {
+                    e.execution_id
+                    for e in self.mlmd.get_events_by_artifact_ids([artifact_id])
+                    if e.type in _OUTPUT_EVENTS
+                }
+            )
+            producers = (
+                [e for e in self.mlmd.get_executions_by_id(producer_ids) if e.last_known_state not in _NOT_LINEAGE]
+                if producer_ids
+                else []
+            )
             if not producers:
                 steps.append(LineageStep(depth, artifact, None, consumed_as))
             for execution in sorted(producers, key=lambda e: e.id):
@@ -527,15 +551,33 @@ class MetadataStore:
         return self._type_names[type_id]
 
     def _artifact_record(self, a: pb.Artifact) -> ArtifactRecord:
-        return ArtifactRecord(a.id, self._type_name(a.type_id, self.mlmd.get_artifact_types_by_id), a.uri,
-                              a.name or None, _props(a), pb.Artifact.State.Name(a.state), a.create_time_since_epoch)
+        return ArtifactRecord(
+            a.id,
+            self._type_name(a.type_id, self.mlmd.get_artifact_types_by_id),
+            a.uri,
+            a.name or None,
+            _props(a),
+            pb.Artifact.State.Name(a.state),
+            a.create_time_since_epoch,
+        )
 
     def _execution_record(self, e: pb.Execution) -> ExecutionRecord:
         props = _props(e)
-        return ExecutionRecord(e.id, self._type_name(e.type_id, self.mlmd.get_execution_types_by_id), e.name,
-                               props.get("component", ""), pb.Execution.State.Name(e.last_known_state), props,
-                               e.create_time_since_epoch)
+        return ExecutionRecord(
+            e.id,
+            self._type_name(e.type_id, self.mlmd.get_execution_types_by_id),
+            e.name,
+            props.get("component", ""),
+            pb.Execution.State.Name(e.last_known_state),
+            props,
+            e.create_time_since_epoch,
+        )
 
     def _context_record(self, c: pb.Context) -> ContextRecord:
-        return ContextRecord(c.id, self._type_name(c.type_id, self.mlmd.get_context_types_by_id), c.name, _props(c),
-                             c.create_time_since_epoch)
+        return ContextRecord(
+            c.id,
+            self._type_name(c.type_id, self.mlmd.get_context_types_by_id),
+            c.name,
+            _props(c),
+            c.create_time_since_epoch,
+        )

@@ -28,7 +28,7 @@ from __future__ import annotations
 from mlops.metadata.errors import UnknownArtifactType
 
 PREFIX = "mlops."
-S, I, D = "STRING", "INT", "DOUBLE"  # MLMD PropertyType names
+S, I, D = "STRING", "INT", "DOUBLE"  # noqa: E741  (MLMD PropertyType names, short for the tables)
 
 # fmt: off
 ARTIFACT_TYPES: dict[str, dict[str, str]] = {

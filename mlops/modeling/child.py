@@ -26,7 +26,8 @@ import tempfile
 import time
 import traceback
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from mlops.errors import MlopsError
 
@@ -60,8 +61,9 @@ def die_with_parent(signum: int = signal.SIGKILL) -> Callable[[], None]:
     return preexec
 
 
-def run_child(module: str, request: dict[str, Any], *, what: str, timeout: float | None = None,
-              env: dict[str, str] | None = None) -> dict[str, Any]:
+def run_child(
+    module: str, request: dict[str, Any], *, what: str, timeout: float | None = None, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Runs `python -m module REQUEST_JSON` and returns its marker (ok == True) or raises."""
     with tempfile.TemporaryDirectory(prefix=f"mlops-{what}-") as tmp:
         nonce = uuid.uuid4().hex
@@ -75,15 +77,18 @@ def run_child(module: str, request: dict[str, Any], *, what: str, timeout: float
         sys.stdout.flush()
         sys.stderr.flush()
         try:
-            proc = subprocess.run([sys.executable, "-m", module, req_path], env=child_env, timeout=timeout,
-                                  preexec_fn=die_with_parent())
+            proc = subprocess.run(
+                [sys.executable, "-m", module, req_path], env=child_env, timeout=timeout, preexec_fn=die_with_parent()
+            )
             code = proc.returncode
         except subprocess.TimeoutExpired:
             raise ChildError(f"{what}: the worker ({module}) did not finish within {timeout:.0f} s") from None
         wall = time.monotonic() - started
         if not os.path.exists(marker):
-            raise ChildError(f"{what}: the worker ({module}) exited with status {code} after {wall:.1f} s "
-                             "without reporting a result (see its log above)")
+            raise ChildError(
+                f"{what}: the worker ({module}) exited with status {code} after {wall:.1f} s "
+                "without reporting a result (see its log above)"
+            )
         with open(marker) as f:
             result = json.load(f)
         if result.get("nonce") != nonce:
@@ -91,8 +96,12 @@ def run_child(module: str, request: dict[str, Any], *, what: str, timeout: float
         if not result.get("ok"):
             raise ChildError(f"{what} failed in the worker: {result.get('error')}\n{result.get('traceback', '')}")
         if code != 0:
-            log.warning("%s: worker exited with status %s after reporting success (known TF/TFT teardown "
-                        "crash); its outputs are verified next", what, code)
+            log.warning(
+                "%s: worker exited with status %s after reporting success (known TF/TFT teardown "
+                "crash); its outputs are verified next",
+                what,
+                code,
+            )
         result["worker_exit_code"] = code
         result["worker_wall_seconds"] = round(wall, 3)
         return result

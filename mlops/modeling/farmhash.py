@@ -19,11 +19,11 @@ K2 = 0x9AE16A3B2F90404F
 
 
 def _fetch64(s: bytes, i: int) -> int:
-    return int.from_bytes(s[i:i + 8], "little")
+    return int.from_bytes(s[i : i + 8], "little")
 
 
 def _fetch32(s: bytes, i: int) -> int:
-    return int.from_bytes(s[i:i + 4], "little")
+    return int.from_bytes(s[i : i + 4], "little")
 
 
 def _rot(v: int, shift: int) -> int:
@@ -70,8 +70,7 @@ def _hash_len17to32(s: bytes) -> int:
     b = _fetch64(s, 8)
     c = (_fetch64(s, n - 8) * mul) & _M
     d = (_fetch64(s, n - 16) * K2) & _M
-    return _hash_len16((_rot((a + b) & _M, 43) + _rot(c, 30) + d) & _M,
-                       (a + _rot((b + K2) & _M, 18) + c) & _M, mul)
+    return _hash_len16((_rot((a + b) & _M, 43) + _rot(c, 30) + d) & _M, (a + _rot((b + K2) & _M, 18) + c) & _M, mul)
 
 
 def _hash_len33to64(s: bytes) -> int:
@@ -87,8 +86,7 @@ def _hash_len33to64(s: bytes) -> int:
     f = _fetch64(s, 24)
     g = ((y + _fetch64(s, n - 32)) * mul) & _M
     h = ((z + _fetch64(s, n - 24)) * mul) & _M
-    return _hash_len16((_rot((e + f) & _M, 43) + _rot(g, 30) + h) & _M,
-                       (e + _rot((f + a) & _M, 18) + g) & _M, mul)
+    return _hash_len16((_rot((e + f) & _M, 43) + _rot(g, 30) + h) & _M, (e + _rot((f + a) & _M, 18) + g) & _M, mul)
 
 
 def _weak_hash_len32_with_seeds(s: bytes, i: int, a: int, b: int) -> tuple[int, int]:
@@ -145,8 +143,9 @@ def fingerprint64(data: bytes | str) -> int:
     v0, v1 = _weak_hash_len32_with_seeds(s, i, (v1 * mul) & _M, (x + w0) & _M)
     w0, w1 = _weak_hash_len32_with_seeds(s, i + 32, (z + w1) & _M, (y + _fetch64(s, i + 16)) & _M)
     z, x = x, z
-    return _hash_len16((_hash_len16(v0, w0, mul) + _shift_mix(y) * K0 + z) & _M,
-                       (_hash_len16(v1, w1, mul) + x) & _M, mul)
+    return _hash_len16(
+        (_hash_len16(v0, w0, mul) + _shift_mix(y) * K0 + z) & _M, (_hash_len16(v1, w1, mul) + x) & _M, mul
+    )
 
 
 def hash_bucket(data: bytes | str, num_buckets: int) -> int:

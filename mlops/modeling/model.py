@@ -75,8 +75,10 @@ def build_model(spec: ModelSpec, plan: FeaturePlan, cards: dict[str, int]):
     logit = keras.layers.Dense(1, name="deep_logit")(x)
 
     if spec.architecture == "wide_deep" and plan.id_features():
-        wide = [keras.layers.Embedding(cards[name], 1, embeddings_initializer="zeros", name=f"wide_{name}")(inputs[name])
-                for name in plan.id_features()]
+        wide = [
+            keras.layers.Embedding(cards[name], 1, embeddings_initializer="zeros", name=f"wide_{name}")(inputs[name])
+            for name in plan.id_features()
+        ]
         logit = keras.layers.Add(name="logit")([logit, *wide])
 
     if plan.task == TaskType.regression:

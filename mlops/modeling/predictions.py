@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -39,8 +39,9 @@ def read_raw_rows(examples_dir: str, split: str, raw: Sequence[RawFeature], limi
     return rows
 
 
-def savedmodel_predict(model_dir_or_loaded, rows: dict, signature: str = "serving_default",
-                       output_key: str | None = None) -> np.ndarray:
+def savedmodel_predict(
+    model_dir_or_loaded, rows: dict, signature: str = "serving_default", output_key: str | None = None
+) -> np.ndarray:
     """The serving signature of <model_dir>/serving_model (or a loaded SavedModel) on raw rows
     ({feature: 1-D array}), as a 1-D array of `output_key` (default: the signature's only output).
     The one way the pipeline side calls an exported model (Trainer parity, Evaluator, tests)."""
@@ -64,8 +65,10 @@ def raw_features_of(model_dir: str) -> list[RawFeature]:
 
     with open(os.path.join(model_dir, TFLITE_PREPROCESSING)) as f:
         spec = json.load(f)
-    return [RawFeature(r["name"], ColumnKind.numeric if r["dtype"] == "float32" else ColumnKind.categorical)
-            for r in spec["raw_features"]]
+    return [
+        RawFeature(r["name"], ColumnKind.numeric if r["dtype"] == "float32" else ColumnKind.categorical)
+        for r in spec["raw_features"]
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -86,11 +89,15 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     rows = read_raw_rows(args.examples_dir, args.split, raw_features_of(args.model_dir), args.limit)
     loaded = tf.saved_model.load(os.path.join(args.model_dir, SERVING_MODEL))
-    result = {"tensorflow": tf.__version__, "rows": int(len(next(iter(rows.values())))),
-              "savedmodel": savedmodel_predict(loaded, rows).tolist()}
+    result = {
+        "tensorflow": tf.__version__,
+        "rows": int(len(next(iter(rows.values())))),
+        "savedmodel": savedmodel_predict(loaded, rows).tolist(),
+    }
     result["savedmodel_single"] = [
-        float(savedmodel_predict(loaded, {k: v[i:i + 1] for k, v in rows.items()})[0])
-        for i in range(min(args.single_rows, result["rows"]))]
+        float(savedmodel_predict(loaded, {k: v[i : i + 1] for k, v in rows.items()})[0])
+        for i in range(min(args.single_rows, result["rows"]))
+    ]
     if not args.no_tflite:
         from mlops.modeling.tflite_predictor import TFLitePredictor
 

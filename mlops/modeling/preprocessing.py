@@ -72,7 +72,7 @@ class FeaturePlan:
     cross_hash_buckets: int
 
     @classmethod
-    def from_config(cls, config: PlatformConfig) -> "FeaturePlan":
+    def from_config(cls, config: PlatformConfig) -> FeaturePlan:
         raw = tuple(model_features(config))
         t = config.transform
         plan = cls(
@@ -142,8 +142,11 @@ class FeaturePlan:
 
     def id_features(self) -> list[str]:
         """int64 model inputs (vocabulary ids, bucket ids, cross ids), in a fixed order."""
-        return ([self.id_name(c) for c in self.categorical] + [self.bucket_name(n) for n, _ in self.bucketize]
-                + [self.cross_name(c) for c in self.crosses])
+        return (
+            [self.id_name(c) for c in self.categorical]
+            + [self.bucket_name(n) for n, _ in self.bucketize]
+            + [self.cross_name(c) for c in self.crosses]
+        )
 
     def transformed_feature_names(self) -> list[str]:
         return self.dense_features() + self.id_features()
@@ -207,8 +210,12 @@ def build_preprocessing_fn(config: PlatformConfig):
             s = inputs[name]
             s = tf.where(tf.equal(s, ""), tf.fill(tf.shape(s), MISSING_TOKEN), s)
             out[plan.id_name(name)] = tft.compute_and_apply_vocabulary(
-                s, top_k=plan.vocabulary_top_k, num_oov_buckets=plan.oov_buckets,
-                vocab_filename=plan.vocab_name(name), name=f"vocabulary_{i}")
+                s,
+                top_k=plan.vocabulary_top_k,
+                num_oov_buckets=plan.oov_buckets,
+                vocab_filename=plan.vocab_name(name),
+                name=f"vocabulary_{i}",
+            )
 
         for cross in plan.crosses:
             joined = tf.strings.join([inputs[c] for c in cross], separator=CROSS_SEPARATOR)

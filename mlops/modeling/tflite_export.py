@@ -28,7 +28,8 @@ def transform_stats(transform_fn_dir: str, plan: FeaturePlan) -> dict[str, objec
     imported = tf.saved_model.load(transform_fn_dir)
     fn = imported.transform_fn  # a restored ConcreteFunction
     _, graph_def = convert_to_constants.convert_variables_to_constants_v2_as_graph(
-        fn, lower_control_flow=False, aggressive_inlining=True)
+        fn, lower_control_flow=False, aggressive_inlining=True
+    )
     wanted = [stat_op_name("mean", i) for i in range(len(plan.numeric))]
     wanted += [stat_op_name("std", i) for i in range(len(plan.numeric))]
     wanted += [stat_op_name("boundaries", i) for i in range(len(plan.bucketize))]
@@ -39,8 +40,10 @@ def transform_stats(transform_fn_dir: str, plan: FeaturePlan) -> dict[str, objec
             by_stat.setdefault(base, node.name)
     missing = sorted(set(wanted) - set(by_stat))
     if missing:
-        raise RuntimeError(f"transform graph {transform_fn_dir} lacks the statistics {missing}: "
-                           "was it written by mlops.modeling.preprocessing?")
+        raise RuntimeError(
+            f"transform graph {transform_fn_dir} lacks the statistics {missing}: "
+            "was it written by mlops.modeling.preprocessing?"
+        )
     graph = tf.Graph()
     with graph.as_default():
         tf.graph_util.import_graph_def(graph_def, name="")
@@ -55,22 +58,34 @@ def preprocessing_spec(plan: FeaturePlan, tft_output, stats: dict, output_key: s
 
     numeric = []
     for i, name in enumerate(plan.numeric):
-        numeric.append({"name": name, "mean": float(np.float32(stats[stat_op_name("mean", i)])),
-                        "std": float(np.float32(stats[stat_op_name("std", i)])),
-                        "z_output": plan.z_name(name), "missing_output": plan.missing_name(name)})
+        numeric.append(
+            {
+                "name": name,
+                "mean": float(np.float32(stats[stat_op_name("mean", i)])),
+                "std": float(np.float32(stats[stat_op_name("std", i)])),
+                "z_output": plan.z_name(name),
+                "missing_output": plan.missing_name(name),
+            }
+        )
     buckets = []
     for i, (name, n) in enumerate(plan.bucketize):
         b = np.asarray(stats[stat_op_name("boundaries", i)], dtype=np.float32).reshape(-1)
-        buckets.append({"name": name, "num_buckets": n, "boundaries": [float(v) for v in b],
-                        "output": plan.bucket_name(name)})
+        buckets.append(
+            {"name": name, "num_buckets": n, "boundaries": [float(v) for v in b], "output": plan.bucket_name(name)}
+        )
     categorical = []
     for name in plan.categorical:
-        vocab = [v.decode("utf-8") if isinstance(v, bytes) else str(v)
-                 for v in tft_output.vocabulary_by_name(plan.vocab_name(name))]
-        categorical.append({"name": name, "vocabulary": vocab, "num_oov_buckets": plan.oov_buckets,
-                            "output": plan.id_name(name)})
-    crosses = [{"features": list(c), "hash_buckets": plan.cross_hash_buckets, "output": plan.cross_name(c)}
-               for c in plan.crosses]
+        vocab = [
+            v.decode("utf-8") if isinstance(v, bytes) else str(v)
+            for v in tft_output.vocabulary_by_name(plan.vocab_name(name))
+        ]
+        categorical.append(
+            {"name": name, "vocabulary": vocab, "num_oov_buckets": plan.oov_buckets, "output": plan.id_name(name)}
+        )
+    crosses = [
+        {"features": list(c), "hash_buckets": plan.cross_hash_buckets, "output": plan.cross_name(c)}
+        for c in plan.crosses
+    ]
     return {
         "format_version": FORMAT_VERSION,
         "signature": TFLITE_SIGNATURE,
@@ -86,11 +101,11 @@ def preprocessing_spec(plan: FeaturePlan, tft_output, stats: dict, output_key: s
         "cross_separator": CROSS_SEPARATOR,
         "rules": {
             "numeric": "missing = isnan(x); filled = mean if missing else x; "
-                       "<name>_z = clip((filled - mean) / std, -z_clip, z_clip) in float32; "
-                       "<name>_missing = float(missing)",
+            "<name>_z = clip((filled - mean) / std, -z_clip, z_clip) in float32; "
+            "<name>_missing = float(missing)",
             "bucketize": "searchsorted(boundaries, filled, side='right') (value == boundary goes up)",
             "categorical": "v = missing_token if v == '' else v; id = index in vocabulary, else "
-                           "len(vocabulary) + fingerprint64(utf8(v)) % num_oov_buckets",
+            "len(vocabulary) + fingerprint64(utf8(v)) % num_oov_buckets",
             "crosses": "fingerprint64(utf8(cross_separator.join(raw values))) % hash_buckets",
             "hash": "FarmHash Fingerprint64 (farmhashna::Hash64) = tf.strings.to_hash_bucket_fast",
         },

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -32,8 +32,10 @@ def _as_text(values) -> np.ndarray:
     arr = np.atleast_1d(np.asarray(values, dtype=object))
     if arr.ndim != 1:
         raise ValueError(f"expected a 1-D array of strings, got shape {arr.shape}")
-    return np.array([v.decode("utf-8") if isinstance(v, (bytes, np.bytes_)) else ("" if v is None else str(v))
-                     for v in arr], dtype=object)
+    return np.array(
+        [v.decode("utf-8") if isinstance(v, (bytes, np.bytes_)) else ("" if v is None else str(v)) for v in arr],
+        dtype=object,
+    )
 
 
 class NumpyPreprocessor:
@@ -41,19 +43,26 @@ class NumpyPreprocessor:
 
     def __init__(self, spec: Mapping):
         if spec.get("format_version") != SUPPORTED_FORMAT:
-            raise ValueError(f"tflite_preprocessing format {spec.get('format_version')} is not supported "
-                             f"(this code reads format {SUPPORTED_FORMAT})")
+            raise ValueError(
+                f"tflite_preprocessing format {spec.get('format_version')} is not supported "
+                f"(this code reads format {SUPPORTED_FORMAT})"
+            )
         self.spec = spec
         self.raw_features = [(f["name"], f["dtype"]) for f in spec["raw_features"]]
         self.missing_token = spec["missing_token"]
         self.separator = spec["cross_separator"]
         self.z_clip = np.float32(spec["z_clip"])
-        self._numeric = [(n["name"], np.float32(n["mean"]), np.float32(n["std"]), n["z_output"], n["missing_output"])
-                         for n in spec["numeric"]]
-        self._buckets = [(b["name"], np.asarray(b["boundaries"], dtype=np.float32), b["output"])
-                         for b in spec["bucketize"]]
-        self._vocab = [(c["name"], {v: i for i, v in enumerate(c["vocabulary"])}, int(c["num_oov_buckets"]),
-                        c["output"]) for c in spec["categorical"]]
+        self._numeric = [
+            (n["name"], np.float32(n["mean"]), np.float32(n["std"]), n["z_output"], n["missing_output"])
+            for n in spec["numeric"]
+        ]
+        self._buckets = [
+            (b["name"], np.asarray(b["boundaries"], dtype=np.float32), b["output"]) for b in spec["bucketize"]
+        ]
+        self._vocab = [
+            (c["name"], {v: i for i, v in enumerate(c["vocabulary"])}, int(c["num_oov_buckets"]), c["output"])
+            for c in spec["categorical"]
+        ]
         self._crosses = [(list(c["features"]), int(c["hash_buckets"]), c["output"]) for c in spec["crosses"]]
         self._fingerprints: dict[str, int] = {}
 
@@ -76,8 +85,9 @@ class NumpyPreprocessor:
         n = None
         cols = {}
         for name, dtype in self.raw_features:
-            col = (np.atleast_1d(np.asarray(rows[name], dtype=np.float32)) if dtype == "float32"
-                   else _as_text(rows[name]))
+            col = (
+                np.atleast_1d(np.asarray(rows[name], dtype=np.float32)) if dtype == "float32" else _as_text(rows[name])
+            )
             if col.ndim != 1 or (n is not None and len(col) != n):
                 raise ValueError(f"feature {name!r}: expected a 1-D array of {n} rows, got shape {col.shape}")
             n = len(col)
@@ -136,7 +146,7 @@ class TFLitePredictor:
         self.model_inputs = dict(spec["model_inputs"])
 
     @classmethod
-    def from_dir(cls, model_dir: str, num_threads: int | None = None) -> "TFLitePredictor":
+    def from_dir(cls, model_dir: str, num_threads: int | None = None) -> TFLitePredictor:
         with open(os.path.join(model_dir, PREPROCESSING_FILE)) as f:
             spec = json.load(f)
         return cls(os.path.join(model_dir, MODEL_FILE), spec, num_threads)

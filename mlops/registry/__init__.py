@@ -12,9 +12,26 @@ Split by design between two systems:
 from __future__ import annotations
 
 from mlops.registry.aliases import AliasMove
-from mlops.registry.errors import (CorruptRegistryFile, InvalidRegistryInput, LockTimeout, NoRollbackTarget,
-                                   NotBlessedError, RegistryError, RegistryNotFound)
+from mlops.registry.errors import (
+    CorruptRegistryFile,
+    InvalidRegistryInput,
+    LockTimeout,
+    NoRollbackTarget,
+    NotBlessedError,
+    RegistryError,
+    RegistryNotFound,
+)
 from mlops.registry.store import ModelRegistry, ModelVersion
 
-__all__ = ["AliasMove", "CorruptRegistryFile", "InvalidRegistryInput", "LockTimeout", "ModelRegistry", "ModelVersion",
-           "NoRollbackTarget", "NotBlessedError", "RegistryError", "RegistryNotFound"]
+__all__ = [
+    "AliasMove",
+    "CorruptRegistryFile",
+    "InvalidRegistryInput",
+    "LockTimeout",
+    "ModelRegistry",
+    "ModelVersion",
+    "NoRollbackTarget",
+    "NotBlessedError",
+    "RegistryError",
+    "RegistryNotFound",
+]

@@ -39,8 +39,9 @@ import json
 import os
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from mlops import storage
 from mlops.config import join_uri
@@ -84,13 +85,29 @@ class AliasMove:
         return self.seq is not None
 
     def to_json(self) -> dict[str, Any]:
-        return {"seq": self.seq, "alias": self.alias, "from": self.from_version, "to": self.to_version,
-                "action": self.action, "at": self.at, "by": self.by, "reason": self.reason}
+        return {
+            "seq": self.seq,
+            "alias": self.alias,
+            "from": self.from_version,
+            "to": self.to_version,
+            "action": self.action,
+            "at": self.at,
+            "by": self.by,
+            "reason": self.reason,
+        }
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "AliasMove":
-        return cls(d["seq"], d["alias"], None if d.get("from") is None else int(d["from"]), int(d["to"]),
-                   d["action"], d["at"], d.get("by", ""), d.get("reason", ""))
+    def from_json(cls, d: dict[str, Any]) -> AliasMove:
+        return cls(
+            d["seq"],
+            d["alias"],
+            None if d.get("from") is None else int(d["from"]),
+            int(d["to"]),
+            d["action"],
+            d["at"],
+            d.get("by", ""),
+            d.get("reason", ""),
+        )
 
 
 def replay(history: list[AliasMove]) -> dict[str, list[int]]:
@@ -125,8 +142,14 @@ class AliasBook:
     """The aliases of one model, under `model_uri` (<registry>/<name>). `version_exists(n)` says
     whether version n is complete; aliases naming a version that is not make the state corrupt."""
 
-    def __init__(self, model_uri: str, *, lock_timeout_s: float = 60.0,
-                 version_exists: Callable[[int], bool] | None = None, versions: Callable[[], list[int]] | None = None):
+    def __init__(
+        self,
+        model_uri: str,
+        *,
+        lock_timeout_s: float = 60.0,
+        version_exists: Callable[[int], bool] | None = None,
+        versions: Callable[[], list[int]] | None = None,
+    ):
         self.name = model_uri.rstrip("/").split("/")[-1]
         self.aliases_uri = join_uri(model_uri, ALIASES_FILE)
         self.history_uri = join_uri(model_uri, HISTORY_FILE)
@@ -147,18 +170,26 @@ class AliasBook:
         moves = self._read_history()
         if committed is None:  # never committed a move (the first move writes aliases.json before any history)
             if moves:
-                raise CorruptRegistryFile(self.aliases_uri, f"is missing but {HISTORY_FILE} records {len(moves)} "
-                                          "moves", self.repair_hint)
+                raise CorruptRegistryFile(
+                    self.aliases_uri, f"is missing but {HISTORY_FILE} records {len(moves)} moves", self.repair_hint
+                )
             return AliasState({}, [])
         seq, aliases = committed
         if seq > len(moves):
-            raise CorruptRegistryFile(self.aliases_uri, f"records {seq} moves but {self.history_uri} holds only "
-                                      f"{len(moves)}", self.repair_hint)
+            raise CorruptRegistryFile(
+                self.aliases_uri,
+                f"records {seq} moves but {self.history_uri} holds only {len(moves)}",
+                self.repair_hint,
+            )
         history = moves[:seq]
         replayed = current_of(history)
         if aliases != replayed:
-            raise CorruptRegistryFile(self.aliases_uri, f"says {_describe(aliases)} but its history ({HISTORY_FILE}, "
-                                      f"moves 1-{seq}) gives {_describe(replayed)}", self.repair_hint)
+            raise CorruptRegistryFile(
+                self.aliases_uri,
+                f"says {_describe(aliases)} but its history ({HISTORY_FILE}, "
+                f"moves 1-{seq}) gives {_describe(replayed)}",
+                self.repair_hint,
+            )
         if check_targets:
             self._check_targets(aliases)
         return AliasState(aliases, history)
@@ -180,23 +211,35 @@ class AliasBook:
         try:
             doc = json.loads(raw)
         except ValueError as e:
-            raise CorruptRegistryFile(self.aliases_uri, f"is not valid JSON (truncated?): {e}", self.repair_hint) \
-                from None
+            raise CorruptRegistryFile(
+                self.aliases_uri, f"is not valid JSON (truncated?): {e}", self.repair_hint
+            ) from None
         if not isinstance(doc, dict):
-            raise CorruptRegistryFile(self.aliases_uri, f"holds a JSON {_json_type(doc)}, expected an object "
-                                      '{"aliases": {...}, "history_seq": N}', self.repair_hint)
+            raise CorruptRegistryFile(
+                self.aliases_uri,
+                f'holds a JSON {_json_type(doc)}, expected an object {{"aliases": {{...}}, "history_seq": N}}',
+                self.repair_hint,
+            )
         if isinstance(doc.get("aliases"), dict):
             aliases, seq = doc["aliases"], doc.get("history_seq")
             if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
-                raise CorruptRegistryFile(self.aliases_uri, f"history_seq is {seq!r}, expected a count of moves",
-                                          self.repair_hint)
+                raise CorruptRegistryFile(
+                    self.aliases_uri, f"history_seq is {seq!r}, expected a count of moves", self.repair_hint
+                )
         else:  # the flat format of earlier releases
             aliases, seq = doc, len(self._read_history())
         for alias, version in aliases.items():
-            if not _ALIAS.fullmatch(str(alias)) or isinstance(version, bool) or not isinstance(version, int) \
-                    or version < 1:
-                raise CorruptRegistryFile(self.aliases_uri, f"alias {alias!r} -> {version!r} is not an alias name "
-                                          "and a version number", self.repair_hint)
+            if (
+                not _ALIAS.fullmatch(str(alias))
+                or isinstance(version, bool)
+                or not isinstance(version, int)
+                or version < 1
+            ):
+                raise CorruptRegistryFile(
+                    self.aliases_uri,
+                    f"alias {alias!r} -> {version!r} is not an alias name and a version number",
+                    self.repair_hint,
+                )
         return seq, dict(sorted(aliases.items()))
 
     def _read_history(self) -> list[AliasMove]:
@@ -210,12 +253,18 @@ class AliasBook:
                 move = AliasMove.from_json(json.loads(line))
                 ok = move.seq == len(moves) + 1 and move.action in ACTIONS and bool(_ALIAS.fullmatch(move.alias))
             except (ValueError, KeyError, TypeError, AttributeError) as e:
-                raise CorruptRegistryFile(self.history_uri, f"line {number} is not a move record ({e}); the history "
-                                          "cannot be rebuilt automatically: restore it from a backup") from None
+                raise CorruptRegistryFile(
+                    self.history_uri,
+                    f"line {number} is not a move record ({e}); the history "
+                    "cannot be rebuilt automatically: restore it from a backup",
+                ) from None
             if not ok:
-                raise CorruptRegistryFile(self.history_uri, f"line {number} is not move {len(moves) + 1} "
-                                          f"(seq {move.seq}, action {move.action!r}, alias {move.alias!r}); the "
-                                          "history cannot be rebuilt automatically: restore it from a backup")
+                raise CorruptRegistryFile(
+                    self.history_uri,
+                    f"line {number} is not move {len(moves) + 1} "
+                    f"(seq {move.seq}, action {move.action!r}, alias {move.alias!r}); the "
+                    "history cannot be rebuilt automatically: restore it from a backup",
+                )
             moves.append(move)
         return moves
 
@@ -227,10 +276,12 @@ class AliasBook:
         for alias, version in aliases.items():
             if not self._version_exists(version):
                 have = ", ".join(map(str, self._versions())) if self._versions else ""
-                raise CorruptRegistryFile(self.aliases_uri, f"alias {alias!r} points at version {version}, which "
-                                          f"does not exist (versions: {have or 'none'})",
-                                          f"restore that version's directory, or move the alias: "
-                                          f"`mlops models promote {self.name}@N --to {alias}`")
+                raise CorruptRegistryFile(
+                    self.aliases_uri,
+                    f"alias {alias!r} points at version {version}, which does not exist (versions: {have or 'none'})",
+                    f"restore that version's directory, or move the alias: "
+                    f"`mlops models promote {self.name}@N --to {alias}`",
+                )
 
     # ---- moving (under the lock) -----------------------------------------------------------
     def check_move(self, alias: str) -> None:
@@ -241,15 +292,18 @@ class AliasBook:
 
     def move(self, alias: str, to_version: int, *, action: str, reason: str = "", by: str | None = None) -> AliasMove:
         """Points `alias` at `to_version`. A no-op (returned with seq None) if it already does."""
+
         def decide(stacks: dict[str, list[int]]) -> tuple[int | None, int]:
             stack = stacks.get(alias, [])
             return (stack[-1] if stack else None), to_version
 
         return self._update(alias, action, reason, by, decide)
 
-    def rollback(self, alias: str, *, reason: str = "", by: str | None = None,
-                 check: Callable[[int], None] | None = None) -> AliasMove:
+    def rollback(
+        self, alias: str, *, reason: str = "", by: str | None = None, check: Callable[[int], None] | None = None
+    ) -> AliasMove:
         """Moves `alias` back to its target before the current one; `check(version)` may veto."""
+
         def decide(stacks: dict[str, list[int]]) -> tuple[int | None, int]:
             stack = stacks.get(alias, [])
             if len(stack) < 2:
@@ -261,9 +315,15 @@ class AliasBook:
 
         return self._update(alias, "rollback", reason, by, decide)
 
-    def _update(self, alias: str, action: str, reason: str, by: str | None,
-                decide: Callable[[dict[str, list[int]]], tuple[int | None, int]]) -> AliasMove:
-        at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+    def _update(
+        self,
+        alias: str,
+        action: str,
+        reason: str,
+        by: str | None,
+        decide: Callable[[dict[str, list[int]]], tuple[int | None, int]],
+    ) -> AliasMove:
+        at = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
         by = by or default_actor()
         with locking.exclusive(self.lock_uri, timeout_s=self.lock_timeout_s):
             # Every check before the first write. An alias at a missing version only blocks a move
@@ -281,8 +341,10 @@ class AliasBook:
     def _commit(self, history: list[AliasMove]) -> None:
         """Writes the history, then aliases.json (the commit point); on an error, puts both files
         back as they were, so a failed move leaves them byte-identical."""
-        before = {uri: storage.read_bytes(uri) if storage.exists(uri) else None
-                  for uri in (self.history_uri, self.aliases_uri)}
+        before = {
+            uri: storage.read_bytes(uri) if storage.exists(uri) else None
+            for uri in (self.history_uri, self.aliases_uri)
+        }
         try:
             if before[self.aliases_uri] is None:  # first move: commit "nothing yet" before any history exists
                 storage.write_bytes_atomic(self.aliases_uri, _aliases_bytes({}, 0))
@@ -304,8 +366,14 @@ class AliasBook:
         with locking.exclusive(self.lock_uri, timeout_s=self.lock_timeout_s):
             try:
                 state = self.load()
-                return {"model": self.name, "file": self.aliases_uri, "problem": None, "changes": [],
-                        "aliases": state.aliases, "history_seq": len(state.history)}
+                return {
+                    "model": self.name,
+                    "file": self.aliases_uri,
+                    "problem": None,
+                    "changes": [],
+                    "aliases": state.aliases,
+                    "history_seq": len(state.history),
+                }
             except CorruptRegistryFile as e:
                 if e.uri == self.history_uri:
                     raise  # the history is the source of truth: nothing to rebuild it from
@@ -319,11 +387,20 @@ class AliasBook:
             seq = min(seq, len(moves))
             rebuilt = current_of(moves[:seq])
             self._check_targets(rebuilt)
-            changes = [{"alias": a, "was": old.get(a), "now": rebuilt.get(a)}
-                       for a in sorted(set(old) | set(rebuilt)) if old.get(a) != rebuilt.get(a)]
+            changes = [
+                {"alias": a, "was": old.get(a), "now": rebuilt.get(a)}
+                for a in sorted(set(old) | set(rebuilt))
+                if old.get(a) != rebuilt.get(a)
+            ]
             storage.write_bytes_atomic(self.aliases_uri, _aliases_bytes(rebuilt, seq))
-            return {"model": self.name, "file": self.aliases_uri, "problem": problem, "changes": changes,
-                    "aliases": rebuilt, "history_seq": seq}
+            return {
+                "model": self.name,
+                "file": self.aliases_uri,
+                "problem": problem,
+                "changes": changes,
+                "aliases": rebuilt,
+                "history_seq": seq,
+            }
 
 
 def _history_bytes(history: list[AliasMove]) -> bytes:
@@ -346,5 +423,7 @@ def _json_type(value: Any) -> str:
 def check_alias_name(alias: str) -> None:
     """Aliases are lower-case words that cannot be mistaken for a version number or a keyword."""
     if not _ALIAS.fullmatch(alias or "") or alias == "latest":
-        raise InvalidRegistryInput(f"invalid alias {alias!r}: use a lower-case word such as 'production' or "
-                                   "'staging' ('latest' and numbers are reserved for versions)")
+        raise InvalidRegistryInput(
+            f"invalid alias {alias!r}: use a lower-case word such as 'production' or "
+            "'staging' ('latest' and numbers are reserved for versions)"
+        )

@@ -23,16 +23,29 @@ def list_models(artifact_root: str) -> list[dict[str, Any]]:
     rows = []
     for name in registry.list_models():
         versions = registry.versions(name)
-        rows.append({"name": name, "versions": len(versions), "latest": versions[-1].version if versions else None,
-                     "aliases": registry.aliases(name)})
+        rows.append(
+            {
+                "name": name,
+                "versions": len(versions),
+                "latest": versions[-1].version if versions else None,
+                "aliases": registry.aliases(name),
+            }
+        )
     return rows
 
 
 def _version_row(v: ModelVersion, aliases: list[str]) -> dict[str, Any]:
     m = v.manifest
-    return {"version": v.version, "created_at": m.get("created_at"), "blessed": v.blessed, "aliases": aliases,
-            "metrics": v.metrics, "dataset_versions": m.get("dataset_versions", []), "git_commit": m.get("git_commit"),
-            "uri": v.uri}
+    return {
+        "version": v.version,
+        "created_at": m.get("created_at"),
+        "blessed": v.blessed,
+        "aliases": aliases,
+        "metrics": v.metrics,
+        "dataset_versions": m.get("dataset_versions", []),
+        "git_commit": m.get("git_commit"),
+        "uri": v.uri,
+    }
 
 
 def list_versions(artifact_root: str, name: str) -> list[dict[str, Any]]:
@@ -48,11 +61,20 @@ def show(artifact_root: str, selector: str) -> dict[str, Any]:
     registry = ModelRegistry(artifact_root)
     v = registry.resolve(selector)
     aliases = _aliases_by_version(registry.aliases(v.name)).get(v.version, [])
-    twins = [t for t in registry.same_training_inputs(v.name, v.manifest.get("training_fingerprint"))
-             if t.version != v.version]
-    return {"selector": v.selector, "uri": v.uri, "serving_model_uri": v.serving_model_uri,
-            "tflite_uri": v.tflite_uri, "aliases": aliases, "manifest": v.manifest,
-            "same_training_inputs": [compare(t, v)["verdict"] for t in twins]}
+    twins = [
+        t
+        for t in registry.same_training_inputs(v.name, v.manifest.get("training_fingerprint"))
+        if t.version != v.version
+    ]
+    return {
+        "selector": v.selector,
+        "uri": v.uri,
+        "serving_model_uri": v.serving_model_uri,
+        "tflite_uri": v.tflite_uri,
+        "aliases": aliases,
+        "manifest": v.manifest,
+        "same_training_inputs": [compare(t, v)["verdict"] for t in twins],
+    }
 
 
 def compare(a: ModelVersion, b: ModelVersion) -> dict[str, Any]:
@@ -74,15 +96,24 @@ def compare(a: ModelVersion, b: ModelVersion) -> dict[str, Any]:
     if same_bytes:
         verdict = f"{pair}: identical model files"
     elif same_inputs:
-        verdict = (f"{pair}: same training inputs, different bytes ({', '.join(differing_files)}): "
-                   "training is not byte-reproducible")
+        verdict = (
+            f"{pair}: same training inputs, different bytes ({', '.join(differing_files)}): "
+            "training is not byte-reproducible"
+        )
     elif same_inputs is None:
         verdict = f"{pair}: different bytes; training inputs unknown (registered without a training fingerprint)"
     else:
         why = ", ".join(differing_inputs) or "the inputs or code of an upstream step"
         verdict = f"{pair}: different training inputs ({why})"
-    return {"a": a.selector, "b": b.selector, "same_training_inputs": same_inputs, "same_bytes": same_bytes,
-            "differing_inputs": differing_inputs, "differing_files": differing_files, "verdict": verdict}
+    return {
+        "a": a.selector,
+        "b": b.selector,
+        "same_training_inputs": same_inputs,
+        "same_bytes": same_bytes,
+        "differing_inputs": differing_inputs,
+        "differing_files": differing_files,
+        "verdict": verdict,
+    }
 
 
 def diff(artifact_root: str, selector_a: str, selector_b: str) -> dict[str, Any]:
@@ -103,8 +134,9 @@ def history(artifact_root: str, name: str) -> list[dict[str, Any]]:
     return [m.to_json() for m in ModelRegistry(artifact_root).history(name)]
 
 
-def promote(artifact_root: str, selector: str, alias: str = PRODUCTION, reason: str = "",
-            actor: str | None = None) -> dict[str, Any]:
+def promote(
+    artifact_root: str, selector: str, alias: str = PRODUCTION, reason: str = "", actor: str | None = None
+) -> dict[str, Any]:
     """Points `alias` at the version `selector` names: "flights@3", or "flights@staging" to
     promote whatever staging holds. `changed` is False when the alias already pointed there."""
     name, ref = parse_selector(selector)
@@ -115,8 +147,9 @@ def promote(artifact_root: str, selector: str, alias: str = PRODUCTION, reason: 
     return {"model": name, **move.to_json(), "changed": move.recorded}
 
 
-def rollback(artifact_root: str, name: str, alias: str = PRODUCTION, reason: str = "",
-             actor: str | None = None) -> dict[str, Any]:
+def rollback(
+    artifact_root: str, name: str, alias: str = PRODUCTION, reason: str = "", actor: str | None = None
+) -> dict[str, Any]:
     move = ModelRegistry(artifact_root).rollback(name, alias, reason, actor=actor)
     return {"model": name, **move.to_json(), "changed": True}
 
@@ -125,8 +158,17 @@ def lineage_rows(config, selector: str) -> list[dict[str, Any]]:
     """Upstream lineage of a registered version, one row per step (pipeline environment only)."""
     from mlops.registry.lineage import lineage_for
 
-    return [{"depth": s.depth, "type": s.artifact.type_name, "artifact_id": s.artifact.id, "uri": s.artifact.uri,
-             "name": s.artifact.name, "produced_by": s.execution.name if s.execution else None,
-             "component": s.execution.component if s.execution else None, "consumed_as": s.consumed_as,
-             "repeated": s.repeated}
-            for s in lineage_for(config, selector)]
+    return [
+        {
+            "depth": s.depth,
+            "type": s.artifact.type_name,
+            "artifact_id": s.artifact.id,
+            "uri": s.artifact.uri,
+            "name": s.artifact.name,
+            "produced_by": s.execution.name if s.execution else None,
+            "component": s.execution.component if s.execution else None,
+            "consumed_as": s.consumed_as,
+            "repeated": s.repeated,
+        }
+        for s in lineage_for(config, selector)
+    ]

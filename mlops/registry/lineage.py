@@ -25,9 +25,16 @@ if TYPE_CHECKING:
 COMPONENT = "pusher"
 
 
-def record_registration(config: "PlatformConfig", model_version: ModelVersion, *, run_id: str, pipeline: str,
-                        model_artifact_uri: str, blessing_artifact_uri: str | None = None,
-                        store: "MetadataStore | None" = None) -> int:
+def record_registration(
+    config: PlatformConfig,
+    model_version: ModelVersion,
+    *,
+    run_id: str,
+    pipeline: str,
+    model_artifact_uri: str,
+    blessing_artifact_uri: str | None = None,
+    store: MetadataStore | None = None,
+) -> int:
     """Records `model_version` as the PushedModel output of the run's pusher execution; returns
     the PushedModel artifact id. Idempotent (re-recording updates the same execution).
 
@@ -37,28 +44,35 @@ def record_registration(config: "PlatformConfig", model_version: ModelVersion, *
 
     store = store or open_store(config)
     if store.find_artifact("Model", uri=model_artifact_uri) is None:
-        raise RegistryNotFound(f"{model_version.selector}: no mlops.Model artifact with uri {model_artifact_uri} in "
-                          "ML Metadata; record the Trainer's execution before the registration")
+        raise RegistryNotFound(
+            f"{model_version.selector}: no mlops.Model artifact with uri {model_artifact_uri} in "
+            "ML Metadata; record the Trainer's execution before the registration"
+        )
     if blessing_artifact_uri and store.find_artifact("ModelBlessing", uri=blessing_artifact_uri) is None:
-        raise RegistryNotFound(f"{model_version.selector}: no mlops.ModelBlessing artifact with uri "
-                          f"{blessing_artifact_uri} in ML Metadata; record the Evaluator's execution first")
+        raise RegistryNotFound(
+            f"{model_version.selector}: no mlops.ModelBlessing artifact with uri "
+            f"{blessing_artifact_uri} in ML Metadata; record the Evaluator's execution first"
+        )
     manifest = model_version.manifest
     props = {"config_hash": manifest.get("config_hash"), "git_commit": manifest.get("git_commit")}
     run = store.run_context(pipeline, run_id, props)
     version = str(model_version.version)
-    inputs = {"model": [ArtifactRef("Model", model_artifact_uri,
-                                    properties={"name": model_version.name, "version": version})]}
+    inputs = {
+        "model": [ArtifactRef("Model", model_artifact_uri, properties={"name": model_version.name, "version": version})]
+    }
     if blessing_artifact_uri:
         inputs["model_blessing"] = [ArtifactRef("ModelBlessing", blessing_artifact_uri)]
-    pushed = ArtifactRef("PushedModel", model_version.uri, name=model_version.selector,
-                         properties={"name": model_version.name, "version": version,
-                                     "destination": model_version.uri})
+    pushed = ArtifactRef(
+        "PushedModel",
+        model_version.uri,
+        name=model_version.selector,
+        properties={"name": model_version.name, "version": version, "destination": model_version.uri},
+    )
     recorded = store.record_execution(run, COMPONENT, inputs, {"pushed_model": [pushed]}, properties=props)
     return recorded.output_ids["pushed_model"][0]
 
 
-def lineage_for(config: "PlatformConfig", selector: str, *,
-                store: "MetadataStore | None" = None) -> list["LineageStep"]:
+def lineage_for(config: PlatformConfig, selector: str, *, store: MetadataStore | None = None) -> list[LineageStep]:
     """Upstream lineage of a registered version: "flights@3", or an alias ("flights@production",
     "flights"), which is resolved through the registry first."""
     from mlops.metadata.store import open_store
@@ -71,6 +85,8 @@ def lineage_for(config: "PlatformConfig", selector: str, *,
     store = store or open_store(config)
     artifact = store.find_artifact("PushedModel", name=selector)
     if artifact is None:
-        raise RegistryNotFound(f"{selector}: no mlops.PushedModel named {selector!r} in ML Metadata "
-                          f"({config.metadata.backend}); it was registered without recording its lineage")
+        raise RegistryNotFound(
+            f"{selector}: no mlops.PushedModel named {selector!r} in ML Metadata "
+            f"({config.metadata.backend}); it was registered without recording its lineage"
+        )
     return store.lineage(artifact.id)

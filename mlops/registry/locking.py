@@ -23,7 +23,7 @@ import random
 import socket
 import time
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 from mlops import storage
 from mlops.registry.errors import LockTimeout

@@ -35,8 +35,9 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from mlops import storage
 from mlops.config import join_uri
@@ -52,8 +53,12 @@ STAGING, PRODUCTION = "staging", "production"
 DEFAULT_ALIASES = (PRODUCTION, STAGING)  # what a bare model name resolves to, in order
 # The Trainer's output files (contract: mlops.artifacts, which imports pandas, too slow for a
 # server's start-up; tests/unit/test_registry.py keeps the two lists equal).
-MODEL_FILES = {"serving_model": "serving_model", "tflite": "model.tflite",
-               "tflite_preprocessing": "tflite_preprocessing.json", "training_info": "training.json"}
+MODEL_FILES = {
+    "serving_model": "serving_model",
+    "tflite": "model.tflite",
+    "tflite_preprocessing": "tflite_preprocessing.json",
+    "training_info": "training.json",
+}
 _NAME = re.compile(r"[a-z][a-z0-9_-]*")
 _MAX_ATTEMPTS = 1000
 
@@ -65,11 +70,12 @@ def check_model_name(name: str) -> None:
 
 
 def parse_selector(selector: str) -> tuple[str, str | None]:
-    """"flights" -> ("flights", None); "flights@3" / "flights@production" -> ("flights", "3"/...)."""
+    """ "flights" -> ("flights", None); "flights@3" / "flights@production" -> ("flights", "3"/...)."""
     name, sep, ref = (selector or "").partition("@")
     if sep and (not ref or "@" in ref):
-        raise InvalidRegistryInput(f"invalid model selector {selector!r}: use NAME, NAME@VERSION, NAME@ALIAS or "
-                                   "NAME@latest")
+        raise InvalidRegistryInput(
+            f"invalid model selector {selector!r}: use NAME, NAME@VERSION, NAME@ALIAS or NAME@latest"
+        )
     check_model_name(name)
     return name, (ref or None)
 
@@ -118,7 +124,7 @@ class ModelRegistry:
         self.lock_timeout_s = lock_timeout_s
 
     @classmethod
-    def from_config(cls, config) -> "ModelRegistry":
+    def from_config(cls, config) -> ModelRegistry:
         return cls(config.artifact_root)
 
     def _versions_uri(self, name: str) -> str:
@@ -128,15 +134,32 @@ class ModelRegistry:
         def exists(version: int) -> bool:
             return storage.exists(join_uri(self._versions_uri(name), str(version), MANIFEST))
 
-        return AliasBook(join_uri(self.root, name), lock_timeout_s=self.lock_timeout_s, version_exists=exists,
-                         versions=lambda: [v.version for v in self.versions(name)])
+        return AliasBook(
+            join_uri(self.root, name),
+            lock_timeout_s=self.lock_timeout_s,
+            version_exists=exists,
+            versions=lambda: [v.version for v in self.versions(name)],
+        )
 
     # ---- registering -----------------------------------------------------------------------
-    def register(self, name: str, model_dir: str, *, metrics: Mapping[str, Any], blessing: Mapping[str, Any],
-                 dataset_versions: str | Iterable[str], config_hash: str, git_commit: str, task: Any,
-                 output_key: str, features: Iterable[Any], extra: Mapping[str, Any] | None = None,
-                 mlmd_artifact_id: int | None = None, actor: str | None = None,
-                 training_fingerprint: str | None = None) -> ModelVersion:
+    def register(
+        self,
+        name: str,
+        model_dir: str,
+        *,
+        metrics: Mapping[str, Any],
+        blessing: Mapping[str, Any],
+        dataset_versions: str | Iterable[str],
+        config_hash: str,
+        git_commit: str,
+        task: Any,
+        output_key: str,
+        features: Iterable[Any],
+        extra: Mapping[str, Any] | None = None,
+        mlmd_artifact_id: int | None = None,
+        actor: str | None = None,
+        training_fingerprint: str | None = None,
+    ) -> ModelVersion:
         """Copies the model files of `model_dir` into a new version and points `staging` at it.
 
         `features`: dicts {"name", "dtype"} or objects with .name/.dtype (mlops.artifacts.RawFeature),
@@ -150,19 +173,31 @@ class ModelRegistry:
         model_dir = str(model_dir)
         if not _is_blessed(blessing):
             reason = (blessing or {}).get("reason") or "no reason given"
-            raise NotBlessedError(f"refusing to register model {name!r} from {model_dir}: it is not blessed "
-                                  f"({reason}); only models blessed by the Evaluator are registered")
+            raise NotBlessedError(
+                f"refusing to register model {name!r} from {model_dir}: it is not blessed "
+                f"({reason}); only models blessed by the Evaluator are registered"
+            )
         if not any(storage.exists(join_uri(model_dir, MODEL_FILES[k])) for k in ("serving_model", "tflite")):
-            raise InvalidRegistryInput(f"refusing to register model {name!r}: {model_dir} holds neither "
-                                f"{MODEL_FILES['serving_model']}/ nor {MODEL_FILES['tflite']}")
+            raise InvalidRegistryInput(
+                f"refusing to register model {name!r}: {model_dir} holds neither "
+                f"{MODEL_FILES['serving_model']}/ nor {MODEL_FILES['tflite']}"
+            )
         actor = actor or default_actor()
         manifest = {
-            "format_version": FORMAT_VERSION, "name": name, "registered_by": actor, "source_uri": model_dir,
-            "metrics": _jsonable(metrics, "metrics"), "blessing": _jsonable(blessing, "blessing"),
+            "format_version": FORMAT_VERSION,
+            "name": name,
+            "registered_by": actor,
+            "source_uri": model_dir,
+            "metrics": _jsonable(metrics, "metrics"),
+            "blessing": _jsonable(blessing, "blessing"),
             "dataset_versions": [dataset_versions] if isinstance(dataset_versions, str) else list(dataset_versions),
-            "config_hash": config_hash, "git_commit": git_commit, "mlmd_artifact_id": mlmd_artifact_id,
-            "task": getattr(task, "value", task), "output_key": output_key,
-            "features": _feature_list(features), "extra": _jsonable(dict(extra or {}), "extra"),
+            "config_hash": config_hash,
+            "git_commit": git_commit,
+            "mlmd_artifact_id": mlmd_artifact_id,
+            "task": getattr(task, "value", task),
+            "output_key": output_key,
+            "features": _feature_list(features),
+            "extra": _jsonable(dict(extra or {}), "extra"),
             "training_fingerprint": training_fingerprint,
         }
         book = self._book(name)
@@ -181,8 +216,7 @@ class ModelRegistry:
         """Unpublishes a version whose staging move failed, so the failed registration leaves no
         version behind; its number stays burnt (a marker file remains). Best effort, under the
         alias lock, and only while no committed move names it (a concurrent promote might)."""
-        with contextlib.suppress(Exception), \
-                locking.exclusive(book.lock_uri, timeout_s=min(5.0, self.lock_timeout_s)):
+        with contextlib.suppress(Exception), locking.exclusive(book.lock_uri, timeout_s=min(5.0, self.lock_timeout_s)):
             if any(version.version in (m.from_version, m.to_version) for m in book.load(check_targets=False).history):
                 return
             storage.write_bytes_atomic(join_uri(version.uri, WITHDRAWN), b"registration failed at its alias move\n")
@@ -242,8 +276,9 @@ class ModelRegistry:
 
     # ---- reading ---------------------------------------------------------------------------
     def list_models(self) -> list[str]:
-        return [n for n in storage.listdir(self.root)
-                if not n.startswith(".") and storage.exists(self._versions_uri(n))]
+        return [
+            n for n in storage.listdir(self.root) if not n.startswith(".") and storage.exists(self._versions_uri(n))
+        ]
 
     def _require_model(self, name: str) -> None:
         check_model_name(name)
@@ -273,7 +308,7 @@ class ModelRegistry:
         return ModelVersion(name, number, uri, storage.read_json(manifest_uri))
 
     def resolve(self, selector: str) -> ModelVersion:
-        """"NAME@N" a version, "NAME@ALIAS" an alias's target, "NAME@latest" the newest version,
+        """ "NAME@N" a version, "NAME@ALIAS" an alias's target, "NAME@latest" the newest version,
         "NAME" the production version, else the staging one."""
         name, ref = parse_selector(selector)
         self._require_model(name)
@@ -289,8 +324,9 @@ class ModelRegistry:
             for alias in DEFAULT_ALIASES:
                 if alias in aliases:
                     return self.get(name, aliases[alias])
-            raise RegistryNotFound(f"model {name!r} has neither a {PRODUCTION} nor a {STAGING} alias; "
-                                   f"name a version, e.g. {name}@1")
+            raise RegistryNotFound(
+                f"model {name!r} has neither a {PRODUCTION} nor a {STAGING} alias; name a version, e.g. {name}@1"
+            )
         if ref not in aliases:
             have = ", ".join(f"{a} -> {v}" for a, v in sorted(aliases.items())) or "none"
             raise RegistryNotFound(f"model {name!r} has no alias {ref!r} (aliases: {have})")
@@ -317,19 +353,21 @@ class ModelRegistry:
         return [v for v in self.versions(name) if v.manifest.get("training_fingerprint") == training_fingerprint]
 
     # ---- moving aliases --------------------------------------------------------------------
-    def promote(self, name: str, version: int | str, alias: str = PRODUCTION, reason: str = "", *,
-                actor: str | None = None) -> AliasMove:
+    def promote(
+        self, name: str, version: int | str, alias: str = PRODUCTION, reason: str = "", *, actor: str | None = None
+    ) -> AliasMove:
         """Points `alias` at a blessed version (a no-op, seq None, if it already points there)."""
         check_alias_name(alias)
         target = self.get(name, version)
         if not target.blessed:
             why = target.manifest.get("blessing", {}).get("reason") or "no reason given"
-            raise NotBlessedError(f"refusing to promote {target.selector} to {alias}: version {target.version} "
-                                  f"of model {name!r} is not blessed ({why})")
+            raise NotBlessedError(
+                f"refusing to promote {target.selector} to {alias}: version {target.version} "
+                f"of model {name!r} is not blessed ({why})"
+            )
         return self._book(name).move(alias, target.version, action="promote", reason=reason, by=actor)
 
-    def rollback(self, name: str, alias: str = PRODUCTION, reason: str = "", *,
-                 actor: str | None = None) -> AliasMove:
+    def rollback(self, name: str, alias: str = PRODUCTION, reason: str = "", *, actor: str | None = None) -> AliasMove:
         """Moves `alias` back to the target it had before its current one (see aliases.py)."""
         check_alias_name(alias)
         self._require_model(name)
@@ -348,11 +386,12 @@ def _version_number(name: str, version: int | str) -> int:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
 def _jsonable(value: Any, what: str) -> Any:
     """A JSON round trip: numpy scalars become numbers, anything else unserialisable is an error."""
+
     def default(o):
         if hasattr(o, "item"):
             return o.item()
@@ -393,7 +432,7 @@ def _model_members(src_dir: str):
         src = f"{src_root}/{rel}"
         found = sorted(src_fs.find(src)) if src_fs.isdir(src) else [src] if src_fs.exists(src) else []
         paths[key] = rel if found else None
-        members += [(m, m[len(src_root) + 1:]) for m in found]
+        members += [(m, m[len(src_root) + 1 :]) for m in found]
     return src_fs, paths, members
 
 

@@ -61,8 +61,14 @@ def _path(info_key: str, info: anomalies_pb2.AnomalyInfo) -> str:
     return ".".join(steps) if steps else info_key
 
 
-def rows(anomalies: anomalies_pb2.Anomalies, category: str, split: str, *, comparators_only: bool = False,
-         exclude_comparators: bool = False) -> list[Anomaly]:
+def rows(
+    anomalies: anomalies_pb2.Anomalies,
+    category: str,
+    split: str,
+    *,
+    comparators_only: bool = False,
+    exclude_comparators: bool = False,
+) -> list[Anomaly]:
     out = []
     infos = [(_path(k, v), v) for k, v in sorted(anomalies.anomaly_info.items())]
     if anomalies.HasField("dataset_anomaly_info"):
@@ -88,8 +94,14 @@ def measurements(anomalies: anomalies_pb2.Anomalies, comparison: str, split: str
 
 
 def empty_split(split: str) -> Anomaly:
-    return Anomaly(SCHEMA, split, DATASET_FEATURE, EMPTY_SPLIT, "ERROR",
-                   f"split {split!r} has no examples (TFDV reports no anomaly for empty statistics)")
+    return Anomaly(
+        SCHEMA,
+        split,
+        DATASET_FEATURE,
+        EMPTY_SPLIT,
+        "ERROR",
+        f"split {split!r} has no examples (TFDV reports no anomaly for empty statistics)",
+    )
 
 
 def write_anomalies_text(anomalies: anomalies_pb2.Anomalies, uri: str) -> None:

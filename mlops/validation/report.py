@@ -4,7 +4,8 @@ they render offline and in KFP's sandboxed HTML viewer)."""
 from __future__ import annotations
 
 import html
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 _STYLE = """
 body { font-family: -apple-system, Segoe UI, Helvetica, Arial, sans-serif; margin: 1.5em; color: #222; }
@@ -34,17 +35,21 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Iterab
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     body = []
     for row in rows:
-        cells = "".join(f"<td class=\"num\">{esc(fmt(c))}</td>" if i in numeric else f"<td>{esc(fmt(c))}</td>"
-                        for i, c in enumerate(row))
+        cells = "".join(
+            f'<td class="num">{esc(fmt(c))}</td>' if i in numeric else f"<td>{esc(fmt(c))}</td>"
+            for i, c in enumerate(row)
+        )
         body.append(f"<tr>{cells}</tr>")
     if not body:
-        body.append(f"<tr><td colspan=\"{len(headers)}\"><em>none</em></td></tr>")
+        body.append(f'<tr><td colspan="{len(headers)}"><em>none</em></td></tr>')
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 def page(title: str, sections: Iterable[str]) -> str:
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{esc(title)}</title>"
-            f"<style>{_STYLE}</style></head><body><h1>{esc(title)}</h1>\n" + "\n".join(sections) + "\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{esc(title)}</title>'
+        f"<style>{_STYLE}</style></head><body><h1>{esc(title)}</h1>\n" + "\n".join(sections) + "\n</body></html>\n"
+    )
 
 
 def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

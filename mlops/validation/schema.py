@@ -193,5 +193,7 @@ def check_covers_config(schema: Schema, config: PlatformConfig, where: str) -> N
     names = {f.name for f in schema.feature}
     missing = [n for n in config_feature_names(config) if n not in names]
     if missing:
-        raise SchemaError(f"{where}: the schema lacks configured feature(s) {missing}; add them to the curated "
-                          f"schema or remove validation.schema_path to infer one")
+        raise SchemaError(
+            f"{where}: the schema lacks configured feature(s) {missing}; add them to the curated "
+            f"schema or remove validation.schema_path to infer one"
+        )

@@ -51,8 +51,14 @@ def stats_frame(df: pd.DataFrame, config: PlatformConfig, sample_rate: float = 1
     return out.reset_index(drop=True)
 
 
-def compute_statistics(df: pd.DataFrame, config: PlatformConfig, name: str = "", *,
-                       sample_rate: float | None = None, seed: int | None = None) -> StatsList:
+def compute_statistics(
+    df: pd.DataFrame,
+    config: PlatformConfig,
+    name: str = "",
+    *,
+    sample_rate: float | None = None,
+    seed: int | None = None,
+) -> StatsList:
     """TFDV statistics of a raw-feature frame (in memory, no Beam). `sample_rate` defaults to
     config.validation.stats_sample_rate."""
     import tensorflow_data_validation as tfdv
@@ -104,14 +110,26 @@ def feature_summary(stats: StatsList) -> dict[str, dict[str, Any]]:
         row: dict[str, Any] = {"type": statistics_pb2.FeatureNameStatistics.Type.Name(f.type)}
         if kind == "num_stats":
             s = f.num_stats
-            row.update(kind="numeric", present=int(s.common_stats.num_non_missing),
-                       missing=int(s.common_stats.num_missing), mean=_num(s.mean), std=_num(s.std_dev),
-                       min=_num(s.min), median=_num(s.median), max=_num(s.max), zeros=int(s.num_zeros))
+            row.update(
+                kind="numeric",
+                present=int(s.common_stats.num_non_missing),
+                missing=int(s.common_stats.num_missing),
+                mean=_num(s.mean),
+                std=_num(s.std_dev),
+                min=_num(s.min),
+                median=_num(s.median),
+                max=_num(s.max),
+                zeros=int(s.num_zeros),
+            )
         elif kind == "string_stats":
             s = f.string_stats
-            row.update(kind="categorical", present=int(s.common_stats.num_non_missing),
-                       missing=int(s.common_stats.num_missing), unique=int(s.unique),
-                       top=[(v.value, int(v.frequency)) for v in s.top_values[:5]])
+            row.update(
+                kind="categorical",
+                present=int(s.common_stats.num_non_missing),
+                missing=int(s.common_stats.num_missing),
+                unique=int(s.unique),
+                top=[(v.value, int(v.frequency)) for v in s.top_values[:5]],
+            )
         else:
             continue
         total = row["present"] + row["missing"]

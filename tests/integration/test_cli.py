@@ -14,9 +14,13 @@ from tests.support.fixtures import FLIGHTS_CONFIG, REPO
 def test_cli_ingest_twice_and_bad_config(tmp_path, artifact_root):
     """The real `mlops` command: prints the id, a re-run creates nothing, bad config exits 1."""
     mlops = [sys.executable, "-m", "cli"]
-    out1 = subprocess.run(mlops + ["data", "ingest", "--span", "2013-04", "--no-feature-tables"], capture_output=True, text=True, cwd=REPO)
+    out1 = subprocess.run(
+        mlops + ["data", "ingest", "--span", "2013-04", "--no-feature-tables"], capture_output=True, text=True, cwd=REPO
+    )
     assert out1.returncode == 0, out1.stderr
-    out2 = subprocess.run(mlops + ["data", "ingest", "--span", "2013-04", "--no-feature-tables"], capture_output=True, text=True, cwd=REPO)
+    out2 = subprocess.run(
+        mlops + ["data", "ingest", "--span", "2013-04", "--no-feature-tables"], capture_output=True, text=True, cwd=REPO
+    )
     assert out2.stdout.strip() == out1.stdout.strip() and "unchanged" in out2.stderr
     shown = subprocess.run(mlops + ["data", "show", out1.stdout.strip()], capture_output=True, text=True)
     assert json.loads(shown.stdout)["span"] == "2013-04"

@@ -9,14 +9,11 @@ point-in-time join, checked against a recomputation from the source tables.
 from __future__ import annotations
 
 import datetime as dt
-
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
 import sqlite3
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -27,15 +24,18 @@ import pytest
 from mlops.config import load_config
 from mlops.datasets.repository import DatasetRepository
 from mlops.features import store
-
-from tests.support.fixtures import FLIGHTS_CONFIG, PIPELINE_PY, REPO, SERVING_PY, run_python
+from tests.support.fixtures import FLIGHTS_CONFIG, SERVING_PY, run_python
 
 pytestmark = pytest.mark.integration
 
 WEATHER = ["temp", "humid", "wind_speed", "precip", "pressure", "visib"]
 PLANE = ["plane_year", "seats", "engines"]
-AGGREGATES = ["route_delay_mean_7d", "route_delay_share_over_28d", "carrier_delay_mean_7d",
-              "carrier_delay_share_over_28d"]
+AGGREGATES = [
+    "route_delay_mean_7d",
+    "route_delay_share_over_28d",
+    "carrier_delay_mean_7d",
+    "carrier_delay_share_over_28d",
+]
 FEATURE_VIEWS = {"weather_hourly", "plane_attributes", "route_delay_stats", "carrier_delay_stats"}
 
 # The serving side's write: apply the feature repo with Feast 0.67.
@@ -102,8 +102,9 @@ def _check_online(config, window_start=None) -> None:
     src = _sources(config)
     flights = _flights(config)
     planes = src["planes"].set_index("tailnum")
-    flight = flights[(flights["time_hour"] >= pd.Timestamp("2013-02-10", tz="UTC"))
-                     & flights["tailnum"].isin(planes.index)].iloc[0]
+    flight = flights[
+        (flights["time_hour"] >= pd.Timestamp("2013-02-10", tz="UTC")) & flights["tailnum"].isin(planes.index)
+    ].iloc[0]
     t = flight["time_hour"]
     day = t.strftime("%Y-%m-%d")
     keys = {k: flight[k] for k in ("origin", "dest", "carrier", "tailnum")}
@@ -120,15 +121,19 @@ def _check_online(config, window_start=None) -> None:
     w = src["weather"]
     w = w[(w["origin"] == flight["origin"]) & (w["event_day"] == day)].sort_values("time_hour").iloc[-1]
     route = src["route_delay"]
-    route = route[(route["origin"] == flight["origin"]) & (route["dest"] == flight["dest"])
-                  & (route["event_day"] == day)].iloc[0]
+    route = route[
+        (route["origin"] == flight["origin"]) & (route["dest"] == flight["dest"]) & (route["event_day"] == day)
+    ].iloc[0]
     carrier = src["carrier_delay"]
     carrier = carrier[(carrier["carrier"] == flight["carrier"]) & (carrier["event_day"] == day)].iloc[0]
-    expected = {**{c: w[c] for c in WEATHER}, **{c: planes.loc[flight["tailnum"], c] for c in PLANE},
-                "route_delay_mean_7d": route["route_delay_mean_7d"],
-                "route_delay_share_over_28d": route["route_delay_share_over_28d"],
-                "carrier_delay_mean_7d": carrier["carrier_delay_mean_7d"],
-                "carrier_delay_share_over_28d": carrier["carrier_delay_share_over_28d"]}
+    expected = {
+        **{c: w[c] for c in WEATHER},
+        **{c: planes.loc[flight["tailnum"], c] for c in PLANE},
+        "route_delay_mean_7d": route["route_delay_mean_7d"],
+        "route_delay_share_over_28d": route["route_delay_share_over_28d"],
+        "carrier_delay_mean_7d": carrier["carrier_delay_mean_7d"],
+        "carrier_delay_share_over_28d": carrier["carrier_delay_share_over_28d"],
+    }
     for name, value in expected.items():
         assert _same(got[0][name], value), (name, got[0][name], value)
     assert got[0]["event_day"] == day and got[0]["tailnum"] == flight["tailnum"]
@@ -148,7 +153,7 @@ def test_serving_apply_materialize_online_sqlite(make_config):
 
     assert feast.__version__.startswith("0.67")
     config = make_config(**{"features.online_store": "sqlite"})
-    _check_online(config, window_start=dt.datetime(2013, 2, 1, tzinfo=dt.timezone.utc))
+    _check_online(config, window_start=dt.datetime(2013, 2, 1, tzinfo=dt.UTC))
     # apply is idempotent and removes what the definitions no longer contain
     from datetime import timedelta
 
@@ -157,16 +162,27 @@ def test_serving_apply_materialize_online_sqlite(make_config):
 
     fs = store.feature_store(config)
     weather = store.read_sources(config)["weather"]
-    fs.apply([FeatureView(
-        name="obsolete_view", entities=[fs.get_entity("origin")], ttl=timedelta(hours=1),
-        schema=[Field(name="temp", dtype=Float64)],
-        source=FileSource(name="obsolete_source", path=weather["path"], timestamp_field="time_hour"))])
+    fs.apply(
+        [
+            FeatureView(
+                name="obsolete_view",
+                entities=[fs.get_entity("origin")],
+                ttl=timedelta(hours=1),
+                schema=[Field(name="temp", dtype=Float64)],
+                source=FileSource(name="obsolete_source", path=weather["path"], timestamp_field="time_hour"),
+            )
+        ]
+    )
     assert "obsolete_view" in {v.name for v in fs.list_feature_views()}
     assert set(store.apply(config)["FeatureView"]) == FEATURE_VIEWS
     fs = store.feature_store(config)
     assert {v.name for v in fs.list_feature_views()} == FEATURE_VIEWS
     assert {s.name for s in fs.list_data_sources()} == {
-        "weather_source", "planes_source", "route_delay_source", "carrier_delay_source"}
+        "weather_source",
+        "planes_source",
+        "route_delay_source",
+        "carrier_delay_source",
+    }
     assert fs.get_feature_service(config.features.feature_service).name == "flight_delay_model"
 
 
@@ -181,7 +197,7 @@ def test_serving_apply_if_changed_skips_only_a_no_op_apply(make_config):
     assert store.apply_if_changed(config) == (applied, False)
     store.build_feature_sources(config)  # rebuilt from the same datasets: the same sources
     assert store.apply_if_changed(config) == (applied, False)
-    utc = dt.timezone.utc
+    utc = dt.UTC
     window = {"start": dt.datetime(2013, 2, 27, tzinfo=utc), "end": dt.datetime(2013, 3, 1, tzinfo=utc)}
     registry_before = (Path(store.feast_dir(config)) / "registry.db").read_bytes()
     store.materialize(config, **window)  # Feast notes the interval in the registry, which a re-apply keeps
@@ -245,8 +261,7 @@ def served(tmp_path_factory, seed_root):
     interpreter's start (~10-15 s of imports) is paid once for the tests below, which only read."""
     root = tmp_path_factory.mktemp("served") / "artifacts"
     shutil.copytree(seed_root / "datasets", root / "datasets")
-    overrides = {"artifact_root": str(root), "features.project": _unique_project(),
-                 "features.online_store": "sqlite"}
+    overrides = {"artifact_root": str(root), "features.project": _unique_project(), "features.online_store": "sqlite"}
     with pytest.MonkeyPatch.context() as mp:
         for var in store.feast_env(load_config(FLIGHTS_CONFIG, overrides=overrides)):
             mp.setenv(var, "")  # feature_store() sets them: restored after the module
@@ -280,15 +295,20 @@ def test_pipeline_reads_the_registry_the_serving_side_wrote(served):
     assert views["weather_hourly"].join_keys == ["origin", "event_day"]
     # Lineage: each view records the exact dataset version (and file) it reads.
     sources = store.read_sources(config)
-    by_source = {"weather_hourly": "weather", "plane_attributes": "planes",
-                 "route_delay_stats": "route_delay", "carrier_delay_stats": "carrier_delay"}
+    by_source = {
+        "weather_hourly": "weather",
+        "plane_attributes": "planes",
+        "route_delay_stats": "route_delay",
+        "carrier_delay_stats": "carrier_delay",
+    }
     for view_name, source in by_source.items():
         view = views[view_name]
         assert view.tags["dataset_version"] == versions[source].id == sources[source]["version"]
         assert view.batch_source.path == sources[source]["path"]
     repo = DatasetRepository(config.artifact_root)
     assert repo.get(versions["route_delay"].id).manifest["derived_from"] == [
-        v.id for v in repo.resolve(config.dataset.name, "latest")]
+        v.id for v in repo.resolve(config.dataset.name, "latest")
+    ]
     assert repo.get(versions["weather"].id).manifest["derived_from"] == [repo.latest("weather").id]
     # Rebuilding from the same data gives the same versions (content addressed).
     assert {k: v.id for k, v in store.build_feature_sources(config).items()} == {k: v.id for k, v in versions.items()}
@@ -331,11 +351,18 @@ def test_historical_features_are_point_in_time_correct(served):
     # Weather: recomputed from the source table: the latest report at or before the event time,
     # at most 2 hours old, same UTC day (the lookup is keyed by origin + UTC day).
     w = weather.assign(day=weather["time_hour"].dt.floor("D")).rename(columns={"time_hour": "report"})
-    ent = pd.DataFrame({"origin": entity["origin"].to_numpy(), "day": day.to_numpy(), "t": t.to_numpy(),
-                        "row": np.arange(len(entity))}).sort_values("t")
-    exp = pd.merge_asof(ent, w.sort_values("report")[["origin", "day", "report", *WEATHER]], left_on="t",
-                        right_on="report", by=["origin", "day"], direction="backward",
-                        tolerance=pd.Timedelta(hours=2)).sort_values("row")
+    ent = pd.DataFrame(
+        {"origin": entity["origin"].to_numpy(), "day": day.to_numpy(), "t": t.to_numpy(), "row": np.arange(len(entity))}
+    ).sort_values("t")
+    exp = pd.merge_asof(
+        ent,
+        w.sort_values("report")[["origin", "day", "report", *WEATHER]],
+        left_on="t",
+        right_on="report",
+        by=["origin", "day"],
+        direction="backward",
+        tolerance=pd.Timedelta(hours=2),
+    ).sort_values("row")
     assert (exp["report"].dropna() <= exp.loc[exp["report"].notna(), "t"]).all()
     for c in WEATHER:
         np.testing.assert_allclose(out[c].to_numpy(float), exp[c].to_numpy(float), equal_nan=True, err_msg=c)
@@ -358,8 +385,9 @@ def test_historical_features_are_point_in_time_correct(served):
 
     # Aggregates: the row of the event's UTC day (computed from days strictly before it).
     route = src["route_delay"].rename(columns={"day_start": "day"})
-    exp_route = pd.DataFrame({"origin": entity["origin"].to_numpy(), "dest": entity["dest"].to_numpy(),
-                              "day": day.to_numpy()}).merge(route, on=["origin", "dest", "day"], how="left")
+    exp_route = pd.DataFrame(
+        {"origin": entity["origin"].to_numpy(), "dest": entity["dest"].to_numpy(), "day": day.to_numpy()}
+    ).merge(route, on=["origin", "dest", "day"], how="left")
     for c in ("route_delay_mean_7d", "route_delay_share_over_28d"):
         np.testing.assert_allclose(out[c].to_numpy(float), exp_route[c].to_numpy(float), equal_nan=True)
     # ...and recomputed from the raw flights: only flights strictly before the event's day count,
@@ -367,15 +395,22 @@ def test_historical_features_are_point_in_time_correct(served):
     sample = out.sample(150, random_state=3)
     for _, r in sample.iterrows():
         d = r["time_hour"].floor("D")
-        past = flights[(flights["origin"] == r["origin"]) & (flights["dest"] == r["dest"])
-                       & (flights["time_hour"] >= d - pd.Timedelta(days=7)) & (flights["time_hour"] < d)]
+        past = flights[
+            (flights["origin"] == r["origin"])
+            & (flights["dest"] == r["dest"])
+            & (flights["time_hour"] >= d - pd.Timedelta(days=7))
+            & (flights["time_hour"] < d)
+        ]
         if past.empty:
             assert np.isnan(r["route_delay_mean_7d"])
         else:
             assert r["route_delay_mean_7d"] == pytest.approx(past["dep_delay"].mean())
             assert past["time_hour"].max() < r["time_hour"]
-        past_c = flights[(flights["carrier"] == r["carrier"]) & (flights["time_hour"] >= d - pd.Timedelta(days=28))
-                         & (flights["time_hour"] < d)]
+        past_c = flights[
+            (flights["carrier"] == r["carrier"])
+            & (flights["time_hour"] >= d - pd.Timedelta(days=28))
+            & (flights["time_hour"] < d)
+        ]
         if not past_c.empty:
             assert r["carrier_delay_share_over_28d"] == pytest.approx((past_c["dep_delay"] > 15).mean())
 

@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines import runner as orchestration
 from mlops.config import load_config
 from mlops.metadata.store import open_store
-
+from pipelines import runner as orchestration
 from tests.support.fixtures import FLIGHTS_CONFIG, REPO
 
 pytestmark = pytest.mark.integration
@@ -28,8 +27,9 @@ def test_compiles_to_strict_ir_and_committed_copy_is_current(name, tmp_path):
         assert "pip install" not in command  # install_kfp_package=False: the image has everything
     committed = orchestration.COMPILED_DIR / f"{name}.yaml"
     assert committed.exists(), f"run `mlops pipeline compile` and commit {committed}"
-    assert yaml.safe_load(committed.read_text()) == yaml.safe_load(path.read_text()), \
+    assert yaml.safe_load(committed.read_text()) == yaml.safe_load(path.read_text()), (
         f"{committed} is stale: run `mlops pipeline compile`"
+    )
 
 
 def test_strict_parse_rejects_unknown_fields(tmp_path):

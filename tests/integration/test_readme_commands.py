@@ -23,8 +23,9 @@ def readme_commands(section: str = "Command line") -> list[str]:
     text = (REPO / "README.md").read_text()
     body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```bash\n(.*?)```", body, re.S)
-    return [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()
-            if line.startswith("mlops ")]
+    return [
+        line.split("  #")[0].strip() for block in blocks for line in block.splitlines() if line.startswith("mlops ")
+    ]
 
 
 def all_commands(group, path=()):
@@ -57,8 +58,9 @@ def demo_root(seed_root, real_model_dir, tmp_path_factory):
     shutil.copytree(seed_root / "datasets", root / "datasets")
     env = {**os.environ, "MLOPS_ARTIFACT_ROOT": str(root)}
     for args in (["features", "apply"], ["features", "materialize", "--start", "2013-02-01T00:00:00+00:00"]):
-        out = subprocess.run([sys.executable, "-m", "cli", *args], cwd=REPO, env=env, capture_output=True, text=True,
-                             timeout=900)
+        out = subprocess.run(
+            [sys.executable, "-m", "cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+        )
         assert out.returncode == 0, out.stderr[-3000:]
     register(str(root), "flights", real_model_dir)
     return root
@@ -79,14 +81,18 @@ def test_readme_examples_run_as_written(demo_root, tmp_path):
     outputs = {}
     for command in commands:
         argv = shlex.split(command.replace("/tmp/", f"{tmp_path}/"))  # outputs land in this test's dir
-        out = subprocess.run([sys.executable, "-m", "cli", *argv[1:]], cwd=REPO, env=env, capture_output=True,
-                             text=True, timeout=900)
+        out = subprocess.run(
+            [sys.executable, "-m", "cli", *argv[1:]], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+        )
         assert out.returncode == 0, (command, out.stderr[-3000:])
         assert f"artifact root: {demo_root}" in out.stderr or argv[1] == "pipeline", (command, out.stderr)
         outputs[" ".join(argv[1:3])] = out.stdout
     assert "2013-02" in outputs["data spans"]
     assert "flights" in outputs["models list"]
     assert sorted(p.name for p in (tmp_path / "mlops-ir").iterdir()) == [
-        "batch_inference.yaml", "ingest.yaml", "training.yaml"]
+        "batch_inference.yaml",
+        "ingest.yaml",
+        "training.yaml",
+    ]
     predictions = pq.read_table(tmp_path / "flights-2013-02.parquet")
     assert predictions.num_rows > 20000 and "prediction" in predictions.column_names

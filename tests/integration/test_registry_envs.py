@@ -41,8 +41,13 @@ def test_version_registered_by_the_pipeline_env_is_served_without_ml_metadata(ar
     assert importlib.util.find_spec("ml_metadata") is None
     python = envs.interpreter(envs.PIPELINE)
     assert os.path.exists(python), f"{python} missing: run `make setup`"
-    out = subprocess.run([python, "-c", PIPELINE_SIDE, str(REPO / "configs" / "flights.yaml"), str(tmp_path)],
-                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    out = subprocess.run(
+        [python, "-c", PIPELINE_SIDE, str(REPO / "configs" / "flights.yaml"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert "'mlops.Dataset'" in out.stdout.strip().splitlines()[-1]  # lineage reached the dataset
 

@@ -18,14 +18,22 @@ from tests.support.fixtures import FLIGHTS_CONFIG, REPO
 pytestmark = pytest.mark.integration
 
 # `mlops ...` with the test pipeline registered (the CLI's own entry point, in this environment).
-DRIVER = ("import sys; from pipelines import runner; "
-          "runner.PIPELINES['slow'] = 'tests.support.slow_pipeline:slow_pipeline'; "
-          "from cli.main import main; main()")
+DRIVER = (
+    "import sys; from pipelines import runner; "
+    "runner.PIPELINES['slow'] = 'tests.support.slow_pipeline:slow_pipeline'; "
+    "from cli.main import main; main()"
+)
 
 
 def mlops(*args, **popen):
-    return subprocess.Popen([sys.executable, "-c", DRIVER, *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **popen)
+    return subprocess.Popen(
+        [sys.executable, "-c", DRIVER, *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
 
 
 def wait_for_worker(driver: subprocess.Popen, timeout: float = 90) -> list[psutil.Process]:
@@ -76,8 +84,9 @@ def test_sigkill_of_the_driver_kills_every_step_process_and_the_run_reads_abando
     assert run.properties["state"] == "RUNNING" and run_state(run) == "ABANDONED"
     assert store.list_executions(run.name) == []
     assert not list(artifact_root.glob("kfp-local/slow-*/slow-step/done"))
-    listed = subprocess.run([sys.executable, "-m", "cli", "metadata", "runs"], cwd=REPO, capture_output=True,
-                            text=True, timeout=120)
+    listed = subprocess.run(
+        [sys.executable, "-m", "cli", "metadata", "runs"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert f"\tslow\t{run.name}\tABANDONED\t" in listed.stdout, listed
 
 
@@ -108,8 +117,11 @@ def test_failed_step_is_named_with_its_error_on_the_last_line(artifact_root):
     out, err = driver.communicate(timeout=180)
     assert driver.returncode == 1
     last = err.strip().splitlines()[-1]
-    assert re.fullmatch(r"Error: pipeline slow failed at step slow-step: InvalidInput: span 2013-02 has no rows "
-                        r"\(full log: .*/logs/slow-step\.log\)", last), err
+    assert re.fullmatch(
+        r"Error: pipeline slow failed at step slow-step: InvalidInput: span 2013-02 has no rows "
+        r"\(full log: .*/logs/slow-step\.log\)",
+        last,
+    ), err
     assert len(err.strip().splitlines()) <= 4 and "Traceback" not in err, err  # root line, progress, error
     run = the_run(open_store(load_config(FLIGHTS_CONFIG)))
     assert run.properties["state"] == "FAILED" and "InvalidInput: span 2013-02" in run.properties["state_reason"]
@@ -132,8 +144,14 @@ def test_a_run_prints_progress_and_summary_and_keeps_the_full_log_in_a_file(arti
 
 
 def test_bad_parameter_value_is_one_line_naming_it():
-    out = subprocess.run([sys.executable, "-m", "cli", "run", "training", "--param", "epochs=abc"], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "cli", "run", "training", "--param", "epochs=abc"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
-        "Error: pipeline training: parameter epochs must be an integer, got 'abc'"], out.stderr
+        "Error: pipeline training: parameter epochs must be an integer, got 'abc'"
+    ], out.stderr

@@ -38,8 +38,17 @@ def root(tmp_path_factory):
 def run_training(root: Path, *args: str, expect_ok: bool = True) -> str:
     env = {**os.environ, "MLOPS_ARTIFACT_ROOT": str(root)}
     # A month of data is a small sample: 2 epochs, and a bar it clears (the default config asks 0.65).
-    cmd = MLOPS + ["run", "training", "--param", f"dataset_selector={SPAN}", "--param", "epochs=2",
-                   "--param", "min_auc=0.6", *args]
+    cmd = MLOPS + [
+        "run",
+        "training",
+        "--param",
+        f"dataset_selector={SPAN}",
+        "--param",
+        "epochs=2",
+        "--param",
+        "min_auc=0.6",
+        *args,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
     log = out.stdout + out.stderr + step_logs(root)
     assert (out.returncode == 0) == expect_ok, log[-6000:]
@@ -85,16 +94,27 @@ def test_first_run_registers_a_blessed_model_with_lineage(root, first_run):
 
     steps = lineage_for(config(root), "flights@1")
     types = {s.artifact.type_name for s in steps}
-    assert {"mlops.PushedModel", "mlops.Model", "mlops.ModelBlessing", "mlops.TransformGraph", "mlops.Schema",
-            "mlops.Examples", "mlops.Dataset"} <= types
+    assert {
+        "mlops.PushedModel",
+        "mlops.Model",
+        "mlops.ModelBlessing",
+        "mlops.TransformGraph",
+        "mlops.Schema",
+        "mlops.Examples",
+        "mlops.Dataset",
+    } <= types
     components = {s.execution.component for s in steps if s.execution}
     assert {"pusher", "evaluator", "trainer", "transform", "example_gen"} <= components
     datasets = {s.artifact.name for s in steps if s.artifact.type_name == "mlops.Dataset"}
     assert version.manifest["dataset_versions"][0] in datasets
     assert any(d.startswith("weather") for d in datasets)  # the Feast sources are in the lineage
 
-    lineage = subprocess.run(MLOPS + ["lineage", "flights@1"], capture_output=True, text=True,
-                             env={**os.environ, "MLOPS_ARTIFACT_ROOT": str(root)})
+    lineage = subprocess.run(
+        MLOPS + ["lineage", "flights@1"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MLOPS_ARTIFACT_ROOT": str(root)},
+    )
     assert lineage.returncode == 0 and "mlops.Dataset flights-" in lineage.stdout
 
 
@@ -107,8 +127,9 @@ def test_rerun_is_served_from_cache_and_registers_nothing_new(root, first_run):
 
 
 def test_unmeetable_threshold_is_not_registered_and_metrics_reproduce(root, first_run):
-    first = json.loads((sorted((root / "kfp-local").glob("training-*"))[0] / "evaluator" / "evaluation"
-                        / "metrics.json").read_text())
+    first = json.loads(
+        (sorted((root / "kfp-local").glob("training-*"))[0] / "evaluator" / "evaluation" / "metrics.json").read_text()
+    )
     log = run_training(root, "--param", "min_auc=0.99", "--no-cache")
     assert "[cache hit]" not in log
     assert "NOT BLESSED" in log and "not registered" in log
@@ -131,8 +152,10 @@ def test_schema_violating_span_fails_at_validation_and_registers_nothing(root, f
     from mlops.config import load_config
     from mlops.datasets.ingest import ingest
 
-    cfg = load_config(FLIGHTS_CONFIG, overrides={"artifact_root": str(root),
-                                                 "dataset.source": {"uri": str(source), "format": "parquet"}})
+    cfg = load_config(
+        FLIGHTS_CONFIG,
+        overrides={"artifact_root": str(root), "dataset.source": {"uri": str(source), "format": "parquet"}},
+    )
     ingest(cfg, span="2013-03", include_feature_tables=False)
     log = run_training(root, "--param", "dataset_selector=2013-03", expect_ok=False)
     assert "example-validator" in log and "FAILURE" in log
@@ -147,12 +170,21 @@ def test_another_dataset_by_config_alone(tmp_path):
     Feast, a schema inferred on the first run; the same pipeline trains and registers it."""
     config_path = REPO / "tests" / "configs" / "flights_raw_only.yaml"
     env = {**os.environ, "MLOPS_ARTIFACT_ROOT": str(tmp_path)}
-    ingest = subprocess.run(MLOPS + ["data", "ingest", "--config", str(config_path), "--span", "2013-05"],
-                            capture_output=True, text=True, env=env)
+    ingest = subprocess.run(
+        MLOPS + ["data", "ingest", "--config", str(config_path), "--span", "2013-05"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert ingest.returncode == 0, ingest.stderr
-    out = subprocess.run(MLOPS + ["run", "training", "--config", str(config_path), "--param",
-                                  "dataset_selector=2013-05"], capture_output=True, text=True, env=env, cwd=REPO,
-                         timeout=900)
+    out = subprocess.run(
+        MLOPS + ["run", "training", "--config", str(config_path), "--param", "dataset_selector=2013-05"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=900,
+    )
     assert out.returncode == 0, (out.stdout + out.stderr)[-6000:]
     assert "pusher: registered flights-raw@1" in step_logs(tmp_path)
     schema = next((tmp_path / "kfp-local").glob("training-*/schema-gen/schema/schema.pbtxt")).read_text()

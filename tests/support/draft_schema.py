@@ -23,9 +23,9 @@ def draft(config_path: str, out: str) -> str:
     os.environ.setdefault("MLOPS_ARTIFACT_ROOT", tempfile.mkdtemp(prefix="mlops-draft-"))
     from components.schema_gen.executor import infer
     from mlops.config import load_config
-    from tests.support.reference_data import flights_frame
     from mlops.validation.schema import apply_comparators, ensure_environments, write_schema
     from mlops.validation.statistics import compute_statistics
+    from tests.support.reference_data import flights_frame
 
     config = load_config(config_path)
     t0 = time.perf_counter()
@@ -34,8 +34,12 @@ def draft(config_path: str, out: str) -> str:
     schema = infer(stats)
     ensure_environments(schema, config.dataset.label.column)
     apply_comparators(schema, config)
-    write_schema(schema, out, header=f"DRAFT inferred from all {len(frame)} rows of {config.dataset.source.uri} "
-                                     f"(+ feature tables) by tests.support.draft_schema. Not reviewed.")
+    write_schema(
+        schema,
+        out,
+        header=f"DRAFT inferred from all {len(frame)} rows of {config.dataset.source.uri} "
+        f"(+ feature tables) by tests.support.draft_schema. Not reviewed.",
+    )
     print(f"wrote {out} from {len(frame)} rows in {time.perf_counter() - t0:.1f} s")
     return out
 

@@ -50,8 +50,9 @@ def run_python(python: Path, code: str, *args: str, root: Path, timeout: float =
     """`python -c code args...` with the repo importable and MLOPS_ARTIFACT_ROOT=root; fails the
     test with the child's output if it fails."""
     env = dict(os.environ, PYTHONPATH=str(REPO), MLOPS_ARTIFACT_ROOT=str(root))
-    proc = subprocess.run([str(python), "-c", code, *args], env=env, cwd=str(REPO), capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run(
+        [str(python), "-c", code, *args], env=env, cwd=str(REPO), capture_output=True, text=True, timeout=timeout
+    )
     assert proc.returncode == 0, f"{python} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     return proc
 
@@ -112,8 +113,7 @@ def tiny_config(tiny_registry):
     """The flights config on the tiny registry, without a feature store lookup."""
     from mlops.config import load_config
 
-    return load_config(FLIGHTS_CONFIG, overrides={"artifact_root": str(tiny_registry),
-                                                  "serving.feature_lookup": False})
+    return load_config(FLIGHTS_CONFIG, overrides={"artifact_root": str(tiny_registry), "serving.feature_lookup": False})
 
 
 @pytest.fixture(scope="session")

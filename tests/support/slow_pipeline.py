@@ -12,8 +12,16 @@ WORKER_MODULE = "tests.support.slow_worker"
 
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
-def slow_step(config_path: str, config_overrides: str, artifact_root: str, pipeline_name: str, run_id: str,
-              seconds: float, fail_with: str, done: Output[Artifact]):
+def slow_step(
+    config_path: str,
+    config_overrides: str,
+    artifact_root: str,
+    pipeline_name: str,
+    run_id: str,
+    seconds: float,
+    fail_with: str,
+    done: Output[Artifact],
+):
     from mlops.errors import InvalidInput
     from mlops.modeling.child import run_child
     from mlops.steps import load_step_config, record_step
@@ -28,8 +36,19 @@ def slow_step(config_path: str, config_overrides: str, artifact_root: str, pipel
 
 
 @dsl.pipeline(name=PIPELINE_NAME)
-def slow_pipeline(config_path: str = "configs/flights.yaml", config_overrides: str = "", artifact_root: str = "",
-                  seconds: float = 0.0, fail_with: str = ""):
-    slow_step(config_path=config_path, config_overrides=config_overrides, artifact_root=artifact_root,
-              pipeline_name=PIPELINE_NAME, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, seconds=seconds,
-              fail_with=fail_with).set_caching_options(False)
+def slow_pipeline(
+    config_path: str = "configs/flights.yaml",
+    config_overrides: str = "",
+    artifact_root: str = "",
+    seconds: float = 0.0,
+    fail_with: str = "",
+):
+    slow_step(
+        config_path=config_path,
+        config_overrides=config_overrides,
+        artifact_root=artifact_root,
+        pipeline_name=PIPELINE_NAME,
+        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        seconds=seconds,
+        fail_with=fail_with,
+    ).set_caching_options(False)

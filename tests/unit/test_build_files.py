@@ -30,7 +30,9 @@ def test_every_image_has_its_dockerfile_and_lock():
     for env, dockerfile in images.items():
         text = (REPO / dockerfile).read_text()
         assert f"requirements/{env}.lock.txt" in text and "--no-deps" in text
-        copied = {line.split()[1] for line in text.splitlines() if line.startswith("COPY ") and "/" not in line.split()[1]}
+        copied = {
+            line.split()[1] for line in text.splitlines() if line.startswith("COPY ") and "/" not in line.split()[1]
+        }
         assert copied - {"pyproject.toml", "README.md"} == IMAGE_PACKAGES[env], dockerfile
     from mlops.images import PIPELINE_IMAGE, SERVING_IMAGE
 

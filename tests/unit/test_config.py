@@ -6,7 +6,6 @@ import pytest
 import yaml
 
 from mlops.config import ConfigError, load_config
-
 from tests.support.fixtures import FLIGHTS_CONFIG
 
 

@@ -10,11 +10,13 @@ from mlops.datasets.repository import DatasetError, DatasetRepository
 
 
 def frame(n=10, offset=0, month=1):
-    return pd.DataFrame({
-        "x": range(offset, offset + n),
-        "cat": ["a", "b"] * (n // 2),
-        "ts": pd.date_range(f"2013-{month:02d}-01", periods=n, freq="h", tz="UTC"),
-    })
+    return pd.DataFrame(
+        {
+            "x": range(offset, offset + n),
+            "cat": ["a", "b"] * (n // 2),
+            "ts": pd.date_range(f"2013-{month:02d}-01", periods=n, freq="h", tz="UTC"),
+        }
+    )
 
 
 def test_same_data_same_id_and_no_copy(tmp_path):

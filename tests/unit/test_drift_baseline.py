@@ -10,7 +10,6 @@ from components.statistics_gen.executor import run as run_statistics_gen
 from mlops.config import load_config
 from mlops.metadata.store import open_store
 from mlops.steps import record_step
-
 from tests.support.fixtures import REPO
 from tests.support.reference_data import split_positions, write_split_frames
 from tests.unit.test_second_dataset import sensor_events
@@ -31,15 +30,22 @@ def pipeline_run(cfg, tmp_path, run_id: str, seed: int, *, drop=(), later_failur
     """StatisticsGen -> SchemaGen -> ExampleValidator of one run, recorded in MLMD; returns the
     statistics dir. `later_failure`: a later step of the run that failed."""
     examples = write_split_frames(str(tmp_path / run_id / "examples"), model_inputs(seed, drop))
-    statistics = run_statistics_gen(cfg, examples, str(tmp_path / run_id / "statistics"), pipeline=PIPELINE,
-                                    run_id=run_id).out_dir
+    statistics = run_statistics_gen(
+        cfg, examples, str(tmp_path / run_id / "statistics"), pipeline=PIPELINE, run_id=run_id
+    ).out_dir
     schema_dir = str(tmp_path / "schema")  # one inferred schema, from the first run
     if not (tmp_path / "schema").exists():
         run_schema_gen(cfg, statistics, schema_dir, pipeline=PIPELINE, run_id=run_id)
     validator.run(cfg, statistics, schema_dir, str(tmp_path / run_id / "anomalies"), pipeline=PIPELINE, run_id=run_id)
     if later_failure:
-        record_step(cfg, pipeline=PIPELINE, run_id=run_id, component=later_failure, state="FAILED",
-                    properties={"error": "out of memory"})
+        record_step(
+            cfg,
+            pipeline=PIPELINE,
+            run_id=run_id,
+            component=later_failure,
+            state="FAILED",
+            properties={"error": "out of memory"},
+        )
     return statistics
 
 
@@ -58,9 +64,13 @@ def test_baseline_is_the_last_successful_run_of_the_same_project(cfg, tmp_path):
 
     store = open_store(cfg)
     states = {e.name: e.state for e in store.list_executions() if e.component in ("example_validator", "trainer")}
-    assert states == {"run-1/example_validator": "COMPLETE", "run-2/example_validator": "FAILED",
-                      "run-3/example_validator": "COMPLETE", "run-3/trainer": "FAILED",
-                      "run-4/example_validator": "COMPLETE"}
+    assert states == {
+        "run-1/example_validator": "COMPLETE",
+        "run-2/example_validator": "FAILED",
+        "run-3/example_validator": "COMPLETE",
+        "run-3/trainer": "FAILED",
+        "run-4/example_validator": "COMPLETE",
+    }
 
     current = pipeline_run(cfg, tmp_path, "run-5", seed=5)
     recorded = {e.name: e for e in store.list_executions("run-5")}["run-5/example_validator"]

@@ -9,7 +9,6 @@ import pytest
 from mlops.config import RollingAggregateSpec, load_config
 from mlops.datasets.ingest import aggregate_feature_names
 from mlops.features.aggregates import DAY_START, rolling_aggregates
-
 from tests.support.fixtures import FLIGHTS_CONFIG
 
 SPEC = RollingAggregateSpec(name="delay", keys=["k"], value="v", windows_days=[1, 3], threshold=10)
@@ -25,14 +24,16 @@ def frame(rows) -> pd.DataFrame:
 
 @pytest.fixture
 def tiny() -> pd.DataFrame:
-    return frame([
-        ("a", "2013-01-01 05:00", 5.0),
-        ("a", "2013-01-01 23:59", 20.0),
-        ("a", "2013-01-02 00:00", 30.0),   # exactly at midnight: belongs to Jan 2
-        ("a", "2013-01-05 12:00", 0.0),    # after a 2-day gap
-        ("b", "2013-01-03 08:00", 11.0),
-        ("b", "2013-01-03 09:00", np.nan),  # missing value: not counted
-    ])
+    return frame(
+        [
+            ("a", "2013-01-01 05:00", 5.0),
+            ("a", "2013-01-01 23:59", 20.0),
+            ("a", "2013-01-02 00:00", 30.0),  # exactly at midnight: belongs to Jan 2
+            ("a", "2013-01-05 12:00", 0.0),  # after a 2-day gap
+            ("b", "2013-01-03 08:00", 11.0),
+            ("b", "2013-01-03 09:00", np.nan),  # missing value: not counted
+        ]
+    )
 
 
 def row(out: pd.DataFrame, key: str, day: str) -> pd.Series:
@@ -90,8 +91,9 @@ def test_days_without_events_in_the_window_have_count_zero_and_nan_mean(tiny):
 
 def test_without_threshold_there_is_no_share_and_several_keys_work():
     spec = RollingAggregateSpec(name="r", keys=["o", "d"], value="v", windows_days=[2])
-    df = pd.DataFrame({"o": ["x", "x", "y"], "d": ["p", "q", "p"], "v": [1, 2, 3],
-                       "t": pd.to_datetime(["2013-03-01 10:00"] * 3)})  # naive: taken as UTC
+    df = pd.DataFrame(
+        {"o": ["x", "x", "y"], "d": ["p", "q", "p"], "v": [1, 2, 3], "t": pd.to_datetime(["2013-03-01 10:00"] * 3)}
+    )  # naive: taken as UTC
     out = rolling_aggregates(df, spec, "t")
     assert list(out.columns) == ["o", "d", DAY_START, "r_mean_2d", "r_count_2d"]
     assert len(out) == 3 and set(out[DAY_START]) == {ts("2013-03-02")}
@@ -101,8 +103,7 @@ def test_without_threshold_there_is_no_share_and_several_keys_work():
 def test_timestamps_in_another_zone_are_bucketed_by_utc_day():
     spec = RollingAggregateSpec(name="z", keys=["k"], value="v", windows_days=[1])
     # 2013-01-01 20:00 in New York is 2013-01-02 01:00 UTC: the event belongs to UTC day Jan 2.
-    df = pd.DataFrame({"k": ["a"], "v": [4.0],
-                       "t": [pd.Timestamp("2013-01-01 20:00", tz="America/New_York")]})
+    df = pd.DataFrame({"k": ["a"], "v": [4.0], "t": [pd.Timestamp("2013-01-01 20:00", tz="America/New_York")]})
     out = rolling_aggregates(df, spec, "t")
     assert out[DAY_START].tolist() == [ts("2013-01-03")]
 
@@ -167,13 +168,15 @@ def test_flights_config_aggregates_are_fast_on_the_full_year_sized_input():
     rng = np.random.default_rng(2)
     n = 330_000
     start = ts("2013-01-01").value
-    df = pd.DataFrame({
-        "origin": rng.choice(["EWR", "JFK", "LGA"], n),
-        "dest": rng.choice([f"D{i:03d}" for i in range(100)], n),
-        "carrier": rng.choice([f"C{i}" for i in range(16)], n),
-        "dep_delay": rng.normal(12, 40, n).round(),
-        "time_hour": pd.to_datetime(rng.integers(start, start + 365 * 86400 * 10**9, n), utc=True).floor("h"),
-    })
+    df = pd.DataFrame(
+        {
+            "origin": rng.choice(["EWR", "JFK", "LGA"], n),
+            "dest": rng.choice([f"D{i:03d}" for i in range(100)], n),
+            "carrier": rng.choice([f"C{i}" for i in range(16)], n),
+            "dep_delay": rng.normal(12, 40, n).round(),
+            "time_hour": pd.to_datetime(rng.integers(start, start + 365 * 86400 * 10**9, n), utc=True).floor("h"),
+        }
+    )
     t0 = time.perf_counter()
     outs = [rolling_aggregates(df, spec, "time_hour") for spec in config.features.aggregates]
     elapsed = time.perf_counter() - t0

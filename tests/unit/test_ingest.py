@@ -7,7 +7,6 @@ from mlops.config import ConfigError, load_config
 from mlops.datasets.ingest import ingest
 from mlops.datasets.repository import DatasetError, DatasetRepository
 from mlops.errors import InvalidInput
-
 from tests.support.fixtures import FLIGHTS_CONFIG, REPO
 
 SENSOR_CONFIG = REPO / "tests" / "configs" / "sensor_events.yaml"  # event times in unix seconds
@@ -80,8 +79,18 @@ def test_feature_tables_are_versioned_with_static_timestamps(artifact_root, flig
 
 def sensor_rows(observed_at) -> pd.DataFrame:
     n = len(observed_at)
-    return pd.DataFrame({"reading_id": range(n), "observed_at": observed_at, "station": "north",
-                         "temperature": 10.0, "pressure": 1000.0, "gust": None, "fault_code": None, "alarm": 0})
+    return pd.DataFrame(
+        {
+            "reading_id": range(n),
+            "observed_at": observed_at,
+            "station": "north",
+            "temperature": 10.0,
+            "pressure": 1000.0,
+            "gust": None,
+            "fault_code": None,
+            "alarm": 0,
+        }
+    )
 
 
 def sensor_config(monkeypatch, **overrides):
@@ -107,15 +116,18 @@ def test_undeclared_numeric_event_timestamp_is_refused(artifact_root, monkeypatc
     assert DatasetRepository(cfg.artifact_root).all_versions() == []
 
 
-@pytest.mark.parametrize("timestamp_format, values", [
-    ("epoch_s", ROUND_SECONDS),
-    ("epoch_s", OTHER_SECONDS),
-    ("epoch_ms", [s * 1000 for s in OTHER_SECONDS]),
-    ("epoch_us", [s * 10**6 for s in OTHER_SECONDS]),
-    ("epoch_ns", [s * 10**9 for s in OTHER_SECONDS]),
-    ("epoch_s", [str(s) for s in OTHER_SECONDS]),  # digits read as text
-    ("%d/%m/%Y %H:%M", ["01/01/2021 00:00", "01/01/2021 01:00"]),
-])
+@pytest.mark.parametrize(
+    "timestamp_format, values",
+    [
+        ("epoch_s", ROUND_SECONDS),
+        ("epoch_s", OTHER_SECONDS),
+        ("epoch_ms", [s * 1000 for s in OTHER_SECONDS]),
+        ("epoch_us", [s * 10**6 for s in OTHER_SECONDS]),
+        ("epoch_ns", [s * 10**9 for s in OTHER_SECONDS]),
+        ("epoch_s", [str(s) for s in OTHER_SECONDS]),  # digits read as text
+        ("%d/%m/%Y %H:%M", ["01/01/2021 00:00", "01/01/2021 01:00"]),
+    ],
+)
 def test_declared_timestamp_format(artifact_root, monkeypatch, timestamp_format, values):
     cfg = sensor_config(monkeypatch, **{"dataset.event_timestamp_format": timestamp_format})
     result = ingest(cfg, raw=sensor_rows(values))
@@ -127,8 +139,11 @@ def test_declared_timestamp_format(artifact_root, monkeypatch, timestamp_format,
 
 def test_declared_format_that_does_not_fit_names_the_option(artifact_root, monkeypatch):
     cfg = sensor_config(monkeypatch, **{"dataset.event_timestamp_format": "epoch_ms"})
-    with pytest.raises(InvalidInput, match=r"dataset.event_timestamp: cannot parse column 'observed_at' as timestamps "
-                                           r"with dataset.event_timestamp_format 'epoch_ms'"):
+    with pytest.raises(
+        InvalidInput,
+        match=r"dataset.event_timestamp: cannot parse column 'observed_at' as timestamps "
+        r"with dataset.event_timestamp_format 'epoch_ms'",
+    ):
         ingest(cfg, raw=sensor_rows(["2021-01-01", "soon"]))
 
 
@@ -136,5 +151,7 @@ def test_timestamp_format_values_are_checked_by_the_config(artifact_root, monkey
     with pytest.raises(ConfigError, match=r"dataset.event_timestamp_format: .*'seconds' is neither epoch_s"):
         sensor_config(monkeypatch, **{"dataset.event_timestamp_format": "seconds"})
     with pytest.raises(ConfigError, match=r"timestamp_format is set on 'station', a categorical feature"):
-        sensor_config(monkeypatch, **{"dataset.features": [
-            {"name": "station", "kind": "categorical", "timestamp_format": "epoch_s"}]})
+        sensor_config(
+            monkeypatch,
+            **{"dataset.features": [{"name": "station", "kind": "categorical", "timestamp_format": "epoch_s"}]},
+        )

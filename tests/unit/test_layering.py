@@ -67,6 +67,10 @@ def test_the_check_sees_an_upward_import(tmp_path):
 
 
 def test_no_test_helpers_in_production_packages():
-    helpers = [p.relative_to(REPO) for package in ALLOWED for p in (REPO / package).rglob("*.py")
-               if p.stem in {"testing", "fixtures", "reference_data"}]
+    helpers = [
+        p.relative_to(REPO)
+        for package in ALLOWED
+        for p in (REPO / package).rglob("*.py")
+        if p.stem in {"testing", "fixtures", "reference_data"}
+    ]
     assert helpers == []

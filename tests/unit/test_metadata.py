@@ -13,8 +13,12 @@ from mlops.metadata.store import ArtifactRef, MetadataStore, connection_config, 
 
 FLIGHTS_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "flights.yaml"
 
-DATASET = ArtifactRef("Dataset", "/data/flights/v1", name="flights-v1",
-                      properties={"version_id": "flights-v1", "span": "2013-01", "row_count": 1000})
+DATASET = ArtifactRef(
+    "Dataset",
+    "/data/flights/v1",
+    name="flights-v1",
+    properties={"version_id": "flights-v1", "span": "2013-01", "row_count": 1000},
+)
 
 
 @pytest.fixture
@@ -97,12 +101,19 @@ def test_lineage_walks_from_model_back_to_dataset(store):
 
 def test_failed_execution_is_recorded_and_retry_completes_it(store):
     run = store.run_context("training", "run-1")
-    failed = store.record_execution(run, "Trainer", {"examples": [ArtifactRef("Examples", "/e")]}, {},
-                                    {"error": "OOM", "git_commit": "deadbeef"}, state="FAILED")
+    failed = store.record_execution(
+        run,
+        "Trainer",
+        {"examples": [ArtifactRef("Examples", "/e")]},
+        {},
+        {"error": "OOM", "git_commit": "deadbeef"},
+        state="FAILED",
+    )
     [execution] = store.list_executions()
     assert (execution.state, execution.properties["error"], execution.component) == ("FAILED", "OOM", "Trainer")
-    retried = store.record_execution(run, "Trainer", {"examples": [ArtifactRef("Examples", "/e")]},
-                                     {"model": [ArtifactRef("Model", "/m")]})
+    retried = store.record_execution(
+        run, "Trainer", {"examples": [ArtifactRef("Examples", "/e")]}, {"model": [ArtifactRef("Model", "/m")]}
+    )
     assert retried.execution_id == failed.execution_id
     [execution] = store.list_executions()
     assert execution.state == "COMPLETE"

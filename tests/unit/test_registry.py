@@ -17,12 +17,22 @@ import pytest
 
 from mlops import artifacts, storage
 from mlops.config import ColumnKind, TaskType
-from mlops.registry import (LockTimeout, ModelRegistry, NoRollbackTarget, NotBlessedError, RegistryError,
-                            RegistryNotFound, cli_ops, locking)
+from mlops.registry import (
+    LockTimeout,
+    ModelRegistry,
+    NoRollbackTarget,
+    NotBlessedError,
+    RegistryError,
+    RegistryNotFound,
+    cli_ops,
+    locking,
+)
 from mlops.registry import store as registry_store
 
-FEATURES = [artifacts.RawFeature("distance", ColumnKind.numeric),
-            artifacts.RawFeature("carrier", ColumnKind.categorical)]
+FEATURES = [
+    artifacts.RawFeature("distance", ColumnKind.numeric),
+    artifacts.RawFeature("carrier", ColumnKind.categorical),
+]
 
 
 def make_model_dir(base: Path, tag: str = "m", tflite: bool = True) -> Path:
@@ -40,10 +50,16 @@ def make_model_dir(base: Path, tag: str = "m", tflite: bool = True) -> Path:
 
 
 def register(registry: ModelRegistry, model_dir, name: str = "flights", blessed: bool = True, **overrides):
-    kwargs = dict(metrics={"auc": 0.71, "example_count": 1000},
-                  blessing={"blessed": blessed, "reason": "auc 0.71 >= 0.65"},
-                  dataset_versions=["flights-abc123def456"], config_hash="cfg123", git_commit="deadbeef",
-                  task=TaskType.binary_classification, output_key="probability", features=FEATURES)
+    kwargs = dict(
+        metrics={"auc": 0.71, "example_count": 1000},
+        blessing={"blessed": blessed, "reason": "auc 0.71 >= 0.65"},
+        dataset_versions=["flights-abc123def456"],
+        config_hash="cfg123",
+        git_commit="deadbeef",
+        task=TaskType.binary_classification,
+        output_key="probability",
+        features=FEATURES,
+    )
     kwargs.update(overrides)
     return registry.register(name, str(model_dir), **kwargs)
 
@@ -55,8 +71,11 @@ def registry(tmp_path) -> ModelRegistry:
 
 def test_model_file_names_match_the_artifact_contract():
     assert registry_store.MODEL_FILES == {
-        "serving_model": artifacts.SERVING_MODEL, "tflite": artifacts.TFLITE_MODEL,
-        "tflite_preprocessing": artifacts.TFLITE_PREPROCESSING, "training_info": artifacts.TRAINING_INFO}
+        "serving_model": artifacts.SERVING_MODEL,
+        "tflite": artifacts.TFLITE_MODEL,
+        "tflite_preprocessing": artifacts.TFLITE_PREPROCESSING,
+        "training_info": artifacts.TRAINING_INFO,
+    }
 
 
 def test_register_copies_model_files_writes_manifest_and_sets_staging(registry, tmp_path):
@@ -74,23 +93,40 @@ def test_register_copies_model_files_writes_manifest_and_sets_staging(registry, 
     m = json.loads((root / "manifest.json").read_text())
     assert m == v.manifest
     assert m["version"] == 1 and m["name"] == "flights" and m["created_at"].endswith("+00:00")
-    assert m["model_paths"] == {"serving_model": "serving_model", "tflite": "model.tflite",
-                                "tflite_preprocessing": None, "training_info": "training.json"}
+    assert m["model_paths"] == {
+        "serving_model": "serving_model",
+        "tflite": "model.tflite",
+        "tflite_preprocessing": None,
+        "training_info": "training.json",
+    }
     assert m["metrics"] == {"auc": 0.71, "example_count": 1000}
     assert m["blessing"] == {"blessed": True, "reason": "auc 0.71 >= 0.65"}
-    assert (m["dataset_versions"], m["config_hash"], m["git_commit"]) == \
-        (["flights-abc123def456"], "cfg123", "deadbeef")
+    assert (m["dataset_versions"], m["config_hash"], m["git_commit"]) == (
+        ["flights-abc123def456"],
+        "cfg123",
+        "deadbeef",
+    )
     assert (m["task"], m["output_key"]) == ("binary_classification", "probability")
     assert m["features"] == [{"name": "distance", "dtype": "float32"}, {"name": "carrier", "dtype": "string"}]
-    assert {f["path"] for f in m["files"]} == {"serving_model/saved_model.pb", "model.tflite", "training.json",
-                                              "serving_model/variables/variables.index"}
+    assert {f["path"] for f in m["files"]} == {
+        "serving_model/saved_model.pb",
+        "model.tflite",
+        "training.json",
+        "serving_model/variables/variables.index",
+    }
     assert len(m["content_hash"]) == 64 and m["registered_by"] == "ci@runner" and m["mlmd_artifact_id"] is None
 
     assert registry.aliases("flights") == {"staging": 1}
     assert json.loads((root.parents[1] / "aliases.json").read_text()) == {"aliases": {"staging": 1}, "history_seq": 1}
     [move] = registry.history("flights")
-    assert (move.seq, move.alias, move.from_version, move.to_version, move.action, move.by) == \
-        (1, "staging", None, 1, "register", "ci@runner")
+    assert (move.seq, move.alias, move.from_version, move.to_version, move.action, move.by) == (
+        1,
+        "staging",
+        None,
+        1,
+        "register",
+        "ci@runner",
+    )
     assert registry.list_models() == ["flights"]
 
 
@@ -108,8 +144,15 @@ def test_promote_and_resolve_every_selector_form(registry, tmp_path):
         register(registry, make_model_dir(tmp_path, str(i)))
     assert registry.resolve("flights").version == 3  # no production yet: staging
     move = registry.promote("flights", 2, reason="canary looked good", actor="alice")
-    assert (move.seq, move.alias, move.from_version, move.to_version, move.action, move.reason, move.by) == \
-        (4, "production", None, 2, "promote", "canary looked good", "alice")
+    assert (move.seq, move.alias, move.from_version, move.to_version, move.action, move.reason, move.by) == (
+        4,
+        "production",
+        None,
+        2,
+        "promote",
+        "canary looked good",
+        "alice",
+    )
     assert registry.aliases("flights") == {"production": 2, "staging": 3}
     assert registry.resolve("flights").version == 2  # production wins
     assert registry.resolve("flights@production").version == 2
@@ -143,8 +186,11 @@ def test_resolve_errors_name_what_exists(registry, tmp_path):
 
 
 def test_unblessed_model_is_not_registered(registry, tmp_path):
-    with pytest.raises(NotBlessedError, match=r"refusing to register model 'flights' from .*trainer-m: "
-                                              r"it is not blessed \(auc too low\)"):
+    with pytest.raises(
+        NotBlessedError,
+        match=r"refusing to register model 'flights' from .*trainer-m: "
+        r"it is not blessed \(auc too low\)",
+    ):
         register(registry, make_model_dir(tmp_path), blessing={"blessed": False, "reason": "auc too low"})
     with pytest.raises(NotBlessedError, match="not blessed"):
         register(registry, tmp_path / "trainer-m", blessing={"reason": "no verdict"})
@@ -178,8 +224,11 @@ def test_promoting_an_unblessed_or_unknown_version_is_refused(registry, tmp_path
     doc = json.loads(manifest.read_text())
     doc["blessing"] = {"blessed": False, "reason": "auc dropped by 0.03"}
     manifest.write_text(json.dumps(doc))
-    with pytest.raises(NotBlessedError, match=r"refusing to promote flights@2 to production: version 2 of model "
-                                              r"'flights' is not blessed \(auc dropped by 0.03\)"):
+    with pytest.raises(
+        NotBlessedError,
+        match=r"refusing to promote flights@2 to production: version 2 of model "
+        r"'flights' is not blessed \(auc dropped by 0.03\)",
+    ):
         registry.promote("flights", 2)
     with pytest.raises(RegistryNotFound, match=r"model 'flights' has no version 9 \(versions: 1, 2\)"):
         registry.promote("flights", 9)
@@ -196,8 +245,13 @@ def test_rollback_undoes_promotions_one_by_one(registry, tmp_path):
     for version in (1, 2, 3):
         registry.promote("flights", version, reason=f"release {version}")
     move = registry.rollback("flights", reason="p99 latency regression", actor="oncall")
-    assert (move.from_version, move.to_version, move.action, move.reason, move.by) == \
-        (3, 2, "rollback", "p99 latency regression", "oncall")
+    assert (move.from_version, move.to_version, move.action, move.reason, move.by) == (
+        3,
+        2,
+        "rollback",
+        "p99 latency regression",
+        "oncall",
+    )
     assert registry.resolve("flights@production").version == 2
     assert registry.rollback("flights").to_version == 1  # an undo stack, not a toggle back to 3
     with pytest.raises(NoRollbackTarget, match="points at version 1 since its first move"):
@@ -207,8 +261,12 @@ def test_rollback_undoes_promotions_one_by_one(registry, tmp_path):
     assert registry.rollback("flights", alias="staging").to_version == 2  # any alias has a history
     rows = cli_ops.history(str(tmp_path / "artifacts"), "flights")
     assert [(r["alias"], r["action"], r["from"], r["to"]) for r in rows][-5:] == [
-        ("production", "rollback", 3, 2), ("production", "rollback", 2, 1), ("production", "promote", 1, 3),
-        ("production", "rollback", 3, 1), ("staging", "rollback", 3, 2)]
+        ("production", "rollback", 3, 2),
+        ("production", "rollback", 2, 1),
+        ("production", "promote", 1, 3),
+        ("production", "rollback", 3, 1),
+        ("staging", "rollback", 3, 2),
+    ]
     assert all(r["at"] and r["by"] for r in rows) and [r["seq"] for r in rows] == list(range(1, len(rows) + 1))
 
 
@@ -244,11 +302,20 @@ def test_leftovers_of_a_killed_registration_are_invisible(registry, tmp_path):
 def test_lock_timeout_is_a_clear_error(tmp_path):
     lock = str(tmp_path / "aliases.lock")
     with locking.exclusive(lock):
-        child = subprocess.run([sys.executable, "-c", (
-            "from mlops.registry import locking, LockTimeout\n"
-            "try:\n"
-            f"    with locking.exclusive({lock!r}, timeout_s=0.2): print('acquired')\n"
-            "except LockTimeout as e: print('timeout', e)\n")], capture_output=True, text=True)
+        child = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                (
+                    "from mlops.registry import locking, LockTimeout\n"
+                    "try:\n"
+                    f"    with locking.exclusive({lock!r}, timeout_s=0.2): print('acquired')\n"
+                    "except LockTimeout as e: print('timeout', e)\n"
+                ),
+            ],
+            capture_output=True,
+            text=True,
+        )
     assert child.stdout.startswith("timeout") and "still locked by another process" in child.stdout, child.stderr
     with locking.exclusive(lock, timeout_s=0.2):  # released when the block ended
         pass
@@ -256,6 +323,7 @@ def test_lock_timeout_is_a_clear_error(tmp_path):
 
 
 # ---- concurrent writers: separate processes, released together by a barrier ---------------------
+
 
 def _register_and_promote(root: str, model_dir: str, barrier, results) -> None:
     registry = ModelRegistry(root)
@@ -334,6 +402,7 @@ def test_many_concurrent_promotions_are_all_recorded(registry, tmp_path):
 
 # ---- object store ------------------------------------------------------------------------------
 
+
 def test_registry_on_an_object_store(tmp_path):
     root = f"memory://registry-test-{uuid.uuid4().hex[:8]}"
     registry = ModelRegistry(root)
@@ -352,6 +421,7 @@ def test_registry_on_an_object_store(tmp_path):
 
 # ---- CLI operations and environment hygiene --------------------------------------------------
 
+
 def test_cli_ops_rows(tmp_path):
     root = str(tmp_path / "artifacts")
     registry = ModelRegistry(root)
@@ -359,14 +429,21 @@ def test_cli_ops_rows(tmp_path):
     register(registry, make_model_dir(tmp_path, "2"))
     assert cli_ops.list_models(root) == [{"name": "flights", "versions": 2, "latest": 2, "aliases": {"staging": 2}}]
     moved = cli_ops.promote(root, "flights@staging", reason="weekly release", actor="bob")
-    assert (moved["model"], moved["alias"], moved["from"], moved["to"], moved["changed"]) == \
-        ("flights", "production", None, 2, True)
+    assert (moved["model"], moved["alias"], moved["from"], moved["to"], moved["changed"]) == (
+        "flights",
+        "production",
+        None,
+        2,
+        True,
+    )
     assert cli_ops.promote(root, "flights@2")["changed"] is False
     with pytest.raises(RegistryError, match="say which version"):
         cli_ops.promote(root, "flights")
     rows = cli_ops.list_versions(root, "flights")
-    assert [(r["version"], r["aliases"], r["blessed"]) for r in rows] == \
-        [(1, [], True), (2, ["production", "staging"], True)]
+    assert [(r["version"], r["aliases"], r["blessed"]) for r in rows] == [
+        (1, [], True),
+        (2, ["production", "staging"], True),
+    ]
     shown = cli_ops.show(root, "flights")
     assert shown["selector"] == "flights@2" and shown["aliases"] == ["production", "staging"]
     assert shown["manifest"]["version"] == 2 and shown["serving_model_uri"].endswith("/2/serving_model")
@@ -377,8 +454,10 @@ def test_cli_ops_rows(tmp_path):
 
 
 def test_registry_modules_do_not_import_ml_metadata():
-    code = ("import sys, mlops.registry, mlops.registry.store, mlops.registry.cli_ops, mlops.registry.lineage\n"
-            "bad = sorted(m for m in sys.modules if m.startswith(('ml_metadata', 'pandas', 'tensorflow')))\n"
-            "assert not bad, bad\n")
+    code = (
+        "import sys, mlops.registry, mlops.registry.store, mlops.registry.cli_ops, mlops.registry.lineage\n"
+        "bad = sorted(m for m in sys.modules if m.startswith(('ml_metadata', 'pandas', 'tensorflow')))\n"
+        "assert not bad, bad\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

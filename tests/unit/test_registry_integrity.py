@@ -18,8 +18,17 @@ import pytest
 
 from mlops import storage
 from mlops.errors import InvalidInput, MlopsError, NotFound, Refused, Unavailable, status_of
-from mlops.registry import (CorruptRegistryFile, InvalidRegistryInput, LockTimeout, ModelRegistry, NoRollbackTarget,
-                            NotBlessedError, RegistryError, RegistryNotFound, cli_ops)
+from mlops.registry import (
+    CorruptRegistryFile,
+    InvalidRegistryInput,
+    LockTimeout,
+    ModelRegistry,
+    NoRollbackTarget,
+    NotBlessedError,
+    RegistryError,
+    RegistryNotFound,
+    cli_ops,
+)
 from tests.unit.test_registry import make_model_dir, register
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,11 +55,16 @@ CORRUPTIONS = {
     "truncated": lambda good: good[: len(good) // 2],
     "empty": lambda good: b"",
     "list": lambda good: b"[2, 3]\n",
-    "missing version": lambda good: json.dumps({**json.loads(good),
-                                                "aliases": {"production": 9, "staging": 3}}).encode(),
+    "missing version": lambda good: json.dumps(
+        {**json.loads(good), "aliases": {"production": 9, "staging": 3}}
+    ).encode(),
 }
-EXPECTED_PROBLEM = {"truncated": "is not valid JSON", "empty": "is empty", "list": "holds a JSON list",
-                    "missing version": r"says production -> 9, staging -> 3 but its history"}
+EXPECTED_PROBLEM = {
+    "truncated": "is not valid JSON",
+    "empty": "is empty",
+    "list": "holds a JSON list",
+    "missing version": r"says production -> 9, staging -> 3 but its history",
+}
 
 
 def _commands(root: Path, tmp_path: Path):
@@ -93,8 +107,11 @@ def test_repair_rebuilds_aliases_from_the_history_and_is_idempotent(released, tm
     assert report["changed"] and EXPECTED_PROBLEM[kind].split(" ")[1] in report["problem"]
     assert report["aliases"] == {"production": 2, "staging": 3} and report["history_seq"] == 5
     was = {"production": 9, "staging": 3} if kind == "missing version" else {}
-    assert report["changes"] == [{"alias": a, "was": was.get(a), "now": v}
-                                 for a, v in sorted({"production": 2, "staging": 3}.items()) if was.get(a) != v]
+    assert report["changes"] == [
+        {"alias": a, "was": was.get(a), "now": v}
+        for a, v in sorted({"production": 2, "staging": 3}.items())
+        if was.get(a) != v
+    ]
     assert aliases.read_bytes() == good
     before = snapshot(model_root)
     again = cli_ops.repair(str(root), "flights")
@@ -117,8 +134,11 @@ def test_a_lost_aliases_file_is_reported_and_rebuilt_from_the_whole_history(rele
 def test_a_history_that_leads_to_a_deleted_version_blocks_until_the_alias_moves(released, tmp_path):
     root, registry, model_root = released
     shutil.rmtree(model_root / "versions" / "2")  # production's target, deleted by hand
-    with pytest.raises(CorruptRegistryFile, match=r"aliases.json: alias 'production' points at version 2, which does "
-                                                  r"not exist \(versions: 1, 3\); restore"):
+    with pytest.raises(
+        CorruptRegistryFile,
+        match=r"aliases.json: alias 'production' points at version 2, which does "
+        r"not exist \(versions: 1, 3\); restore",
+    ):
         registry.resolve("flights")
     with pytest.raises(CorruptRegistryFile, match="points at version 2"):
         cli_ops.repair(str(root), "flights")  # the history itself says 2: a rebuild cannot help
@@ -133,8 +153,11 @@ def test_a_damaged_history_is_named_with_its_line(released):
     history = model_root / "history.jsonl"
     lines = history.read_text().splitlines()
     history.write_text("\n".join(lines[:2] + ["{not json"] + lines[3:]) + "\n")
-    with pytest.raises(CorruptRegistryFile, match=r"history.jsonl: line 3 is not a move record .*restore it from a "
-                                                  r"backup"):
+    with pytest.raises(
+        CorruptRegistryFile,
+        match=r"history.jsonl: line 3 is not a move record .*restore it from a "
+        r"backup",
+    ):
         cli_ops.list_models(str(root))
     with pytest.raises(CorruptRegistryFile, match="line 3"):
         cli_ops.repair(str(root), "flights")
@@ -158,8 +181,10 @@ def test_models_cli_prints_one_line_for_a_corrupt_file_and_repairs_it(released, 
     repaired = runner.invoke(cli, ["models", "repair", "flights"])
     assert repaired.exit_code == 0, repaired.output
     report = json.loads(repaired.stdout)
-    assert report["changed"] and report["changes"] == [{"alias": "production", "was": None, "now": 2},
-                                                       {"alias": "staging", "was": None, "now": 3}]
+    assert report["changed"] and report["changes"] == [
+        {"alias": "production", "was": None, "now": 2},
+        {"alias": "staging", "was": None, "now": 3},
+    ]
     again = runner.invoke(cli, ["models", "repair", "flights"])
     assert json.loads(again.stdout)["changed"] is False
     assert json.loads(runner.invoke(cli, ["models", "show", "flights"]).stdout)["selector"] == "flights@2"
@@ -168,6 +193,7 @@ def test_models_cli_prints_one_line_for_a_corrupt_file_and_repairs_it(released, 
 
 
 # ---- a writer that fails or dies between its two writes --------------------------------------
+
 
 def _fail_on_aliases_write(monkeypatch, error: BaseException):
     real = storage.write_bytes_atomic
@@ -223,8 +249,9 @@ ModelRegistry(sys.argv[1]).promote("flights", 3, reason="killed")
 def test_kill_9_between_history_and_aliases_writes_leaves_the_previous_state(released):
     root, registry, model_root = released
     aliases_before = (model_root / "aliases.json").read_bytes()
-    out = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(root)], cwd=REPO, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", KILLED_WRITER, str(root)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == -signal.SIGKILL, out.stderr
     assert "killed" in (model_root / "history.jsonl").read_text()  # the write-ahead line is there...
     assert (model_root / "aliases.json").read_bytes() == aliases_before  # ...but not committed
@@ -239,14 +266,19 @@ def test_kill_9_between_history_and_aliases_writes_leaves_the_previous_state(rel
 
 def test_first_move_killed_before_its_commit_leaves_an_empty_model(tmp_path):
     root = tmp_path / "artifacts"
-    code = KILLED_WRITER.replace('ModelRegistry(sys.argv[1]).promote("flights", 3, reason="killed")',
-                                 "from tests.unit.test_registry import make_model_dir, register\n"
-                                 "from pathlib import Path\n"
-                                 "register(ModelRegistry(sys.argv[1]), make_model_dir(Path(sys.argv[2])))")
-    code = code.replace('if uri.endswith("/aliases.json"):',  # the commit, not the first move's empty file
-                        'if uri.endswith("/aliases.json") and b\'"staging"\' in data:')
-    out = subprocess.run([sys.executable, "-c", code, str(root), str(tmp_path)], cwd=REPO, capture_output=True,
-                         text=True, timeout=120)
+    code = KILLED_WRITER.replace(
+        'ModelRegistry(sys.argv[1]).promote("flights", 3, reason="killed")',
+        "from tests.unit.test_registry import make_model_dir, register\n"
+        "from pathlib import Path\n"
+        "register(ModelRegistry(sys.argv[1]), make_model_dir(Path(sys.argv[2])))",
+    )
+    code = code.replace(
+        'if uri.endswith("/aliases.json"):',  # the commit, not the first move's empty file
+        'if uri.endswith("/aliases.json") and b\'"staging"\' in data:',
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(root), str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == -signal.SIGKILL, out.stderr
     registry = ModelRegistry(str(root))
     assert registry.aliases("flights") == {} and registry.history("flights") == []
@@ -259,25 +291,38 @@ def test_aliases_files_of_earlier_releases_are_read_and_upgraded(released):
     (model_root / "aliases.json").write_text(json.dumps({"production": 2, "staging": 3}))  # the flat format
     assert registry.aliases("flights") == {"production": 2, "staging": 3}
     registry.promote("flights", 3)
-    assert json.loads((model_root / "aliases.json").read_text()) == \
-        {"aliases": {"production": 3, "staging": 3}, "history_seq": 6}
+    assert json.loads((model_root / "aliases.json").read_text()) == {
+        "aliases": {"production": 3, "staging": 3},
+        "history_seq": 6,
+    }
 
 
 def test_registry_errors_have_kinds_not_builtin_bases():
-    assert all(issubclass(e, MlopsError) and not issubclass(e, (ValueError, LookupError, TimeoutError))
-               for e in (RegistryError, InvalidRegistryInput, RegistryNotFound, NotBlessedError, NoRollbackTarget,
-                         LockTimeout, CorruptRegistryFile))
+    assert all(
+        issubclass(e, MlopsError) and not issubclass(e, (ValueError, LookupError, TimeoutError))
+        for e in (
+            RegistryError,
+            InvalidRegistryInput,
+            RegistryNotFound,
+            NotBlessedError,
+            NoRollbackTarget,
+            LockTimeout,
+            CorruptRegistryFile,
+        )
+    )
     assert issubclass(RegistryNotFound, NotFound) and issubclass(InvalidRegistryInput, InvalidInput)
     assert issubclass(NotBlessedError, Refused) and issubclass(NoRollbackTarget, Refused)
     assert issubclass(LockTimeout, Unavailable)
-    assert [status_of(e("x")).exit_code for e in (InvalidRegistryInput, RegistryNotFound, NotBlessedError,
-                                                   LockTimeout)] == [2, 1, 1, 75]
+    assert [
+        status_of(e("x")).exit_code for e in (InvalidRegistryInput, RegistryNotFound, NotBlessedError, LockTimeout)
+    ] == [2, 1, 1, 75]
     corrupt = CorruptRegistryFile("/r/aliases.json", "is empty", "run `mlops models repair flights`")
     assert (status_of(corrupt).exit_code, status_of(corrupt).http) == (1, 500)
     assert str(corrupt) == "/r/aliases.json: is empty; run `mlops models repair flights`"
 
 
 # ---- duplicate registrations: the training fingerprint ----------------------------------------
+
 
 def _trained(tmp_path: Path, tag: str, fingerprint: str | None) -> Path:
     """A Trainer output as run_cached leaves it: model files plus the step's `_fingerprint`."""
@@ -294,9 +339,14 @@ def _push(config, model_dir: Path, tmp_path: Path, dataset: str = "flights-abc12
     evaluation = tmp_path / f"evaluation-{model_dir.name}"
     evaluation.mkdir(exist_ok=True)
     (evaluation / artifacts.METRICS_FILE).write_text(json.dumps({"overall": {"candidate": {"auc": 0.71}}}))
-    return push(config, model_dir=str(model_dir), evaluation_dir=str(evaluation),
-                blessing={"blessed": True, "reason": "auc 0.71 >= 0.65"}, dataset_versions=[dataset],
-                git_commit="deadbeef")
+    return push(
+        config,
+        model_dir=str(model_dir),
+        evaluation_dir=str(evaluation),
+        blessing={"blessed": True, "reason": "auc 0.71 >= 0.65"},
+        dataset_versions=[dataset],
+        git_commit="deadbeef",
+    )
 
 
 def test_pusher_recognises_a_model_trained_from_the_same_inputs(tmp_path):
@@ -307,13 +357,17 @@ def test_pusher_recognises_a_model_trained_from_the_same_inputs(tmp_path):
     assert first.pushed and first.version == 1
     rerun = _push(config, _trained(tmp_path, "run2", "key-a"), tmp_path)  # --no-cache: new bytes, same inputs
     assert (rerun.pushed, rerun.version) == (False, 1)
-    assert rerun.reason == f"already registered as {config.project}@1 (same training inputs: dataset versions, " \
-                           "config and code)"
+    assert (
+        rerun.reason == f"already registered as {config.project}@1 (same training inputs: dataset versions, "
+        "config and code)"
+    )
     other = _push(config, _trained(tmp_path, "run3", "key-b"), tmp_path, dataset="flights-0123456789ab")
     assert other.pushed and other.version == 2
     registry = ModelRegistry(config.artifact_root)
-    assert [v.manifest["training_fingerprint"] for v in registry.versions(config.project)] == \
-        ["key-a:model", "key-b:model"]
+    assert [v.manifest["training_fingerprint"] for v in registry.versions(config.project)] == [
+        "key-a:model",
+        "key-b:model",
+    ]
 
 
 def test_show_and_diff_say_why_two_versions_differ(tmp_path):
@@ -321,14 +375,20 @@ def test_show_and_diff_say_why_two_versions_differ(tmp_path):
     registry = ModelRegistry(str(root))
     register(registry, _trained(tmp_path, "1", None), training_fingerprint="key-a:model")
     register(registry, _trained(tmp_path, "2", None), training_fingerprint="key-a:model")  # e.g. a forced re-run
-    register(registry, _trained(tmp_path, "3", None), training_fingerprint="key-b:model",
-             dataset_versions=["flights-0123456789ab"])
+    register(
+        registry,
+        _trained(tmp_path, "3", None),
+        training_fingerprint="key-b:model",
+        dataset_versions=["flights-0123456789ab"],
+    )
     register(registry, _trained(tmp_path, "4", None))  # registered before fingerprints existed
     same = cli_ops.diff(str(root), "flights@1", "flights@2")
     assert (same["same_training_inputs"], same["same_bytes"]) == (True, False)
     assert same["differing_files"] == ["model.tflite", "serving_model/saved_model.pb"]
-    assert same["verdict"] == ("flights@1 and flights@2: same training inputs, different bytes (model.tflite, "
-                               "serving_model/saved_model.pb): training is not byte-reproducible")
+    assert same["verdict"] == (
+        "flights@1 and flights@2: same training inputs, different bytes (model.tflite, "
+        "serving_model/saved_model.pb): training is not byte-reproducible"
+    )
     other = cli_ops.diff(str(root), "flights@1", "flights@3")
     assert other["verdict"] == "flights@1 and flights@3: different training inputs (dataset_versions)"
     unknown = cli_ops.diff(str(root), "flights@2", "flights@4")
@@ -336,7 +396,8 @@ def test_show_and_diff_say_why_two_versions_differ(tmp_path):
     assert cli_ops.diff(str(root), "flights@3", "flights@3")["verdict"].endswith("identical model files")
     assert cli_ops.show(str(root), "flights@2")["same_training_inputs"] == [
         "flights@1 and flights@2: same training inputs, different bytes (model.tflite, serving_model/saved_model.pb)"
-        ": training is not byte-reproducible"]
+        ": training is not byte-reproducible"
+    ]
     assert cli_ops.show(str(root), "flights@3")["same_training_inputs"] == []
     assert os.path.isdir(root / "registry" / "flights" / "versions" / "4")
 
@@ -357,8 +418,11 @@ def test_the_training_report_is_not_part_of_the_model_identity(tmp_path):
     shutil.copy(first / "model.tflite", rerun / "model.tflite")
     assert _push(config, first, tmp_path).version == 1
     again = _push(config, rerun, tmp_path)
-    assert (again.pushed, again.version, again.reason) == (False, 1, f"already registered as {config.project}@1 "
-                                                                     "(identical model files)")
+    assert (again.pushed, again.version, again.reason) == (
+        False,
+        1,
+        f"already registered as {config.project}@1 (identical model files)",
+    )
 
 
 @pytest.mark.integration
@@ -373,13 +437,19 @@ def test_the_trainer_output_is_byte_reproducible(tmp_path):
     from tests.support.fixtures import FLIGHTS_CONFIG
     from tests.support.reference_data import write_examples
 
-    config = load_config(FLIGHTS_CONFIG, overrides={"artifact_root": str(tmp_path / "artifacts"), "model.epochs": 1,
-                                                    "model.batch_size": 256})
+    config = load_config(
+        FLIGHTS_CONFIG,
+        overrides={"artifact_root": str(tmp_path / "artifacts"), "model.epochs": 1, "model.batch_size": 256},
+    )
     examples, transform_dir = str(tmp_path / "examples"), str(tmp_path / "transform")
     write_examples(config, examples, n_rows=2000, seed=11)
     run_transform(config, examples, transform_dir)
     runs = [run_training(config, transform_dir, str(tmp_path / f"model-{i}")).out_dir for i in range(2)]
     assert model_content_hash(runs[0]) == model_content_hash(runs[1])
-    for rel in ("serving_model/saved_model.pb", "serving_model/variables/variables.data-00000-of-00001",
-                "model.tflite", "tflite_preprocessing.json"):
+    for rel in (
+        "serving_model/saved_model.pb",
+        "serving_model/variables/variables.data-00000-of-00001",
+        "model.tflite",
+        "tflite_preprocessing.json",
+    ):
         assert Path(runs[0], rel).read_bytes() == Path(runs[1], rel).read_bytes(), rel

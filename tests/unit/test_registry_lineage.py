@@ -21,17 +21,27 @@ def record_training_run(store, run_id: str, root: str) -> dict[str, str]:
 
     run = store.run_context("training", run_id)
     uri = {k: f"{root}/runs/{run_id}/{k}" for k in ("examples", "transform", "model", "evaluation", "blessing")}
-    dataset = ArtifactRef("Dataset", f"{root}/datasets/flights/versions/flights-abc123def456",
-                          name="flights-abc123def456", properties={"version_id": "flights-abc123def456"})
+    dataset = ArtifactRef(
+        "Dataset",
+        f"{root}/datasets/flights/versions/flights-abc123def456",
+        name="flights-abc123def456",
+        properties={"version_id": "flights-abc123def456"},
+    )
     examples = ArtifactRef("Examples", uri["examples"])
     graph = ArtifactRef("TransformGraph", uri["transform"])
     model = ArtifactRef("Model", uri["model"], properties={"metrics": {"auc": 0.71}})
     store.record_execution(run, "example_gen", {"dataset": [dataset]}, {"examples": [examples]})
     store.record_execution(run, "transform", {"examples": [examples]}, {"transform_graph": [graph]})
     store.record_execution(run, "trainer", {"examples": [examples], "transform_graph": [graph]}, {"model": [model]})
-    store.record_execution(run, "evaluator", {"model": [model], "examples": [examples]},
-                           {"evaluation": [ArtifactRef("ModelEvaluation", uri["evaluation"])],
-                            "blessing": [ArtifactRef("ModelBlessing", uri["blessing"], properties={"blessed": 1})]})
+    store.record_execution(
+        run,
+        "evaluator",
+        {"model": [model], "examples": [examples]},
+        {
+            "evaluation": [ArtifactRef("ModelEvaluation", uri["evaluation"])],
+            "blessing": [ArtifactRef("ModelBlessing", uri["blessing"], properties={"blessed": 1})],
+        },
+    )
     return uri
 
 
@@ -44,14 +54,30 @@ def test_lineage_of_a_registered_version_reaches_the_dataset(artifact_root, tmp_
     uri = record_training_run(store, "run-1", str(artifact_root))
     version = register(ModelRegistry(config.artifact_root), make_model_dir(tmp_path))
 
-    pushed_id = record_registration(config, version, run_id="run-1", pipeline="training",
-                                    model_artifact_uri=uri["model"], blessing_artifact_uri=uri["blessing"])
-    assert record_registration(config, version, run_id="run-1", pipeline="training",  # idempotent
-                               model_artifact_uri=uri["model"], blessing_artifact_uri=uri["blessing"]) == pushed_id
+    pushed_id = record_registration(
+        config,
+        version,
+        run_id="run-1",
+        pipeline="training",
+        model_artifact_uri=uri["model"],
+        blessing_artifact_uri=uri["blessing"],
+    )
+    assert (
+        record_registration(
+            config,
+            version,
+            run_id="run-1",
+            pipeline="training",  # idempotent
+            model_artifact_uri=uri["model"],
+            blessing_artifact_uri=uri["blessing"],
+        )
+        == pushed_id
+    )
 
     steps = lineage_for(config, "flights@1")
-    summary = [(s.depth, s.artifact.type_name, s.execution and s.execution.component, s.consumed_as, s.repeated)
-               for s in steps]
+    summary = [
+        (s.depth, s.artifact.type_name, s.execution and s.execution.component, s.consumed_as, s.repeated) for s in steps
+    ]
     assert summary[:6] == [
         (0, "mlops.PushedModel", "pusher", None, False),
         (1, "mlops.Model", "trainer", "model", False),
@@ -68,8 +94,11 @@ def test_lineage_of_a_registered_version_reaches_the_dataset(artifact_root, tmp_
     assert steps[0].execution.properties["git_commit"] == "deadbeef"
     # the trained model now carries its registry name and version, its producer's properties intact
     model = store.find_artifact("Model", uri=uri["model"])
-    assert (model.properties["name"], model.properties["version"], model.properties["metrics"]) == \
-        ("flights", "1", '{"auc": 0.71}')
+    assert (model.properties["name"], model.properties["version"], model.properties["metrics"]) == (
+        "flights",
+        "1",
+        '{"auc": 0.71}',
+    )
 
     # aliases resolve through the registry first
     ModelRegistry(config.artifact_root).promote("flights", 1)
@@ -87,12 +116,20 @@ def test_lineage_errors_are_explicit(artifact_root, tmp_path):
     registry = ModelRegistry(config.artifact_root)
     version = register(registry, make_model_dir(tmp_path))
     with pytest.raises(RegistryNotFound, match=r"flights@1: no mlops.Model artifact with uri /nowhere"):
-        record_registration(config, version, run_id="run-1", pipeline="training", model_artifact_uri="/nowhere",
-                            store=store)
+        record_registration(
+            config, version, run_id="run-1", pipeline="training", model_artifact_uri="/nowhere", store=store
+        )
     uri = record_training_run(store, "run-1", str(artifact_root))
     with pytest.raises(RegistryNotFound, match="no mlops.ModelBlessing artifact"):
-        record_registration(config, version, run_id="run-1", pipeline="training", model_artifact_uri=uri["model"],
-                            blessing_artifact_uri="/nowhere", store=store)
+        record_registration(
+            config,
+            version,
+            run_id="run-1",
+            pipeline="training",
+            model_artifact_uri=uri["model"],
+            blessing_artifact_uri="/nowhere",
+            store=store,
+        )
     with pytest.raises(RegistryNotFound, match="flights@1: no mlops.PushedModel named 'flights@1'"):
         lineage_for(config, "flights@1", store=store)
     with pytest.raises(RegistryNotFound, match="no alias 'production'"):

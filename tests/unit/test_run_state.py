@@ -62,11 +62,17 @@ def test_worker_child_dies_with_its_parent_even_by_sigkill():
     """mlops.modeling.child starts TF workers with die_with_parent(): a worker in its own session
     (out of reach of any process-group kill) still dies when the step process that started it is
     SIGKILLed."""
-    parent_code = ("import subprocess, sys, time; from mlops.modeling.child import die_with_parent; "
-                   "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], "
-                   "start_new_session=True, preexec_fn=die_with_parent()); print(c.pid, flush=True); time.sleep(120)")
-    parent = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE, text=True,
-                              cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    parent_code = (
+        "import subprocess, sys, time; from mlops.modeling.child import die_with_parent; "
+        "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], "
+        "start_new_session=True, preexec_fn=die_with_parent()); print(c.pid, flush=True); time.sleep(120)"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", parent_code],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    )
     child = psutil.Process(int(parent.stdout.readline()))
     parent.send_signal(signal.SIGKILL)
     parent.wait()

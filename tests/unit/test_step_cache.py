@@ -5,10 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from mlops.config import load_config
 from mlops import steps
+from mlops.config import load_config
 from mlops.steps import FINGERPRINT_FILE, StepCache, cache_key, run_cached, source_version
-
 from tests.support.fixtures import FLIGHTS_CONFIG
 
 
@@ -47,13 +46,32 @@ def test_hit_restores_outputs_with_paths_rebased_and_says_so(config, tmp_path):
             calls.append(out)
             Path(out, "model.bin").write_text("weights")
             return {"model_file": f"{out}/model.bin", "auc": 0.7}
+
         return work
 
     out1, out2 = str(tmp_path / "run1" / "model"), str(tmp_path / "run2" / "model")
-    r1, cached1 = run_cached(config, "trainer", "v1", sections=["model"], inputs={"x": a}, outputs={"model": out1},
-                             params={}, work=work_into(out1), log=logs.append)
-    r2, cached2 = run_cached(config, "trainer", "v1", sections=["model"], inputs={"x": a}, outputs={"model": out2},
-                             params={}, work=work_into(out2), log=logs.append)
+    r1, cached1 = run_cached(
+        config,
+        "trainer",
+        "v1",
+        sections=["model"],
+        inputs={"x": a},
+        outputs={"model": out1},
+        params={},
+        work=work_into(out1),
+        log=logs.append,
+    )
+    r2, cached2 = run_cached(
+        config,
+        "trainer",
+        "v1",
+        sections=["model"],
+        inputs={"x": a},
+        outputs={"model": out2},
+        params={},
+        work=work_into(out2),
+        log=logs.append,
+    )
     assert (cached1, cached2) == (False, True) and calls == [out1]
     assert r2 == {"model_file": f"{out2}/model.bin", "auc": 0.7}  # paths point at this run's outputs
     assert Path(out2, "model.bin").read_text() == "weights"
@@ -66,8 +84,17 @@ def test_disabled_cache_always_runs(config, tmp_path):
     calls = []
     for run in ("r1", "r2"):
         out = str(tmp_path / run)
-        run_cached(config, "s", "v1", sections=[], inputs={"x": a}, outputs={"o": out}, params={},
-                   work=lambda: calls.append(1) or {}, enabled=False)
+        run_cached(
+            config,
+            "s",
+            "v1",
+            sections=[],
+            inputs={"x": a},
+            outputs={"o": out},
+            params={},
+            work=lambda: calls.append(1) or {},
+            enabled=False,
+        )
     assert len(calls) == 2
 
 
@@ -110,8 +137,12 @@ def fake_project(tmp_path, monkeypatch):
 
 
 def test_code_version_follows_the_import_graph(fake_project):
-    assert set(steps.import_closure("fakeproj.entry")) == {"fakeproj", "fakeproj.entry", "fakeproj.helper",
-                                                             "fakeproj.deep"}
+    assert set(steps.import_closure("fakeproj.entry")) == {
+        "fakeproj",
+        "fakeproj.entry",
+        "fakeproj.helper",
+        "fakeproj.deep",
+    }
     before = source_version("step", "fakeproj.entry")
     (fake_project / "unrelated.py").write_text("VALUE = 3\n")
     assert source_version("step", "fakeproj.entry") == before  # not imported: not part of the version
@@ -125,8 +156,16 @@ def test_a_changed_helper_two_imports_away_is_a_cache_miss(config, tmp_path, fak
 
     def run(out):
         version = source_version("step", "fakeproj.entry")
-        return run_cached(config, "step", version, sections=[], inputs={"x": a}, outputs={"o": str(tmp_path / out)},
-                          params={}, work=lambda: calls.append(out) or {})[1]
+        return run_cached(
+            config,
+            "step",
+            version,
+            sections=[],
+            inputs={"x": a},
+            outputs={"o": str(tmp_path / out)},
+            params={},
+            work=lambda: calls.append(out) or {},
+        )[1]
 
     assert run("r1") is False and run("r2") is True
     (fake_project / "deep.py").write_text("import numpy\nVALUE = 10\n")
@@ -139,8 +178,12 @@ def test_step_code_versions_cover_what_the_steps_import():
     from components.trainer.executor import WORKER_MODULE
 
     trainer = steps.import_closure("components.trainer.executor", WORKER_MODULE)
-    assert {"mlops.modeling.predictions", "mlops.modeling.tflite_predictor", "mlops.modeling.model",
-            "mlops.modeling.preprocessing"} <= set(trainer)
+    assert {
+        "mlops.modeling.predictions",
+        "mlops.modeling.tflite_predictor",
+        "mlops.modeling.model",
+        "mlops.modeling.preprocessing",
+    } <= set(trainer)
     assert len(steps.import_closure("components.evaluator.executor")) > 3
 
 

@@ -12,8 +12,16 @@ import pytest
 from tests.support.fixtures import REPO
 
 # The steps of the training pipeline that consume and produce artifacts.
-CONTRACT_STEPS = ["example_gen", "statistics_gen", "schema_gen", "example_validator", "transform", "trainer",
-                  "evaluator", "pusher"]
+CONTRACT_STEPS = [
+    "example_gen",
+    "statistics_gen",
+    "schema_gen",
+    "example_validator",
+    "transform",
+    "trainer",
+    "evaluator",
+    "pusher",
+]
 
 
 @pytest.mark.parametrize("step", CONTRACT_STEPS)
@@ -31,7 +39,11 @@ def test_executor_exposes_the_one_call_shape(step):
 def test_component_body_calls_only_execute(step):
     """The KFP function calls its executor through `execute` and nothing else of it."""
     tree = ast.parse((REPO / "components" / step / "component.py").read_text())
-    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
-                and node.module == f"components.{step}.executor" for alias in node.names}
+    imported = {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module == f"components.{step}.executor"
+        for alias in node.names
+    }
     assert "execute" in imported
     assert imported - {"execute"} <= {"LOGS", "SUMMARY_MD", "HTML_FILE"}  # constants only, no second entry point

@@ -28,8 +28,9 @@ def assert_same(a: pd.DataFrame, b: pd.DataFrame) -> None:
     """Exact equality of two frames (columns, dtypes, every value, NaN == NaN); row hashes,
     because pandas' assert_frame_equal compares object columns element by element (slow)."""
     assert list(a.columns) == list(b.columns) and a.dtypes.equals(b.dtypes) and len(a) == len(b)
-    assert (pd.util.hash_pandas_object(a, index=False).to_numpy()
-            == pd.util.hash_pandas_object(b, index=False).to_numpy()).all()
+    assert (
+        pd.util.hash_pandas_object(a, index=False).to_numpy() == pd.util.hash_pandas_object(b, index=False).to_numpy()
+    ).all()
 
 
 def gen(cal, n=N, seed=SEED, **kw) -> pd.DataFrame:
@@ -77,8 +78,17 @@ def test_columns_and_dtypes_match_real(real, cal, flights):
     cancelled = flights["dep_delay"].isna()
     assert 0.005 < cancelled.mean() < 0.06
     assert flights.loc[cancelled, ["dep_time", "arr_time", "arr_delay", "air_time"]].isna().all().all()
-    assert flights[["year", "month", "day", "carrier", "flight", "origin", "dest", "distance", "time_hour"]].notna().all().all()
-    assert set(flights["carrier"]) <= set(real["flights"]["carrier"]) and set(flights["origin"]) == {"EWR", "JFK", "LGA"}
+    assert (
+        flights[["year", "month", "day", "carrier", "flight", "origin", "dest", "distance", "time_hour"]]
+        .notna()
+        .all()
+        .all()
+    )
+    assert set(flights["carrier"]) <= set(real["flights"]["carrier"]) and set(flights["origin"]) == {
+        "EWR",
+        "JFK",
+        "LGA",
+    }
     assert flights["tailnum"].dropna().isin(set(real["flights"]["tailnum"].dropna())).all()
 
 
@@ -188,10 +198,17 @@ def test_same_seed_writes_the_same_dataset_from_a_fresh_fit(tmp_path, real, cal)
     assert refit.to_json() == cal.to_json()
     first, second = tmp_path / "first", tmp_path / "second"
     m1 = syn.write_synthetic(str(first), 6_000, SEED, calibration=cal, chunk_rows=2_500, progress=False)
-    m2 = syn.write_synthetic(str(second), 6_000, SEED, calibration=syn.Calibration.from_json(refit.to_json()),
-                             chunk_rows=1_000, progress=False)
-    assert {k: v for k, v in m1.items() if k not in ("seconds", "flights", "chunk_rows")} == \
-        {k: v for k, v in m2.items() if k not in ("seconds", "flights", "chunk_rows")}
+    m2 = syn.write_synthetic(
+        str(second),
+        6_000,
+        SEED,
+        calibration=syn.Calibration.from_json(refit.to_json()),
+        chunk_rows=1_000,
+        progress=False,
+    )
+    assert {k: v for k, v in m1.items() if k not in ("seconds", "flights", "chunk_rows")} == {
+        k: v for k, v in m2.items() if k not in ("seconds", "flights", "chunk_rows")
+    }
 
     def flights(root):
         parts = sorted((root / "flights").iterdir())
@@ -203,14 +220,17 @@ def test_same_seed_writes_the_same_dataset_from_a_fresh_fit(tmp_path, real, cal)
     assert (first / "calibration.json").read_bytes() == (second / "calibration.json").read_bytes()
 
 
-@pytest.mark.parametrize("call, names", [
-    (lambda cal: list(syn.generate(cal, -1, SEED)), "n_rows"),
-    (lambda cal: list(syn.generate(cal, 10, -3)), "seed"),
-    (lambda cal: list(syn.generate(cal, 10, SEED, chunk_rows=0)), "chunk_rows"),
-    (lambda cal: syn.generate_weather(cal, SEED, months=0), "months"),
-    (lambda cal: syn.Calibration.from_dict({**cal.to_dict(), "format_version": 99}), "calibration format"),
-    (lambda cal: syn.fit_calibration(pd.DataFrame({"year": [2013]}), pd.DataFrame()), "flights table"),
-])
+@pytest.mark.parametrize(
+    "call, names",
+    [
+        (lambda cal: list(syn.generate(cal, -1, SEED)), "n_rows"),
+        (lambda cal: list(syn.generate(cal, 10, -3)), "seed"),
+        (lambda cal: list(syn.generate(cal, 10, SEED, chunk_rows=0)), "chunk_rows"),
+        (lambda cal: syn.generate_weather(cal, SEED, months=0), "months"),
+        (lambda cal: syn.Calibration.from_dict({**cal.to_dict(), "format_version": 99}), "calibration format"),
+        (lambda cal: syn.fit_calibration(pd.DataFrame({"year": [2013]}), pd.DataFrame()), "flights table"),
+    ],
+)
 def test_bad_arguments_are_invalid_input_naming_the_parameter(cal, call, names):
     with pytest.raises(syn.SyntheticError, match=names) as err:
         call(cal)

@@ -49,17 +49,49 @@ writing (write_synthetic).
 from mlops.datasets.synthetic.calibration import Calibration
 from mlops.datasets.synthetic.fitting import default_calibration, fit_calibration, load_reference
 from mlops.datasets.synthetic.flights import generate
-from mlops.datasets.synthetic.schema import (CALIBRATION_FORMAT, DEFAULT_CHUNK_ROWS, DRIFT_TEMP_F, FLIGHT_COLUMNS,
-                                             FLIGHT_DTYPES, FLIGHTS_URI, KNOTS_TO_MPH, LATE_THRESHOLD, PLANES_URI,
-                                             TIMEZONE, WEATHER_COLUMNS, WEATHER_DTYPES, WEATHER_FEATURES,
-                                             WEATHER_URI, SyntheticError)
+from mlops.datasets.synthetic.schema import (
+    CALIBRATION_FORMAT,
+    DEFAULT_CHUNK_ROWS,
+    DRIFT_TEMP_F,
+    FLIGHT_COLUMNS,
+    FLIGHT_DTYPES,
+    FLIGHTS_URI,
+    KNOTS_TO_MPH,
+    LATE_THRESHOLD,
+    PLANES_URI,
+    TIMEZONE,
+    WEATHER_COLUMNS,
+    WEATHER_DTYPES,
+    WEATHER_FEATURES,
+    WEATHER_URI,
+    SyntheticError,
+)
 from mlops.datasets.synthetic.time_grid import time_range_utc
 from mlops.datasets.synthetic.weather import generate_weather
 from mlops.datasets.synthetic.writing import write_synthetic
 
 __all__ = [
-    "CALIBRATION_FORMAT", "DEFAULT_CHUNK_ROWS", "DRIFT_TEMP_F", "FLIGHT_COLUMNS", "FLIGHT_DTYPES", "FLIGHTS_URI",
-    "KNOTS_TO_MPH", "LATE_THRESHOLD", "PLANES_URI", "TIMEZONE", "WEATHER_COLUMNS", "WEATHER_DTYPES",
-    "WEATHER_FEATURES", "WEATHER_URI", "Calibration", "SyntheticError", "default_calibration", "fit_calibration",
-    "generate", "generate_weather", "load_reference", "time_range_utc", "write_synthetic",
+    "CALIBRATION_FORMAT",
+    "DEFAULT_CHUNK_ROWS",
+    "DRIFT_TEMP_F",
+    "FLIGHT_COLUMNS",
+    "FLIGHT_DTYPES",
+    "FLIGHTS_URI",
+    "KNOTS_TO_MPH",
+    "LATE_THRESHOLD",
+    "PLANES_URI",
+    "TIMEZONE",
+    "WEATHER_COLUMNS",
+    "WEATHER_DTYPES",
+    "WEATHER_FEATURES",
+    "WEATHER_URI",
+    "Calibration",
+    "SyntheticError",
+    "default_calibration",
+    "fit_calibration",
+    "generate",
+    "generate_weather",
+    "load_reference",
+    "time_range_utc",
+    "write_synthetic",
 ]

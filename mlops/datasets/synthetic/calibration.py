@@ -7,8 +7,9 @@ import dataclasses
 import json
 import math
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +55,7 @@ class Calibration:
         return json.loads(self.to_json())
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Calibration":
+    def from_dict(cls, d: dict[str, Any]) -> Calibration:
         if d.get("format_version") != CALIBRATION_FORMAT:
             raise SyntheticError(f"calibration format {d.get('format_version')!r} is not {CALIBRATION_FORMAT}")
         names = {f.name for f in dataclasses.fields(cls)}
@@ -68,14 +69,14 @@ class Calibration:
         return json.dumps(fields, sort_keys=True, allow_nan=False)
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "Calibration":
+    def from_json(cls, text: str | bytes) -> Calibration:
         return cls.from_dict(json.loads(text))
 
     def save(self, uri: str) -> None:
         storage.write_bytes_atomic(uri, (self.to_json() + "\n").encode())
 
     @classmethod
-    def load(cls, uri: str) -> "Calibration":
+    def load(cls, uri: str) -> Calibration:
         return cls.from_json(storage.read_bytes(uri))
 
 

@@ -15,9 +15,19 @@ from mlops import storage
 from mlops.datasets.synthetic.calibration import Calibration, json_float, json_floats
 from mlops.datasets.synthetic.logistic_fit import fit_cell_logistic, rake_to_margins, retarget_cells
 from mlops.datasets.synthetic.numerics import logit, sigmoid
-from mlops.datasets.synthetic.schema import (CALIBRATION_FORMAT, FLIGHT_COLUMNS, FLIGHTS_URI, GAUSSIAN_WEATHER_VARS,
-                                             LATE_THRESHOLD, PLANES_URI, TIMEZONE, WEATHER_COLUMNS, WEATHER_FEATURES,
-                                             WEATHER_URI, SyntheticError)
+from mlops.datasets.synthetic.schema import (
+    CALIBRATION_FORMAT,
+    FLIGHT_COLUMNS,
+    FLIGHTS_URI,
+    GAUSSIAN_WEATHER_VARS,
+    LATE_THRESHOLD,
+    PLANES_URI,
+    TIMEZONE,
+    WEATHER_COLUMNS,
+    WEATHER_FEATURES,
+    WEATHER_URI,
+    SyntheticError,
+)
 from mlops.datasets.synthetic.time_grid import epoch_hours, hhmm_to_minutes, time_grid
 from mlops.datasets.synthetic.weather import simulate_weather, weather_features, weather_logit_terms
 from mlops.timestamps import as_utc
@@ -25,8 +35,11 @@ from mlops.timestamps import as_utc
 # Weather variables summarised by mean and std per origin x month.
 _STAT_VARS = ("temp", "dewp", "humid", "wind_speed", "pressure", "visib")
 # Quantile knots of the delay distributions (dense in the long right tail).
-_DELAY_PROBS = ([0.0, 0.001, 0.002, 0.005, 0.01] + [round(p, 4) for p in np.linspace(0.02, 0.98, 49)]
-                + [0.99, 0.995, 0.998, 0.999, 1.0])
+_DELAY_PROBS = (
+    [0.0, 0.001, 0.002, 0.005, 0.01]
+    + [round(p, 4) for p in np.linspace(0.02, 0.98, 49)]
+    + [0.99, 0.995, 0.998, 0.999, 1.0]
+)
 _TABLE_PROBS = [round(p, 4) for p in np.linspace(0.0, 1.0, 101)]
 _MAX_FLIGHTS_PER_ROUTE = 48
 _MIN_GROUP = 200  # fewer observations than this: fall back to the pooled distribution
@@ -81,10 +94,12 @@ def fit_calibration(flights_df: pd.DataFrame, weather_df: pd.DataFrame) -> Calib
     weather_params, clean_weather = fit_weather(weather_df, origins)
     at_flights = weather_at_flights(f, clean_weather, origins)  # each flight's origin at its scheduled hour
     simulated = SimulatedWeatherAtFlights(weather_params, origins, f, o_idx)
-    late_share_ch, late_logit = _fit_late_model(flown, late, flown_carrier, flown_hour, at_flights, simulated,
-                                                cancelled, carriers, origins, o_idx)
-    hour_scale, late_q, on_q = _fit_delay_magnitudes(flown["dep_delay"].to_numpy(float), late, flown_carrier,
-                                                     flown_hour, carriers)
+    late_share_ch, late_logit = _fit_late_model(
+        flown, late, flown_carrier, flown_hour, at_flights, simulated, cancelled, carriers, origins, o_idx
+    )
+    hour_scale, late_q, on_q = _fit_delay_magnitudes(
+        flown["dep_delay"].to_numpy(float), late, flown_carrier, flown_hour, carriers
+    )
     cancel_logit = _fit_cancellation_model(f, cancelled, at_flights, simulated, origins, o_idx)
     diverted = flown["arr_delay"].isna().to_numpy()
     div_rows = flown.loc[diverted]
@@ -132,8 +147,9 @@ def fit_calibration(flights_df: pd.DataFrame, weather_df: pd.DataFrame) -> Calib
     )
 
 
-def _fit_routes(f: pd.DataFrame, cancelled: np.ndarray, c_idx: dict[str, int],
-                o_idx: dict[str, int]) -> tuple[dict[str, list], list[float]]:
+def _fit_routes(
+    f: pd.DataFrame, cancelled: np.ndarray, c_idx: dict[str, int], o_idx: dict[str, int]
+) -> tuple[dict[str, list], list[float]]:
     """The route table (Calibration.routes, grouped on one integer code per carrier/origin/dest)
     and the pooled quantiles of the standardised arrival gain (it is skewed: flights make up time)."""
     route_keys = ["carrier", "origin", "dest"]
@@ -147,8 +163,9 @@ def _fit_routes(f: pd.DataFrame, cancelled: np.ndarray, c_idx: dict[str, int],
     ok = ~cancelled & f["arr_delay"].notna().to_numpy() & f["air_time"].notna().to_numpy()
     gain_all = (f["arr_delay"] - f["dep_delay"]).to_numpy(float)
     cg = pd.DataFrame({"r": rcode[ok], "air": f["air_time"].to_numpy(float)[ok], "gain": gain_all[ok]}).groupby("r")
-    stats = cg.agg(air_mean=("air", "mean"), air_std=("air", "std"), gain_mean=("gain", "mean"),
-                   gain_std=("gain", "std")).reindex(range(n_routes))
+    stats = cg.agg(
+        air_mean=("air", "mean"), air_std=("air", "std"), gain_mean=("gain", "mean"), gain_std=("gain", "std")
+    ).reindex(range(n_routes))
     std_air_default = float(np.nanmedian(stats["air_std"])) if stats["air_std"].notna().any() else 10.0
     gain = gain_all[ok]
     std_gain_default = float(np.std(gain)) if len(gain) else 15.0
@@ -195,9 +212,11 @@ def _fit_volume(f: pd.DataFrame, carriers: list[str]) -> tuple[dict[str, Any], p
     overall_mix = mix.sum(1) / mix.values.sum()
     mix = mix / mix.sum(0).replace(0, np.nan)
     mix = mix.apply(lambda col: col.fillna(overall_mix))  # a month without data: the yearly mix
-    volume = {"by_month": json_floats(by_month / by_month.mean()),
-              "by_weekday": json_floats(by_weekday / by_weekday.mean()),
-              "carrier_by_month": {c: json_floats(mix.loc[c]) for c in carriers}}
+    volume = {
+        "by_month": json_floats(by_month / by_month.mean()),
+        "by_weekday": json_floats(by_weekday / by_weekday.mean()),
+        "carrier_by_month": {c: json_floats(mix.loc[c]) for c in carriers},
+    }
     return volume, dates
 
 
@@ -209,9 +228,18 @@ def _fit_schedule(f: pd.DataFrame, carriers: list[str]) -> dict[str, Any]:
     return {"hour_probs": hour_probs, "minute_probs": json_floats(minute_counts / minute_counts.sum())}
 
 
-def _fit_late_model(flown: pd.DataFrame, late: np.ndarray, flown_carrier: np.ndarray, flown_hour: np.ndarray,
-                    at_flights: pd.DataFrame, simulated: "SimulatedWeatherAtFlights", cancelled: np.ndarray,
-                    carriers: list[str], origins: list[str], o_idx: dict[str, int]) -> tuple[np.ndarray, dict]:
+def _fit_late_model(
+    flown: pd.DataFrame,
+    late: np.ndarray,
+    flown_carrier: np.ndarray,
+    flown_hour: np.ndarray,
+    at_flights: pd.DataFrame,
+    simulated: SimulatedWeatherAtFlights,
+    cancelled: np.ndarray,
+    carriers: list[str],
+    origins: list[str],
+    o_idx: dict[str, int],
+) -> tuple[np.ndarray, dict]:
     """logit P(late) = a[carrier, hour] + a[month, origin] + weather . beta, fitted on the flown
     (not cancelled) flights. Returns the smoothed observed late share per carrier x hour and
     Calibration.delay["logit"]."""
@@ -231,15 +259,21 @@ def _fit_late_model(flown: pd.DataFrame, late: np.ndarray, flown_carrier: np.nda
     cell = (flown["month"].to_numpy().astype(np.int64) - 1) * len(origins) + flown["origin"].map(o_idx).to_numpy()
     features = weather_features(at_flights.loc[~cancelled].reset_index(drop=True))
     y = late.astype(float)
-    cell_a, beta = fit_cell_logistic(cell, 12 * len(origins), features, y,
-                                     offset=logit(p_ch[flown_carrier, flown_hour]))
+    cell_a, beta = fit_cell_logistic(
+        cell, 12 * len(origins), features, y, offset=logit(p_ch[flown_carrier, flown_hour])
+    )
     # rake the carrier x hour table and the cells (weather betas fixed) so that the model
     # reproduces the real late share of every carrier, hour and month x origin
     off_ch, cell_a = rake_to_margins(y, features @ beta, logit(p_ch), flown_carrier, flown_hour, cell_a, cell)
     # The generator draws its own weather, not 2013's: re-target the month x origin terms so the
     # late share expected under *synthetic* weather (averaged over a few weather paths) matches.
-    cell_a = retarget_cells(y, off_ch[flown_carrier, flown_hour], cell_a, cell,
-                            simulated.terms(dict(zip(WEATHER_FEATURES, beta)), ~cancelled))
+    cell_a = retarget_cells(
+        y,
+        off_ch[flown_carrier, flown_hour],
+        cell_a,
+        cell,
+        simulated.terms(dict(zip(WEATHER_FEATURES, beta)), ~cancelled),
+    )
     late_logit = {
         "carrier_hour": {c: json_floats(off_ch[i]) for i, c in enumerate(carriers)},
         "month_origin": {o: json_floats(cell_a.reshape(12, len(origins))[:, i]) for i, o in enumerate(origins)},
@@ -248,8 +282,9 @@ def _fit_late_model(flown: pd.DataFrame, late: np.ndarray, flown_carrier: np.nda
     return p_ch, late_logit
 
 
-def _fit_delay_magnitudes(dep_delay: np.ndarray, late: np.ndarray, flown_carrier: np.ndarray,
-                          flown_hour: np.ndarray, carriers: list[str]) -> tuple[np.ndarray, dict, dict]:
+def _fit_delay_magnitudes(
+    dep_delay: np.ndarray, late: np.ndarray, flown_carrier: np.ndarray, flown_hour: np.ndarray, carriers: list[str]
+) -> tuple[np.ndarray, dict, dict]:
     """(late_hour_scale, late_excess_quantiles, on_time_quantiles): the excess delay of late
     flights over the threshold scaled by its hour's median, and the delay of on-time flights,
     as quantiles per carrier (pooled for carriers with few flights)."""
@@ -273,9 +308,14 @@ def _fit_delay_magnitudes(dep_delay: np.ndarray, late: np.ndarray, flown_carrier
     return hour_scale, late_q, on_q
 
 
-def _fit_cancellation_model(f: pd.DataFrame, cancelled: np.ndarray, at_flights: pd.DataFrame,
-                            simulated: "SimulatedWeatherAtFlights", origins: list[str],
-                            o_idx: dict[str, int]) -> dict[str, Any]:
+def _fit_cancellation_model(
+    f: pd.DataFrame,
+    cancelled: np.ndarray,
+    at_flights: pd.DataFrame,
+    simulated: SimulatedWeatherAtFlights,
+    origins: list[str],
+    o_idx: dict[str, int],
+) -> dict[str, Any]:
     """Calibration.cancellation["logit"]: logit P(cancelled) = a[month, origin] + weather . beta,
     the cells re-targeted to the synthetic weather."""
     cell = (f["month"].to_numpy().astype(np.int64) - 1) * len(origins) + f["origin"].map(o_idx).to_numpy()
@@ -305,8 +345,9 @@ class SimulatedWeatherAtFlights:
 
     SEEDS = (101, 102, 103, 104, 105, 106)
 
-    def __init__(self, weather_params: dict[str, Any], origins: list[str], flights: pd.DataFrame,
-                 o_idx: dict[str, int]):
+    def __init__(
+        self, weather_params: dict[str, Any], origins: list[str], flights: pd.DataFrame, o_idx: dict[str, int]
+    ):
         year, month = flights["year"].to_numpy(), flights["month"].to_numpy()
         first, last = int((year * 12 + month - 1).min()), int((year * 12 + month - 1).max())
         start = f"{first // 12}-{first % 12 + 1:02d}-01"
@@ -348,8 +389,10 @@ def fit_weather(weather: pd.DataFrame, origins: list[str]) -> tuple[dict[str, An
     stats = {v: (table(grouped[v].mean(), w[v].mean()), table(grouped[v].std(), w[v].std())) for v in _STAT_VARS}
     share = table(grouped["wet"].mean(), w["wet"].mean())
     by_origin: dict[str, Any] = {
-        o: {**{v: {"mean": json_floats(m.loc[o]), "std": json_floats(sd.loc[o])} for v, (m, sd) in stats.items()},
-            "precip_share": json_floats(share.loc[o])}
+        o: {
+            **{v: {"mean": json_floats(m.loc[o]), "std": json_floats(sd.loc[o])} for v, (m, sd) in stats.items()},
+            "precip_share": json_floats(share.loc[o]),
+        }
         for o in origins
     }
 
@@ -362,7 +405,7 @@ def fit_weather(weather: pd.DataFrame, origins: list[str]) -> tuple[dict[str, An
     diurnal = anom.groupby(local_hour).mean().reindex(range(24)).fillna(0.0)
     z = (anom - diurnal.to_numpy()[local_hour]) / std
 
-    consecutive = ((w["origin"] == w["origin"].shift(1)) & (w["th"] - w["th"].shift(1) == pd.Timedelta(hours=1)))
+    consecutive = (w["origin"] == w["origin"].shift(1)) & (w["th"] - w["th"].shift(1) == pd.Timedelta(hours=1))
     consecutive = consecutive.to_numpy()
     ar_phi: dict[str, float] = {}
     for v in GAUSSIAN_WEATHER_VARS:

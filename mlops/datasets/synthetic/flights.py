@@ -3,7 +3,7 @@ whole days of flights drawn at a time (every draw vectorised), in chunks of whol
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -15,8 +15,20 @@ from mlops.datasets.synthetic.time_grid import TimeGrid, local_range, minutes_to
 from mlops.datasets.synthetic.weather import weather_arrays, weather_logit_terms
 
 # What each row of a day's uniforms is used for; the order is part of the output of a seed.
-UNIFORM_USES = ("route", "hour", "minute", "late", "delay", "cancel", "divert", "divert_arr_time", "tail",
-                "tail_missing", "flight", "carrier")
+UNIFORM_USES = (
+    "route",
+    "hour",
+    "minute",
+    "late",
+    "delay",
+    "cancel",
+    "divert",
+    "divert_arr_time",
+    "tail",
+    "tail_missing",
+    "flight",
+    "carrier",
+)
 
 
 class FlightSampler:
@@ -47,26 +59,33 @@ class FlightSampler:
         self.block = np.asarray(r["block_minutes"], dtype=np.int64)
         self.flight_sampler = derived_table(cal, ("flights",), lambda: AliasSampler(r["flight_weights"]))
         k = self.flight_sampler.k
-        self.flight_table = np.array([fl + [fl[-1] if fl else 1] * (k - len(fl)) for fl in r["flights"]],
-                                     dtype=np.int64)
+        self.flight_table = np.array(
+            [fl + [fl[-1] if fl else 1] * (k - len(fl)) for fl in r["flights"]], dtype=np.int64
+        )
         by_carrier = [np.flatnonzero(self.route_carrier == i) for i in range(len(cal.carriers))]
         width = max(max(len(x) for x in by_carrier), 1)
-        self.carrier_routes = np.array([np.pad(x, (0, width - len(x)), constant_values=x[0] if len(x) else 0)
-                                        for x in by_carrier], dtype=np.int64)
+        self.carrier_routes = np.array(
+            [np.pad(x, (0, width - len(x)), constant_values=x[0] if len(x) else 0) for x in by_carrier], dtype=np.int64
+        )
         weight = np.asarray(r["weight"], dtype=float)
-        self.route_sampler = derived_table(cal, ("routes",),
-                                           lambda: AliasSampler([weight[x].tolist() for x in by_carrier]))
+        self.route_sampler = derived_table(
+            cal, ("routes",), lambda: AliasSampler([weight[x].tolist() for x in by_carrier])
+        )
 
     def _load_schedule(self, cal: Calibration) -> None:
         """The carrier | month, hour | carrier and minute samplers."""
         carriers = cal.carriers
         self.carrier_names = np.asarray(carriers, dtype=object)
         self.origin_names = np.asarray(cal.origins, dtype=object)
-        self.hour_sampler = derived_table(cal, ("hours",), lambda: AliasSampler(
-            [cal.schedule["hour_probs"][c] for c in carriers]))
+        self.hour_sampler = derived_table(
+            cal, ("hours",), lambda: AliasSampler([cal.schedule["hour_probs"][c] for c in carriers])
+        )
         self.minute_sampler = derived_table(cal, ("minutes",), lambda: AliasSampler([cal.schedule["minute_probs"]]))
-        self.carrier_sampler = derived_table(cal, ("carriers",), lambda: AliasSampler(
-            np.array([cal.volume["carrier_by_month"][c] for c in carriers]).T.tolist()))
+        self.carrier_sampler = derived_table(
+            cal,
+            ("carriers",),
+            lambda: AliasSampler(np.array([cal.volume["carrier_by_month"][c] for c in carriers]).T.tolist()),
+        )
 
     def _load_delays(self, cal: Calibration) -> None:
         """The late and cancellation logit tables and the delay quantiles."""
@@ -97,16 +116,17 @@ class FlightSampler:
         """The weather terms (plus the drift ramp for late) of the late and cancellation logits,
         per origin and UTC hour, from the same weather generate_weather returns."""
         weather = weather_arrays(cal, self.seed, self.grid, self.drift)
-        self.late_weather = (weather_logit_terms(weather, cal.delay["logit"])
-                             + self.drift * self.grid.frac[None, :])
+        self.late_weather = weather_logit_terms(weather, cal.delay["logit"]) + self.drift * self.grid.frac[None, :]
         self.cancel_weather = weather_logit_terms(weather, cal.cancellation["logit"])
 
     def day_counts(self, n_rows: int) -> np.ndarray:
         """Flights per day of the grid: one multinomial (stream 2 of the seed) over month x weekday volume."""
         v = self.cal.volume
         days = self.grid.days
-        w = np.asarray(v["by_month"], dtype=float)[days.month.to_numpy() - 1] * \
-            np.asarray(v["by_weekday"], dtype=float)[days.dayofweek.to_numpy()]
+        w = (
+            np.asarray(v["by_month"], dtype=float)[days.month.to_numpy() - 1]
+            * np.asarray(v["by_weekday"], dtype=float)[days.dayofweek.to_numpy()]
+        )
         rng = np.random.default_rng([self.seed, 2])
         return rng.multinomial(n_rows, w / w.sum())
 
@@ -119,8 +139,8 @@ class FlightSampler:
         pos = 0
         for d, c in zip(day_index, counts):
             rng = np.random.default_rng([self.seed, 3, int(self.day_ordinal[d])])
-            uniforms[:, pos:pos + c] = rng.random((len(UNIFORM_USES), c))
-            normals[:, pos:pos + c] = rng.standard_normal((2, c))
+            uniforms[:, pos : pos + c] = rng.random((len(UNIFORM_USES), c))
+            normals[:, pos : pos + c] = rng.standard_normal((2, c))
             pos += c
         return dict(zip(UNIFORM_USES, uniforms)), normals
 
@@ -142,17 +162,25 @@ class FlightSampler:
             order = np.argsort(day * 1440 + sched, kind="stable")
         return tuple(a[order] for a in (route, carrier, hour, minute, sched, day))
 
-    def _departure_delay(self, carrier: np.ndarray, hour: np.ndarray, month: np.ndarray, origin: np.ndarray,
-                         utc_idx: np.ndarray, u: dict[str, np.ndarray]) -> np.ndarray:
+    def _departure_delay(
+        self,
+        carrier: np.ndarray,
+        hour: np.ndarray,
+        month: np.ndarray,
+        origin: np.ndarray,
+        utc_idx: np.ndarray,
+        u: dict[str, np.ndarray],
+    ) -> np.ndarray:
         """dep_delay: late from the late model, then the delay | late or delay | on time quantile."""
-        logit = (self.offset_ch[carrier, hour] + self.late_cell[month - 1, origin]
-                 + self.late_weather[origin, utc_idx])
+        logit = self.offset_ch[carrier, hour] + self.late_cell[month - 1, origin] + self.late_weather[origin, utc_idx]
         late = u["late"] < sigmoid(logit)
         excess = self.knots.interp(self.late_q, u["delay"], carrier)
         on_time = self.knots.interp(self.on_q, u["delay"], carrier)
-        return np.where(late,
-                        np.maximum(np.round(LATE_THRESHOLD + excess * self.hour_scale[hour]), LATE_THRESHOLD + 1),
-                        np.minimum(np.round(on_time), LATE_THRESHOLD))
+        return np.where(
+            late,
+            np.maximum(np.round(LATE_THRESHOLD + excess * self.hour_scale[hour]), LATE_THRESHOLD + 1),
+            np.minimum(np.round(on_time), LATE_THRESHOLD),
+        )
 
     def rows(self, day_index: np.ndarray, counts: np.ndarray) -> pd.DataFrame:
         """The flights of whole days (indexes into the grid's days), sorted by schedule."""
@@ -171,8 +199,10 @@ class FlightSampler:
         gain_z = self.knots.interp(self.gain_z, normal_cdf(normals[0]))
         arr_delay = dep_delay + np.round(self.gain_mean[route] + self.gain_std[route] * gain_z)
         correlated = 0.6 * normals[0] + 0.8 * normals[1]  # air time partly follows the arrival gain
-        air_time = np.maximum(np.round(self.air_time_mean[route] + self.air_time_std[route] * correlated),
-                              np.maximum(self.air_time_mean[route] * 0.5, 15.0).round())
+        air_time = np.maximum(
+            np.round(self.air_time_mean[route] + self.air_time_std[route] * correlated),
+            np.maximum(self.air_time_mean[route] * 0.5, 15.0).round(),
+        )
         sched_arr = (sched + self.block[route]) % 1440
         dep_time = minutes_to_hhmm(sched + dep_delay)
         arr_time = minutes_to_hhmm(sched_arr + arr_delay)
@@ -235,8 +265,15 @@ def check_generate_arguments(n_rows: int, seed: int, start, months: int, chunk_r
     local_range(start, months)
 
 
-def generate(calibration: Calibration, n_rows: int, seed: int, start="2013-01-01", months: int = 12,
-             drift: float = 0.0, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+def generate(
+    calibration: Calibration,
+    n_rows: int,
+    seed: int,
+    start="2013-01-01",
+    months: int = 12,
+    drift: float = 0.0,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> Iterator[pd.DataFrame]:
     """Yields DataFrames of at most `chunk_rows` flights (flights.csv columns and dtypes), in
     schedule order, `n_rows` in total, local dates in [start, start + months) (so every
     time_hour lies in `time_range_utc(start, months)`). A chunk holds whole days unless one day
@@ -248,4 +285,4 @@ def generate(calibration: Calibration, n_rows: int, seed: int, start="2013-01-01
     for group in day_groups(counts, int(chunk_rows)):
         df = sampler.rows(group, counts[group])
         for lo in range(0, len(df), chunk_rows):
-            yield df.iloc[lo:lo + chunk_rows].reset_index(drop=True) if len(df) > chunk_rows else df
+            yield df.iloc[lo : lo + chunk_rows].reset_index(drop=True) if len(df) > chunk_rows else df

@@ -9,8 +9,14 @@ import numpy as np
 from mlops.datasets.synthetic.numerics import logit, sigmoid
 
 
-def fit_cell_logistic(cell: np.ndarray, n_cells: int, features: np.ndarray, y: np.ndarray,
-                      offset: np.ndarray | None = None, iters: int = 30) -> tuple[np.ndarray, np.ndarray]:
+def fit_cell_logistic(
+    cell: np.ndarray,
+    n_cells: int,
+    features: np.ndarray,
+    y: np.ndarray,
+    offset: np.ndarray | None = None,
+    iters: int = 30,
+) -> tuple[np.ndarray, np.ndarray]:
     """Logistic regression logit = a[cell] + features @ b + offset by Newton's method, using the block
     structure of the one-hot cells (a diagonal block from bincounts), so a 330k-row fit costs a
     few milliseconds per iteration. Empty cells keep the overall level. Returns (a, b)."""
@@ -25,8 +31,15 @@ def fit_cell_logistic(cell: np.ndarray, n_cells: int, features: np.ndarray, y: n
         r = y - p
         grad = np.concatenate([np.bincount(cell, r, minlength=n_cells), features.T @ r])
         h_ab = np.column_stack([np.bincount(cell, w * features[:, j], minlength=n_cells) for j in range(k)])
-        hess = np.block([[np.diag(np.bincount(cell, w, minlength=n_cells)), h_ab],
-                         [h_ab.T, features.T @ (features * w[:, None])]]) + damp
+        hess = (
+            np.block(
+                [
+                    [np.diag(np.bincount(cell, w, minlength=n_cells)), h_ab],
+                    [h_ab.T, features.T @ (features * w[:, None])],
+                ]
+            )
+            + damp
+        )
         step = np.clip(np.linalg.solve(hess, grad), -5, 5)
         a += step[:n_cells]
         b += step[n_cells:]
@@ -35,8 +48,16 @@ def fit_cell_logistic(cell: np.ndarray, n_cells: int, features: np.ndarray, y: n
     return a, b
 
 
-def rake_to_margins(y: np.ndarray, fixed: np.ndarray, off: np.ndarray, ci: np.ndarray, hi: np.ndarray,
-                    cell_a: np.ndarray, cell: np.ndarray, sweeps: int = 50) -> tuple[np.ndarray, np.ndarray]:
+def rake_to_margins(
+    y: np.ndarray,
+    fixed: np.ndarray,
+    off: np.ndarray,
+    ci: np.ndarray,
+    hi: np.ndarray,
+    cell_a: np.ndarray,
+    cell: np.ndarray,
+    sweeps: int = 50,
+) -> tuple[np.ndarray, np.ndarray]:
     """Backfitting of logit = off[c, h] + cell_a[cell] + fixed: one Newton step per level and
     margin per sweep until every carrier's, hour's and cell's predicted late count equals the
     observed count. Returns the raked (off, cell_a)."""
@@ -60,8 +81,9 @@ def rake_to_margins(y: np.ndarray, fixed: np.ndarray, off: np.ndarray, ci: np.nd
     return off, cell_a
 
 
-def retarget_cells(y: np.ndarray, fixed: np.ndarray, cell_a: np.ndarray, cell: np.ndarray,
-                   weather: np.ndarray, iters: int = 8) -> np.ndarray:
+def retarget_cells(
+    y: np.ndarray, fixed: np.ndarray, cell_a: np.ndarray, cell: np.ndarray, weather: np.ndarray, iters: int = 8
+) -> np.ndarray:
     """Newton steps on the cell terms until, averaged over the weather paths (rows of `weather`),
     the expected count of every cell equals the observed count."""
     cell_a = cell_a.copy()

@@ -54,7 +54,7 @@ def _time_grid_of_date(start: str, months: int) -> TimeGrid:
     days = pd.date_range(s, e, freq="D", inclusive="left")
     utc = pd.date_range(us, ue, freq="H", inclusive="left")
     loc = utc.tz_convert(TIMEZONE)
-    naive = (days.repeat(24) + pd.to_timedelta(np.tile(np.arange(24), len(days)), unit="h"))
+    naive = days.repeat(24) + pd.to_timedelta(np.tile(np.arange(24), len(days)), unit="h")
     aware = naive.tz_localize(TIMEZONE, ambiguous=np.ones(len(naive), dtype=bool), nonexistent="shift_forward")
     lh2u = ((aware.tz_convert("UTC").floor("H") - us) // pd.Timedelta(hours=1)).to_numpy().astype(np.int64)
     lh2u = np.clip(lh2u, 0, len(utc) - 1)
@@ -66,8 +66,12 @@ def _time_grid_of_date(start: str, months: int) -> TimeGrid:
         utc=utc,
         utc_str=np.char.add(np.datetime_as_string(utc.tz_convert(None).to_numpy(), unit="s"), "Z").astype(object),
         frac=frac,
-        local={"year": loc.year.to_numpy().astype(np.int64), "month": month.astype(np.int64),
-               "day": loc.day.to_numpy().astype(np.int64), "hour": loc.hour.to_numpy().astype(np.int64)},
+        local={
+            "year": loc.year.to_numpy().astype(np.int64),
+            "month": month.astype(np.int64),
+            "day": loc.day.to_numpy().astype(np.int64),
+            "hour": loc.hour.to_numpy().astype(np.int64),
+        },
         local_hour_to_utc=lh2u,
         month_pos=pos,
     )

@@ -12,25 +12,34 @@ import pandas as pd
 
 from mlops.datasets.synthetic.calibration import Calibration, derived_table
 from mlops.datasets.synthetic.numerics import ar1_paths, interp_quantiles, monthly_curve, normal_cdf
-from mlops.datasets.synthetic.schema import (DRIFT_TEMP_F, GAUSSIAN_WEATHER_VARS, KNOTS_TO_MPH, WEATHER_COLUMNS,
-                                             WEATHER_DTYPES, WEATHER_FEATURES)
+from mlops.datasets.synthetic.schema import (
+    DRIFT_TEMP_F,
+    GAUSSIAN_WEATHER_VARS,
+    KNOTS_TO_MPH,
+    WEATHER_COLUMNS,
+    WEATHER_DTYPES,
+    WEATHER_FEATURES,
+)
 from mlops.datasets.synthetic.time_grid import TimeGrid, time_grid
 
 # Reported visibility (statute miles) takes these values only.
-VISIBILITY_LEVELS = np.array([0.0, 0.06, 0.12, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 5.0,
-                              6.0, 7.0, 8.0, 9.0, 10.0])
+VISIBILITY_LEVELS = np.array(
+    [0.0, 0.06, 0.12, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]
+)
 
 
 def weather_features(w: pd.DataFrame) -> np.ndarray:
     """(n, len(WEATHER_FEATURES)) design of the weather terms; expects no NaN."""
-    return np.column_stack([
-        (w["precip"].to_numpy(float) > 0).astype(float),
-        (10.0 - np.clip(w["visib"].to_numpy(float), 0, 10)) / 10.0,
-        np.clip(w["wind_speed"].to_numpy(float), 0, 60) / 10.0,
-        w["humid"].to_numpy(float) / 100.0,
-        (w["pressure"].to_numpy(float) - 1015.0) / 10.0,
-        np.maximum(w["temp"].to_numpy(float) - 75.0, 0.0) / 10.0,
-    ])
+    return np.column_stack(
+        [
+            (w["precip"].to_numpy(float) > 0).astype(float),
+            (10.0 - np.clip(w["visib"].to_numpy(float), 0, 10)) / 10.0,
+            np.clip(w["wind_speed"].to_numpy(float), 0, 60) / 10.0,
+            w["humid"].to_numpy(float) / 100.0,
+            (w["pressure"].to_numpy(float) - 1015.0) / 10.0,
+            np.maximum(w["temp"].to_numpy(float) - 75.0, 0.0) / 10.0,
+        ]
+    )
 
 
 def weather_logit_terms(weather: dict[str, np.ndarray], logit: dict[str, Any]) -> np.ndarray:
@@ -48,8 +57,9 @@ def weather_arrays(cal: Calibration, seed: int, grid: TimeGrid, drift: float) ->
     return derived_table(cal, key, lambda: simulate_weather(cal.weather, cal.origins, seed, grid, drift))
 
 
-def simulate_weather(weather_params: dict[str, Any], origins: list[str], seed: int, grid: TimeGrid,
-                     drift: float) -> dict[str, np.ndarray]:
+def simulate_weather(
+    weather_params: dict[str, Any], origins: list[str], seed: int, grid: TimeGrid, drift: float
+) -> dict[str, np.ndarray]:
     """Every weather variable per origin and UTC hour of the grid, shape (n_origins, n_hours),
     drawn from stream 1 of the seed."""
     n_hours = len(grid.utc)
@@ -68,8 +78,9 @@ def simulate_weather(weather_params: dict[str, Any], origins: list[str], seed: i
     return out
 
 
-def _precipitation(weather_params: dict[str, Any], origins: list[str], grid: TimeGrid, ramp: np.ndarray,
-                   wet_latent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _precipitation(
+    weather_params: dict[str, Any], origins: list[str], grid: TimeGrid, ramp: np.ndarray, wet_latent: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(wet, precip): it rains where the wet latent exceeds the origin x month rain share (scaled
     by the drift); the amount is the real precip quantile at the exceedance's depth."""
     share = monthly_curve(np.array([weather_params["by_origin"][o]["precip_share"] for o in origins]), grid.month_pos)
@@ -82,8 +93,9 @@ def _precipitation(weather_params: dict[str, Any], origins: list[str], grid: Tim
     return wet, np.where(wet, np.maximum(np.round(amount, 2), 0.01), 0.0)
 
 
-def _gaussian_variables(weather_params: dict[str, Any], origins: list[str], grid: TimeGrid, ramp: np.ndarray,
-                        latents: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _gaussian_variables(
+    weather_params: dict[str, Any], origins: list[str], grid: TimeGrid, ramp: np.ndarray, latents: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     """temp, humid, pressure and wind_speed: the origin x month mean curve plus the daily cycle,
     plus std times the variable's latent mixed with the wet latent; rounded as in the data."""
     out: dict[str, np.ndarray] = {}
@@ -99,7 +111,7 @@ def _gaussian_variables(weather_params: dict[str, Any], origins: list[str], grid
         diurnal = np.asarray(weather_params["diurnal"][v], dtype=float)
         mean = curve(v, "mean") + diurnal[hour][None, :]
         std = np.maximum(curve(v, "std"), 0.0)
-        std = np.sqrt(np.maximum(std ** 2 - diurnal.var(), (0.3 * std) ** 2))  # the cycle is part of the spread
+        std = np.sqrt(np.maximum(std**2 - diurnal.var(), (0.3 * std) ** 2))  # the cycle is part of the spread
         if v == "temp":
             mean = mean + DRIFT_TEMP_F * ramp
         out[v] = mean + std * z
@@ -109,8 +121,9 @@ def _gaussian_variables(weather_params: dict[str, Any], origins: list[str], grid
     return out
 
 
-def _wind(weather_params: dict[str, Any], wind_speed: np.ndarray, wind_dir_latent: np.ndarray,
-          gust_u: np.ndarray) -> dict[str, np.ndarray]:
+def _wind(
+    weather_params: dict[str, Any], wind_speed: np.ndarray, wind_dir_latent: np.ndarray, gust_u: np.ndarray
+) -> dict[str, np.ndarray]:
     """wind_speed snapped to whole knots, wind_gust on the windiest hours (the real gust share),
     wind_dir in tens of degrees (0 when calm)."""
     probs = np.asarray(weather_params["quantile_probs"], dtype=float)
@@ -118,8 +131,11 @@ def _wind(weather_params: dict[str, Any], wind_speed: np.ndarray, wind_dir_laten
     speed = np.round(knots * KNOTS_TO_MPH, 5)
     gust_threshold = np.quantile(speed, 1.0 - float(weather_params["gust"]["share"])) if speed.shape[1] else 0.0
     ratio = interp_quantiles(probs, np.asarray(weather_params["gust"]["ratio_quantiles"]), gust_u)
-    gust = np.where((speed >= gust_threshold) & (knots > 0),
-                    np.round(np.round(speed * ratio / KNOTS_TO_MPH) * KNOTS_TO_MPH, 5), np.nan)
+    gust = np.where(
+        (speed >= gust_threshold) & (knots > 0),
+        np.round(np.round(speed * ratio / KNOTS_TO_MPH) * KNOTS_TO_MPH, 5),
+        np.nan,
+    )
     direction = interp_quantiles(probs, np.asarray(weather_params["wind_dir_quantiles"]), normal_cdf(wind_dir_latent))
     direction = np.round(direction / 10.0) * 10.0
     direction = np.where(knots > 0, np.clip(direction, 10.0, 360.0), 0.0)
@@ -149,8 +165,9 @@ def _dew_point(temp_f: np.ndarray, humid: np.ndarray) -> np.ndarray:
     return np.round((243.04 * gamma / (17.625 - gamma)) * 1.8 + 32.0, 2)
 
 
-def generate_weather(calibration: Calibration, seed: int, start="2013-01-01", months: int = 12,
-                     drift: float = 0.0) -> pd.DataFrame:
+def generate_weather(
+    calibration: Calibration, seed: int, start="2013-01-01", months: int = 12, drift: float = 0.0
+) -> pd.DataFrame:
     """The hourly weather (weather.csv columns) of every origin over the range; the same weather
     that `generate` with the same arguments used for its delays."""
     grid = time_grid(start, months)

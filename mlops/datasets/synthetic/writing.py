@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 
@@ -26,19 +27,40 @@ def _progress_bar(enabled: bool | None):
         enabled = sys.stderr.isatty()
     if not enabled:
         return None
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    progress = Progress(TextColumn("[bold]synthetic flights"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+    progress = Progress(
+        TextColumn("[bold]synthetic flights"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    )
     return progress
 
 
-def write_synthetic(out_dir_or_uri: str, n_rows: int, seed: int, *, calibration: Calibration | None = None,
-                    start="2013-01-01", months: int = 12, drift: float = 0.0,
-                    chunk_rows: int = DEFAULT_CHUNK_ROWS, planes: pd.DataFrame | None = None,
-                    progress: bool | None = None,
-                    on_chunk: Callable[[pd.DataFrame], None] | None = None) -> dict[str, Any]:
+def write_synthetic(
+    out_dir_or_uri: str,
+    n_rows: int,
+    seed: int,
+    *,
+    calibration: Calibration | None = None,
+    start="2013-01-01",
+    months: int = 12,
+    drift: float = 0.0,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    planes: pd.DataFrame | None = None,
+    progress: bool | None = None,
+    on_chunk: Callable[[pd.DataFrame], None] | None = None,
+) -> dict[str, Any]:
     """Writes a synthetic nycflights13-shaped dataset:
 
         <out>/flights/part-00000.parquet ...   flights.csv columns, <= chunk_rows rows each
@@ -60,9 +82,13 @@ def write_synthetic(out_dir_or_uri: str, n_rows: int, seed: int, *, calibration:
     storage.makedirs(flights_dir)
     storage.remove(join_uri(out, "manifest.json"))
 
-    written = _write_flight_parts(flights_dir, generate(cal, n_rows, seed, start=start, months=months, drift=drift,
-                                                        chunk_rows=chunk_rows),
-                                  n_rows, progress, on_chunk)
+    written = _write_flight_parts(
+        flights_dir,
+        generate(cal, n_rows, seed, start=start, months=months, drift=drift, chunk_rows=chunk_rows),
+        n_rows,
+        progress,
+        on_chunk,
+    )
     weather = generate_weather(cal, seed, start=start, months=months, drift=drift)
     storage.write_parquet_atomic(weather, join_uri(out, "weather.parquet"))
     if planes is None:
@@ -90,8 +116,9 @@ def write_synthetic(out_dir_or_uri: str, n_rows: int, seed: int, *, calibration:
     return manifest
 
 
-def _write_flight_parts(flights_dir: str, chunks, n_rows: int, progress: bool | None,
-                        on_chunk: Callable[[pd.DataFrame], None] | None) -> dict[str, int]:
+def _write_flight_parts(
+    flights_dir: str, chunks, n_rows: int, progress: bool | None, on_chunk: Callable[[pd.DataFrame], None] | None
+) -> dict[str, int]:
     """Writes each chunk as part-NNNNN.parquet, then deletes the part files of an earlier run that
     this one did not write. Returns {part file name: rows} in writing order."""
     written: dict[str, int] = {}
