@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from mlops.errors import MlopsError
 from serving.predictor import PredictionInputError, TFLiteModelPredictor, validate_rows
 
 # The modules an edge bundle needs, relative to the repository root (+ empty package __init__s).
@@ -45,7 +46,7 @@ BUNDLE_INFO = "bundle.json"
 EDGE_RUNTIMES = ("ai_edge_litert", "tflite_runtime")  # TFLite interpreters without TensorFlow
 
 
-class EdgeRuntimeMissing(RuntimeError):
+class EdgeRuntimeMissing(MlopsError):
     """No TFLite interpreter is importable."""
 
 

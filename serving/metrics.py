@@ -31,6 +31,8 @@ from collections.abc import Callable
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from mlops.errors import InvalidInput
+
 # Sub-millisecond resolution where the server spends its time (KServe's histograms start at 5 ms).
 LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
@@ -89,8 +91,9 @@ def record_request(protocol: str, endpoint: str, code: str, ok: bool, seconds: f
     REQUEST_SECONDS.labels(protocol, endpoint).observe(seconds)
 
 
-class RequestTooLarge(Exception):
-    """A request body beyond the limit (-> 413 with this message)."""
+class RequestTooLarge(InvalidInput):
+    """A request body beyond the limit: the middleware answers 413 with this message (more precise
+    than the 400 of its kind)."""
 
 
 class RequestMetricsMiddleware:

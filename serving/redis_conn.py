@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import sys
 
+from mlops.errors import MlopsError
 
-class RedisUnavailable(RuntimeError):
+
+class RedisUnavailable(MlopsError):
     """redis-py is not installed in this interpreter, or the URL is not one."""
 
 
