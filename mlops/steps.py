@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlops.config import PlatformConfig, load_config
+from mlops.config import ConfigError, PlatformConfig, load_config
 from mlops.envs import REPO_ROOT
 
 # ---------------------------------------------------------------------------------------------
@@ -71,7 +71,7 @@ def load_step_config(config_path: str, overrides_json: str = "", artifact_root: 
         path = REPO_ROOT / path
     overrides: dict[str, Any] = json.loads(overrides_json) if overrides_json else {}
     if not isinstance(overrides, dict):
-        raise ValueError(f"config overrides must be a JSON object of dotted keys, got {overrides_json!r}")
+        raise ConfigError(f"config overrides must be a JSON object of dotted keys, got {overrides_json!r}")
     if artifact_root:
         overrides["artifact_root"] = artifact_root
     return load_config(path, overrides=overrides)

@@ -19,7 +19,12 @@ import subprocess
 import sys
 
 from mlops import envs
+from mlops.errors import MlopsError
 from mlops.steps import load_step_config
+
+
+class FeatureSyncError(MlopsError):
+    """The serving environment's feature sync failed; the message carries its error output."""
 
 
 def sync(config_path: str, config_overrides: str, artifact_root: str, materialize: bool) -> dict:
@@ -34,7 +39,7 @@ def sync(config_path: str, config_overrides: str, artifact_root: str, materializ
         ]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
-            raise RuntimeError(f"feature sync failed in the serving environment:\n{out.stderr[-4000:]}")
+            raise FeatureSyncError(f"feature sync failed in the serving environment:\n{out.stderr[-4000:]}")
         result = json.loads(out.stdout.strip().splitlines()[-1])  # the child's own log is captured
         _log_skip(result)
         return result

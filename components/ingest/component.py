@@ -27,12 +27,18 @@ def ingest(
         run_id: The KFP run id (MLMD run context).
         dataset: Pointer (JSON) to the immutable dataset version; metadata carries its id.
     """
-    from components.ingest.executor import run, write_pointer
-    from mlops.steps import load_step_config
+    from components.ingest.executor import execute
+    from mlops.steps import Location, RunContext, load_step_config
 
     config = load_step_config(config_path, config_overrides, artifact_root)
-    out = run(config, span=span, pipeline=pipeline_name, run_id=run_id)
-    write_pointer(dataset.path, out.pointer)
+    out = execute(
+        config, {}, {"dataset": Location(dataset.path, dataset.uri)}, RunContext(pipeline_name, run_id), span=span
+    ).values
     dataset.metadata.update(
-        {"version_id": out.version_id, "row_count": out.row_count, "created": out.created, "repository_uri": out.uri}
+        {
+            "version_id": out["version_id"],
+            "row_count": out["row_count"],
+            "created": out["created"],
+            "repository_uri": out["uri"],
+        }
     )

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from mlops.config import PlatformConfig
 from mlops.datasets.ingest import ingest
-from mlops.steps import record_step
+from mlops.steps import Location, RunContext, StepResult, record_step
 
 COMPONENT = "ingest"
 
@@ -73,3 +73,20 @@ def write_pointer(path: str, pointer: dict) -> None:
 
     write_json_atomic(path, pointer)
     json.dumps(pointer)  # fail here, not in KFP, if it is not serialisable
+
+
+def execute(
+    config: PlatformConfig,
+    inputs: dict[str, Location],
+    outputs: dict[str, Location],
+    context: RunContext,
+    *,
+    span: str = "",
+) -> StepResult:
+    """The step contract (mlops.steps): no artifact inputs (the configured source is read);
+    outputs {"dataset"}: a pointer (JSON) to the immutable version in the dataset repository."""
+    from dataclasses import asdict
+
+    out = run(config, span=span, pipeline=context.pipeline, run_id=context.run_id)
+    write_pointer(outputs["dataset"].path, out.pointer)
+    return StepResult(values=asdict(out), cached=not out.created)

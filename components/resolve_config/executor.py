@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from mlops.config import ConfigError
 from mlops.steps import load_step_config
 
 
@@ -22,7 +23,7 @@ def merged_overrides(
 ) -> dict:
     overrides = json.loads(config_overrides) if config_overrides else {}
     if not isinstance(overrides, dict):
-        raise ValueError(f"config_overrides must be a JSON object of dotted keys, got {config_overrides!r}")
+        raise ConfigError(f"config_overrides must be a JSON object of dotted keys, got {config_overrides!r}")
     if epochs > 0:
         overrides["model.epochs"] = epochs
     if learning_rate > 0:

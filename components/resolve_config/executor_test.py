@@ -20,5 +20,5 @@ def test_resolve_validates_early(artifact_root):
     assert json.loads(overrides) == {"model.epochs": 1} and len(config_hash) == 16
     with pytest.raises(ConfigError, match=r"evaluation\.min_auc"):
         resolve("configs/flights.yaml", "", "", min_auc=3.0)
-    with pytest.raises(ValueError, match="JSON object"):
+    with pytest.raises(ConfigError, match="JSON object"):
         resolve("configs/flights.yaml", "[1]", "")
