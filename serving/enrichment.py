@@ -13,17 +13,28 @@ missing token). A request never fails because an entity is unknown; such rows ar
 
 A caller may also send a feature-store feature itself: its value wins over the lookup (useful
 for replaying logged requests and for a store outage).
+
+In the model server the read goes through GuardedOnlineReads (serving.feature_store): a deadline,
+a failure policy (defaults + a degraded mark, or 503) and a circuit breaker, so a hung or dead
+store costs a request at most the deadline and usually nothing. Batch prediction calls
+FeatureEnricher.complete, which reads without a deadline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
+import threading
+import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from mlops.errors import Unavailable
 from serving.predictor import CATEGORICAL, NUMERIC, InputSpec, PredictionInputError, as_numeric, as_text
 
 
@@ -98,6 +109,9 @@ def request_times(name: str, values) -> np.ndarray:
     return out
 
 
+log = logging.getLogger("mlops.serving")
+
+
 class FeatureEnricher:
     """Completes request rows for a predictor. Without a feature store (config.features unset,
     or serving.feature_lookup false) it only checks that every model input is present."""
@@ -164,19 +178,28 @@ class FeatureEnricher:
     def complete(
         self, rows: Mapping[str, object], *, max_rows: int | None = None, datatypes: Mapping[str, str] | None = None
     ) -> tuple[dict[str, np.ndarray], int]:
-        """Validated request columns -> (every model input as a raw column, row count)."""
+        """Validated request columns -> (every model input as a raw column, row count). The online
+        read has no deadline here (batch prediction); the server reads through GuardedOnlineReads."""
         checked, n = self.check(rows, max_rows=max_rows, datatypes=datatypes)
-        missing_store = [s for s in self.store_features if s.name not in checked]
+        missing_store = self.missing_store_features(checked)
         if missing_store:
             fetched = self.fetch(checked, n, checked.get(self.time_column) if self.time_column else None)
             for spec in missing_store:
                 checked[spec.name] = fetched[spec.name]
-        return {s.name: checked[s.name] for s in self.model_inputs}, n
+        return self.model_columns(checked), n
+
+    def missing_store_features(self, checked: Mapping[str, np.ndarray]) -> list[InputSpec]:
+        """The store features the request did not send (what the online read must provide)."""
+        return [s for s in self.store_features if s.name not in checked]
+
+    def model_columns(self, checked: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {s.name: checked[s.name] for s in self.model_inputs}
 
     def fetch(self, cols: Mapping[str, np.ndarray], n: int, times: np.ndarray | None) -> dict[str, np.ndarray]:
         """One online read for all n rows; defaults where the store has no value."""
-        from mlops.features.store import online_features
+        return self.store_columns(self.read(self.entity_rows(cols, n, times)), n)
 
+    def entity_rows(self, cols: Mapping[str, np.ndarray], n: int, times: np.ndarray | None) -> list[dict]:
         keys = self.lookup_keys
         entity_rows = []
         for i in range(n):
@@ -184,10 +207,19 @@ class FeatureEnricher:
             if times is not None and times[i]:
                 r[self.time_column] = times[i]
             entity_rows.append(r)
+        return entity_rows
+
+    def read(self, entity_rows: list[dict]) -> list[dict]:
+        """The online read itself (blocking; what GuardedOnlineReads runs in its threads)."""
+        from mlops.features.store import online_features
+
         try:
-            result = online_features(self.config, entity_rows, store=self.store())
+            return online_features(self.config, entity_rows, store=self.store())
         except ValueError as e:  # a time that does not parse, a missing join key
             raise PredictionInputError(f"feature lookup: {e}") from None
+
+    def store_columns(self, result: list[dict], n: int) -> dict[str, np.ndarray]:
+        """The read's values as columns; rows the store knew nothing about are counted."""
         out = {}
         empty = np.zeros(n, dtype=bool)
         for spec in self.store_features:
@@ -196,3 +228,160 @@ class FeatureEnricher:
             out[spec.name] = as_numeric(spec.name, values) if spec.dtype == NUMERIC else as_text(spec.name, values)
         self.rows_without_features += int(empty.sum())
         return out
+
+    def default_columns(self, specs: list[InputSpec], n: int) -> dict[str, np.ndarray]:
+        """The documented defaults (NaN, "") for `specs`: what a request gets when the read failed."""
+        return {
+            s.name: np.full(n, np.nan, np.float32) if s.dtype == NUMERIC else np.full(n, "", dtype=object)
+            for s in specs
+        }
+
+
+# ---- the server's online reads: deadline, failure policy, circuit breaker ----------------------------
+FAILURE_REASONS = ("timeout", "unavailable", "error", "breaker_open")
+
+
+class FeatureStoreUnavailable(Unavailable):
+    """The online read failed or was not tried (breaker open) under serving.feature_store.on_failure:
+    fail. The message is the server's own (never the driver's text); `retry_after_s` -> Retry-After."""
+
+    def __init__(self, message: str, *, reason: str, retry_after_s: float):
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
+
+def failure_reason(error: BaseException) -> str:
+    """timeout | unavailable | error, by the kind of what the read raised (the drivers' classes
+    are matched by name: redis and sqlite3 are not imported for this)."""
+    names = {c.__name__ for c in type(error).__mro__}
+    if isinstance(error, TimeoutError) or "TimeoutError" in names or "database is locked" in str(error):
+        return "timeout"
+    if isinstance(error, OSError) or names & {"ConnectionError", "BusyLoadingError", "OperationalError"}:
+        return "unavailable"
+    return "error"
+
+
+@dataclass
+class Enriched:
+    columns: dict[str, np.ndarray]
+    n: int
+    degraded: str | None = None  # "feature_store_<reason>" when the defaults replaced the read
+
+
+class GuardedOnlineReads:
+    """The model server's online reads (serving.feature_store):
+
+    * deadline: each read runs in one of `read_threads` dedicated threads and the request waits for
+      it at most `timeout_ms` (from submission), without blocking the event loop. At most twice
+      `read_threads` reads are admitted (running or queued); beyond that a request fails at once
+      (reason timeout) instead of queueing behind a hung store. A read abandoned at its deadline
+      still holds its thread until the client gives up (mlops.features.store.bound_online_reads
+      sets the client's own timeouts to the same value): a hung store never piles up threads.
+    * failure policy: `defaults` completes the request with the documented defaults and marks it
+      degraded ("feature_store_<reason>"); `fail` raises FeatureStoreUnavailable (503 / UNAVAILABLE
+      with Retry-After). Either way the failure is counted by reason: timeout, unavailable (the
+      store refused or dropped the connection), error (anything else the read raised),
+      breaker_open (not tried).
+    * circuit breaker (serving.breaker): after `breaker_failures` consecutive failures, no read for
+      `breaker_cooldown_s`, then one probe.
+
+    Requests that carry every store feature never get here. Called from the event loop only."""
+
+    def __init__(self, spec, *, on_failure=None, on_state=None, clock=time.monotonic):
+        from serving.breaker import CircuitBreaker
+
+        self.timeout_s = spec.timeout_ms / 1000
+        self.policy = spec.on_failure
+        self.breaker = CircuitBreaker(
+            "feature store",
+            failures=spec.breaker_failures,
+            cooldown_s=spec.breaker_cooldown_s,
+            clock=clock,
+            on_change=on_state,
+        )
+        self.on_failure = on_failure  # called with the reason of each failed (or skipped) read
+        self.failures = dict.fromkeys(FAILURE_REASONS, 0)
+        self._executor = ThreadPoolExecutor(max_workers=spec.read_threads, thread_name_prefix="feast-read")
+        self._admission = threading.BoundedSemaphore(2 * spec.read_threads)  # released by the read's thread
+
+    @property
+    def refusing(self) -> bool:
+        """Readiness: with `fail`, the server is not ready while the breaker is open."""
+        from serving.breaker import State
+
+        return self.policy == "fail" and self.breaker.state is State.OPEN
+
+    async def complete(
+        self,
+        enricher: FeatureEnricher,
+        rows: Mapping[str, object],
+        *,
+        max_rows: int | None = None,
+        datatypes: Mapping[str, str] | None = None,
+    ) -> Enriched:
+        checked, n = enricher.check(rows, max_rows=max_rows, datatypes=datatypes)
+        missing = enricher.missing_store_features(checked)
+        if not missing:
+            return Enriched(enricher.model_columns(checked), n)
+        times = checked.get(enricher.time_column) if enricher.time_column else None
+        entity_rows = enricher.entity_rows(checked, n, times)
+        result, reason = await self._read(enricher, entity_rows)
+        if reason is None:
+            checked.update(enricher.store_columns(result, n))
+            return Enriched(enricher.model_columns(checked), n)
+        self.failures[reason] += 1
+        if self.on_failure is not None:
+            self.on_failure(reason)
+        if self.policy == "fail":
+            raise self._unavailable(reason, missing)
+        checked.update(enricher.default_columns(missing, n))
+        return Enriched(enricher.model_columns(checked), n, degraded=f"feature_store_{reason}")
+
+    async def _read(self, enricher: FeatureEnricher, entity_rows: list[dict]) -> tuple[list[dict] | None, str | None]:
+        """(the read's rows, None) or (None, the failure reason)."""
+        if not self.breaker.allow():
+            return None, "breaker_open"
+        if not self._admission.acquire(blocking=False):
+            self.breaker.failure("timeout")
+            return None, "timeout"
+        try:
+            future = self._executor.submit(enricher.read, entity_rows)
+        except RuntimeError:  # the executor is shut down: the server is stopping
+            self._admission.release()
+            self.breaker.abandon()
+            raise
+        future.add_done_callback(lambda _: self._admission.release())
+        try:
+            result = await asyncio.wait_for(asyncio.wrap_future(future), self.timeout_s)
+        except TimeoutError:
+            reason = "timeout"
+        except PredictionInputError:
+            self.breaker.abandon()  # the request's fault, not the store's
+            raise
+        except Exception as e:  # noqa: BLE001 - whatever the driver raised: classified, never shown
+            reason = failure_reason(e)
+            log.debug("online read failed (%s): %s: %s", reason, type(e).__name__, e)
+        else:
+            self.breaker.success()
+            return result, None
+        self.breaker.failure(reason)
+        return None, reason
+
+    def _unavailable(self, reason: str, missing: list[InputSpec]) -> FeatureStoreUnavailable:
+        why = {
+            "timeout": f"the online read did not answer within {self.timeout_s * 1000:g} ms",
+            "unavailable": "the online store refused or dropped the connection",
+            "error": "the online read failed",
+            "breaker_open": f"{self.breaker.threshold} or more consecutive reads failed; reads resume in "
+            f"{self.breaker.retry_after_s():.1f} s",
+        }[reason]
+        return FeatureStoreUnavailable(
+            f"the feature store is unavailable ({why}): retry later, or send the store features "
+            f"{[s.name for s in missing]} in the request",
+            reason=reason,
+            retry_after_s=max(1.0, self.breaker.retry_after_s()),
+        )
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -211,12 +211,13 @@ def _build_feature_store_in_background(config) -> Future | None:
     future: Future = Future()
 
     def build():
-        from mlops.features.store import feature_store
+        from mlops.features.store import bound_online_reads, feature_store
 
         started = time.perf_counter()
         try:
             with _without_typeguard():  # Feast and the online store module it imports for the config
                 store = feature_store(config)
+            bound_online_reads(store, config.serving.feature_store.timeout_ms / 1000)
         except BaseException as e:  # noqa: BLE001 - re-raised by the load that waits for it
             future.set_exception(e)
             return
@@ -261,5 +262,15 @@ def _warm_up(served: ServedModel) -> None:
 
         log.info("warming up the Feast online read")
         started = time.perf_counter()
-        online_features(enricher.config, [dict.fromkeys(enricher.lookup_keys, "")], store=enricher.store())
+        try:
+            online_features(enricher.config, [dict.fromkeys(enricher.lookup_keys, "")], store=enricher.store())
+        except MlopsError:  # the feature repo itself is wrong: the server cannot serve
+            raise
+        except Exception as e:  # noqa: BLE001 - the store is down: requests get serving.feature_store.on_failure
+            log.warning(
+                "the Feast online store did not answer the warm-up read (%s); serving with on_failure=%s",
+                type(e).__name__,
+                enricher.config.serving.feature_store.on_failure,
+            )
+            return
         log.info("warmed up the Feast online read in %.2f s", time.perf_counter() - started)

@@ -18,6 +18,11 @@ Added here:
     mlops_model_ready{model}
     mlops_model_reloads_total{model, result}              hot reloads: swapped | failed
     mlops_payload_log_rows{model, state}                  PayloadLogger.stats() at scrape time
+    mlops_feature_store_failures_total{model, reason}     online reads that failed or were not tried:
+                                                          timeout | unavailable | error | breaker_open
+                                                          (each one request answered with defaults
+                                                          and a degraded mark, or a 503)
+    mlops_feature_store_breaker_state{model}              0 closed, 1 half-open, 2 open
 
 Labels stay bounded: `endpoint` is a route kind (v2_infer, v1_predict, ...) or a gRPC method
 name, never a raw path.
@@ -48,6 +53,14 @@ REQUEST_SECONDS = Histogram(
 PREDICTED_ROWS = Counter("mlops_predicted_rows", "Rows predicted", ["model", "version"])
 MODEL_INFO = Gauge("mlops_model_info", "1 for the model version being served", ["model", "version", "runtime"])
 MODEL_READY = Gauge("mlops_model_ready", "1 once the model is loaded and warmed up", ["model"])
+FEATURE_STORE_FAILURES = Counter(
+    "mlops_feature_store_failures",
+    "Online reads that failed or were not tried (breaker open), by reason",
+    ["model", "reason"],
+)
+FEATURE_STORE_BREAKER_STATE = Gauge(
+    "mlops_feature_store_breaker_state", "Feature store circuit breaker: 0 closed, 1 half-open, 2 open", ["model"]
+)
 
 
 def rest_endpoint(path: str) -> str:

@@ -21,8 +21,14 @@ reload swaps the model meanwhile (serving.handle). Client errors (PredictionInpu
 mlops.errors.InvalidInput) are HTTP 400 / gRPC INVALID_ARGUMENT with the message naming the problem
 (serving.server maps the platform's errors by mlops.errors.status_of).
 
+Feature store outages (serving.enrichment.GuardedOnlineReads, serving.feature_store): each online
+read has a deadline; a failed or skipped read (circuit breaker open) gives, by `on_failure`, the
+documented defaults with the response marked degraded (v2 `parameters: {"degraded":
+"feature_store_timeout"}`, v1 `"degraded": ...`) or a 503 / UNAVAILABLE with Retry-After.
+
 Readiness: `ready` is False until the model is loaded and warmed up; KServe answers 503 for the
-model (and our data plane for the server) until then.
+model (and our data plane for the server) until then. With on_failure `fail`, the readiness
+probes also say not ready while the breaker is open (`store_outage`, serving.server).
 """
 
 from __future__ import annotations
@@ -36,7 +42,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -45,6 +50,7 @@ from kserve.errors import ModelNotReady
 from kserve.model import InferenceVerb
 
 from serving import metrics
+from serving.enrichment import FAILURE_REASONS, GuardedOnlineReads
 from serving.handle import ModelHandle, ServedModel, _is_dir_source
 from serving.predictor import NUMERIC, PredictionInputError
 from serving.protocol import Tensor, columns_from_tensors, columns_from_v1, new_request_id, row_ids
@@ -111,6 +117,7 @@ class Prepared:
     request: Any  # the InferRequest (v2) or None (v1)
     predictions: np.ndarray | None = None
     version: str = ""
+    degraded: str | None = None  # "feature_store_<reason>": the store's features are the defaults
 
 
 class RegistryModel(Model):
@@ -150,6 +157,15 @@ class RegistryModel(Model):
         self.in_flight = 0  # requests inside __call__ (touched by the event loop only)
         self._retired_rows_without_features = 0  # counted by the enrichers of versions swapped out
         self._swaps = 0
+        # Online reads: deadline, failure policy, circuit breaker (one per server, across reloads).
+        self.feature_reads = GuardedOnlineReads(
+            config.serving.feature_store,
+            on_failure=self._count_store_failure,
+            on_state=lambda state: metrics.FEATURE_STORE_BREAKER_STATE.labels(self.name).set(int(state)),
+        )
+        metrics.FEATURE_STORE_BREAKER_STATE.labels(self.name).set(0)
+        for reason in FAILURE_REASONS:  # shown at 0 from the start
+            metrics.FEATURE_STORE_FAILURES.labels(self.name, reason)
         metrics.SERVED_MODELS.sources[self.name] = self._stats
         metrics.MODEL_READY.labels(self.name).set(0)
 
@@ -216,7 +232,17 @@ class RegistryModel(Model):
         self.payload_logger.close()
         if self.pool is not None:
             self.pool.shutdown(wait=False)
+        self.feature_reads.close()
         metrics.SERVED_MODELS.sources.pop(self.name, None)
+
+    def _count_store_failure(self, reason: str) -> None:
+        metrics.FEATURE_STORE_FAILURES.labels(self.name, reason).inc()
+
+    @property
+    def store_outage(self) -> bool:
+        """Not ready for new traffic: serving.feature_store.on_failure is `fail` and the breaker is
+        open (every request would get 503 until the cool-down ends). serving.server's readiness."""
+        return self.feature_reads.refusing
 
     def _stats(self) -> dict:
         rows = self._retired_rows_without_features
@@ -317,15 +343,22 @@ class RegistryModel(Model):
             rows = columns_from_v1(payload, max_rows=self.max_rows)
             request_id = (headers or {}).get("x-request-id") or new_request_id()
         enricher = served.enricher
-        if self._offload() and enricher.lookup and any(s.name not in rows for s in enricher.store_features):
-            # one Feast online read: off the event loop
-            columns, n = await asyncio.get_running_loop().run_in_executor(
-                self.pool, partial(enricher.complete, rows, max_rows=self.max_rows, datatypes=datatypes)
-            )
-        else:  # no lookup (checks only, tens of microseconds), or no other request to serve meanwhile
+        degraded = None
+        if enricher.lookup and any(s.name not in rows for s in enricher.store_features):
+            # one Feast online read, always off the event loop, with a deadline (GuardedOnlineReads)
+            enriched = await self.feature_reads.complete(enricher, rows, max_rows=self.max_rows, datatypes=datatypes)
+            columns, n, degraded = enriched.columns, enriched.n, enriched.degraded
+        else:  # no lookup: checks only, tens of microseconds
             columns, n = enricher.complete(rows, max_rows=self.max_rows, datatypes=datatypes)
         return Prepared(
-            served, columns, n, request_id, protocol, payload if protocol == V2 else None, version=served.version
+            served,
+            columns,
+            n,
+            request_id,
+            protocol,
+            payload if protocol == V2 else None,
+            version=served.version,
+            degraded=degraded,
         )
 
     async def predict(
@@ -356,6 +389,8 @@ class RegistryModel(Model):
         )
         metrics.PREDICTED_ROWS.labels(self.name, result.version).inc(n)
         if result.protocol == V1:
+            if result.degraded:
+                return {"predictions": p.tolist(), "degraded": result.degraded}
             return {"predictions": p.tolist()}
         request: InferRequest = result.request
         # gRPC answers in typed contents unless the client sent raw contents (then raw, as it
@@ -374,6 +409,7 @@ class RegistryModel(Model):
             model_version=result.version,
             use_binary_outputs=request.use_binary_outputs,
             requested_outputs=request.request_outputs,
+            parameters={"degraded": result.degraded} if result.degraded else None,
         )
 
     # ---- transformer mode (KServe --predictor_host) -----------------------------------------------

@@ -10,7 +10,11 @@ What this subclass changes, and why:
 * host: KServe binds 0.0.0.0 (REST) and [::] (gRPC); here both bind `host` (127.0.0.1 locally).
 * readiness: KServe's server-level ready is true as soon as the process is up; here
   /v2/health/ready (and gRPC ServerReady) is true only when every registered model is loaded. The
-  model loads in the background so liveness answers meanwhile.
+  model loads in the background so liveness answers meanwhile. With
+  serving.feature_store.on_failure `fail`, readiness also says no while the feature store's
+  circuit breaker is open (serving.enrichment.GuardedOnlineReads); inference is still answered.
+* a platform error that says when to retry (the feature store unavailable) carries `Retry-After`
+  (REST header, gRPC trailing metadata `retry-after`).
 * v2 REST infer: the same DataPlane call, but the body is parsed with orjson by a plain route in
   front of KServe's FastAPI one (skipping pydantic in and out, jsonable_encoder and ~40 route
   matches): measured, it is most of KServe's REST overhead. Binary-extension requests and every
@@ -42,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import socket
@@ -93,15 +98,21 @@ class ServingDataPlane(DataPlane):
         if not models:
             return False
         for model in models.values():
-            if not await model.healthy():
+            if not await model.healthy() or getattr(model, "store_outage", False):
                 return False
         return await super().ready()
 
     async def model_ready(self, model_name: str, disable_predictor_health_check: bool = False) -> bool:
         """KServe's inference routes ask with disable_predictor_health_check=True: a request is still
-        served while draining; its readiness routes (REST and gRPC) ask without it: not ready then."""
+        served while draining or while the feature store's breaker is open (it gets the policy's
+        answer); its readiness routes (REST and gRPC) ask without it: not ready then."""
         ready = await super().model_ready(model_name, disable_predictor_health_check)
-        return ready and (disable_predictor_health_check or not self.draining)
+        if disable_predictor_health_check:
+            return ready
+        # probes: not ready while draining, or while a `fail` policy's breaker is open
+        return (
+            ready and not self.draining and not getattr(self.get_model_from_registry(model_name), "store_outage", False)
+        )
 
     async def model_metadata(self, model_name: str) -> dict:
         metadata = await super().model_metadata(model_name)
@@ -160,8 +171,18 @@ def v2_metadata_route(dataplane: DataPlane):
 async def mlops_error_handler(_, exc: MlopsError) -> Response:
     """The platform's own errors: the status their kind says (mlops.errors.status_of)."""
     status = status_of(exc).http
-    log.log(logging.INFO if status < 500 else logging.ERROR, "%s: %s", status, exc)
-    return Response(orjson.dumps({"error": str(exc)}), status_code=status, media_type="application/json")
+    # a dependency's outage is logged by who saw it (one line per breaker change), not per request
+    level = logging.INFO if status < 500 else logging.DEBUG if status == 503 else logging.ERROR
+    log.log(level, "%s: %s", status, exc)
+    return Response(
+        orjson.dumps({"error": str(exc)}), status_code=status, media_type="application/json", headers=_retry_after(exc)
+    )
+
+
+def _retry_after(exc: BaseException) -> dict[str, str] | None:
+    """Retry-After (whole seconds, at least 1) of an error that says when to retry."""
+    seconds = getattr(exc, "retry_after_s", None)
+    return None if seconds is None else {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
 def quiet_handler(status: int, level: int):
@@ -281,6 +302,9 @@ class _StatusAndMetricsInterceptor(ExceptionToStatusInterceptor):
 
     async def handle_exception(self, ex, request_or_iterator, context, method_name):
         if isinstance(ex, MlopsError):  # the platform's errors: the status their kind says
+            retry_after = _retry_after(ex)
+            if retry_after:  # as trailing metadata "retry-after"
+                context.set_trailing_metadata(tuple((k.lower(), v) for k, v in retry_after.items()))
             await context.abort(grpc.StatusCode[status_of(ex).grpc], str(ex))
         await super().handle_exception(ex, request_or_iterator, context, method_name)
 

@@ -529,6 +529,33 @@ def _online_plan(store, service_name: str):
     return plan
 
 
+def bound_online_reads(store, timeout_s: float) -> None:
+    """Makes the online store's client give up after `timeout_s`, once, on a FeatureStore of the
+    model server (batch prediction keeps the defaults: its reads are 65,536 rows each).
+
+    Redis: Feast builds redis-py's client from the connection string, whose defaults are no socket
+    timeout (a paused Redis hangs the read for ever) and 3 retries with backoff of seconds (a dead
+    one costs each read seconds); so: socket and connect timeouts of `timeout_s`, no retry (the
+    caller's circuit breaker decides when to try again). The caller's deadline is what the request
+    sees; this bounds how long a hung read holds its thread. SQLite: a lock waits `timeout_s` (busy
+    timeout; sqlite3's default is 5 s)."""
+    online = store._get_provider().online_store
+    kind = getattr(store.config.online_store, "type", "")
+    if kind == "redis":
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        client = online._get_client(store.config.online_store)  # Feast's client, built on first use
+        pool = client.connection_pool
+        pool.connection_kwargs.update(socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        client.set_retry(Retry(NoBackoff(), 0))
+        pool.disconnect()  # connections opened before keep their own timeouts: drop them
+        pool.reset()
+    elif kind == "sqlite":
+        conn = online._get_conn(store.config)
+        conn.execute(f"PRAGMA busy_timeout = {max(1, int(timeout_s * 1000))}")
+
+
 def online_features(config: PlatformConfig, entity_rows: list[dict], store=None) -> list[dict]:
     """Features of the configured FeatureService for each entity row (serving side).
 
