@@ -31,6 +31,11 @@ Measured, all on 127.0.0.1 in this one run (these machines are noisy: compare ra
            start to /v2/health/ready 200, and SIGTERM to exit with no traffic; against a bare process
            doing `import tensorflow` + loading the model in the server's runtime (the floor).
            Target: ready <= that floor + 3 s
+  outage   per serving.feature_store.on_failure policy (defaults, fail): the server on its own
+           redis-server, 1-row "feast" requests from --concurrency REST workers for --duration s
+           each while the store is healthy, hung (SIGSTOP), down (killed) and restarted empty:
+           p50/p99/max, throughput, status codes, degraded answers. Targets (issue 11): during an
+           outage p99 <= deadline + healthy p99, and with `defaults` throughput >= 80% of healthy
 A piece that is not there (a module not written yet) is reported "not available"; a failure is
 reported with its error and the rest still runs. Targets (pass/fail) are at the end of the JSON.
 """
@@ -65,7 +70,7 @@ MODEL = "flights"
 REQUEST_ROWS = 256
 BATCH_ROWS = 256
 PARITY = 1e-5
-SECTIONS = ("raw", "online", "batch", "stream", "coldstart")
+SECTIONS = ("raw", "online", "batch", "stream", "coldstart", "outage")
 
 
 class NotAvailable(Exception):
@@ -780,6 +785,156 @@ def bench_coldstart(ctx: dict, work: Path, rounds: int) -> dict:
 
 
 # ---- main ---------------------------------------------------------------------------------------
+# ---- outage (issue 11) ----------------------------------------------------------------------------
+OUTAGE_DEADLINE_MS = 150.0
+OUTAGE_COOLDOWN_S = 1.0
+
+
+def _closed_loop_rest(url: str, bodies: list[bytes], *, workers: int, duration_s: float) -> dict:
+    """`workers` threads POSTing in a closed loop for `duration_s`; every answer counts (a 503 is
+    an answer here): p50/p99 over all, throughput, status codes, degraded answers."""
+    import threading
+
+    import httpx
+
+    latencies, statuses, degraded = [], {}, [0]
+    end = time.monotonic() + duration_s
+    lock = threading.Lock()
+
+    def worker(offset: int):
+        turn = itertools.cycle(bodies[offset:] + bodies[:offset])
+        with httpx.Client(timeout=30, headers={"Content-Type": "application/json"}) as client:
+            while time.monotonic() < end:
+                started = time.perf_counter()
+                r = client.post(url, content=next(turn))
+                seconds = time.perf_counter() - started
+                marked = r.status_code == 200 and b'"degraded"' in r.content
+                with lock:
+                    latencies.append(seconds)
+                    statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                    degraded[0] += marked
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    ms = np.asarray(latencies) * 1000
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 2) if len(ms) else None,
+        "p99_ms": round(float(np.percentile(ms, 99)), 2) if len(ms) else None,
+        "max_ms": round(float(ms.max()), 2) if len(ms) else None,
+        "calls_per_s": round(len(ms) / elapsed, 1),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "degraded": degraded[0],
+    }
+
+
+def bench_outage(ctx: dict, work: Path, *, duration: float, concurrency: int) -> dict:
+    """Per policy (serving.feature_store.on_failure defaults | fail): a server on its own
+    redis-server (a free port; the store materialized again for each policy), 1-row "feast"
+    requests (one online read each) from `concurrency` closed-loop REST workers: healthy, then the
+    Redis paused (SIGSTOP: hung), resumed, killed (down), restarted. Targets (issue 11): during an
+    outage p99 <= deadline + the healthy p99; with `defaults` throughput >= 80% of healthy."""
+    import shutil
+    import signal
+
+    from tests.support.serving_models import materialize_online
+
+    if shutil.which("redis-server") is None:
+        raise NotAvailable("redis-server is not installed")
+    req = ctx["requests"]
+    bodies = rest_bodies(req["feast"], req["dtypes"], req["rows"])
+    port = free_port()
+    redis_dir = work / "outage-redis"
+    redis_dir.mkdir(exist_ok=True)
+
+    def start_redis() -> subprocess.Popen:
+        argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        proc = subprocess.Popen(
+            [*argv, "--daemonize", "no", "--dir", str(redis_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        for _ in range(200):
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    return proc
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    out: dict = {"deadline_ms": OUTAGE_DEADLINE_MS, "workers": concurrency, "phase_s": duration, "targets": []}
+    redis = start_redis()
+    try:
+        for policy in ("defaults", "fail"):
+            if redis.poll() is not None:
+                redis = start_redis()
+            project = f"benchout{os.getpid()}{policy[0]}"
+            log(f"outage ({policy}): materializing February 2013 into redis-server :{port}")
+            materialize_online(
+                str(ctx["root"]), project, online_store="redis", overrides={"features.redis_url": f"127.0.0.1:{port}"}
+            )
+            overrides = {
+                **ctx["overrides"],
+                "features.project": project,
+                "features.online_store": "redis",
+                "features.redis_url": f"127.0.0.1:{port}",
+                "serving.payload_log.enabled": False,
+                "serving.feature_store.timeout_ms": OUTAGE_DEADLINE_MS,
+                "serving.feature_store.on_failure": policy,
+                "serving.feature_store.breaker_cooldown_s": OUTAGE_COOLDOWN_S,
+            }
+            http_port, grpc_port = free_port(), free_port()
+            argv = server_argv({**ctx, "overrides": overrides}, http_port, grpc_port)
+            url = f"http://127.0.0.1:{http_port}/v2/models/{MODEL}/infer"
+            phases: dict = {}
+            with Child(f"outage-{policy}", argv, f"http://127.0.0.1:{http_port}/v2/health/ready", work):
+                _closed_loop_rest(url, bodies, workers=concurrency, duration_s=1.0)  # warm-up
+                phases["healthy"] = _closed_loop_rest(url, bodies, workers=concurrency, duration_s=duration)
+                redis.send_signal(signal.SIGSTOP)
+                phases["hung"] = _closed_loop_rest(url, bodies, workers=concurrency, duration_s=duration)
+                redis.send_signal(signal.SIGCONT)
+                time.sleep(OUTAGE_COOLDOWN_S + 0.5)  # the breaker's probe closes it
+                redis.kill()
+                redis.wait()
+                phases["down"] = _closed_loop_rest(url, bodies, workers=concurrency, duration_s=duration)
+                redis = start_redis()
+                time.sleep(OUTAGE_COOLDOWN_S + 0.5)
+                phases["restarted_empty"] = _closed_loop_rest(url, bodies, workers=concurrency, duration_s=duration)
+            out[policy] = phases
+            healthy = phases["healthy"]
+            for outage in ("hung", "down"):
+                limit = OUTAGE_DEADLINE_MS + healthy["p99_ms"]
+                p99 = phases[outage]["p99_ms"]
+                out["targets"].append(
+                    {
+                        "name": f"{policy} {outage}: p99 <= deadline + healthy p99",
+                        "value": p99,
+                        "limit": limit,
+                        "pass": p99 is not None and p99 <= limit,
+                    }
+                )
+                no_5xx_but_503 = all(code in ("200", "503") for code in phases[outage]["statuses"])
+                out["targets"].append({"name": f"{policy} {outage}: only 200 / 503 answers", "pass": no_5xx_but_503})
+                if policy == "defaults":
+                    limit = round(0.8 * healthy["calls_per_s"], 1)
+                    rate = phases[outage]["calls_per_s"]
+                    out["targets"].append(
+                        {
+                            "name": f"defaults {outage}: throughput >= 80% of healthy",
+                            "value": rate,
+                            "limit": limit,
+                            "pass": rate >= limit,
+                        }
+                    )
+    finally:
+        if redis.poll() is None:
+            redis.send_signal(signal.SIGCONT)
+            redis.kill()
+            redis.wait()
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model-dir", help="a Trainer output (default: train one, ~1 min)")
@@ -854,6 +1009,7 @@ def main(argv: list[str] | None = None) -> dict:
         "batch": lambda: bench_batch(ctx, work, args.batch_rows),
         "stream": lambda: bench_stream(ctx, args.stream_events),
         "coldstart": lambda: bench_coldstart(ctx, work, args.rounds),
+        "outage": lambda: bench_outage(ctx, work, duration=args.duration, concurrency=args.concurrency),
     }
     try:
         run_sections(result, sections, only)
