@@ -42,15 +42,14 @@ from mlops.errors import MlopsError
 @runs_in(envs.SERVING)
 def stream(config_path, model, consumer, max_events, overrides):
     """Consume prediction requests from serving.stream.input_stream (consumer group, at least once
-    in, one answer per request id out, malformed events to the dead-letter stream). SIGTERM
-    finishes and acknowledges the batch in hand, then exits; the counters are printed as JSON."""
+    in, one answer per request id out, malformed events to the dead-letter stream). A broker that
+    goes away is waited for (reconnects with backoff, nothing lost); one unreachable at the start
+    exits 75. SIGTERM finishes and acknowledges the batch in hand, then exits; the counters are
+    printed as JSON."""
     import signal
-
-    import redis
 
     from serving.handle import ModelHandle
     from serving.payload_log import PayloadLogger
-    from serving.redis_conn import RedisUnavailable
     from serving.stream import StreamConsumer
 
     cfg = load_with_overrides(config_path, overrides)
@@ -60,13 +59,10 @@ def stream(config_path, model, consumer, max_events, overrides):
     except (MlopsError, FileNotFoundError, LookupError) as e:
         raise click.BadParameter(f"{model or cfg.serving.model or cfg.project}: {e}", param_hint="--model") from None
     logger = PayloadLogger.from_config(cfg)
-    try:
-        worker = StreamConsumer(cfg, handle, logger, consumer=consumer)
-        worker.ensure_group()
-    except RedisUnavailable as e:
-        raise click.ClickException(str(e)) from None
-    except redis.ConnectionError as e:
-        raise click.ClickException(f"serving.stream.redis_url {spec.redis_url}: {e}") from None
+    # Redis must answer at the start (a wrong URL fails now, exit 75 = try again later); once
+    # running, the consumer rides out broker outages (reconnects with backoff).
+    worker = StreamConsumer(cfg, handle, logger, consumer=consumer)
+    worker.ensure_group()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
     handle.start_watching()

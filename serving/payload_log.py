@@ -29,6 +29,13 @@ Sinks (serving.payload_log.sink):
   model, version, source, timestamp (epoch seconds), prediction and `features` (a JSON object; NaN
   -> null). Needs redis-py: the serving environment.
 
+A sink that is down (Redis refusing connections, or hung: every call has a socket timeout) costs
+the request path nothing: the writer holds the rows it was writing and retries with a bounded,
+jittered backoff (one log line when the sink goes, one when it is back), the queue fills up to
+queue_size rows (bounded memory) and log() then drops new rows at once, counted in dropped_rows.
+When the sink answers again the held and queued rows are written and logging goes on by itself.
+Rows still held when the logger is closed with the sink down are counted as lost.
+
 Writes happen every `flush_rows` queued rows or `flush_seconds` after the oldest queued row, on
 flush() and on close(); loggers still open at interpreter exit are closed (flushed) by atexit.
 """
@@ -48,8 +55,11 @@ from typing import Any
 
 import numpy as np
 
+from serving.redis_conn import Backoff, Outage
+
 log = logging.getLogger("mlops.serving.payload_log")
 
+SINK_TIMEOUT_S = 2.0  # a Redis sink call silent this long: the sink is hung (a healthy XADD batch: ms)
 FIXED_COLUMNS = ("request_id", "model", "version", "source", "timestamp", "prediction")
 PARTITION_KEYS = ("date", "hour")
 WRITE_ATTEMPTS = 3  # per file / pipeline before its rows count as lost
@@ -106,6 +116,7 @@ class PayloadLogger:
         self._queued = self._logged = self._written = self._dropped = self._lost = self._errors = 0
         self._flush_wanted = False
         self._closed = False
+        self._outage = Outage(log, f"payload log sink {getattr(sink, 'name', type(sink).__name__)}")
         self._thread = threading.Thread(target=self._run, name="payload-log-writer", daemon=True)
         self._thread.start()
         _OPEN.add(self)
@@ -250,19 +261,34 @@ class PayloadLogger:
             log.exception("payload log: %d rows could not be converted; they are lost", rows)
             self._count_error()
             return False
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
+        unavailable = getattr(self.sink, "unavailable", ())  # errors that mean "down now, try later"
+        backoff = Backoff(first=0.1, cap=5.0)
+        attempt = 0  # failed attempts that count towards WRITE_ATTEMPTS
+        while True:
             try:
                 self.sink.write(payload)
+                self._outage.recovered()
                 return True
+            except unavailable as e:
+                # The sink is down: hold these rows and retry until it is back (the queue behind
+                # them is bounded, log() drops beyond it); only a closing logger gives up.
+                self._count_error()
+                self._outage.failed(e, "holding the rows being written; new rows are dropped once the queue is full")
+                attempt += self._closed
+                if attempt >= WRITE_ATTEMPTS:
+                    log.error("payload log: the sink is down at shutdown; %d rows are lost", rows)
+                    return False
+                with self._cond:  # close() wakes us: shutdown is not held up by the backoff
+                    self._cond.wait_for(lambda: self._closed, timeout=backoff.next_delay())
             except Exception as e:
                 self._count_error()
-                if attempt == WRITE_ATTEMPTS:
+                attempt += 1
+                if attempt >= WRITE_ATTEMPTS:
                     log.error("payload log: writing %d rows failed %d times (%s); they are lost", rows, attempt, e)
                     return False
                 log.warning("payload log: write failed (%s), retrying", e)
                 if not self._closed:  # closing: retry at once rather than hold up shutdown
                     time.sleep(0.2 * attempt)
-        return False
 
     def _count_error(self) -> None:
         with self._cond:
@@ -294,6 +320,7 @@ class ParquetSink:
         from mlops import storage  # noqa: F401
 
         self.root = root.rstrip("/")
+        self.name = f"parquet {self.root}"
         self._swept: set[str] = set()
         # Everything the writer needs is imported now: the atexit flush runs when imports are no
         # longer possible (pyarrow loads its pandas shim lazily, on the first object column).
@@ -358,10 +385,12 @@ class RedisSink:
     CHUNK_ROWS = 1000  # XADDs per pipeline round trip
 
     def __init__(self, url: str, stream: str, maxlen: int):
-        from serving.redis_conn import connect
+        from serving.redis_conn import broker_errors, connect
 
-        self.client = connect(url, purpose="serving.payload_log.redis_url")
+        self.client = connect(url, purpose="serving.payload_log.redis_url", socket_timeout=SINK_TIMEOUT_S)
         self.stream, self.maxlen = stream, maxlen
+        self.name = f"redis {url} stream {stream}"
+        self.unavailable = broker_errors()
 
     def units(self, entries: list[Entry]) -> Iterator[tuple[int, Callable[[], list[dict]]]]:
         chunk: list[Entry] = []

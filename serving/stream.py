@@ -35,6 +35,20 @@ events claimed meanwhile) finds the dedup keys set and writes nothing; the same 
 twice is answered once. A server-side failure (the model, the store) leaves the batch pending, to
 be retried after claim_idle_ms; only client errors go to the dead-letter stream.
 
+Broker outages (Redis paused, killed, restarted, failed over): every call has a socket timeout
+(a blocking read: block_ms + BROKER_STALL_S), so a hung broker is detected rather than waited for.
+The loop then retries with a bounded, jittered exponential backoff (serving.redis_conn.Backoff),
+logging one line when the broker goes and one when it is back, and on reconnecting re-reads its
+own pending entries before anything new. Nothing is lost or answered twice, whatever the call
+that failed: a read whose reply was lost left its entries pending (re-read now, or claimed after
+claim_idle_ms if Redis ran the read only after we re-read); a commit that failed before Redis ran
+it left its batch pending (predicted again and committed once); a commit that ran but whose reply
+was lost is found done when the batch is committed again (dedup keys set: no output; XACK of
+acknowledged ids: a no-op). A Redis restarted from its AOF/RDB keeps the streams, the group, the
+pending lists and the dedup keys, so the same holds across a restart; one restarted EMPTY has lost
+the unanswered events themselves (not the consumer's to recover): the group is created again and
+the consumer goes on with what is sent from then on.
+
 Redis Cluster is not supported (the script touches keys of several slots).
 """
 
@@ -53,6 +67,7 @@ import numpy as np
 
 from mlops.errors import InvalidInput
 from serving.predictor import PredictionInputError
+from serving.redis_conn import Backoff, BrokerUnavailable, Outage, broker_errors
 
 log = logging.getLogger("mlops.serving.stream")
 
@@ -65,6 +80,7 @@ ACK_CHUNK = 1000  # ids per XACK inside the script (Lua's unpack has a stack lim
 DEAD_LETTER_FIELDS = 100  # original fields copied to a dead letter (same limit; a poison event
 # with thousands of fields must not make the batch's commit fail)
 MAX_REQUEST_ID = 256  # characters; the id is part of a Redis key
+BROKER_STALL_S = 2.0  # a call silent this long beyond its blocking time: the broker is hung
 
 # KEYS: input, output, dead letter, then one dedup key per output, then one per dead letter.
 # ARGV: group, ttl, model, version, timestamp, n_out, n_dead, n_out x (event id, request id,
@@ -169,9 +185,14 @@ class StreamConsumer:
         self.logger = logger or NullPayloadLogger()
         self.consumer = consumer or socket.gethostname()
         # a bytes client (decode_responses off): event fields are kept byte for byte
-        self.client = client or connect(self.spec.redis_url, purpose="serving.stream.redis_url")
+        self.client = client or connect(
+            self.spec.redis_url,
+            purpose="serving.stream.redis_url",
+            socket_timeout=self.spec.block_ms / 1000 + BROKER_STALL_S,
+        )
         self._commit = self.client.register_script(COMMIT_LUA)
         self.stats = StreamStats()
+        self.outage = Outage(log, f"broker serving.stream.redis_url {self.spec.redis_url}")
         self._stop = threading.Event()
 
     # ---- keys ---------------------------------------------------------------------------------
@@ -184,7 +205,7 @@ class StreamConsumer:
     # ---- the loop -----------------------------------------------------------------------------
     def ensure_group(self) -> None:
         """The consumer group, created at the start of the stream: events sent before the first
-        consumer ever ran are answered too."""
+        consumer ever ran are answered too. BrokerUnavailable when Redis does not answer."""
         import redis
 
         try:
@@ -192,6 +213,8 @@ class StreamConsumer:
         except redis.ResponseError as e:
             if "BUSYGROUP" not in str(e):
                 raise
+        except broker_errors() as e:
+            raise BrokerUnavailable(f"serving.stream.redis_url {self.spec.redis_url}: {e}") from None
 
     def stop(self) -> None:
         """Finish the batch in hand, acknowledge it, return from run()."""
@@ -202,28 +225,47 @@ class StreamConsumer:
         return max(0, min(self.spec.batch_size, left))
 
     def run(self, max_events: int | None = None) -> StreamStats:
+        """Answers events until stop() or max_events; survives broker outages (module doc).
+        BrokerUnavailable only if the broker does not answer at the start."""
         import redis
 
         self.ensure_group()
         s = self.spec
         log.info("consumer %s of group %s on %s -> %s", self.consumer, s.group, s.input_stream, s.output_stream)
-        self._recover_own_pending(max_events)
+        backoff = Backoff()
+        resync = True  # (re)connected: our own pending entries first
         next_claim = 0.0
         while not self._stop.is_set() and self._room(max_events):
-            if time.monotonic() >= next_claim:
-                self._claim_idle(max_events)
-                next_claim = time.monotonic() + s.claim_idle_ms / 2000
-                continue
             try:
-                reply = self.client.xreadgroup(
-                    s.group, self.consumer, {s.input_stream: ">"}, count=self._room(max_events), block=s.block_ms
-                )
-                for _, entries in reply or ():
-                    self.process(entries)
-            except redis.ConnectionError as e:  # what we read stays pending: claimed/re-read later
-                log.warning("Redis connection lost (%s); reconnecting in 1 s", e)
-                self._stop.wait(1.0)
-                next_claim = 0.0
+                if resync:
+                    self.ensure_group()  # a no-op unless Redis came back empty
+                    self._recover_own_pending(max_events)
+                    resync = False
+                elif time.monotonic() >= next_claim:
+                    self._claim_idle(max_events)
+                    next_claim = time.monotonic() + s.claim_idle_ms / 2000
+                else:
+                    reply = self.client.xreadgroup(
+                        s.group, self.consumer, {s.input_stream: ">"}, count=self._room(max_events), block=s.block_ms
+                    )
+                    for _, entries in reply or ():
+                        self.process(entries)
+            except (*broker_errors(), BrokerUnavailable) as e:
+                # Whatever was read and not committed stays pending: re-read once Redis is back.
+                self.outage.failed(e, "retrying with backoff; unanswered events stay pending")
+                self._stop.wait(backoff.next_delay())
+                resync, next_claim = True, 0.0
+                continue
+            except redis.ResponseError as e:
+                if "NOGROUP" not in str(e):
+                    raise
+                # Redis restarted without its data (or the stream was deleted): the group is gone.
+                log.warning("consumer group %s of %s is gone (%s); creating it again", s.group, s.input_stream, e)
+                resync = True
+                continue
+            if self.outage.down:
+                self.outage.recovered()
+            backoff.reset()
         self.logger.flush()
         return self.stats
 

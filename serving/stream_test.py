@@ -275,7 +275,8 @@ def test_events_are_enriched_from_feast_and_a_lookup_failure_only_dead_letters_i
         assert out[rid] == pytest.approx(float(tiny_probability(row)[0]), abs=1e-6)
     assert planes.loc[f.tailnum, "seats"] > 0  # so the store's value changes the prediction
     dead = client.xrange(names["dead_letter_stream"])[0][1]
-    assert dead[b"request_id"] == b"bad-time" and b"feature lookup" in dead[b"reason"]
+    # refused by the request check (serving.enrichment.request_times) before any lookup, naming the field
+    assert dead[b"request_id"] == b"bad-time" and dead[b"reason"].startswith(b"input 'time_hour': 'not a time'")
     assert pending(client, names) == 0
 
 
@@ -377,8 +378,9 @@ def test_cli_names_an_unreachable_redis_and_exits_non_zero(tiny_registry, stream
     proc = subprocess.run(
         cli({**names, "redis_url": "127.0.0.1:1"}), env=env, cwd=str(REPO), capture_output=True, text=True, timeout=300
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 75  # Unavailable: EX_TEMPFAIL, try again later
     assert "serving.stream.redis_url 127.0.0.1:1" in proc.stderr and "Traceback" not in proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if line.startswith("Error:")]) == 1
 
 
 @pytest.mark.integration
