@@ -64,6 +64,43 @@ def model_ref(result):
     return ArtifactRef("Model", result.model_uri, properties=props)
 
 
+def model_input_names(config: PlatformConfig, model: str | None) -> list[str] | None:
+    """The raw inputs of `model` as its manifest lists them (registry versions always have one; a
+    model directory may), read before the model loads; None when unknown."""
+    from mlops import storage
+    from mlops.config import join_uri
+    from mlops.registry.store import MANIFEST, ModelRegistry
+    from serving.handle import _is_dir_source
+
+    source = model or config.serving.model or config.project
+    if _is_dir_source(source):
+        manifest_uri = join_uri(source, MANIFEST)
+        features = storage.read_json(manifest_uri).get("features") if storage.exists(manifest_uri) else None
+    else:
+        features = ModelRegistry.from_config(config).resolve(source).features
+    return [f["name"] for f in features] if features else None
+
+
+def without_unneeded_lookup(config: PlatformConfig, model: str | None, input: str) -> PlatformConfig:
+    """`config` with serving.feature_lookup off when the input already holds every model input:
+    nothing would be looked up, and building Feast's FeatureStore anyway (its import and registry,
+    seconds of CPU beside TensorFlow's import, then a warm-up read) was most of the fixed cost of a
+    short run. Unchanged when a lookup may be needed or anything is unknown (the run itself then
+    reports a bad model or input)."""
+    from serving.batch import input_columns, resolve_input
+
+    if config.features is None or not config.serving.feature_lookup:
+        return config
+    try:
+        needed = model_input_names(config, model)
+        have = set(input_columns(resolve_input(config, input))) if needed else set()
+    except Exception:  # noqa: BLE001 - only a shortcut: the run itself reports a bad model or input
+        return config
+    if not needed or not have.issuperset(needed):
+        return config
+    return config.model_copy(update={"serving": config.serving.model_copy(update={"feature_lookup": False})})
+
+
 def run_step(
     config: PlatformConfig,
     *,
@@ -95,7 +132,7 @@ def run_step(
     properties = {"code_version": CODE_VERSION}
     try:
         result = predict_batch(
-            config,
+            without_unneeded_lookup(config, model, input),
             model=model or None,
             input=input,
             output=output_uri,

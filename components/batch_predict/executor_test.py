@@ -178,6 +178,28 @@ def test_a_failed_run_is_recorded_and_writes_nothing(trained, tmp_path):
     assert step.artifact.name == broken.id  # the dataset is known; the failed run produced nothing from it
 
 
+def test_an_input_with_every_model_input_runs_without_feast(trained, tmp_path):
+    """Nothing is looked up when the file holds every model input, so Feast is neither imported nor
+    built (it was seconds of a short run's fixed cost), though the config enables the lookup and
+    its feature repo was never applied here."""
+    config, _, _ = trained
+    source = tmp_path / "full.parquet"
+    tiny_frame(40).to_parquet(source)
+    code = """
+import sys
+from components.batch_predict.executor import run_step
+from mlops.config import load_config
+config = load_config(sys.argv[1])
+assert config.serving.feature_lookup and config.features is not None
+result = run_step(config, model="flights@production", input=sys.argv[2], output_uri=sys.argv[3], log=print)
+print("rows", result.rows, "feast imported", "feast" in sys.modules)
+"""
+    out = tmp_path / "p.parquet"
+    proc = run_python(Path(sys.executable), code, FLIGHTS_CONFIG, str(source), str(out), root=config.artifact_root)
+    assert "rows 40 feast imported False" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    assert pd.read_parquet(out)["prediction"].notna().all()
+
+
 # ---- end to end ----------------------------------------------------------------------------------
 @pytest.mark.integration
 def test_batch_inference_pipeline_under_kfp_local(tmp_path, tiny_model):
