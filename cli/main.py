@@ -3,6 +3,7 @@
     mlops data ...       stage 1/7  dataset repository: ingest, list, show, spans
     mlops features ...   stage 1/7  Feast feature repository: apply, materialize, get
     mlops run / pipeline stage 2/3  compile and run KFP pipelines
+    mlops submit|schedule|runs      stage 2-4  runs and recurring runs on a cluster's KFP
     mlops models ...     stage 3/7  model registry: versions, aliases, promotion, rollback
     mlops serve|stream|predict      stage 5  online, streaming and batch prediction
     mlops metadata ...   stage 7    ML Metadata: what was recorded
@@ -17,6 +18,7 @@ from __future__ import annotations
 from cli.common import group
 from cli.data import data
 from cli.features import features
+from cli.kfp import runs, schedule, submit
 from cli.metadata import metadata
 from cli.models import lineage, models
 from cli.pipeline import pipeline, run
@@ -30,7 +32,21 @@ def cli():
     """ML CI/CD platform on Kubeflow Pipelines: data, features, training, serving, monitoring."""
 
 
-for command in (data, features, metadata, pipeline, run, models, lineage, serve, stream, predict):
+for command in (
+    data,
+    features,
+    metadata,
+    pipeline,
+    run,
+    submit,
+    schedule,
+    runs,
+    models,
+    lineage,
+    serve,
+    stream,
+    predict,
+):
     cli.add_command(command)
 
 

@@ -19,14 +19,41 @@ def pipeline():
 
 @pipeline.command("compile")
 @click.argument("names", nargs=-1)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Default: pipelines/compiled/.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Default: pipelines/compiled/ (cluster).")
+@click.option(
+    "--target",
+    "target_path",
+    type=click.Path(dir_okay=False),
+    help="Cluster target file: platform config of the pods, per-step resources (default configs/cluster-kfp.yaml).",
+)
+@click.option(
+    "--local",
+    "local",
+    is_flag=True,
+    help="Compile for kfp.local instead (configs/flights.yaml, no pod settings) into pipelines/compiled/local/.",
+)
+@click.option("--image-registry", help="Registry of the images the IR names, e.g. localhost:5001/mlops.")
+@click.option("--tag", "image_tag", help="Tag of the images the IR names, e.g. a git commit.")
 @runs_in(envs.PIPELINE)
-def pipeline_compile(names, out_dir):
-    """Compile pipelines (all when none named) and check the IR strictly."""
-    from pipelines import runner
+def pipeline_compile(names, out_dir, target_path, local, image_registry, image_tag):
+    """Compile pipelines (all when none named) to KFP IR and check it strictly.
 
+    By default for a cluster's KFP (what to upload in the KFP UI or with `mlops submit`): the
+    parameters default to configs/cluster.yaml and its object-store artifact root, ML Metadata
+    is KFP's metadata-grpc-service, and each step gets the requests, limits and node selectors
+    of the target file."""
+    from pipelines import runner
+    from pipelines.target import DEFAULT_TARGET_PATH, CompileTarget, load_target
+
+    if local and target_path:
+        raise click.UsageError("--local and --target exclude each other")
+    if local:
+        target = CompileTarget("local", image_registry=image_registry, image_tag=image_tag)
+        out_dir = out_dir or runner.COMPILED_DIR / "local"
+    else:
+        target = load_target(target_path or DEFAULT_TARGET_PATH, image_registry, image_tag)
     for name in names or sorted(runner.PIPELINES):
-        path = runner.compile_pipeline(name, out_dir or runner.COMPILED_DIR)
+        path = runner.compile_pipeline(name, out_dir or runner.COMPILED_DIR, target)
         runner.load_ir_strict(path)
         click.echo(str(path))
 

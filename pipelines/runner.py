@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import logging
 import os
 import re
@@ -55,15 +56,33 @@ def pipeline_func(name: str):
     return getattr(importlib.import_module(module), func)
 
 
-def compile_pipeline(name: str, out_dir: str | Path = COMPILED_DIR) -> Path:
+def compile_pipeline(name: str, out_dir: str | Path = COMPILED_DIR, target=None) -> Path:
+    """Compiles a pipeline to IR YAML for `target` (pipelines.target): by default the cluster
+    target of configs/cluster-kfp.yaml, whose config and artifact root become the parameter
+    defaults, so what is uploaded to a cluster's KFP keeps its state in the cluster."""
     from kfp import compiler
 
+    from pipelines.target import load_target
+
+    pipeline_func(name)  # a known name, or PipelineNotFound
+    target = target or load_target()
+    func = importlib.import_module(PIPELINES[name].split(":")[0]).define(target)
     out = Path(out_dir) / f"{name}.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".tmp-{name}.yaml")
-    compiler.Compiler().compile(pipeline_func(name), str(tmp))
-    tmp.replace(out)
+    try:
+        compiler.Compiler().compile(func, str(tmp), pipeline_parameters=_known_parameters(func, target.parameters))
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
+
+
+def _known_parameters(func, defaults: dict[str, Any]) -> dict[str, Any]:
+    """The target's parameter defaults that this pipeline has (every pipeline has config_path and
+    artifact_root; the check keeps a new pipeline without them compiling)."""
+    inputs = func.component_spec.inputs or {}
+    return {k: v for k, v in defaults.items() if k in inputs}
 
 
 def load_ir_strict(path: str | Path):
@@ -206,7 +225,9 @@ def run_local(
         from mlops.metadata.store import open_store
 
         store = open_store(config)
-        store.start_run(name, run_id, {"runner": "kfp.local", "run_dir": str(run_dir)})
+        # The run's parameters, for `mlops runs compare` (a cluster run's are in the KFP API).
+        parameters = json.dumps(args, sort_keys=True, default=str)
+        store.start_run(name, run_id, {"runner": "kfp.local", "run_dir": str(run_dir), "parameters": parameters})
     session = _RunSession(run_dir, verbose, on_step, cancel_grace_s, _display_names(spec))
     started = time.monotonic()
     state, reason = "FAILED", ""

@@ -27,14 +27,15 @@ def test_compiles_to_strict_ir_and_committed_copy_is_current(name, tmp_path):
         assert "pip install" not in command  # install_kfp_package=False: the image has everything
     committed = orchestration.COMPILED_DIR / f"{name}.yaml"
     assert committed.exists(), f"run `mlops pipeline compile` and commit {committed}"
-    assert yaml.safe_load(committed.read_text()) == yaml.safe_load(path.read_text()), (
+    # all documents: the pipeline spec and, for a cluster, the kubernetes platform spec (secrets, node selectors)
+    assert list(yaml.safe_load_all(committed.read_text())) == list(yaml.safe_load_all(path.read_text())), (
         f"{committed} is stale: run `mlops pipeline compile`"
     )
 
 
 def test_strict_parse_rejects_unknown_fields(tmp_path):
     path = orchestration.compile_pipeline("ingest", tmp_path)
-    doc = yaml.safe_load(path.read_text())
+    doc = next(yaml.safe_load_all(path.read_text()))  # the pipeline spec (a platform spec may follow)
     doc["root"]["surprise"] = 1
     path.write_text(yaml.safe_dump(doc))
     with pytest.raises(Exception, match="surprise"):
