@@ -35,6 +35,19 @@ the summary). Otherwise the run fails before predicting anything, naming the mis
 whole batch is never predicted on defaults: a run in which not one row got all its feature-store
 values fails before its output is published.
 
+Missing values follow the rule of where the rows come from. A file (parquet/csv URI) is taken as
+requests are: the online server's rule (serving.enrichment's request schema), so a gap is allowed
+only in what the feature store provides, never in the request's own fields (entity keys and
+request-time features), and a gap there fails the run naming the column, nothing written. A
+dataset version from the repository is taken as training took it: a gap in any column is imputed
+as in training (the model was trained on that very data, sparse columns included), so batch can
+always score the data the model was trained on.
+
+The online store must answer: one lookup before the output is opened, and every chunk's read; a
+store that is down (Redis refusing or timing out, the SQLite file unreadable) fails the run with
+OnlineStoreUnavailable naming the store, nothing written. A batch is never predicted on defaults
+because of an outage.
+
 This module imports without TensorFlow, Feast or MLMD (they load with the model / on first use);
 lineage is recorded by the batch_predict component (components/batch_predict/executor.py).
 """
@@ -55,7 +68,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mlops.errors import InvalidInput
+from mlops.errors import InvalidInput, Unavailable
 from serving.predictor import CATEGORICAL, NUMERIC, InputSpec, PredictionInputError, as_numeric, as_text, check_values
 
 if TYPE_CHECKING:
@@ -71,6 +84,11 @@ _TIMESTAMP = pa.timestamp("us", tz="UTC")
 class BatchInputError(InvalidInput):
     """The input or the options are wrong (unknown dataset, missing columns, no rows, a value of
     the wrong type): nothing is written."""
+
+
+class OnlineStoreUnavailable(Unavailable):
+    """The Feast online store a run needs does not answer (refused, timed out, unreadable): nothing
+    is written; the same run may succeed later."""
 
 
 # ---- input ---------------------------------------------------------------------------------------
@@ -533,7 +551,22 @@ class _Chunk:
     seconds_encode: float
 
 
-def _encoded_chunks(inp: BatchInput, plan: ColumnPlan, chunk_rows: int) -> Iterator[_Chunk]:
+def gaps_allowed(inp: BatchInput, enricher: FeatureEnricher) -> dict[str, bool]:
+    """Input name -> may a row leave it missing (module doc: a file follows the online request
+    schema, a dataset version training's rule). Names not listed may be missing."""
+    if inp.dataset_versions:
+        return {}
+    return {s.name: s.nullable for s in enricher.schema.all}
+
+
+def _encoded_chunks(
+    inp: BatchInput, plan: ColumnPlan, chunk_rows: int, nullable: dict[str, bool] | None = None
+) -> Iterator[_Chunk]:
+    nullable = nullable or {}
+
+    def rules(spec: InputSpec) -> InputSpec:
+        return InputSpec(spec.name, spec.dtype, nullable=nullable.get(spec.name, True))
+
     start = 0
     # Categories are read as dictionaries, unless the output copies the column as it is.
     categories = [
@@ -549,13 +582,15 @@ def _encoded_chunks(inp: BatchInput, plan: ColumnPlan, chunk_rows: int) -> Itera
             return
         t1 = time.perf_counter()
         try:
-            # the online request's value rules too (finite FP32 numbers); a dataset's gaps are taken
-            # as training took them (imputed), so every model input may be missing here
+            # the online request's value rules too (finite FP32 numbers; gaps as gaps_allowed says)
             features = {
-                s.name: check_values(s, encode_column(s, table.column(s.name)), table.column(s.name))
+                s.name: check_values(rules(s), encode_column(s, table.column(s.name)), table.column(s.name))
                 for s in plan.direct
             }
-            lookup = {s.name: encode_column(s, table.column(s.name)) for s in plan.lookup_keys}
+            lookup = {
+                s.name: check_values(rules(s), encode_column(s, table.column(s.name)), table.column(s.name))
+                for s in plan.lookup_keys
+            }
             if plan.time_column:
                 lookup[plan.time_column] = encode_time(table.column(plan.time_column))
         except PredictionInputError as e:
@@ -599,6 +634,9 @@ def run_batch(
     model_inputs = served.predictor.inputs
     seconds = dict.fromkeys(("read", "encode", "enrich", "predict", "write", "payload_log"), 0.0)
     rows = chunks = 0
+    if plan.enrich:  # an online store that does not answer fails the run before any output exists
+        with _store_errors_named(config, "before reading the input"):
+            enricher.fetch({k: np.array([""], dtype=object) for k in enricher.lookup_keys}, 1, None)
     without_store_values = enricher.rows_without_features
     started, t_start = dt.datetime.now(dt.UTC), time.perf_counter()
     name_scalar, version_scalar = pa.scalar(served.name, pa.string()), pa.scalar(str(served.version), pa.string())
@@ -606,7 +644,7 @@ def run_batch(
     with published_file(output_uri) as tmp:
         writer = _ChunkWriter(tmp)
         try:
-            for chunk in _encoded_chunks(inp, plan, chunk_rows):
+            for chunk in _encoded_chunks(inp, plan, chunk_rows, gaps_allowed(inp, enricher)):
                 n = chunk.table.num_rows
                 seconds["read"] += chunk.seconds_read
                 seconds["encode"] += chunk.seconds_encode
@@ -614,7 +652,8 @@ def run_batch(
                 features = chunk.features
                 if plan.enrich:
                     try:
-                        features, _ = enricher.complete({**chunk.features, **chunk.lookup})
+                        with _store_errors_named(config, f"at rows {chunk.start}..{chunk.start + n - 1}"):
+                            features, _ = enricher.complete({**chunk.features, **chunk.lookup})
                     except PredictionInputError as e:
                         raise BatchInputError(f"{inp.spec}: rows {chunk.start}..{chunk.start + n - 1}: {e}") from None
                 t1 = time.perf_counter()
@@ -714,6 +753,42 @@ def run_batch(
     }
     storage.write_json_atomic(summary_uri, summary)
     return BatchResult(output_uri, summary_uri, rows, served.name, str(served.version), served.uri, inp, summary)
+
+
+def online_store_name(config) -> str:
+    """The online store as a user knows it: the SQLite file or the Redis address."""
+    from mlops.features.store import feast_dir
+
+    if config.features.online_store == "sqlite":
+        return f"the online store {os.path.join(feast_dir(config), 'online.db')}"
+    return f"the Redis online store at {config.features.redis_url} (features.redis_url)"
+
+
+def _store_failures() -> tuple[type[BaseException], ...]:
+    """What a store that is down raises: the drivers' errors (redis-py, sqlite3), OSError, and an
+    Unavailable of the platform's own (a deadline or breaker of the serving code)."""
+    import sqlite3
+
+    errors: list[type[BaseException]] = [Unavailable, sqlite3.Error, OSError]
+    try:
+        import redis
+
+        errors.append(redis.RedisError)
+    except ImportError:  # the pipeline image: no Redis client, no Redis online store
+        pass
+    return tuple(errors)
+
+
+@contextlib.contextmanager
+def _store_errors_named(config, when: str):
+    """A failing online store -> OnlineStoreUnavailable, one line naming the store."""
+    try:
+        yield
+    except _store_failures() as e:
+        detail = (str(e).strip().splitlines() or [""])[0][:300]
+        raise OnlineStoreUnavailable(
+            f"{online_store_name(config)} does not answer ({type(e).__name__}: {detail}) {when}; nothing was written"
+        ) from None
 
 
 def _log_payloads(

@@ -18,6 +18,7 @@ import pytest
 from serving.batch import (
     OUTPUT_COLUMNS,
     BatchInputError,
+    OnlineStoreUnavailable,
     encode_column,
     predict_batch,
     resolve_input,
@@ -30,11 +31,10 @@ from tests.support.serving_models import TINY_CATEGORICAL, TINY_NUMERIC, tiny_pr
 
 def flights_frame(n: int, seed: int = 0) -> pd.DataFrame:
     """Rows with the tiny model's inputs as a dataset stores them (month as an int, missing
-    values) plus columns a model does not take."""
+    feature-store values) plus columns a model does not take."""
     rng = np.random.default_rng(seed)
     carrier = rng.choice(["UA", "DL", "AA", "B6"], n).astype(object)
-    carrier[::17] = None
-    temp = rng.normal(50, 15, n)
+    temp = rng.normal(50, 15, n)  # from the feature store: may be missing, even in a request
     temp[::13] = np.nan
     return pd.DataFrame(
         {
@@ -298,6 +298,38 @@ def test_empty_input_and_bad_values(tiny_config, served, tmp_path):
         run_batch(tiny_config, served, resolve_input(tiny_config, str(tmp_path / "bad.csv")), str(out))
 
 
+def test_gaps_in_request_fields_fail_a_file_but_not_a_dataset_version(tiny_config, served, tmp_path):
+    """A file follows the online rule (a request's own fields need a value; feature-store ones may
+    be missing); a dataset version is taken as training took it (every gap imputed)."""
+    from mlops.datasets.repository import DatasetRepository
+
+    df = flights_frame(300)
+    df.loc[::50, "temp"] = np.nan  # feature-store feature: a gap is fine everywhere
+    src, out = tmp_path / "in.parquet", tmp_path / "out" / "p.parquet"
+    df.to_parquet(src)
+    run_batch(tiny_config, served, resolve_input(tiny_config, str(src)), str(out), chunk_rows=100)
+    np.testing.assert_allclose(read(out)["prediction"], expected(df), rtol=1e-6, atol=1e-6)
+    out.unlink()
+    Path(summary_uri_for(str(out))).unlink()
+
+    gappy = df.copy()
+    gappy.loc[[120, 240], "carrier"] = None
+    gappy.loc[250, "hour"] = np.nan
+    gappy.to_parquet(src)
+    with pytest.raises(BatchInputError, match=r"rows 100\.\.199: input 'carrier': missing value .* at row 20"):
+        run_batch(tiny_config, served, resolve_input(tiny_config, str(src)), str(out), chunk_rows=100)
+    gappy.to_csv(tmp_path / "in.csv", index=False, na_rep="NA")
+    with pytest.raises(BatchInputError, match=r"input 'carrier': missing value"):
+        run_batch(tiny_config, served, resolve_input(tiny_config, str(tmp_path / "in.csv")), str(out))
+    assert list(out.parent.iterdir()) == []  # nothing written
+
+    version, _ = DatasetRepository(tiny_config.artifact_root).write("flights", gappy, source="test", span="2013-03")
+    run_batch(tiny_config, served, resolve_input(tiny_config, version.id), str(out), chunk_rows=100)
+    got = read(out)
+    assert len(got) == 300
+    np.testing.assert_allclose(got["prediction"], expected(gappy), rtol=1e-6, atol=1e-6)  # "" / NaN imputed
+
+
 def test_input_specs(tiny_config, tmp_path):
     from mlops.datasets.repository import DatasetRepository
 
@@ -410,3 +442,46 @@ def test_batch_runs_in_the_serving_environment_too(tiny_config, served, tmp_path
     test_chunked_run_over_part_files_keeps_row_order_ids_and_values(tiny_config, served, tmp_path)
     (tmp_path / "crash").mkdir()
     test_a_crash_mid_run_leaves_the_previous_output_whole(tiny_config, served, tmp_path / "crash")
+
+
+# ---- an online store that does not answer -----------------------------------------------------
+@pytest.mark.serving_env
+@pytest.mark.integration
+@pytest.mark.parametrize("outage", ["sqlite-unreadable", "redis-down"])
+def test_an_unavailable_online_store_fails_the_run_naming_it_before_any_output(
+    outage, feast_online_root, tiny_model_dirs, tmp_path
+):
+    """The input lacks temp and seats (the feature store's): the run needs the online store. The
+    SQLite file unreadable (not a database any more), or the Redis online store not listening:
+    one line naming the store, the Unavailable kind (exit 75), no output directory even."""
+    import shutil
+
+    from mlops.config import load_config
+    from mlops.errors import status_of
+    from serving.handle import ModelHandle
+    from tests.support.fixtures import FLIGHTS_CONFIG
+    from tests.support.redis_server import free_port
+
+    root, project = feast_online_root
+    copy = tmp_path / "artifacts"
+    shutil.copytree(root, copy)
+    overrides = {"artifact_root": str(copy), "features.project": project}
+    if outage == "sqlite-unreadable":
+        (copy / "feast" / "online.db").write_bytes(b"not a database " * 1000)
+        named = str(copy / "feast" / "online.db")
+    else:
+        named = f"127.0.0.1:{free_port()}"  # nothing listens there
+        overrides.update({"features.online_store": "redis", "features.redis_url": named})
+    config = load_config(FLIGHTS_CONFIG, overrides=overrides)
+    served = ModelHandle.from_config(config, tiny_model_dirs[1], name="flights").current
+    src = tmp_path / "in.parquet"
+    frame = flights_frame(50).drop(columns=["temp", "seats"])
+    frame.assign(tailnum="N14228", time_hour=pd.Timestamp("2013-02-10 08:00", tz="UTC")).to_parquet(src)
+    out = tmp_path / "out" / "p.parquet"
+
+    with pytest.raises(OnlineStoreUnavailable) as caught:
+        run_batch(config, served, resolve_input(config, str(src)), str(out))
+    message = str(caught.value)
+    assert named in message and "does not answer" in message and "nothing was written" in message
+    assert "\n" not in message and status_of(caught.value).exit_code == 75
+    assert not out.parent.exists()
