@@ -20,7 +20,20 @@ SCHEMA = REPO.parent / "shared" / "schemas" / "skaffold-v4beta13.json"
 @pytest.mark.skipif(not SCHEMA.exists(), reason="shared/schemas is not beside this checkout")
 def test_skaffold_yaml_matches_the_official_schema():
     doc = yaml.safe_load((REPO / "skaffold.yaml").read_text())
-    jsonschema.validate(doc, json.loads(SCHEMA.read_text()))
+    schema = json.loads(SCHEMA.read_text())
+    jsonschema.validate(doc, schema)
+    # the schema is strict: a misspelt section is an error, not ignored
+    typo = {**doc, "manifest": doc["manifests"]}
+    with pytest.raises(jsonschema.ValidationError, match="manifest"):
+        jsonschema.validate(typo, schema)
+    # every kustomize path it deploys (default and profiles) is a kustomization in the checkout
+    paths = list(doc["manifests"]["kustomize"]["paths"])
+    paths += [
+        p for prof in doc.get("profiles", []) for p in prof.get("manifests", {}).get("kustomize", {}).get("paths", [])
+    ]
+    assert paths
+    for path in paths:
+        assert (REPO / path / "kustomization.yaml").is_file(), path
 
 
 def test_every_image_has_its_dockerfile_and_lock():
