@@ -166,6 +166,37 @@ def test_malformed_events_go_to_the_dead_letter_stream_with_the_reason(tiny_conf
     assert pending(client, names) == 0  # dead letters are acknowledged too
 
 
+def test_values_the_model_cannot_take_are_dead_lettered_naming_the_field(tiny_config, handle, streams):
+    """The online server's value rules, event by event: non-finite numbers, text in a numeric
+    field, a gap in a request field (allowed only in what the feature store provides)."""
+    from serving.stream import StreamConsumer
+
+    client, names = streams
+    row = request_row(1)
+    bad = {
+        "beyond-fp32": (json.dumps({**row, "distance": 1e39}), "input 'distance': 1e+39 is not a finite number"),
+        "infinity": ('{"hour": Infinity}', "'data' is not valid JSON"),  # JSON has no inf / NaN
+        "nan": ('{"hour": NaN}', "'data' is not valid JSON"),
+        "text-number": (json.dumps({**row, "distance": "far"}), "input 'distance': expected numbers, got 'far'"),
+        "bool-number": (json.dumps({**row, "hour": True}), "input 'hour': expected numbers, got boolean"),
+        "null-request-field": (json.dumps({**row, "carrier": None}), "input 'carrier': missing value"),
+        "empty-request-field": (json.dumps({**row, "origin": ""}), "input 'origin': missing value"),
+    }
+    ok = {**row, "temp": None}  # a feature-store feature may be missing: answered
+    events = [{"request_id": rid, "data": data} for rid, (data, _) in bad.items()]
+    events.append({"request_id": "ok", "data": json.dumps(ok)})
+    send(client, names["input_stream"], events)
+    stats = StreamConsumer(with_stream(tiny_config, **names), handle, consumer="c1").run(max_events=len(events))
+
+    assert [o["request_id"] for o in outputs(client, names["output_stream"])] == ["ok"]
+    reasons = {f[b"request_id"].decode(): f[b"reason"].decode() for _, f in client.xrange(names["dead_letter_stream"])}
+    assert set(reasons) == set(bad) and stats.dead_lettered == len(bad)
+    for rid, (_, expected_reason) in bad.items():
+        assert reasons[rid].startswith(expected_reason) or expected_reason in reasons[rid], (rid, reasons[rid])
+        assert " at row " not in reasons[rid]  # one event is one row: no row number
+    assert pending(client, names) == 0
+
+
 def test_the_same_request_id_is_answered_once(tiny_config, handle, streams):
     from serving.stream import StreamConsumer
 
@@ -262,21 +293,23 @@ def test_events_are_enriched_from_feast_and_a_lookup_failure_only_dead_letters_i
         "known": known,
         "unknown-plane": {**known, "tailnum": "N0NE-UNKNOWN"},
         "bad-time": {**known, "time_hour": "not a time"},
+        "time-out-of-range": {**known, "time_hour": 1e300},
     }
     send(client, names["input_stream"], [{"request_id": k, "data": json.dumps(v)} for k, v in requests.items()])
-    stats = StreamConsumer(config, handle, consumer="c1").run(max_events=3)
+    stats = StreamConsumer(config, handle, consumer="c1").run(max_events=4)
 
     out = {o["request_id"]: float(o["prediction"]) for o in outputs(client, names["output_stream"])}
-    assert set(out) == {"known", "unknown-plane"} and stats.dead_lettered == 1
+    assert set(out) == {"known", "unknown-plane"} and stats.dead_lettered == 2
     weather = handle.current.enricher.complete({k: [v] for k, v in known.items()})[0]["temp"][0]
     assert not np.isnan(weather)
     for rid, seats in (("known", planes.loc[f.tailnum, "seats"]), ("unknown-plane", np.nan)):  # documented default
         row = {**{k: [v] for k, v in requests[rid].items()}, "temp": [weather], "seats": [seats]}
         assert out[rid] == pytest.approx(float(tiny_probability(row)[0]), abs=1e-6)
     assert planes.loc[f.tailnum, "seats"] > 0  # so the store's value changes the prediction
-    dead = client.xrange(names["dead_letter_stream"])[0][1]
+    dead = {f[b"request_id"]: f[b"reason"].decode() for _, f in client.xrange(names["dead_letter_stream"])}
     # refused by the request check (serving.enrichment.request_times) before any lookup, naming the field
-    assert dead[b"request_id"] == b"bad-time" and dead[b"reason"].startswith(b"input 'time_hour': 'not a time'")
+    assert dead[b"bad-time"].startswith("input 'time_hour': 'not a time' is not a time")
+    assert dead[b"time-out-of-range"].startswith("input 'time_hour': 1e+300 is not a time")
     assert pending(client, names) == 0
 
 
