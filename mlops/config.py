@@ -339,6 +339,24 @@ class ServingSpec(_Strict):
     batch: BatchSpec = BatchSpec()
 
 
+class MonitoringSpec(_Strict):
+    """The monitoring run (stage 6): payload logs of a window vs the model version's training reference.
+    Drift thresholds are on effect sizes; a p-value below `p_value` is required as well (a guard: on
+    large windows every p-value is tiny, on small ones an effect size alone is noise)."""
+
+    # default: NumPy/SciPy/TFDV (permissive licences); alibi: alibi-detect 0.13 (BSL-1.1, see README)
+    detector: Literal["default", "alibi"] = "default"
+    numeric_wasserstein: float = Field(0.1, gt=0)  # Wasserstein distance / the reference's std
+    categorical_js: float = Field(0.1, gt=0, le=1)  # Jensen-Shannon distance (base 2) of category shares
+    prediction_wasserstein: float = Field(0.1, gt=0)  # of the model's outputs, normalised as above
+    domain_auc: float = Field(0.6, gt=0.5, le=1)  # joint space: a classifier telling window from reference
+    p_value: float = Field(0.01, gt=0, lt=1)
+    reference_rows: int = Field(10_000, gt=0)  # training rows sampled as the reference (seeded)
+    min_rows: int = Field(100, gt=0)  # a model version with fewer rows in the window is not assessed
+    window: str = "24h"  # default window of `mlops monitor run` without --window/--last: the last 24h
+    pushgateway_url: str | None = None  # push metrics there; unset: a textfile-collector .prom file
+
+
 class PlatformConfig(_Strict):
     project: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
     artifact_root: str
@@ -351,6 +369,7 @@ class PlatformConfig(_Strict):
     evaluation: EvaluationSpec = EvaluationSpec()
     metadata: MetadataSpec = MetadataSpec()
     serving: ServingSpec = ServingSpec()
+    monitoring: MonitoringSpec = MonitoringSpec()
     # Set by load_config: where this config came from (for error messages and lineage).
     source_path: str | None = None
 
@@ -383,8 +402,8 @@ class PlatformConfig(_Strict):
 
     def content_hash(self) -> str:
         """Stable hash of the semantic content (not of the file's formatting): recorded in MLMD."""
-        # serving: ports and sinks do not change what a training run produces.
-        body = self.model_dump(mode="json", exclude={"source_path", "serving"})
+        # serving and monitoring: ports, sinks and drift thresholds do not change what a training run produces.
+        body = self.model_dump(mode="json", exclude={"source_path", "serving", "monitoring"})
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
     @property

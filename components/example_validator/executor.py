@@ -381,12 +381,19 @@ def run(
     drift_splits=DEFAULT_DRIFT_SPLITS,
 ) -> ValidationResult:
     """validate() + a persistent copy of the report + the MLMD record (state FAILED when the
-    policy says the run must fail). Does not raise for bad data: call raise_if_failed()."""
+    policy says the run must fail). Does not raise for bad data: call raise_if_failed().
+    Baselines not given (None) are found in ML Metadata: the drift baseline (previous_statistics)
+    and the serving statistics of the skew check (the newest a monitoring run recorded for the
+    production model, components/monitor)."""
     from mlops.metadata.store import ArtifactRef
     from mlops.steps import record_step
 
     if previous_statistics_dir is None:
         previous_statistics_dir = previous_statistics(config, statistics_dir)
+    if serving_statistics_path is None:  # the newest monitoring run's, of the production model
+        from components.monitor.reference import newest_serving_statistics
+
+        serving_statistics_path = newest_serving_statistics(config)
     result = validate(
         config,
         statistics_dir,
@@ -408,6 +415,8 @@ def run(
     }
     if previous_statistics_dir:
         inputs["previous_statistics"] = [ArtifactRef("Statistics", previous_statistics_dir)]
+    if serving_statistics_path:
+        inputs["serving_statistics"] = [ArtifactRef("Statistics", serving_statistics_path)]
     properties = {"code_version": CODE_VERSION}
     if result.should_fail:
         properties["error"] = result.failure_message()[:2000]

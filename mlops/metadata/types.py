@@ -46,6 +46,11 @@ ARTIFACT_TYPES: dict[str, dict[str, str]] = {
     "mlops.PushedModel":     {"name": S, "version": S, "destination": S},
     # Batch inference output (one parquet file): model = "<name>@<version>"
     "mlops.Predictions":     {"model": S, "row_count": I, "content_hash": S, "predicted_at": S},
+    # Monitoring (components/monitor): the payload-log rows of one model in [start, end), and the
+    # run's result (drift, data quality, estimated performance: result.json + report.html).
+    # Its serving statistics are mlops.Statistics with split "serving" and model "<name>@<version>".
+    "mlops.PayloadWindow":   {"model": S, "start": S, "end": S, "row_count": I},
+    "mlops.DriftResult":     {"model": S, "start": S, "end": S, "drifted": I, "content_hash": S},
 }
 
 EXECUTION_TYPE = "mlops.ComponentRun"

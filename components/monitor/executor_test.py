@@ -1,0 +1,276 @@
+"""The monitoring run on small synthetic windows: payload logs written by serving's PayloadLogger,
+a tiny real SavedModel registered with its training lineage in real ML Metadata (SQLite), real TFDV.
+
+Version 1 is trained on "winter" rows; a stable window is drawn from the same generator, a drifted
+one from a "summer" generator (warmer, later flights, another carrier mix)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops.config import load_config
+from tests.support.fixtures import FLIGHTS_CONFIG
+
+START = pd.Timestamp("2013-07-01T00:00:00Z")
+CARRIERS = np.array(["UA", "AA", "DL", "B6"])
+ORIGINS = np.array(["EWR", "JFK", "LGA"])
+DESTS = np.array(["ATL", "ORD", "LAX", "BOS", "MCO", "MIA", "SFO", "DFW"])
+
+
+def synthetic_rows(n: int, seed: int, summer: bool = False) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    temp = rng.normal(80 if summer else 40, 10, n)
+    temp[rng.random(n) < 0.02] = np.nan
+    return {
+        "hour": rng.integers(13 if summer else 5, 24, n).astype(np.float32),
+        "distance": rng.lognormal(6.5, 0.5, n).astype(np.float32),
+        "temp": temp.astype(np.float32),
+        "seats": rng.choice([55.0, 140.0, 180.0, 200.0], n).astype(np.float32),
+        "carrier": rng.choice(CARRIERS, n, p=[0.1, 0.2, 0.2, 0.5] if summer else [0.4, 0.3, 0.2, 0.1]).astype(object),
+        "origin": rng.choice(ORIGINS, n).astype(object),
+        "dest": np.where(rng.random(n) < (0.02 if summer else 0), "SEA", rng.choice(DESTS, n)).astype(object),
+        "month": rng.choice(["7", "8"] if summer else ["1", "2"], n).astype(object),
+    }
+
+
+def record_training_lineage(
+    config, store, run_id: str, examples_dir: str, stats_dir: str, schema_dir: str, model_dir: str
+):
+    from mlops.metadata.store import ArtifactRef
+
+    run = store.run_context("training", run_id)
+    examples, statistics = ArtifactRef("Examples", examples_dir), ArtifactRef("Statistics", stats_dir)
+    schema, anomalies = ArtifactRef("Schema", schema_dir), ArtifactRef("Anomalies", f"{examples_dir}-anomalies")
+    graph, model = ArtifactRef("TransformGraph", f"{examples_dir}-transform"), ArtifactRef("Model", model_dir)
+    store.record_execution(run, "statistics_gen", {"examples": [examples]}, {"statistics": [statistics]})
+    store.record_execution(run, "schema_gen", {"statistics": [statistics]}, {"schema": [schema]})
+    store.record_execution(
+        run, "example_validator", {"statistics": [statistics], "schema": [schema]}, {"anomalies": [anomalies]}
+    )
+    store.record_execution(
+        run,
+        "transform",
+        {"examples": [examples], "schema": [schema], "anomalies": [anomalies]},
+        {"transform_graph": [graph]},
+    )
+    store.record_execution(run, "trainer", {"examples": [examples], "transform_graph": [graph]}, {"model": [model]})
+
+
+def train_reference(config, root: str, model_dir: str, rows: int = 3000) -> None:
+    """Registers model_dir as flights@1 (production) with the lineage a training run records."""
+    import tensorflow_data_validation as tfdv
+
+    from mlops.metadata.store import open_store
+    from mlops.registry.lineage import record_registration
+    from mlops.registry.store import ModelRegistry
+    from mlops.validation.schema import apply_comparators, ensure_environments, write_schema
+    from mlops.validation.statistics import compute_statistics, write_statistics
+    from tests.support.serving_models import register, tiny_probability
+
+    frame = pd.DataFrame(synthetic_rows(rows, seed=1))
+    frame["is_delayed"] = (np.random.default_rng(2).random(rows) < tiny_probability(frame)).astype(np.int64)
+    examples_dir, stats_dir, schema_dir = (f"{root}/training/{k}" for k in ("examples", "statistics", "schema"))
+    os.makedirs(examples_dir)
+    frame.to_parquet(f"{examples_dir}/train.parquet", index=False)
+    stats = compute_statistics(frame, config, "train")
+    write_statistics(stats, f"{stats_dir}/train.stats.pb")
+    schema = apply_comparators(ensure_environments(tfdv.infer_schema(stats), "is_delayed"), config)
+    write_schema(schema, f"{schema_dir}/schema.pbtxt")
+    store = open_store(config)
+    record_training_lineage(config, store, "train-1", examples_dir, stats_dir, schema_dir, model_dir)
+    version = register(root, "flights", model_dir, metrics={"auc": 0.66})
+    record_registration(
+        config, version, run_id="train-1", pipeline="training", model_artifact_uri=model_dir, store=store
+    )
+    ModelRegistry(root).promote("flights", version.version, "production", reason="test")
+
+
+def log_window(config, version: str, rows: dict, start: pd.Timestamp, predictions=None, source="online") -> None:
+    """Writes rows as the model server would, spread over the hour after `start`."""
+    from serving.payload_log import ParquetSink, PayloadLogger, payload_log_root
+    from tests.support.serving_models import tiny_probability
+
+    n = len(rows["hour"])
+    predictions = tiny_probability(rows) if predictions is None else predictions
+    logger = PayloadLogger(ParquetSink(payload_log_root(config)), flush_rows=10**6, flush_seconds=60)
+    for i, chunk in enumerate(np.array_split(np.arange(n), 10)):
+        logger.log(
+            model="flights",
+            version=version,
+            source=source,
+            request_ids=[f"r{version}-{start.value}-{j}" for j in chunk],
+            features={k: v[chunk] for k, v in rows.items()},
+            predictions=np.asarray(predictions, dtype=np.float32)[chunk],
+            timestamp=start.timestamp() + i * 300,
+        )
+    logger.close()
+    assert logger.stats()["written_rows"] == n
+
+
+@pytest.fixture(scope="module")
+def monitored(tmp_path_factory, tiny_model_dirs):
+    """flights@1 with its training reference, a stable window at 00:00 and a drifted one at 02:00."""
+    root = str(tmp_path_factory.mktemp("monitoring") / "artifacts")
+    config = load_config(FLIGHTS_CONFIG, overrides={"artifact_root": root, "monitoring.reference_rows": 3000})
+    train_reference(config, root, tiny_model_dirs[1])
+    log_window(config, "1", synthetic_rows(1500, seed=11), START)
+    log_window(config, "1", synthetic_rows(1500, seed=12, summer=True), START + pd.Timedelta(hours=2), source="batch")
+    return config
+
+
+def run_monitor(config, window_hours=(0, 1), model="flights@production", run_id="mon-1"):
+    from components.monitor.executor import PIPELINE, default_out_dir, monitor
+
+    start, end = START + pd.Timedelta(hours=window_hours[0]), START + pd.Timedelta(hours=window_hours[1])
+    out = default_out_dir(config, "flights", run_id)
+    return monitor(config, model, start, end, out, pipeline=PIPELINE, run_id=run_id, log=lambda *_: None), out
+
+
+def monitor_executions(config):
+    from mlops.metadata.store import open_store
+
+    return [e for e in open_store(config).list_executions() if e.component == "monitor"]
+
+
+def test_stable_window_is_not_flagged_and_a_drifted_one_is(monitored):
+    stable, _ = run_monitor(monitored, (0, 1), run_id="mon-stable")
+    drifted, out = run_monitor(monitored, (2, 3), run_id="mon-drifted")
+
+    [s] = stable["versions"]
+    assert s["rows"] == 1500 and s["selected"]
+    assert s["verdict"]["drifted_features"] == [] and not s["verdict"]["drifted"], s["verdict"]["summary"]
+    assert not s["prediction_drift"]["drifted"] and not s["joint_drift"]["drifted"]
+    assert s["joint_drift"]["score"] < 0.6
+    [d] = drifted["versions"]
+    assert {"temp", "hour", "carrier", "month"} <= set(d["verdict"]["drifted_features"]), d["verdict"]["summary"]
+    assert not {"distance", "origin", "seats"} & set(d["verdict"]["drifted_features"])
+    assert d["prediction_drift"]["drifted"] and d["joint_drift"]["drifted"] and d["joint_drift"]["score"] > 0.9
+    assert d["sources"] == {"batch": 1500}
+    by_feature = {f["feature"]: f for f in d["feature_drift"]}
+    assert by_feature["temp"]["effect"] > 3 and by_feature["temp"]["p_value"] < 1e-10  # effect size beside p-value
+    assert by_feature["carrier"]["psi"] > 0.25
+    # TFDV's own comparators agree at the schema level; a new destination is outside the schema's domain
+    assert {"temp", "carrier"} <= set(d["verdict"]["tfdv_skewed_features"])
+    assert [a["kind"] for a in d["tfdv"]["anomalies"] if a["feature"] == "dest"] == [
+        "ENUM_TYPE_UNEXPECTED_STRING_VALUES"
+    ]
+    assert s["tfdv"]["anomalies"] == []
+    assert d["quality"]["month"]["oov_rate"] == 1.0 and s["quality"]["month"]["oov_rate"] == 0.0
+    assert 0.01 < d["quality"]["dest"]["oov_rate"] < 0.03 and d["quality"]["dest"]["oov_examples"] == ["SEA"]
+    assert 0.005 < d["quality"]["temp"]["missing_rate"] < 0.04
+
+    files = sorted(os.listdir(out))
+    assert files == ["metrics.prom", "report.html", "result.json", "v1"], files
+    assert json.load(open(f"{out}/result.json"))["drifted"] is True
+    page = open(f"{out}/report.html").read()
+    assert page.count("<svg") == 9 and "<script" not in page and "stylesheet" not in page  # self-contained
+    prom = open(f"{out}/metrics.prom").read()
+    assert 'mlops_monitoring_feature_drifted{feature="temp",model="flights",version="1"} 1.0' in prom
+    assert 'mlops_monitoring_estimated_metric{bound="value",metric="auc",model="flights",version="1"}' in prom
+
+
+def test_the_run_is_recorded_with_lineage_to_the_model(monitored):
+    from mlops.metadata.store import open_store
+
+    result, out = run_monitor(monitored, (0, 1), run_id="mon-lineage")
+    store = open_store(monitored)
+    [drift_result] = [a for a in store.list_artifacts("DriftResult") if a.uri == out]
+    steps = store.lineage(drift_result.id)
+    assert steps[0].execution.component == "monitor"
+    inputs = {(s.consumed_as, s.artifact.type_name) for s in steps if s.depth == 1}
+    assert inputs == {("payload_window", "mlops.PayloadWindow"), ("model", "mlops.PushedModel")}
+    assert any(s.execution and s.execution.component == "trainer" for s in steps)  # through the model to training
+    [stats] = [a for a in store.list_artifacts("Statistics") if a.uri == f"{out}/v1/serving.stats.pb"]
+    assert stats.properties["split"] == "serving" and stats.properties["model"] == "flights@1"
+    assert stats.properties["row_count"] == 1500
+
+
+def test_cbpe_estimate_lands_in_its_band_of_the_realised_metrics():
+    """Labels drawn from calibrated probabilities: the realised AUC, precision and recall (the
+    Evaluator's binary_metrics on those labels) fall inside the estimate's band."""
+    from components.evaluator.executor import binary_metrics
+    from components.monitor.estimates import cbpe
+
+    inside = 0
+    for seed in range(10):
+        rng = np.random.default_rng(100 + seed)
+        p = 1 / (1 + np.exp(-rng.normal(-1.0, 1.2, 2000)))
+        labels = (rng.random(p.size) < p).astype(float)
+        estimate, realised = cbpe(p, seed=seed), binary_metrics(labels, p)
+        for metric, e in estimate.items():
+            assert e["low"] < e["value"] < e["high"]
+            assert abs(e["value"] - realised[metric]) < 0.05
+            inside += e["low"] <= realised[metric] <= e["high"]
+    assert inside >= 27, f"{inside} of 30 realised metrics inside their 95% band"
+
+
+def test_alibi_detect_agrees_with_the_default_detector():
+    from components.monitor import alibi
+    from mlops.monitoring.drift import feature_drift
+
+    kinds = {
+        k: ("categorical" if k in ("carrier", "origin", "dest", "month") else "numeric") for k in synthetic_rows(1, 0)
+    }
+    reference = pd.DataFrame(synthetic_rows(2000, seed=1))
+    for window, expected in (
+        (pd.DataFrame(synthetic_rows(1500, seed=5)), set()),
+        (pd.DataFrame(synthetic_rows(1500, seed=6, summer=True)), {"temp", "hour", "carrier", "month"}),
+    ):
+        default = feature_drift(
+            reference, window, kinds, numeric_threshold=0.1, categorical_threshold=0.1, p_value=0.01
+        )
+        licensed = alibi.feature_drift(reference, window, default, 0.01)
+        assert {d.feature for d in default if d.drifted} == expected
+        assert {d.feature for d in licensed if d.drifted} == expected
+        assert all(d.test.startswith("alibi_") for d in licensed)
+        assert alibi.mmd(reference, window, kinds, 0.01)["drifted"] == bool(expected)
+
+
+def test_bad_input_is_one_message_and_nothing_is_recorded(monitored, tiny_model_dirs):
+    from components.monitor.executor import EmptyWindow, ForeignPayloads, parse_window
+    from components.monitor.reference import NoTrainingReference
+    from mlops.errors import InvalidInput, NotFound
+    from tests.support.serving_models import register
+
+    before = len(monitor_executions(monitored))
+    monitoring_root = f"{monitored.artifact_root}/monitoring/flights"
+    existing = set(os.listdir(monitoring_root)) if os.path.isdir(monitoring_root) else set()
+
+    with pytest.raises(EmptyWindow, match=r"no payload logs of model flights in the window 2013-07-01T05:00:00\+00:00"):
+        run_monitor(monitored, (5, 6), run_id="bad-empty")
+    # flights@2: registered without a training run (no lineage), and logged
+    register(monitored.artifact_root, "flights", tiny_model_dirs[2])
+    log_window(monitored, "2", synthetic_rows(300, seed=21), START + pd.Timedelta(hours=8))
+    with pytest.raises(NoTrainingReference, match=r"flights@2 has no training reference: .*no mlops.PushedModel"):
+        run_monitor(monitored, (8, 9), model="flights@2", run_id="bad-noref")
+    with pytest.raises(EmptyWindow, match=r"no payload logs of flights@1 .* holds rows of version\(s\) 2 only"):
+        run_monitor(monitored, (8, 9), run_id="bad-version")
+    rows = synthetic_rows(300, seed=22)
+    del rows["temp"]
+    log_window(monitored, "1", rows, START + pd.Timedelta(hours=10))
+    with pytest.raises(ForeignPayloads, match=r"flights@1 lack the feature column\(s\) \['temp'\].*another schema"):
+        run_monitor(monitored, (10, 11), run_id="bad-schema")
+    with pytest.raises(InvalidInput, match="--window 2013-07-02:2013-07-01: the end is not after the start"):
+        parse_window("2013-07-02:2013-07-01")
+    assert issubclass(EmptyWindow, NotFound) and issubclass(ForeignPayloads, InvalidInput)
+
+    assert len(monitor_executions(monitored)) == before
+    assert set(os.listdir(monitoring_root)) == existing if existing else not os.path.isdir(monitoring_root)
+
+
+def test_parse_window():
+    from components.monitor.executor import parse_window
+
+    assert parse_window("2013-07-01:2013-07-02") == (START, START + pd.Timedelta(days=1))
+    assert parse_window("2013-07-01T06:00:2013-07-01T12:30") == (
+        START + pd.Timedelta(hours=6),
+        START + pd.Timedelta(hours=12, minutes=30),
+    )
+    now = START + pd.Timedelta(days=1)
+    assert parse_window(last="6h", now=now) == (now - pd.Timedelta(hours=6), now)
+    assert parse_window(default="24h", now=now) == (START, now)
