@@ -27,6 +27,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as pb
 
 from mlops.config import MetadataSpec, PlatformConfig
+from mlops.errors import Unavailable
 from mlops.metadata import types as T
 from mlops.metadata.errors import MetadataConfigError, MetadataConflict, MetadataError, MetadataNotFound
 
@@ -34,6 +35,7 @@ ConnectionConfig = Union[pb.ConnectionConfig, pb.MetadataStoreClientConfig]
 
 DEFAULT_MYSQL_PORT = 3306
 DEFAULT_GRPC_PORT = 8080  # KFP's metadata-grpc-service
+GRPC_TIMEOUT_S = 30.0  # per call to the gRPC service
 _INPUT_EVENTS = {pb.Event.INPUT, pb.Event.DECLARED_INPUT, pb.Event.INTERNAL_INPUT}
 _OUTPUT_EVENTS = {pb.Event.OUTPUT, pb.Event.DECLARED_OUTPUT, pb.Event.INTERNAL_OUTPUT}
 _NOT_LINEAGE = {pb.Execution.FAILED, pb.Execution.CANCELED}  # their outputs are not trusted
@@ -72,13 +74,29 @@ def connection_config(spec: MetadataSpec, artifact_root_sqlite_path: str) -> Con
             cfg.mysql.password = os.environ[spec.password_env]
         return cfg
     if spec.backend == "grpc":
-        return pb.MetadataStoreClientConfig(host=spec.host, port=spec.port or DEFAULT_GRPC_PORT)
+        # A deadline on every call: without one a stalled service blocks a step forever.
+        return pb.MetadataStoreClientConfig(
+            host=spec.host, port=spec.port or DEFAULT_GRPC_PORT, client_timeout_sec=GRPC_TIMEOUT_S
+        )
     raise MetadataConfigError(f"metadata.backend: unknown backend {spec.backend!r}")
+
+
+class MetadataServiceUnavailable(MetadataError, Unavailable):
+    """The ML Metadata gRPC service (metadata.backend: grpc) did not answer."""
 
 
 def open_store(config: PlatformConfig) -> MetadataStore:
     """The metadata store configured for this project (types registered)."""
-    return MetadataStore(connection_config(config.metadata, config.metadata_sqlite_path))
+    connection = connection_config(config.metadata, config.metadata_sqlite_path)
+    if not isinstance(connection, pb.MetadataStoreClientConfig):
+        return MetadataStore(connection)
+    try:
+        return MetadataStore(connection)  # registers the types: the first call to the service
+    except (errors.UnavailableError, errors.DeadlineExceededError) as e:
+        raise MetadataServiceUnavailable(
+            f"metadata: the ML Metadata service at {connection.host}:{connection.port} (metadata.backend grpc) "
+            f"did not answer: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------
