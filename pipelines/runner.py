@@ -40,6 +40,7 @@ PIPELINES = {
     "ingest": "pipelines.ingest:ingest_pipeline",
     "training": "pipelines.training:training_pipeline",
     "batch_inference": "pipelines.batch_inference:batch_inference_pipeline",
+    "monitoring": "pipelines.monitoring:monitoring_pipeline",
 }
 COMPILED_DIR = REPO_ROOT / "pipelines" / "compiled"
 
