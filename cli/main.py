@@ -6,6 +6,7 @@
     mlops submit|schedule|runs      stage 2-4  runs and recurring runs on a cluster's KFP
     mlops models ...     stage 3/7  model registry: versions, aliases, promotion, rollback
     mlops serve|stream|predict      stage 5  online, streaming and batch prediction
+    mlops monitor ...    stage 6    drift, data quality, estimated performance from payload logs
     mlops metadata ...   stage 7    ML Metadata: what was recorded
 
 The command line is the top layer: it imports the core (mlops), components, serving and pipelines,
@@ -21,6 +22,7 @@ from cli.features import features
 from cli.kfp import runs, schedule, submit
 from cli.metadata import metadata
 from cli.models import lineage, models
+from cli.monitor import monitor
 from cli.pipeline import pipeline, run
 from cli.predict import predict
 from cli.serve import serve
@@ -46,6 +48,7 @@ for command in (
     serve,
     stream,
     predict,
+    monitor,
 ):
     cli.add_command(command)
 
