@@ -8,6 +8,9 @@ exported, and ML Metadata (lineage: dataset version -> model -> predictions) liv
 
 from __future__ import annotations
 
+import os
+import sys
+
 import click
 
 from cli.common import config_option, emit_json, group, load_with_overrides, runs_in
@@ -123,3 +126,21 @@ def predict_batch(
         log=lambda line: click.echo(line, err=True),
     )
     emit_json(result.summary)
+    end_process_without_teardown(["predict", "batch"])
+
+
+def end_process_without_teardown(command: list[str]) -> None:
+    """Ends a process started for `command` (mlops COMMAND...) once the command is done, skipping
+    the interpreter's teardown: freeing TensorFlow's thousands of modules took 1-3 s after the
+    last output (measured 2.6-2.9 s under load, against 0.1 s with this), a large part of a short
+    run's fixed cost. The exit handlers still run (logging's flush, temporary directories, thread
+    pools); what the command wrote is closed already (published files, ML Metadata's commits).
+    In any other process (a test calling the command in process) it returns."""
+    if sys.argv[1 : 1 + len(command)] != command:
+        return
+    import atexit
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -200,6 +200,32 @@ print("rows", result.rows, "feast imported", "feast" in sys.modules)
     assert pd.read_parquet(out)["prediction"].notna().all()
 
 
+def test_the_cli_process_ends_without_the_interpreter_teardown(trained, tmp_path):
+    """`mlops predict batch` ends its process once the summary is out: exit handlers run, the
+    teardown of every module (1-3 s after TensorFlow) does not; the output is complete."""
+    config, _, _ = trained
+    source, out = tmp_path / "full.parquet", tmp_path / "p.parquet"
+    tiny_frame(30).to_parquet(source)
+    code = """
+import atexit, sys
+
+class Teardown:
+    def __del__(self):
+        print("module teardown ran", flush=True)
+
+kept_until_teardown = Teardown()
+atexit.register(print, "exit handler ran")
+source, out = sys.argv[1:]
+sys.argv = ["mlops", "predict", "batch", "--model", "flights@production", "--input", source, "--output", out]
+from cli.main import main
+main()
+"""
+    proc = run_python(Path(sys.executable), code, str(source), str(out), root=config.artifact_root)
+    summary, _, rest = proc.stdout.partition("\n}\n")
+    assert json.loads(summary + "}")["rows"] == 30 and len(pd.read_parquet(out)) == 30
+    assert rest.strip() == "exit handler ran", proc.stdout
+
+
 # ---- end to end ----------------------------------------------------------------------------------
 @pytest.mark.integration
 def test_batch_inference_pipeline_under_kfp_local(tmp_path, tiny_model):
@@ -230,9 +256,9 @@ def test_batch_inference_pipeline_under_kfp_local(tmp_path, tiny_model):
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-6000:]
-    assert "batch_predict: 500 rows" in log and "batch-predict" in log  # the step's line, the outputs table
-
     [run_dir] = (root / "kfp-local").glob("batch-inference-*")
+    step_log = "".join(p.read_text() for p in sorted(run_dir.glob("logs/*.log")))  # `mlops run` keeps it there
+    assert "batch_predict: 500 rows" in step_log and "batch-predict" in log  # the step's line, the summary
     pointer = json.loads((run_dir / "batch-predict" / "predictions").read_text())
     assert pointer["rows"] == 500 and pointer["model"] == "flights@1"
     assert pointer["uri"].startswith(str(root / "predictions")) and pointer["uri"].endswith("predictions.parquet")
@@ -352,7 +378,8 @@ def test_cli_real_model_over_a_dataset_version_with_online_features(tmp_path, se
         env=env,
         timeout=600,
     )
-    assert proc.returncode == 1 and "not one of the" in proc.stderr and "materialized" in proc.stderr, proc.stderr[
+    # exit 2: an InvalidInput (mlops.errors), the input names a range the store does not serve
+    assert proc.returncode == 2 and "not one of the" in proc.stderr and "materialized" in proc.stderr, proc.stderr[
         -3000:
     ]
     assert "Traceback" not in proc.stderr and out.read_bytes() == before
