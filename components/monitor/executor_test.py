@@ -219,7 +219,13 @@ def test_alibi_detect_agrees_with_the_default_detector():
     reference = pd.DataFrame(synthetic_rows(2000, seed=1))
     for window, expected in (
         (pd.DataFrame(synthetic_rows(1500, seed=5)), set()),
-        (pd.DataFrame(synthetic_rows(1500, seed=6, summer=True)), {"temp", "hour", "carrier", "month"}),
+        # clearly drifted features, clearly stable ones (no borderline new destination)
+        (
+            pd.DataFrame(synthetic_rows(1500, seed=6, summer=True)).assign(
+                dest=lambda f: f["dest"].replace("SEA", "ATL")
+            ),
+            {"temp", "hour", "carrier", "month"},
+        ),
     ):
         default = feature_drift(
             reference, window, kinds, numeric_threshold=0.1, categorical_threshold=0.1, p_value=0.01
@@ -252,7 +258,7 @@ def test_bad_input_is_one_message_and_nothing_is_recorded(monitored, tiny_model_
         run_monitor(monitored, (8, 9), run_id="bad-version")
     rows = synthetic_rows(300, seed=22)
     del rows["temp"]
-    log_window(monitored, "1", rows, START + pd.Timedelta(hours=10))
+    log_window(monitored, "1", rows, START + pd.Timedelta(hours=10), predictions=np.full(300, 0.3))
     with pytest.raises(ForeignPayloads, match=r"flights@1 lack the feature column\(s\) \['temp'\].*another schema"):
         run_monitor(monitored, (10, 11), run_id="bad-schema")
     with pytest.raises(InvalidInput, match="--window 2013-07-02:2013-07-01: the end is not after the start"):
@@ -274,3 +280,75 @@ def test_parse_window():
     now = START + pd.Timedelta(days=1)
     assert parse_window(last="6h", now=now) == (now - pd.Timedelta(hours=6), now)
     assert parse_window(default="24h", now=now) == (START, now)
+
+
+def test_training_skew_check_uses_the_newest_serving_statistics_of_production(monitored, tmp_path):
+    """Closing the loop: without serving_statistics given, ExampleValidator compares the training
+    statistics with the newest serving statistics a monitoring run recorded for flights@production."""
+    from components.example_validator.executor import run as validate_run
+    from components.monitor.reference import newest_serving_statistics
+    from mlops.metadata.store import open_store
+
+    _, out = run_monitor(monitored, (2, 3), run_id="mon-skew")
+    newest = newest_serving_statistics(monitored)
+    assert newest == f"{out}/v1/serving.stats.pb"
+    root = monitored.artifact_root
+    result = validate_run(
+        monitored,
+        f"{root}/training/statistics",
+        f"{root}/training/schema",
+        str(tmp_path / "anomalies"),
+        pipeline="training",
+        run_id="train-2",
+    )
+    assert result.inputs["serving_statistics"] == newest
+    assert {"temp", "carrier"} <= {a.feature for a in result.skew if a.category == "skew"}
+    assert any(a.category == "serving" and a.feature == "dest" for a in result.skew)
+    store = open_store(monitored)
+    [execution] = [e for e in store.list_executions("train-2") if e.component == "example_validator"]
+    lineage_inputs = {a.uri for a in store.list_artifacts("Statistics") if a.uri == newest}
+    assert lineage_inputs == {newest}
+
+
+def test_mlops_monitor_run_command(monitored):
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    base = ["monitor", "run", "--config", str(FLIGHTS_CONFIG), "--set", f"artifact_root={monitored.artifact_root}"]
+    base += ["--set", "monitoring.reference_rows=3000"]
+    ok = CliRunner().invoke(
+        cli, [*base, "--model", "flights@production", "--window", "2013-07-01T02:00:2013-07-01T03:00"]
+    )
+    assert ok.exit_code == 0, ok.output
+    summary = json.loads(ok.stdout[ok.stdout.index("{") :])
+    assert summary["drifted"] is True and summary["rows"] == 1500
+    assert os.path.exists(summary["report"]) and summary["versions"][0]["version"] == "1"
+
+    empty = CliRunner().invoke(cli, [*base, "--window", "2013-06-01:2013-06-02"])
+    assert empty.exit_code == 1
+    [line] = [x for x in empty.output.splitlines() if x.startswith("Error")]
+    assert "no payload logs of model flights in the window 2013-06-01T00:00:00+00:00" in line
+    bad = CliRunner().invoke(cli, [*base, "--last", "6 hours"])
+    assert bad.exit_code == 2 and "--last: '6 hours' is not a duration like 30m, 6h, 2d or 1w" in bad.output
+
+
+def test_monitoring_pipeline_runs_under_kfp_local(monitored):
+    from pipelines import runner
+
+    root = monitored.artifact_root
+    result = runner.run_local(
+        "monitoring",
+        root,
+        {
+            "config_path": str(FLIGHTS_CONFIG),
+            "config_overrides": json.dumps({"monitoring.reference_rows": 3000}),
+            "artifact_root": root,
+            "model": "flights@production",
+            "window": "2013-07-01:2013-07-01T01:00",
+        },
+        config=monitored,
+    )
+    [step] = result.steps
+    assert step.status == "ok" and step.outputs["Output"] is False  # the stable window: no drift
+    assert [e.state for e in monitor_executions(monitored) if e.name.startswith(result.run_id)] == ["COMPLETE"]
