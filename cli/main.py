@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from cli.common import group
 from cli.data import data
+from cli.deploy import deploy
 from cli.features import features
 from cli.kfp import runs, schedule, submit
 from cli.metadata import metadata
@@ -27,6 +28,7 @@ from cli.pipeline import pipeline, run
 from cli.predict import predict
 from cli.serve import serve
 from cli.stream import stream
+from cli.trigger import trigger
 
 
 @group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,9 +45,11 @@ for command in (
     submit,
     schedule,
     runs,
+    trigger,
     models,
     lineage,
     serve,
+    deploy,
     stream,
     predict,
     monitor,
