@@ -352,3 +352,57 @@ def test_monitoring_pipeline_runs_under_kfp_local(monitored):
     [step] = result.steps
     assert step.status == "ok" and step.outputs["Output"] is False  # the stable window: no drift
     assert [e.state for e in monitor_executions(monitored) if e.name.startswith(result.run_id)] == ["COMPLETE"]
+
+
+class _Gateway:
+    """A loopback HTTP endpoint standing in for a Pushgateway: records what prometheus_client pushes."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        received = self.received = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_PUT(self):
+                received.append((self.command, self.path, self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *_):
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_metrics_are_pushed_when_a_gateway_is_configured_and_a_failed_push_records_nothing(monitored):
+    from components.monitor.executor import default_out_dir
+    from mlops.errors import Unavailable
+
+    gateway = _Gateway()
+    try:
+        with_gateway = monitored.model_copy(
+            update={"monitoring": monitored.monitoring.model_copy(update={"pushgateway_url": gateway.url})}
+        )
+        _, out = run_monitor(with_gateway, (2, 3), run_id="mon-push")
+    finally:
+        gateway.close()
+    [(method, path, body)] = gateway.received
+    assert (method, path) == ("PUT", "/metrics/job/mlops_monitoring/model/flights")
+    assert b'mlops_monitoring_feature_drifted{feature="temp",model="flights",version="1"} 1.0' in body
+    assert "metrics.prom" not in os.listdir(out)  # pushed, not written
+
+    before = len(monitor_executions(monitored))
+    gone = monitored.model_copy(
+        update={"monitoring": monitored.monitoring.model_copy(update={"pushgateway_url": gateway.url})}
+    )
+    with pytest.raises(Unavailable, match=r"monitoring.pushgateway_url http://127.0.0.1:\d+: push failed"):
+        run_monitor(gone, (2, 3), run_id="mon-push-down")
+    assert not os.path.exists(default_out_dir(monitored, "flights", "mon-push-down"))
+    assert len(monitor_executions(monitored)) == before
