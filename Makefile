@@ -38,10 +38,14 @@ test-unit: setup
 compile: setup
 	.venv/pipeline/bin/mlops pipeline compile
 
-# Re-resolve the locks (needs uv); the .in files hold the intent, the locks the exact pins.
+# Re-resolve the locks (needs uv); the .in files hold the intent, the locks the exact pins with
+# their hashes (the images install them with --require-hashes). uv keeps the pins already in a
+# lock unless the .in files ask otherwise, so re-running it changes nothing by itself.
+LOCK_COMPILE := uv pip compile --generate-hashes --custom-compile-command "make lock" \
+  --python-version 3.11 --python-platform x86_64-manylinux_2_36
 lock:
-	uv pip compile --python-version 3.11 --python-platform x86_64-manylinux_2_36 requirements/pipeline.in -o requirements/pipeline.lock.txt
-	uv pip compile --python-version 3.11 --python-platform x86_64-manylinux_2_36 requirements/serving.in -o requirements/serving.lock.txt
+	$(LOCK_COMPILE) requirements/pipeline.in -o requirements/pipeline.lock.txt
+	$(LOCK_COMPILE) requirements/serving.in -o requirements/serving.lock.txt
 
 services:
 	@scripts/ensure-services.sh
