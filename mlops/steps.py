@@ -255,9 +255,7 @@ def _copy_tree(src: str, dst: str) -> None:
 
         shutil.copytree(src_p, dst_p, copy_function=link)
     else:
-        fs, s = storage.fs_and_path(src)
-        _, d = storage.fs_and_path(dst)
-        fs.copy(s, d, recursive=True)
+        storage.copy_tree(src, dst)  # across file systems too (a local output into an s3:// cache)
 
 
 class StepCache:

@@ -183,6 +183,37 @@ def remove(uri: str, recursive: bool = False) -> None:
         fs.rm(path, recursive=recursive)
 
 
+def copy_tree(src: str, dst: str) -> None:
+    """Copies a directory (or one file) from any fsspec URI to any other: dst ends up with src's
+    files at the same relative paths. Within one local file system, shutil's copy; otherwise file
+    by file through both file systems (fsspec's copy() stays inside one file system: a local
+    source and an s3:// target would write a local directory named after the bucket)."""
+    src_fs, src_path = fs_and_path(src)
+    dst_fs, dst_path = fs_and_path(dst)
+    if isinstance(src_fs, LocalFileSystem) and isinstance(dst_fs, LocalFileSystem):
+        import shutil
+
+        if os.path.isdir(src_path):
+            shutil.copytree(src_path, dst_path, dirs_exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(os.path.abspath(dst_path)), exist_ok=True)
+            shutil.copy2(src_path, dst_path)
+        return
+    src_path, dst_path = src_path.rstrip("/"), dst_path.rstrip("/")
+    members = sorted(src_fs.find(src_path)) if src_fs.isdir(src_path) else [src_path]
+    for member in members:
+        rel = member[len(src_path) :].lstrip("/")
+        target = f"{dst_path}/{rel}" if rel else dst_path
+        if src_fs is dst_fs:
+            src_fs.copy(member, target)  # within one object store: a server-side copy
+            continue
+        if isinstance(dst_fs, LocalFileSystem):
+            os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        with src_fs.open(member, "rb") as fin, dst_fs.open(target, "wb") as fout:
+            for chunk in iter(lambda fin=fin: fin.read(1 << 20), b""):
+                fout.write(chunk)
+
+
 def rename(src: str, dst: str) -> None:
     """Renames a directory or file. Atomic on a local file system."""
     fs, s = fs_and_path(src)

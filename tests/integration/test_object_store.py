@@ -1,0 +1,226 @@
+"""The artifact root in an object store, as on a cluster (configs/cluster.yaml: s3:// on KFP's
+MinIO), against a real S3 API on 127.0.0.1 (moto's server, tests/support/s3_server.py) through
+the locked s3fs/botocore: the storage layer, the dataset repository, the model registry, the step
+cache and the Feast integration (registry, sources and apply record in the bucket).
+
+Clients find the server as the pods find MinIO: AWS_ENDPOINT_URL and the keys in the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mlops import storage
+from tests.support.s3_server import S3Server
+
+pytestmark = pytest.mark.integration
+
+BUCKET = "mlpipeline"
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """One server per module; its endpoint and keys in os.environ for the module's tests. fsspec
+    caches one S3FileSystem per set of arguments, which then keeps this endpoint: one server, and
+    a fresh prefix per test."""
+    with S3Server() as server, pytest.MonkeyPatch.context() as mp:
+        for key, value in server.env().items():
+            mp.setenv(key, value)
+        server.create_bucket(BUCKET)
+        yield server
+
+
+@pytest.fixture
+def root(s3) -> str:
+    return f"s3://{BUCKET}/t-{uuid.uuid4().hex[:10]}/mlops"
+
+
+def _keys(prefix: str) -> list[str]:
+    """Every object under an s3:// prefix, asked of the server afresh (no listing cache)."""
+    fs, path = storage.fs_and_path(prefix)
+    fs.invalidate_cache()
+    return sorted(p[len(path) :].lstrip("/") for p in fs.find(path))
+
+
+# ---- mlops.storage ----------------------------------------------------------------------------
+def test_storage_reads_writes_lists_and_hashes_on_s3(root, tmp_path):
+    uri = f"{root}/dir/a.json"
+    assert not storage.exists(uri) and storage.listdir(f"{root}/dir") == []
+    storage.write_json_atomic(uri, {"b": 1, "a": [1, 2]})
+    assert storage.read_json(uri) == {"a": [1, 2], "b": 1}
+    storage.write_bytes_atomic(f"{root}/dir/sub/b.bin", b"\x00bytes")
+    df = pd.DataFrame({"x": [1, 2, 3], "y": ["a", "b", None]})
+    storage.write_parquet_atomic(df, f"{root}/dir/t.parquet")
+    assert storage.exists(uri) and storage.listdir(f"{root}/dir") == ["a.json", "sub", "t.parquet"]
+    assert storage.read_bytes(f"{root}/dir/sub/b.bin") == b"\x00bytes"
+    pd.testing.assert_frame_equal(pd.read_parquet(f"{root}/dir/t.parquet"), df)
+    # A put replaces the whole object: a reader sees the old content or the new, never a mix.
+    storage.write_json_atomic(uri, {"v": 2})
+    assert storage.read_json(uri) == {"v": 2}
+
+    # tree_hash: the same files give the same hash on s3 as on a local disk, and any change shows.
+    local = tmp_path / "dir"
+    storage.copy_tree(f"{root}/dir", str(local))
+    assert sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file()) == [
+        "a.json",
+        "sub/b.bin",
+        "t.parquet",
+    ]
+    assert storage.tree_hash(f"{root}/dir") == storage.tree_hash(str(local))
+    (local / "sub" / "b.bin").write_bytes(b"\x00bytes!")
+    assert storage.tree_hash(f"{root}/dir") != storage.tree_hash(str(local))
+    # a local tree into the bucket, as a step's output into an s3:// cache
+    storage.copy_tree(str(local), f"{root}/copy")
+    assert storage.tree_hash(f"{root}/copy") == storage.tree_hash(str(local))
+
+    storage.remove(f"{root}/dir", recursive=True)
+    assert not storage.exists(uri) and _keys(f"{root}/dir") == []
+
+
+# ---- dataset repository -----------------------------------------------------------------------
+def test_dataset_repository_ingests_into_an_s3_artifact_root(root):
+    from mlops.config import load_config
+    from mlops.datasets.ingest import ingest
+    from mlops.datasets.repository import DatasetRepository
+    from tests.support.fixtures import FLIGHTS_CONFIG
+
+    config = load_config(FLIGHTS_CONFIG, overrides={"artifact_root": root})
+    raw = pd.DataFrame(
+        {
+            "year": [2013] * 4,
+            "month": [1] * 4,
+            "day": [1, 1, 2, 2],
+            "dep_delay": [3.0, 40.0, -2.0, 16.0],
+            "hour": [5, 6, 7, 8],
+            "carrier": ["UA", "AA", "B6", "UA"],
+            "origin": ["EWR", "LGA", "JFK", "EWR"],
+            "dest": ["IAH", "MIA", "BQN", "ORD"],
+            "distance": [1400, 1089, 1576, 719],
+            "tailnum": ["N14228", "N619AA", "N804JB", "N39463"],
+            "flight": [1545, 1141, 725, 1696],
+            "time_hour": ["2013-01-01 05:00:00", "2013-01-01 06:00:00", "2013-01-02 07:00:00", "2013-01-02 08:00:00"],
+        }
+    )
+    first = ingest(config, span="2013-01", raw=raw, include_feature_tables=False)
+    assert first.created and first.dataset.uri == f"{root}/datasets/flights/versions/{first.dataset.id}"
+    assert _keys(first.dataset.uri) == ["data.parquet", "manifest.json"]
+    again = ingest(config, span="2013-01", raw=raw, include_feature_tables=False)
+    assert not again.created and again.dataset.id == first.dataset.id  # content addressed, nothing rewritten
+
+    repo = DatasetRepository(root)
+    assert repo.names() == ["flights"] and [v.id for v in repo.versions("flights")] == [first.dataset.id]
+    loaded = repo.load(repo.resolve("flights", "latest"))
+    assert len(loaded) == 4 and loaded["is_delayed"].tolist() == [0, 1, 0, 1]
+    # A version whose manifest (the commit point, written last) is missing is invisible.
+    fs, _ = storage.fs_and_path(root)
+    fs.pipe_file(storage.fs_and_path(f"{root}/datasets/flights/versions/flights-000000000000/data.parquet")[1], b"x")
+    assert [v.id for v in DatasetRepository(root).versions("flights")] == [first.dataset.id]
+
+
+# ---- model registry --------------------------------------------------------------------------
+def _model_dir(base: Path, tag: str) -> Path:
+    d = base / f"trainer-{tag}"
+    (d / "serving_model" / "variables").mkdir(parents=True)
+    (d / "serving_model" / "saved_model.pb").write_bytes(b"pb-" + tag.encode())
+    (d / "serving_model" / "variables" / "variables.index").write_bytes(b"idx-" + tag.encode())
+    (d / "model.tflite").write_bytes(b"tflite-" + tag.encode())
+    (d / "training.json").write_text(json.dumps({"epochs": 1}))
+    return d
+
+
+def test_model_registry_registers_and_resolves_on_s3(root, tmp_path):
+    from mlops.config import TaskType
+    from mlops.registry.store import ModelRegistry
+
+    registry = ModelRegistry(root, lock_timeout_s=10)
+
+    def register(tag: str):
+        return registry.register(
+            "flights",
+            str(_model_dir(tmp_path, tag)),
+            metrics={"auc": 0.7},
+            blessing={"blessed": True, "reason": "auc 0.7 >= 0.65"},
+            dataset_versions=["flights-abc123def456"],
+            config_hash="cfg",
+            git_commit="deadbeef",
+            task=TaskType.binary_classification,
+            output_key="probability",
+            features=[{"name": "distance", "dtype": "float"}],
+        )
+
+    v1, v2 = register("1"), register("2")
+    assert (v1.version, v2.version) == (1, 2) and v2.uri == f"{root}/registry/flights/versions/2"
+    assert "saved_model.pb" in storage.listdir(f"{v2.uri}/serving_model")
+    registry.promote("flights", 1)
+    registry.promote("flights", 2)
+    assert registry.rollback("flights").to_version == 1
+
+    fresh = ModelRegistry(root)  # another process's view: everything from the bucket
+    resolved = fresh.resolve("flights")
+    assert resolved.version == 1 and resolved.manifest["content_hash"] == v1.manifest["content_hash"]
+    assert storage.read_bytes(f"{resolved.serving_model_uri}/saved_model.pb") == b"pb-1"
+    assert fresh.resolve("flights@staging").version == 2
+    assert fresh.aliases("flights") == {"production": 1, "staging": 2}
+    assert not any(k.endswith(".lock") for k in _keys(f"{root}/registry"))  # the lock object is released
+
+
+# ---- step cache ------------------------------------------------------------------------------
+def test_step_cache_stores_and_restores_on_s3(root, tmp_path):
+    from mlops.config import load_config
+    from mlops.steps import FINGERPRINT_FILE, StepCache, run_cached
+    from tests.support.fixtures import FLIGHTS_CONFIG
+
+    config = load_config(FLIGHTS_CONFIG, overrides={"artifact_root": root})
+    data = tmp_path / "in"
+    data.mkdir()
+    (data / "rows.txt").write_text("rows")
+    calls = []
+
+    def work_into(out: str):
+        def work():
+            calls.append(out)
+            Path(out, "sub").mkdir(parents=True, exist_ok=True)
+            Path(out, "model.bin").write_bytes(b"weights")
+            Path(out, "sub", "vocab.txt").write_text("a\nb\n")
+            return {"model_file": f"{out}/model.bin", "auc": 0.7}
+
+        return work
+
+    def run(out: str):
+        return run_cached(
+            config,
+            "trainer",
+            "v1",
+            sections=["model"],
+            inputs={"rows": str(data)},
+            outputs={"model": out},
+            params={},
+            work=work_into(out),
+            log=lambda *_: None,
+        )
+
+    out1, out2 = str(tmp_path / "run1" / "model"), str(tmp_path / "run2" / "model")
+    r1, cached1 = run(out1)
+    assert not cached1 and calls == [out1]
+    entries = _keys(f"{root}/cache/trainer")
+    assert len({e.split("/", 1)[0] for e in entries}) == 1  # one entry, under its key
+    assert sorted(e.split("/", 1)[1] for e in entries) == [
+        f"model/{FINGERPRINT_FILE}",
+        "model/model.bin",
+        "model/sub/vocab.txt",
+        "result.json",
+    ]
+    assert not any("/.tmp-" in e or e.startswith(".tmp-") for e in entries)  # the staging copy is gone
+
+    r2, cached2 = run(out2)  # another pod: a fresh local output directory, restored from the bucket
+    assert cached2 and calls == [out1]
+    assert Path(out2, "model.bin").read_bytes() == b"weights" and Path(out2, "sub", "vocab.txt").read_text() == "a\nb\n"
+    assert r2["model_file"] == f"{out2}/model.bin" and r2["auc"] == r1["auc"]
+    key = entries[0].split("/", 1)[0]
+    assert StepCache(config).restore("trainer", key, {"model": str(tmp_path / "run3")}) is not None
+    assert storage.tree_hash(str(tmp_path / "run3")) == storage.tree_hash(out1)
