@@ -4,6 +4,7 @@
     mlops features ...   stage 1/7  Feast feature repository: apply, materialize, get
     mlops run / pipeline stage 2/3  compile and run KFP pipelines
     mlops submit|schedule|runs      stage 2-4  runs and recurring runs on a cluster's KFP
+    mlops deploy ...     stage 4    InferenceService of a version, canary/shadow, online comparison, promote/rollback
     mlops models ...     stage 3/7  model registry: versions, aliases, promotion, rollback
     mlops serve|stream|predict      stage 5  online, streaming and batch prediction
     mlops monitor ...    stage 6    drift, data quality, estimated performance from payload logs
