@@ -107,7 +107,7 @@ def trigger_schedule(name, slot, pipeline, params, **launch):
     schedule` creates a KFP recurring run instead). A retried Job of the same slot starts nothing."""
     from pipelines.triggers import trigger_schedule as fire_schedule
 
-    slot = slot or dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%MZ")
+    slot = slot or dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%MZ")
     parameters = key_values(params, "--param", True)
     _report([fire_schedule(_launcher(**launch), pipeline, name, slot, parameters)])
 

@@ -154,6 +154,7 @@ def test_every_overlay_renders_with_the_platform_objects(rendered):
             "Service/mlops-redis",
             "Deployment/mlops-stream",
             "CronJob/mlops-new-data-sensor",
+            "CronJob/mlops-training-schedule",
             "PodMonitor/mlops-model-server",
             "PrometheusRule/mlops-serving",
             "Role/mlops-deployer",
@@ -436,18 +437,34 @@ def test_alerts_cover_the_serving_slos(rendered):
     assert monitor["spec"]["podMetricsEndpoints"][0]["path"] == "/metrics"
 
 
-def test_sensor_cronjob_runs_an_existing_command_until_the_trigger_lands(rendered):
+def test_trigger_cronjobs_run_the_trigger_commands(rendered):
     from click.testing import CliRunner
 
     from cli.main import cli as mlops
 
-    cron = next(d for d in rendered["local-kind"] if d["kind"] == "CronJob")
-    (container,) = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
-    assert container["command"] == ["mlops"]
-    result = CliRunner().invoke(mlops, [*container["args"], "--help"])
-    assert result.exit_code == 0, result.output
-    secret_refs = [e["valueFrom"]["secretKeyRef"] for e in container.get("env", []) if "valueFrom" in e]
-    assert secret_refs == [{"name": "mlops-mlmd-mysql", "key": "password"}]
+    crons = {d["metadata"]["name"]: d for d in rendered["local-kind"] if d["kind"] == "CronJob"}
+    assert set(crons) == {"mlops-new-data-sensor", "mlops-training-schedule"}
+    for cron in crons.values():
+        (container,) = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+        assert container["command"] == ["mlops"]
+        result = CliRunner().invoke(mlops, [*container["args"], "--help"])
+        assert result.exit_code == 0, result.output
+        env = {e["name"]: e for e in container.get("env", [])}
+        secret_refs = [e["valueFrom"]["secretKeyRef"] for e in env.values() if "secretKeyRef" in e.get("valueFrom", {})]
+        assert secret_refs == [{"name": "mlops-mlmd-mysql", "key": "password"}]
+        assert env["KF_PIPELINES_ENDPOINT"]["value"].startswith("http://ml-pipeline.kubeflow")
+    sensor, schedule = crons["mlops-new-data-sensor"], crons["mlops-training-schedule"]
+    assert sensor["spec"]["suspend"] is False
+    assert sensor["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"][:2] == [
+        "trigger",
+        "new-data",
+    ]
+    # the alternative to a KFP recurring run: off until chosen; a retried Job keeps its slot
+    assert schedule["spec"]["suspend"] is True
+    (container,) = schedule["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["args"][:2] == ["trigger", "schedule"]
+    slot = next(e for e in container["env"] if e["name"] == "MLOPS_TRIGGER_SLOT")
+    assert slot["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['batch.kubernetes.io/job-name']"
 
 
 def test_no_secret_values_are_committed(rendered):
