@@ -136,6 +136,9 @@ class RequestMetricsMiddleware:
         try:
             size = self._content_length(scope)
             if size is not None and size > self.max_body_bytes:
+                # Read (and drop) the body first: a client that sends it whole before reading the
+                # answer (most do) would otherwise meet a reset instead of the 413.
+                await _drain(receive, DRAIN_LIMIT_BYTES)
                 await _send_json(send_and_watch, 413, self._message(f"request body of {size} bytes"))
             elif size is None and self.max_body_bytes is not None:
                 await self.app(scope, self._capped(receive), send_and_watch)
@@ -167,10 +170,28 @@ class RequestMetricsMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
+                    if message.get("more_body"):
+                        await _drain(receive, DRAIN_LIMIT_BYTES)  # as above: answer, don't reset
                     raise RequestTooLarge(self._message(f"a chunked request body of more than {received} bytes"))
             return message
 
         return capped_receive
+
+
+# How much of an oversized body is read and dropped before the 413 (beyond it the connection is
+# closed mid-upload: a client sending more than this gets a reset, as from any proxy).
+DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
+
+
+async def _drain(receive, limit: int) -> None:
+    drained = 0
+    while drained < limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            return  # the client went away
+        drained += len(message.get("body", b""))
+        if not message.get("more_body"):
+            return
 
 
 async def _send_json(send, status: int, error: str) -> None:

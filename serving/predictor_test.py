@@ -158,7 +158,7 @@ def test_enricher_fetches_store_features_with_defaults(feast_online_root, real_m
     # a caller-provided store feature wins over the lookup
     cols2, _ = enricher.complete({**request, "seats": [1.0, 2.0]})
     assert list(cols2["seats"]) == [1.0, 2.0]
-    with pytest.raises(PredictionInputError, match="feature lookup"):
+    with pytest.raises(PredictionInputError, match="input 'time_hour': 'not a time' at row 0 is not a time"):
         enricher.complete({**request, "time_hour": ["not a time", "x"]})
 
 
