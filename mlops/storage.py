@@ -42,7 +42,10 @@ _FILE_MODE = 0o666 & ~_current_umask()
 
 
 def fs_and_path(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    fs, path = fsspec.core.url_to_fs(uri)
+    # No listings cache: s3fs would otherwise keep a directory's listing for the life of the
+    # process, and a long-running reader (the model server, a stream consumer, the next step in
+    # the same pod) would never see a version, alias or record another pod wrote since.
+    fs, path = fsspec.core.url_to_fs(uri, use_listings_cache=False)
     return fs, path
 
 

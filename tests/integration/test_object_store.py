@@ -224,3 +224,17 @@ def test_step_cache_stores_and_restores_on_s3(root, tmp_path):
     key = entries[0].split("/", 1)[0]
     assert StepCache(config).restore("trainer", key, {"model": str(tmp_path / "run3")}) is not None
     assert storage.tree_hash(str(tmp_path / "run3")) == storage.tree_hash(out1)
+
+
+def test_storage_sees_what_another_process_wrote_since_it_listed(root):
+    """A long-running reader (model server, stream consumer) lists, another pod writes: the
+    next listing and existence check show it (s3fs would keep its first listing for ever)."""
+    import fsspec
+
+    storage.write_json_atomic(f"{root}/versions/1/manifest.json", {"v": 1})
+    assert storage.listdir(f"{root}/versions") == ["1"] and not storage.exists(f"{root}/versions/2/manifest.json")
+    other_pod = fsspec.filesystem("s3", skip_instance_cache=True)
+    other_pod.pipe_file(storage.fs_and_path(f"{root}/versions/2/manifest.json")[1], b'{"v": 2}')
+    assert storage.listdir(f"{root}/versions") == ["1", "2"]
+    assert storage.exists(f"{root}/versions/2/manifest.json")
+    assert storage.read_json(f"{root}/versions/2/manifest.json") == {"v": 2}
