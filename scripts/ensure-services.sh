@@ -18,4 +18,17 @@ if ! up 6379; then
     --dir /var/lib/redis --logfile /var/log/redis/ci.log
   wait_up 6379 Redis
 fi
+# Prometheus, Alertmanager and Pushgateway for the alert tests (tests/support/prometheus.py starts
+# them on free loopback ports; installing them starts no daemon here).
+missing=()
+for pkg in prometheus prometheus-alertmanager prometheus-pushgateway; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "services: installing ${missing[*]}" >&2
+  if ! (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") >&2; then
+    echo "services: could not install ${missing[*]}" >&2
+    status=1
+  fi
+fi
 exit $status
