@@ -51,6 +51,9 @@ ARTIFACT_TYPES: dict[str, dict[str, str]] = {
     # Its serving statistics are mlops.Statistics with split "serving" and model "<name>@<version>".
     "mlops.PayloadWindow":   {"model": S, "start": S, "end": S, "row_count": I},
     "mlops.DriftResult":     {"model": S, "start": S, "end": S, "drifted": I, "content_hash": S},
+    # Continuous evaluation (components/monitor/live_evaluation.py): predictions of the window
+    # joined with their labels; live metrics, concept drift (live.json + report.html).
+    "mlops.LiveEvaluation":  {"model": S, "start": S, "end": S, "matched_rows": I, "content_hash": S},
 }
 
 EXECUTION_TYPE = "mlops.ComponentRun"
