@@ -61,3 +61,55 @@ def monitor_run(config_path, model, window, last, out_dir, overrides):
             "run_id": run_id,
         }
     )
+
+
+@monitor.command("evaluate")
+@config_option
+@click.option(
+    "--model", metavar="NAME[@ALIAS|@VERSION]", default="", help="The version whose predictions are evaluated."
+)
+@click.option(
+    "--labels",
+    required=True,
+    metavar="DATASET_VERSION|NAME@SPAN|URI",
+    help="Where the labels are: a dataset version id, NAME@SPAN (e.g. flights@2013-04) or a .parquet/.csv file.",
+)
+@click.option("--window", default="", metavar="START:END", help="UTC range of the predictions.")
+@click.option("--last", default="", metavar="DURATION", help="The window ending now: 30m, 6h, 2d, 1w.")
+@click.option("--every", default="", metavar="DURATION", help="Metrics per sub-window of this length (default: one).")
+@click.option(
+    "--keys",
+    default="",
+    metavar="COL,COL",
+    help="Join key columns (default: request_id, else entity keys + event time).",
+)
+@click.option("--out", "out_dir", default="", help="Result directory (default <artifact_root>/monitoring/NAME/RUN_ID).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=JSON", help="Config override.")
+@runs_in(envs.PIPELINE)
+def monitor_evaluate(config_path, model, labels, window, last, every, keys, out_dir, overrides):
+    """Join logged predictions with labels that arrived later; live metrics overall, per window and
+    slice beside the offline evaluation and the CBPE estimate, concept drift (DDM), label lag. Writes
+    live.json, report.html and the Prometheus metrics, records the run in ML Metadata."""
+    from components.monitor.executor import default_out_dir, parse_window
+    from components.monitor.live_evaluation import evaluate, new_run_id
+
+    cfg = load_with_overrides(config_path, overrides)
+    start, end = parse_window(window, last, cfg.monitoring.window)
+    run_id = new_run_id()
+    out = out_dir or default_out_dir(cfg, (model or cfg.project).split("@")[0], run_id)
+    key_list = [k.strip() for k in keys.split(",") if k.strip()]
+    result = evaluate(
+        cfg, model, labels, start, end, out, run_id=run_id, keys=key_list, every=every, log=console().print
+    )
+    emit_json(
+        {
+            "model": result["model"],
+            "window": result["window"],
+            "counts": result["counts"],
+            "metrics": {m: result["metrics"].get(m) for m in ("auc", "precision", "recall", "calibration")},
+            "concept_drift": result["concept_drift"]["detected"],
+            "result": f"{out}/live.json",
+            "report": f"{out}/report.html",
+            "run_id": run_id,
+        }
+    )
