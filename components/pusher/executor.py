@@ -164,6 +164,9 @@ def run_step(
             inputs={"blessing": [ArtifactRef("ModelBlessing", blessing_uri)]},
             properties={"code_version": CODE_VERSION, "error": result.reason},
         )
+    from mlops.training_metrics import push_training_success
+
+    push_training_success(config.monitoring.pushgateway_url, result.model_name, pipeline)
     return result
 
 
