@@ -22,7 +22,8 @@ Measured, all on 127.0.0.1 in this one run (these machines are noisy: compare ra
            FastAPI/uvicorn endpoint around the same predictor and runtime, full rows); predictions checked
            against the in-process ones first; then --rounds rounds, each measuring every endpoint
            in turn with 1 closed-loop worker (latency) and --concurrency workers (throughput);
-           medians over the rounds. --server-runtimes auto,savedmodel adds a server per runtime
+           medians and min/median/max ("spread") over the rounds. --server-runtimes
+           auto,savedmodel adds a server per runtime
   batch    serving.batch.run_batch on a parquet file of every model input (February's flights
            repeated to --batch-rows), against the raw batched loop doing the same parquet read,
            predict and parquet write
@@ -37,7 +38,9 @@ Measured, all on 127.0.0.1 in this one run (these machines are noisy: compare ra
            p50/p99/max, throughput, status codes, degraded answers. Targets (issue 11): during an
            outage p99 <= deadline + healthy p99, and with `defaults` throughput >= 80% of healthy
 A piece that is not there (a module not written yet) is reported "not available"; a failure is
-reported with its error and the rest still runs. Targets (pass/fail) are at the end of the JSON.
+reported with its error and the rest still runs. Targets (pass/fail) are at the end of the JSON: a
+target passes only if it passes in every round, each round judged on numbers measured in that round
+(`per_round`, `rounds_passed`; `verdict` lists what passed, failed and was not measured).
 """
 
 from __future__ import annotations
