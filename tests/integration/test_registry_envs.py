@@ -20,8 +20,8 @@ from mlops.config import load_config
 from mlops.metadata.store import open_store
 from mlops.registry import ModelRegistry
 from mlops.registry.lineage import lineage_for, record_registration
-from tests.unit.test_registry import make_model_dir, register
-from tests.unit.test_registry_lineage import record_training_run
+from tests.support.registry_fakes import make_model_dir, register
+from tests.support.registry_fakes import record_training_run
 
 config = load_config(sys.argv[1])
 store = open_store(config)

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from cli.main import cli as mlops
 from mlops.registry.store import ModelRegistry
-from tests.unit.test_manifests import needs_shared, validate
+from tests.support.k8s_validation import needs_shared, validate
 
 
 def _isvcs(docs):

@@ -12,7 +12,7 @@ from mlops.metadata.store import open_store
 from mlops.steps import record_step
 from tests.support.fixtures import REPO
 from tests.support.reference_data import split_positions, write_split_frames
-from tests.unit.test_second_dataset import sensor_events
+from tests.support.sensor_data import sensor_events
 
 CONFIG = REPO / "tests" / "configs" / "sensor_events.yaml"
 PIPELINE = "training"

@@ -6,47 +6,31 @@ skaffold.yaml builds, and every workload runs under the "restricted" pod securit
 from __future__ import annotations
 
 import copy
-import functools
-import os
 import re
 import shlex
 import shutil
-import subprocess
-from pathlib import Path
 
 import jsonschema
-import kubernetes_validate
 import pytest
 import yaml
 
 from mlops.config import ServingSpec
 from tests.support.fixtures import REPO
+from tests.support.k8s_validation import (
+    KUBERNETES_VERSION,
+    kustomize,
+    needs_shared,
+    validate,
+)
 
 MANIFESTS = REPO / "manifests"
 OVERLAYS = ("local-kind", "production")
-SHARED = REPO.parent / "shared"
-CRDS = SHARED / "crds"
 # The Kubernetes version of the README's kind walkthrough (kindest/node) and of the validation.
-KUBERNETES_VERSION = "1.32"
 # Images the platform does not build: pinned, never `latest`.
 THIRD_PARTY_IMAGES = {"docker.io/library/redis:7.4.2"}
 # The model server's drain (serving.shutdown_grace_s) must end before the kubelet's SIGKILL.
 SHUTDOWN_MARGIN_S = 5
 INFERENCE_PROBES = {"livenessProbe": "/v2/health/live", "readinessProbe": "/v2/health/ready"}
-
-needs_shared = pytest.mark.skipif(not CRDS.exists(), reason="shared/crds is not beside this checkout")
-
-
-def kustomize(path: Path | str, tmp_dir: Path) -> list[dict]:
-    """`kubectl kustomize PATH` with an empty kubeconfig: rendering never talks to a cluster."""
-    kubeconfig = tmp_dir / "kubeconfig"
-    kubeconfig.write_text("")
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-    done = subprocess.run(
-        ["kubectl", "kustomize", str(path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, f"kubectl kustomize {path}: {done.stderr.strip()}"
-    return [d for d in yaml.safe_load_all(done.stdout) if d]
 
 
 @pytest.fixture(scope="module")
@@ -61,83 +45,6 @@ def all_docs(rendered) -> list[tuple[str, dict]]:
 
 def label(doc: dict) -> str:
     return f"{doc['kind']}/{doc['metadata']['name']}"
-
-
-# --- strict JSON Schema from a CRD -------------------------------------------------------------
-
-
-def strict_schema(node: dict) -> dict:
-    """A CRD's structural OpenAPI v3 schema as a JSON Schema that rejects unknown fields: what the
-    API server would prune silently (a typo) is an error here."""
-    node = dict(node)
-    preserve = node.pop("x-kubernetes-preserve-unknown-fields", False)
-    int_or_string = node.pop("x-kubernetes-int-or-string", False)
-    nullable = node.pop("nullable", False)
-    for key in [k for k in node if k.startswith("x-kubernetes-")]:
-        del node[key]
-    if "pattern" in node:
-        node["pattern"] = python_regex(node["pattern"])
-    if "properties" in node:
-        node["properties"] = {k: strict_schema(v) for k, v in node["properties"].items()}
-    if isinstance(node.get("additionalProperties"), dict):
-        node["additionalProperties"] = strict_schema(node["additionalProperties"])
-    if "items" in node:
-        node["items"] = strict_schema(node["items"])
-    for key in ("allOf", "anyOf", "oneOf"):
-        if key in node:
-            node[key] = [strict_schema(s) for s in node[key]]
-    if "not" in node:
-        node["not"] = strict_schema(node["not"])
-    if int_or_string:
-        node.pop("type", None)
-        node.setdefault("anyOf", [{"type": "integer"}, {"type": "string"}])
-    if node.get("type") == "object" and not preserve and "additionalProperties" not in node:
-        node["additionalProperties"] = False
-    if nullable:
-        node = {"anyOf": [node, {"type": "null"}]}
-    return node
-
-
-def python_regex(pattern: str) -> str:
-    """A CRD pattern (Go RE2) for Python's re: RE2 allows inline flags after `^` (`^(?i)...`)."""
-    moved = re.sub(r"^\^\(\?([a-z]+)\)", r"(?\1)^", pattern)
-    re.compile(moved)  # anything else RE2-only fails here, loudly
-    return moved
-
-
-@functools.cache
-def crd_schemas() -> dict[tuple[str, str], dict]:
-    """(apiVersion, kind) -> strict schema, for every served version of every CRD in shared/crds."""
-    schemas = {}
-    for path in sorted(CRDS.rglob("*.yaml")):
-        for crd in yaml.safe_load_all(path.read_text()):
-            if not crd or crd.get("kind") != "CustomResourceDefinition":
-                continue
-            group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
-            for version in crd["spec"]["versions"]:
-                if not version.get("served"):
-                    continue
-                schema = strict_schema(version["schema"]["openAPIV3Schema"])
-                # metadata is ObjectMeta, validated by the API server itself
-                schema["properties"]["metadata"] = {"type": "object"}
-                schemas[(f"{group}/{version['name']}", kind)] = schema
-    return schemas
-
-
-def validate_custom_resource(doc: dict) -> None:
-    schema = crd_schemas().get((doc["apiVersion"], doc["kind"]))
-    if schema is None:
-        raise AssertionError(f"{doc['apiVersion']} {doc['kind']}: neither a core kind nor a CRD in {CRDS}")
-    jsonschema.validate(doc, schema, cls=jsonschema.Draft7Validator)
-
-
-def validate(doc: dict) -> None:
-    """Core kinds against Kubernetes' own schemas (strict), custom resources against their CRD.
-    A kind that neither knows fails."""
-    try:
-        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
-    except kubernetes_validate.SchemaNotFoundError:
-        validate_custom_resource(doc)
 
 
 # --- rendering and validation ------------------------------------------------------------------

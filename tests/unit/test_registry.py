@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from mlops import artifacts, storage
-from mlops.config import ColumnKind, TaskType
 from mlops.registry import (
     LockTimeout,
     ModelRegistry,
@@ -28,40 +27,7 @@ from mlops.registry import (
     locking,
 )
 from mlops.registry import store as registry_store
-
-FEATURES = [
-    artifacts.RawFeature("distance", ColumnKind.numeric),
-    artifacts.RawFeature("carrier", ColumnKind.categorical),
-]
-
-
-def make_model_dir(base: Path, tag: str = "m", tflite: bool = True) -> Path:
-    """A Trainer output dir as the artifact contract describes it (fake bytes, no TensorFlow)."""
-    d = base / f"trainer-{tag}"
-    (d / "serving_model" / "variables").mkdir(parents=True)
-    (d / "serving_model" / "saved_model.pb").write_bytes(b"pb-" + tag.encode())
-    (d / "serving_model" / "variables" / "variables.index").write_bytes(b"idx")
-    if tflite:
-        (d / "model.tflite").write_bytes(b"tflite-" + tag.encode())
-    (d / "training.json").write_text(json.dumps({"epochs": 1}))
-    (d / "logs").mkdir()
-    (d / "logs" / "events.out").write_bytes(b"tensorboard")  # not part of a registered version
-    return d
-
-
-def register(registry: ModelRegistry, model_dir, name: str = "flights", blessed: bool = True, **overrides):
-    kwargs = dict(
-        metrics={"auc": 0.71, "example_count": 1000},
-        blessing={"blessed": blessed, "reason": "auc 0.71 >= 0.65"},
-        dataset_versions=["flights-abc123def456"],
-        config_hash="cfg123",
-        git_commit="deadbeef",
-        task=TaskType.binary_classification,
-        output_key="probability",
-        features=FEATURES,
-    )
-    kwargs.update(overrides)
-    return registry.register(name, str(model_dir), **kwargs)
+from tests.support.registry_fakes import FEATURES, make_model_dir, register
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from mlops.registry import (
     RegistryNotFound,
     cli_ops,
 )
-from tests.unit.test_registry import make_model_dir, register
+from tests.support.registry_fakes import make_model_dir, register
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -268,7 +268,7 @@ def test_first_move_killed_before_its_commit_leaves_an_empty_model(tmp_path):
     root = tmp_path / "artifacts"
     code = KILLED_WRITER.replace(
         'ModelRegistry(sys.argv[1]).promote("flights", 3, reason="killed")',
-        "from tests.unit.test_registry import make_model_dir, register\n"
+        "from tests.support.registry_fakes import make_model_dir, register\n"
         "from pathlib import Path\n"
         "register(ModelRegistry(sys.argv[1]), make_model_dir(Path(sys.argv[2])))",
     )

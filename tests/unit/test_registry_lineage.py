@@ -12,37 +12,7 @@ from mlops.config import load_config
 from mlops.registry import ModelRegistry, RegistryNotFound, cli_ops
 from mlops.registry.lineage import lineage_for, record_registration
 from tests.support.fixtures import FLIGHTS_CONFIG
-from tests.unit.test_registry import make_model_dir, register
-
-
-def record_training_run(store, run_id: str, root: str) -> dict[str, str]:
-    """example_gen -> transform -> trainer -> evaluator, as the training pipeline records them."""
-    from mlops.metadata.store import ArtifactRef
-
-    run = store.run_context("training", run_id)
-    uri = {k: f"{root}/runs/{run_id}/{k}" for k in ("examples", "transform", "model", "evaluation", "blessing")}
-    dataset = ArtifactRef(
-        "Dataset",
-        f"{root}/datasets/flights/versions/flights-abc123def456",
-        name="flights-abc123def456",
-        properties={"version_id": "flights-abc123def456"},
-    )
-    examples = ArtifactRef("Examples", uri["examples"])
-    graph = ArtifactRef("TransformGraph", uri["transform"])
-    model = ArtifactRef("Model", uri["model"], properties={"metrics": {"auc": 0.71}})
-    store.record_execution(run, "example_gen", {"dataset": [dataset]}, {"examples": [examples]})
-    store.record_execution(run, "transform", {"examples": [examples]}, {"transform_graph": [graph]})
-    store.record_execution(run, "trainer", {"examples": [examples], "transform_graph": [graph]}, {"model": [model]})
-    store.record_execution(
-        run,
-        "evaluator",
-        {"model": [model], "examples": [examples]},
-        {
-            "evaluation": [ArtifactRef("ModelEvaluation", uri["evaluation"])],
-            "blessing": [ArtifactRef("ModelBlessing", uri["blessing"], properties={"blessed": 1})],
-        },
-    )
-    return uri
+from tests.support.registry_fakes import make_model_dir, record_training_run, register
 
 
 def test_lineage_of_a_registered_version_reaches_the_dataset(artifact_root, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 from mlops import storage
 from mlops.registry import ModelRegistry, NotBlessedError
-from tests.unit.test_registry import make_model_dir, register
+from tests.support.registry_fakes import make_model_dir, register
 
 pytestmark = pytest.mark.serving_env
 
