@@ -113,3 +113,24 @@ def monitor_evaluate(config_path, model, labels, window, last, every, keys, out_
             "run_id": run_id,
         }
     )
+
+
+@monitor.command("report")
+@config_option
+@click.option("--model", metavar="NAME", default="", help="The model (default: the project's name).")
+@click.option(
+    "--runs", "limit", default=30, show_default=True, help="The newest N monitoring runs and live evaluations."
+)
+@click.option("--out", default="", help="The HTML file (default <artifact_root>/monitoring/NAME/history.html).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=JSON", help="Config override.")
+@runs_in(envs.PIPELINE)
+def monitor_report(config_path, model, limit, out, overrides):
+    """One self-contained HTML page (inline SVG, no JavaScript) of a model's recent monitoring runs and
+    live evaluations, for people without Grafana: drift per feature over windows, estimated (CBPE)
+    vs realised vs offline AUC, label lag; prints where it wrote it."""
+    from mlops.config import join_uri
+    from mlops.monitoring.history import write_report
+
+    cfg = load_with_overrides(config_path, overrides)
+    name = (model or cfg.project).split("@")[0]
+    emit_json(write_report(cfg, name, out or join_uri(cfg.artifact_root, "monitoring", name, "history.html"), limit))

@@ -19,9 +19,9 @@ if ! up 6379; then
   wait_up 6379 Redis
 fi
 # Prometheus, Alertmanager and Pushgateway for the alert tests (tests/support/prometheus.py starts
-# them on free loopback ports; installing them starts no daemon here).
+# them on free loopback ports; installing them starts no daemon here); chromium for the report test.
 missing=()
-for pkg in prometheus prometheus-alertmanager prometheus-pushgateway; do
+for pkg in prometheus prometheus-alertmanager prometheus-pushgateway chromium; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
