@@ -2,10 +2,10 @@
 panel, query or option that does not exist is an AttributeError here, not a blank panel in Grafana).
 
 Rows: serving (throughput, latency, errors, payload log), the serving process's CPU and memory,
-drift per feature, performance (CBPE estimate vs live vs offline AUC, label lag), data quality,
-and pipeline steps (wall time, CPU, peak RSS). Metric names: serving/metrics.py (the model server),
-mlops/monitoring/prometheus.py (a monitoring run), LIVE_METRIC / OFFLINE_METRIC / LABEL_LAG /
-STEP_* below (continuous evaluation and pipeline steps).
+drift per feature, performance (CBPE estimate vs live vs offline AUC, label lag), data quality.
+Metric names: serving/metrics.py (the model server), mlops/monitoring/prometheus.py (a monitoring
+run), components/monitor/live_evaluation.py (continuous evaluation: LIVE_METRIC, OFFLINE_METRIC,
+LABEL_LAG below).
 
     python -m mlops.monitoring.dashboard            rewrite manifests/base/grafana-dashboard.yaml
     python -m mlops.monitoring.dashboard --check    exit 1 when the committed file is stale
@@ -32,13 +32,10 @@ MODEL = 'model=~"$model"'
 # The serving processes are the ones exporting mlops_model_info: their process_* series, whatever
 # the scrape job is called (a PodMonitor names it namespace/name).
 SERVING_PROCESS = "and on (job, instance) group by (job, instance) (mlops_model_info)"
-# Continuous evaluation (`mlops monitor evaluate`) and pipeline steps export these.
-LIVE_METRIC = "mlops_monitoring_live_metric"  # {model, version, metric} realised on labelled rows
-OFFLINE_METRIC = "mlops_monitoring_offline_metric"  # {model, version, metric} the Evaluator's number
-LABEL_LAG = "mlops_monitoring_label_lag_seconds"  # {model} age of the newest prediction joined with a label
-STEP_WALL = "mlops_pipeline_step_wall_seconds"  # {pipeline, step}
-STEP_CPU = "mlops_pipeline_step_cpu_seconds"  # {pipeline, step}
-STEP_RSS = "mlops_pipeline_step_peak_rss_bytes"  # {pipeline, step}
+# Continuous evaluation (`mlops monitor evaluate`, components/monitor/live_evaluation.py) exports these.
+LIVE_METRIC = "mlops_live_metric"  # {model, version, metric} realised on labelled predictions
+OFFLINE_METRIC = "mlops_live_offline_metric"  # {model, version, metric} the version's offline evaluation
+LABEL_LAG = "mlops_live_label_lag_seconds"  # {model, version, quantile} prediction -> label
 
 
 def _rate(expr: str) -> str:
@@ -178,7 +175,12 @@ def panels() -> list[tuple[str, list[dict]]]:
                 {
                     "title": "Label lag",
                     "unit": "s",
-                    "queries": [(f"{LABEL_LAG}{{{MODEL}}}", "{{model}}")],
+                    "queries": [
+                        (
+                            f"max by (model, version, quantile) ({LABEL_LAG}{{{MODEL}}})",
+                            "v{{version}} q{{quantile}}",
+                        )
+                    ],
                     "description": "How far behind the predictions the labels are (continuous evaluation).",
                 },
             ],
@@ -206,21 +208,6 @@ def panels() -> list[tuple[str, list[dict]]]:
                         )
                     ],
                 },
-            ],
-        ),
-        (
-            "Pipeline steps",
-            [
-                {
-                    "title": title,
-                    "unit": unit,
-                    "queries": [(f"max by (pipeline, step) ({metric})", "{{pipeline}} {{step}}")],
-                }
-                for title, unit, metric in (
-                    ("Step wall time", "s", STEP_WALL),
-                    ("Step CPU time", "s", STEP_CPU),
-                    ("Step peak RSS", "bytes", STEP_RSS),
-                )
             ],
         ),
     ]
