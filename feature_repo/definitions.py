@@ -18,14 +18,17 @@ import json
 import os
 from datetime import timedelta
 
+import fsspec
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Float64, Int64, String
 
 _SOURCES_ENV = "MLOPS_FEAST_SOURCES"
 if not os.environ.get(_SOURCES_ENV):
     raise RuntimeError(f"{_SOURCES_ENV} is not set: apply this repo through mlops.features.store.apply(config)")
-with open(os.environ[_SOURCES_ENV]) as _f:
+with fsspec.open(os.environ[_SOURCES_ENV]) as _f:  # a local file, or an object beside an s3:// registry
     SOURCES: dict = json.load(_f)
+# The S3 endpoint (MinIO) of s3:// sources: Feast's readers (pyarrow, dask) take it per source.
+_S3_ENDPOINT = os.environ.get("MLOPS_FEAST_S3_ENDPOINT") or None
 
 # ---- entities (one join key each; a route is origin + dest) ---------------------------------
 origin = Entity(
@@ -53,6 +56,7 @@ def _source(name: str) -> FileSource:
         name=f"{name}_source",
         path=s["path"],
         timestamp_field=s["timestamp_field"],
+        s3_endpoint_override=_S3_ENDPOINT,
         description=f"dataset version {s['version']}",
         tags={"dataset_version": s["version"]},
     )

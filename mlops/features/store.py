@@ -21,6 +21,14 @@ Layout under the artifact root:
                          /applied.json   what the last `apply` applied: the identity of its
                                           inputs and the registry it left (apply_if_changed)
 
+The artifact root may be an object store (s3://, as on a cluster): the registry is then Feast's S3
+registry (`registry: s3://.../registry.db`, boto3), the sources are s3:// parquet URIs that Feast's
+file offline store reads (dask through s3fs, pyarrow for schemas) at the endpoint in
+MLOPS_FEAST_S3_ENDPOINT, sources.json and applied.json are objects beside the registry. Only the
+SQLite online store needs a local artifact root (a database file): on a cluster it is Redis. The
+S3 endpoint and keys come from the environment as for every other client of the bucket
+(AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; FEAST_S3_ENDPOINT_URL wins for Feast).
+
 Time-series sources carry a UTC-day key column `event_day` ("YYYY-MM-DD") as an extra join key;
 callers need not provide it: it is derived from the event/request timestamp (see
 `historical_features`, `online_features`).
@@ -62,6 +70,10 @@ ENV_PROJECT = "MLOPS_FEAST_PROJECT"
 ENV_DIR = "MLOPS_FEAST_DIR"
 ENV_SOURCES = "MLOPS_FEAST_SOURCES"
 ENV_REDIS_URL = "MLOPS_FEAST_REDIS_URL"
+ENV_S3_ENDPOINT = "MLOPS_FEAST_S3_ENDPOINT"  # FileSource.s3_endpoint_override (definitions.py)
+# Where S3 clients look for a custom endpoint (MinIO), most specific first: Feast's registry store
+# reads FEAST_S3_ENDPOINT_URL, botocore the AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL pair.
+S3_ENDPOINT_VARS = ("FEAST_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 
 
 class FeatureStoreError(MlopsError):
@@ -76,19 +88,26 @@ def _features(config: PlatformConfig) -> FeaturesSpec:
 
 
 def feast_dir(config: PlatformConfig) -> str:
-    """<artifact_root>/feast as a local path (Feast's file registry, SQLite and FileSources need one)."""
+    """<artifact_root>/feast: a local path for a local artifact root, else the object-store URI."""
     uri = join_uri(config.artifact_root, FEAST_DIRNAME)
-    try:
-        return storage.local_path(uri)
-    except storage.StorageError:
-        raise FeatureStoreError(
-            f"artifact_root {config.artifact_root}: the Feast integration needs a local "
-            f"artifact root (file registry, SQLite, parquet FileSources)"
-        ) from None
+    return storage.local_path(uri) if storage.is_local(uri) else uri.rstrip("/")
+
+
+def _in_object_store(config: PlatformConfig) -> bool:
+    return not storage.is_local(join_uri(config.artifact_root, FEAST_DIRNAME))
+
+
+def _feast_file(config: PlatformConfig, name: str) -> str:
+    return f"{feast_dir(config)}/{name}"
 
 
 def sources_path(config: PlatformConfig) -> str:
-    return os.path.join(feast_dir(config), SOURCES_FILE)
+    return _feast_file(config, SOURCES_FILE)
+
+
+def s3_endpoint() -> str:
+    """The custom S3 endpoint (MinIO) from the environment, "" for AWS itself."""
+    return next((os.environ[v] for v in S3_ENDPOINT_VARS if os.environ.get(v)), "")
 
 
 def feast_env(config: PlatformConfig) -> dict[str, str]:
@@ -99,12 +118,13 @@ def feast_env(config: PlatformConfig) -> dict[str, str]:
         ENV_DIR: feast_dir(config),
         ENV_SOURCES: sources_path(config),
         ENV_REDIS_URL: features.redis_url,
+        ENV_S3_ENDPOINT: s3_endpoint() if _in_object_store(config) else "",
     }
 
 
 def read_sources(config: PlatformConfig) -> dict[str, dict[str, Any]]:
     path = sources_path(config)
-    if not os.path.exists(path):
+    if not storage.exists(path):
         raise FeatureStoreError(f"{path} does not exist: run build_feature_sources(config) first")
     return storage.read_json(path)
 
@@ -126,7 +146,8 @@ def day_key(value: Any) -> str:
 # ---- sources ------------------------------------------------------------------------------------
 def _source_entry(version: DatasetVersion, timestamp_field: str, entity_keys: list[str]) -> dict[str, Any]:
     return {
-        "path": storage.local_path(version.data_uri),
+        # a local path, or the object's URI (s3://...) that Feast's file offline store reads
+        "path": storage.local_path(version.data_uri) if storage.is_local(version.data_uri) else version.data_uri,
         "timestamp_field": timestamp_field,
         "version": version.id,
         "entity_keys": list(entity_keys),
@@ -208,7 +229,7 @@ def build_feature_sources(config: PlatformConfig) -> dict[str, DatasetVersion]:
             sources[spec.name] = _source_entry(version, DAY_START, keys)
             out[spec.name] = version
 
-    os.makedirs(feast_dir(config), exist_ok=True)
+    storage.makedirs(feast_dir(config))
     storage.write_json_atomic(sources_path(config), sources)
     return out
 
@@ -230,9 +251,42 @@ def feature_store(config: PlatformConfig, online: bool = True):
     yaml_file = repo_path / YAML_FILES[features.online_store if online else "sqlite"]
     if not yaml_file.is_file():
         raise FeatureStoreError(f"{yaml_file}: feature store YAML not found (features.repo: {features.repo})")
-    os.makedirs(feast_dir(config), exist_ok=True)
+    if online and features.online_store == "sqlite" and _in_object_store(config):
+        raise FeatureStoreError(
+            f"features.online_store: sqlite needs a local artifact_root (a database file), not "
+            f"{config.artifact_root}: use online_store: redis with an object-store artifact root"
+        )
+    storage.makedirs(feast_dir(config))
     os.environ.update(feast_env(config))
+    _read_uri_sources_as_uris()
     return FeatureStore(repo_path=str(repo_path), fs_yaml_file=yaml_file)
+
+
+def _read_uri_sources_as_uris() -> None:
+    """Feast 0.48.1's file offline store joins every source path to the repo directory unless
+    pathlib calls it absolute, which an s3:// URI is not (it then reads
+    <repo>/s3:/bucket/...). Its dask reader gets a wrapper that reads a URI as is, with the
+    source's S3 endpoint, as later Feast versions do (0.67 resolves it with
+    FileSource.get_uri_for_file_path); local paths still take Feast's own code. Installed once,
+    and only in the Feast versions with the bug (<= 0.48)."""
+    major, minor = (int(p) for p in importlib.metadata.version("feast").split(".")[:2])
+    if (major, minor) > (0, 48):
+        return
+    from feast.infra.offline_stores import dask as dask_store
+
+    if getattr(dask_store, "_mlops_uri_sources", False):
+        return
+    feast_read = dask_store._read_datasource
+
+    def read_datasource(data_source, repo_path):
+        if "://" not in data_source.path:
+            return feast_read(data_source, repo_path)
+        endpoint = data_source.file_options.s3_endpoint_override
+        options = {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else None
+        return dask_store.dd.read_parquet(data_source.path, storage_options=options)
+
+    dask_store._read_datasource = read_datasource
+    dask_store._mlops_uri_sources = True
 
 
 def _load_definitions(repo_path: Path) -> list:
@@ -304,11 +358,11 @@ def apply(config: PlatformConfig) -> dict[str, list[str]]:
     summary: dict[str, list[str]] = {}
     for o in objects:
         summary.setdefault(_kind(o), []).append(o.name)
-    local = _local_state(config)
-    if local is not None and os.path.isfile(local[0]):
+    state = _store_state(config)
+    if state is not None and storage.exists(state[0]):
         storage.write_json_atomic(
-            os.path.join(feast_dir(config), APPLIED_FILE),
-            {"key": key, "registry_sha256": _sha256(local[0]), "applied": summary},
+            _feast_file(config, APPLIED_FILE),
+            {"key": key, "registry_sha256": _sha256(state[0]), "applied": summary},
         )
     return summary
 
@@ -327,18 +381,18 @@ def apply_if_changed(config: PlatformConfig) -> tuple[dict[str, list[str]], bool
 
 def _current_apply(config: PlatformConfig) -> dict | None:
     """The applied.json record when it describes the repo, sources and registry as they are now."""
-    local = _local_state(config)
-    record_path = os.path.join(feast_dir(config), APPLIED_FILE)
-    if local is None or not os.path.exists(record_path):
+    state = _store_state(config)
+    record_path = _feast_file(config, APPLIED_FILE)
+    if state is None or not storage.exists(record_path):
         return None
-    registry, online = local
+    registry, online = state
     try:
         record = storage.read_json(record_path)
     except (OSError, ValueError):
         return None
     if (
         record.get("key") == apply_key(config)
-        and os.path.isfile(registry)
+        and storage.exists(registry)
         and record.get("registry_sha256") == _sha256(registry)
         and (online is None or os.path.exists(online))
     ):
@@ -375,15 +429,14 @@ def apply_key(config: PlatformConfig) -> str:
         ).encode()
     )
     h.update(definitions_fingerprint(config).encode())
-    with open(sources_path(config), "rb") as f:
-        h.update(b"\0sources\0" + f.read())
+    h.update(b"\0sources\0" + storage.read_bytes(sources_path(config)))
     return h.hexdigest()
 
 
-def _local_state(config: PlatformConfig) -> tuple[str, str | None] | None:
-    """(registry file, SQLite online store file or None for Redis) when the repo's YAML puts
-    them where this module can check them (a file registry and a SQLite file or Redis), else
-    None: apply_if_changed then always applies."""
+def _store_state(config: PlatformConfig) -> tuple[str, str | None] | None:
+    """(registry file or object URI, SQLite online store file or None for Redis) when the repo's
+    YAML puts them where this module can check them (a registry file in the artifact store and a
+    local SQLite file or Redis), else None: apply_if_changed then always applies."""
     from string import Template
 
     import yaml
@@ -394,10 +447,13 @@ def _local_state(config: PlatformConfig) -> tuple[str, str | None] | None:
         return None
     env = feast_env(config)  # Feast expands ${VAR} in the YAML from these
 
-    def expand(value) -> str | None:  # a local file path (relative: to the repo, as Feast reads it)
-        if not isinstance(value, str) or "://" in value:
+    def expand(value) -> str | None:  # a local path (relative: to the repo, as Feast reads it) or a URI
+        if not isinstance(value, str):
             return None
-        return os.path.normpath(os.path.join(features.repo, Template(value).safe_substitute(env)))
+        value = Template(value).safe_substitute(env)
+        if "://" in value:
+            return value if value.startswith(("s3://", "file://")) else None
+        return os.path.normpath(os.path.join(features.repo, value))
 
     doc = yaml.safe_load(yaml_file.read_text()) or {}
     registry = expand(doc.get("registry"))
@@ -407,12 +463,11 @@ def _local_state(config: PlatformConfig) -> tuple[str, str | None] | None:
     if online["type"] == "redis":
         return registry, None
     path = expand(online.get("path"))
-    return (registry, path) if path else None
+    return (registry, path) if path and storage.is_local(path) else None
 
 
-def _sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+def _sha256(uri: str) -> str:
+    return hashlib.sha256(storage.read_bytes(uri)).hexdigest()
 
 
 def _check_service(config: PlatformConfig, objects: list) -> None:
@@ -455,7 +510,7 @@ def materialize(
     lo, hi = (None, None) if start is not None and end is not None else source_time_range(config)
     start = start if start is not None else lo
     end = end if end is not None else hi + dt.timedelta(seconds=1)  # the end is exclusive
-    current = _current_apply(config) if os.path.exists(sources_path(config)) else None
+    current = _current_apply(config) if storage.exists(sources_path(config)) else None
     store = feature_store(config)
     store.materialize(start_date=_aware(start), end_date=_aware(end))
     static = [t.name for t in _features(config).tables if not t.event_timestamp]
@@ -475,8 +530,8 @@ def materialize(
         # Feast records the materialized intervals in the registry; a re-apply would keep them
         # and change nothing, so the apply record stays valid with the registry's new hash.
         storage.write_json_atomic(
-            os.path.join(feast_dir(config), APPLIED_FILE),
-            {**current, "registry_sha256": _sha256(_local_state(config)[0])},
+            _feast_file(config, APPLIED_FILE),
+            {**current, "registry_sha256": _sha256(_store_state(config)[0])},
         )
     return _aware(start), _aware(end)
 

@@ -238,3 +238,132 @@ def test_storage_sees_what_another_process_wrote_since_it_listed(root):
     assert storage.listdir(f"{root}/versions") == ["1", "2"]
     assert storage.exists(f"{root}/versions/2/manifest.json")
     assert storage.read_json(f"{root}/versions/2/manifest.json") == {"v": 2}
+
+
+# ---- Feast: registry, sources and the apply record in the bucket ------------------------------
+# The serving side (Feast 0.67) owns every write: apply (twice: the second must be skipped by the
+# apply record in the bucket), then materialize one day into Redis, read it back online and drop
+# the project's Redis keys (the pipeline interpreter has no Redis client).
+_SERVING_SIDE = """
+import datetime as dt, json, sys
+import redis
+from mlops.config import load_config
+from mlops.features import store
+config = load_config(sys.argv[1], overrides=json.loads(sys.argv[2]))
+applied, ran = store.apply_if_changed(config)
+again = store.apply_if_changed(config)[1]
+start = dt.datetime(2013, 2, 10, tzinfo=dt.UTC)
+store.materialize(config, start=start, end=start + dt.timedelta(days=1))
+row = json.loads(sys.argv[3])
+online = store.online_features(config, [row])[0]
+host, port = config.features.redis_url.split(":")
+client = redis.Redis(host=host, port=int(port))
+keys = list(client.scan_iter(match=b"*" + config.features.project.encode(), count=1000))
+client.delete(*keys)
+print(json.dumps({"ran": ran, "again": again, "views": sorted(applied["FeatureView"]), "online": online}, default=str))
+"""
+
+
+@pytest.fixture(scope="module")
+def feast_in_bucket(s3, seed_root, redis_url):
+    """The seeded datasets in the bucket, the feature sources built there by this interpreter
+    (Feast-free), the repo applied and one day materialized by the serving interpreter."""
+    from mlops.config import load_config
+    from mlops.datasets.repository import DatasetRepository
+    from mlops.features import store
+    from tests.support.fixtures import FLIGHTS_CONFIG, SERVING_PY, run_python
+
+    root = f"s3://{BUCKET}/feast-{uuid.uuid4().hex[:10]}/mlops"
+    fs, path = storage.fs_and_path(root)
+    fs.put(str(seed_root / "datasets"), f"{path}/datasets", recursive=True)
+    overrides = {
+        "artifact_root": root,
+        "features.project": f"t{uuid.uuid4().hex[:12]}",
+        "features.online_store": "redis",
+        "features.redis_url": redis_url,
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        config = load_config(FLIGHTS_CONFIG, overrides=overrides)
+        for var in store.feast_env(config):
+            mp.setenv(var, "")  # feature_store() sets them: restored after the module
+        versions = store.build_feature_sources(config)
+        repo = DatasetRepository(root)
+        flights = repo.load(repo.resolve("flights", "2013-02"))
+        day = flights["time_hour"].dt.strftime("%Y-%m-%d") == "2013-02-10"  # the materialized day
+        flight = flights[day & flights["tailnum"].isin(repo.load(versions["planes"])["tailnum"])].iloc[0]
+        row = {k: flight[k] for k in ("origin", "dest", "carrier", "tailnum")} | {"time_hour": str(flight["time_hour"])}
+        proc = run_python(
+            SERVING_PY, _SERVING_SIDE, str(FLIGHTS_CONFIG), json.dumps(overrides), json.dumps(row), root=root
+        )
+        served = json.loads(proc.stdout.strip().splitlines()[-1])
+        yield config, versions, served, flight
+
+
+@pytest.mark.redis
+def test_feast_registry_sources_and_apply_record_live_in_the_bucket(feast_in_bucket):
+    from mlops.features import store
+
+    config, versions, served, flight = feast_in_bucket
+    root = config.artifact_root
+    assert served["ran"] is True and served["again"] is False  # applied.json in the bucket skips a no-op apply
+    assert set(served["views"]) == {"weather_hourly", "plane_attributes", "route_delay_stats", "carrier_delay_stats"}
+    assert {"registry.db", "sources.json", "applied.json"} <= set(_keys(f"{root}/feast"))
+    sources = store.read_sources(config)
+    assert sources["weather"]["path"] == f"{versions['weather'].uri}/data.parquet"
+    assert all(s["path"].startswith(f"{root}/datasets/") for s in sources.values())
+    # Served online from Redis, materialized by Feast 0.67 from the s3:// sources.
+    planes = pd.read_parquet(sources["planes"]["path"]).set_index("tailnum")
+    assert served["online"]["seats"] == planes.loc[flight["tailnum"], "seats"]
+    weather = pd.read_parquet(sources["weather"]["path"])
+    day = weather[(weather["origin"] == flight["origin"]) & (weather["event_day"] == "2013-02-10")]
+    assert served["online"]["temp"] == day.sort_values("time_hour")["temp"].iloc[-1]  # the day's latest report
+
+
+@pytest.mark.redis
+def test_feast_0_48_point_in_time_join_reads_registry_and_sources_from_the_bucket(feast_in_bucket):
+    import feast
+
+    from mlops.datasets.repository import DatasetRepository
+    from mlops.features import store
+
+    config, _, _, _ = feast_in_bucket
+    assert feast.__version__ == "0.48.1"
+    registry = f"{config.artifact_root}/feast/registry.db"
+    before = storage.read_bytes(registry)
+    fs = store.feature_store(config, online=False)
+    assert fs.config.registry.path == registry
+    repo = DatasetRepository(config.artifact_root)
+    flights = repo.load(repo.resolve("flights", "2013-02")).sample(200, random_state=0)
+    # Just before an hourly report: the join must take the previous hour's, never the next one.
+    probe = flights.assign(time_hour=flights["time_hour"] - pd.Timedelta(seconds=1))
+    out = store.historical_features(config, probe, store=fs)
+    assert len(out) == 200 and list(out.index) == list(probe.index)
+
+    weather = pd.read_parquet(store.read_sources(config)["weather"]["path"]).set_index(["origin", "time_hour"])
+    at = flights["time_hour"]
+    nxt = weather["temp"].reindex(pd.MultiIndex.from_arrays([flights["origin"], at])).to_numpy()
+    prev = (
+        weather["temp"].reindex(pd.MultiIndex.from_arrays([flights["origin"], at - pd.Timedelta(hours=1)])).to_numpy()
+    )
+    same_day = ((at - pd.Timedelta(hours=1)).dt.floor("D") == at.dt.floor("D")).to_numpy()
+    got = out["temp"].to_numpy(float)
+    ok = ~pd.isna(prev) & same_day
+    assert ok.sum() > 100
+    assert (got[ok] == prev[ok]).all()
+    telling = ok & ~pd.isna(nxt) & (nxt != prev)
+    assert telling.sum() > 20 and not (got[telling] == nxt[telling]).any()
+    assert out["route_delay_mean_7d"].notna().mean() > 0.9 and out["seats"].notna().mean() > 0.5
+    assert storage.read_bytes(registry) == before  # the pipeline side only reads
+
+
+def test_sqlite_online_store_is_refused_with_an_object_store_artifact_root(root):
+    from mlops.config import load_config
+    from mlops.features import store
+    from tests.support.fixtures import FLIGHTS_CONFIG
+
+    config = load_config(FLIGHTS_CONFIG, overrides={"artifact_root": root, "features.online_store": "sqlite"})
+    with pytest.raises(store.FeatureStoreError) as err:
+        store.feature_store(config)
+    message = str(err.value)
+    assert "\n" not in message and "features.online_store: sqlite" in message and root in message
+    assert _keys(root) == []  # nothing written
