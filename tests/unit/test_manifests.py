@@ -322,7 +322,7 @@ def test_storage_uri_follows_an_edited_model_version(tmp_path):
 
 
 def test_alerts_cover_the_serving_slos(rendered):
-    rules = next(d for d in rendered["production"] if d["kind"] == "PrometheusRule")
+    rules = next(d for d in rendered["production"] if label(d) == "PrometheusRule/mlops-serving")
     alerts = {r["alert"]: r["expr"] for g in rules["spec"]["groups"] for r in g["rules"] if "alert" in r}
     assert set(alerts) == {
         "MlopsServingErrorRate",
