@@ -30,7 +30,7 @@ param_option = click.option(
     "--param", "params", multiple=True, metavar="NAME=VALUE", help="Pipeline parameter, e.g. epochs=1 (repeatable)."
 )
 experiment_option = click.option("--experiment", default="Default", show_default=True, help="KFP experiment.")
-compile_options = [
+COMPILE_OPTIONS = [
     click.option(
         "--package", type=click.Path(exists=True, dir_okay=False), help="Compiled IR to use (default: compile now)."
     ),
@@ -40,8 +40,8 @@ compile_options = [
 ]
 
 
-def _compile_options(fn):
-    for option in reversed(compile_options):
+def compile_options(fn):
+    for option in reversed(COMPILE_OPTIONS):
         fn = option(fn)
     return fn
 
@@ -58,22 +58,13 @@ def _ir_and_params(name, params, package, target_path, image_registry, image_tag
     """(KFP pipeline name, IR path, checked parameters). The IR is `package` (strictly parsed) or
     a fresh compile for the cluster target."""
     from pipelines import runner
-    from pipelines.target import DEFAULT_TARGET_PATH, load_target
+    from pipelines.submit import ir_for_upload
 
     arguments = runner.check_arguments(name, key_values(params, "--param", True))
-    if package:
-        if target_path or image_registry or image_tag:
-            raise click.UsageError("--package is compiled already: --target, --image-registry and --tag do not apply")
-        path = package
-    else:
-        target = load_target(target_path or DEFAULT_TARGET_PATH, image_registry, image_tag)
-        path = runner.compile_pipeline(name, workdir, target)
-    spec = runner.load_ir_strict(path)
-    if spec.pipeline_info.name != runner.pipeline_func(name).pipeline_spec.pipeline_info.name:
-        raise click.BadParameter(
-            f"{path} is the IR of pipeline {spec.pipeline_info.name!r}, not {name}", param_hint="--package"
-        )
-    return spec.pipeline_info.name, path, arguments
+    if package and (target_path or image_registry or image_tag):
+        raise click.UsageError("--package is compiled already: --target, --image-registry and --tag do not apply")
+    path = ir_for_upload(name, workdir, package, target_path, image_registry, image_tag)
+    return runner.load_ir_strict(path).pipeline_info.name, path, arguments
 
 
 @click.command("submit")
@@ -86,7 +77,7 @@ def _ir_and_params(name, params, package, target_path, image_registry, image_tag
 @click.option("--run-name", help="Display name of the run (default: NAME and the UTC time).")
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the run to end; exit non-zero unless it SUCCEEDED.")
 @click.option("--timeout", default=6 * 3600, show_default=True, type=float, help="Seconds to wait (--wait).")
-@_compile_options
+@compile_options
 @runs_in(envs.PIPELINE)
 def submit(name, host, token, namespace, params, experiment, run_name, wait_, timeout, **compile_kwargs):
     """Run pipeline NAME on KFP: upload its IR as a pipeline version (reused when the same
@@ -117,7 +108,7 @@ def submit(name, host, token, namespace, params, experiment, run_name, wait_, ti
 @namespace_option
 @param_option
 @experiment_option
-@_compile_options
+@compile_options
 @runs_in(envs.PIPELINE)
 def schedule(name, cron, schedule_name, host, token, namespace, params, experiment, **compile_kwargs):
     """Create a recurring run of NAME on KFP: no backfill of missed intervals, at most one run at

@@ -96,7 +96,7 @@ def run(name, config_path, params, overrides, no_cache, verbose):
             **chosen,
         },
     )
-    progress = _Progress()
+    progress = StepProgress()
     try:
         result = runner.run_local(name, cfg.artifact_root, args, config=cfg, verbose=verbose, on_step=progress)
     except runner.RunCancelled as e:
@@ -116,7 +116,7 @@ def signal_name(signum: int) -> str:
     return signal.Signals(signum).name
 
 
-class _Progress:
+class StepProgress:
     """One line per step on stderr: "  transform          44.2 s  ok". On a terminal the step's
     name shows while it runs."""
 

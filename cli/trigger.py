@@ -13,7 +13,7 @@ import sys
 import click
 
 from cli.common import config_option, emit_json, group, key_values, load, runs_in, verbose_option
-from cli.kfp import _compile_options, experiment_option, host_option, namespace_option, param_option, token_option
+from cli.kfp import compile_options, experiment_option, host_option, namespace_option, param_option, token_option
 from mlops import envs
 from mlops.errors import MlopsError
 
@@ -41,11 +41,11 @@ def _launch_options(fn):
         ]
     ):
         fn = option(fn)
-    return _compile_options(fn)
+    return compile_options(fn)
 
 
 def _launcher(config_path, local, host, token, namespace, experiment, verbose, package, **compile_kwargs):
-    from cli.pipeline import _Progress
+    from cli.pipeline import StepProgress
     from pipelines.triggers import Launcher
 
     if local and host:
@@ -61,7 +61,7 @@ def _launcher(config_path, local, host, token, namespace, experiment, verbose, p
         experiment=experiment,
         package=package,
         verbose=verbose,
-        on_step=_Progress(),
+        on_step=StepProgress(),
         **compile_kwargs,
     )
 

@@ -63,6 +63,32 @@ class KfpUnavailable(KfpRequestFailed, Unavailable):
     pass
 
 
+class PackageMismatch(InvalidInput):
+    """A compiled IR file given as the package of another pipeline than the one named."""
+
+
+def ir_for_upload(
+    pipeline: str,
+    workdir: str | Path,
+    package: str | None = None,
+    target_path: str | None = None,
+    image_registry: str | None = None,
+    image_tag: str | None = None,
+) -> Path:
+    """The IR to upload for `pipeline`: `package` (strictly parsed; it must be this pipeline's),
+    else a fresh compile for the cluster target (configs/cluster-kfp.yaml unless `target_path`)."""
+    from pipelines import runner
+    from pipelines.target import DEFAULT_TARGET_PATH, load_target
+
+    if package:
+        name = runner.load_ir_strict(package).pipeline_info.name
+        if name != runner.pipeline_func(pipeline).pipeline_spec.pipeline_info.name:
+            raise PackageMismatch(f"--package {package} is the IR of pipeline {name!r}, not {pipeline}")
+        return Path(package)
+    target = load_target(target_path or DEFAULT_TARGET_PATH, image_registry, image_tag)
+    return Path(runner.compile_pipeline(pipeline, workdir, target))
+
+
 class ScheduleInvalid(InvalidInput):
     """A cron expression KFP's scheduler (robfig/cron, with a seconds field) would not accept."""
 

@@ -123,15 +123,11 @@ class Launcher:
 
     def _ir(self, pipeline: str, workdir: str) -> str:
         """The IR to upload: `package` (it must be this pipeline's), else a fresh cluster compile."""
-        from pipelines.target import DEFAULT_TARGET_PATH, load_target
+        from pipelines.submit import ir_for_upload
 
-        if self.package:
-            name = runner.load_ir_strict(self.package).pipeline_info.name
-            if name != runner.pipeline_func(pipeline).pipeline_spec.pipeline_info.name:
-                raise TriggerInputError(f"--package {self.package} is the IR of pipeline {name!r}, not {pipeline}")
-            return self.package
-        target = load_target(self.target_path or DEFAULT_TARGET_PATH, self.image_registry, self.image_tag)
-        return str(runner.compile_pipeline(pipeline, workdir, target))
+        return str(
+            ir_for_upload(pipeline, workdir, self.package, self.target_path, self.image_registry, self.image_tag)
+        )
 
 
 def _fire(launcher: Launcher, kind: str, pipeline: str, cause: dict, reason: str, parameters: dict, *key_parts):
