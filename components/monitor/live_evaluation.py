@@ -24,8 +24,8 @@ Counted, never silently dropped:
   * duplicate labels, one rule: the LAST label wins (latest `label_time`; in source order when
     equal or absent); the superseded rows are `duplicate_labels`;
   * labels without a value (NaN) and labels that match no prediction in the window;
-  * late labels: matched labels that arrived after the end of their prediction's window; they are
-    used (a window is the predictions' time, so a late label still counts for its window).
+  * late labels: matched labels that arrived after the evaluated window closed; they are used (a
+    window is the predictions' time, so a late label still counts for its prediction's window).
 Label lag = label_time - prediction time (a dataset version's labels arrived when it was ingested:
 its manifest's created_at), reported as quantiles.
 
@@ -115,7 +115,8 @@ def load_labels(config: PlatformConfig, spec: str) -> tuple[pd.DataFrame, list[d
                 f"it has {list(frame.columns)}"
             )
         frame = frame.rename(columns={label_column: LABEL})
-        frame[LABEL_TIME] = pd.to_datetime(frame[LABEL_TIME], utc=True) if LABEL_TIME in frame else pd.NaT
+        unknown = pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns, UTC]")  # lag and lateness unknown
+        frame[LABEL_TIME] = pd.to_datetime(frame[LABEL_TIME], utc=True) if LABEL_TIME in frame else unknown
         return frame, [{"uri": spec, "name": spec.rstrip("/").rsplit("/", 1)[-1]}]
     else:
         raise NotFound(f"--labels {spec!r}: not a dataset version id, NAME@SPAN or an existing .parquet/.csv file")
@@ -305,10 +306,9 @@ def evaluate(
     matched = joined[joined[LABEL].notna()].sort_values(PREDICTED_AT, kind="stable").reset_index(drop=True)
     log(f"monitor evaluate: {mv.selector}: {counts['matched']:,} of {counts['predictions']:,} predictions labelled")
 
-    per_window, late = [], 0
+    per_window = []
     for a, b in windows:
         part = matched[(matched[PREDICTED_AT] >= a) & (matched[PREDICTED_AT] < b)]
-        late += int((part[LABEL_TIME] > b).sum())
         total = int(((joined[PREDICTED_AT] >= a) & (joined[PREDICTED_AT] < b)).sum())
         per_window.append(
             {
@@ -320,7 +320,7 @@ def evaluate(
                 "slices": _slices(config, part),
             }
         )
-    counts["late_labels"] = late
+    counts["late_labels"] = int((matched[LABEL_TIME] > end).sum())
     overall = _metrics(matched)
     errors = ((matched["prediction"].to_numpy(dtype=np.float64) > DECISION_THRESHOLD) != (matched[LABEL] > 0.5)).astype(
         np.float64
