@@ -17,6 +17,7 @@ there (mlops.envs), so imports stay lazy: `mlops --help` starts without TensorFl
 
 from __future__ import annotations
 
+from cli.alerts import alerts
 from cli.common import group
 from cli.data import data
 from cli.deploy import deploy
@@ -54,6 +55,7 @@ for command in (
     stream,
     predict,
     monitor,
+    alerts,
 ):
     cli.add_command(command)
 
