@@ -90,7 +90,8 @@ def timed_run(argv: list[str], env: dict, cwd: str) -> dict:
     reader.join(10)
     if proc.returncode != 0:
         tail = "\n".join(line for _, line in lines[-20:])
-        raise RuntimeError(f"{' '.join(argv[:3])} ... exited with {proc.returncode}:\n{tail}")
+        shown = argv[3:] if argv[1:3] == ["-c", COMMAND] else argv  # the command's own arguments
+        raise RuntimeError(f"{' '.join(shown)} exited with {proc.returncode}:\n{tail}")
     return {"wall_s": wall, "stdout": stdout, "stderr": lines}
 
 
