@@ -276,6 +276,24 @@ def test_metadata_lists_the_request_schema(http, stub):
     assert dict(call.trailing_metadata())["optional-inputs"] == ""
 
 
+def test_keep_alive_answers_are_not_held_by_nagle(server, http):
+    """Each answer goes out at once on a keep-alive connection: without TCP_NODELAY on accepted
+    connections (a listening socket bound with proto 0), Nagle + delayed ACKs held every response
+    ~40 ms (measured 48 ms p50 for /v2/health/ready, 0.9 ms with the fix)."""
+    import statistics
+    import time
+
+    body = json.dumps(v2_body(ROWS)).encode()
+    http.post("/v2/models/flights/infer", content=body, headers={"content-type": "application/json"})
+    seconds = []
+    for _ in range(30):
+        t0 = time.perf_counter()
+        r = http.post("/v2/models/flights/infer", content=body, headers={"content-type": "application/json"})
+        seconds.append(time.perf_counter() - t0)
+        assert r.status_code == 200
+    assert statistics.median(seconds) < 0.025, f"median {statistics.median(seconds) * 1000:.1f} ms"
+
+
 def test_health_and_readiness(server, http, stub):
     import grpc
     from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
