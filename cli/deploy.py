@@ -360,19 +360,10 @@ def deploy_evaluate(
     Prints the decision and its evidence as JSON; records both in ML Metadata (pipeline
     `rollout`, execution `online_comparison`) and moves the aliases (promote: production ->
     challenger; roll back: staging back to its previous version)."""
-    import time
-
-    from components.evaluator.executor import binary_metrics
     from mlops import rollout
-    from mlops.config import join_uri
-    from serving.payload_log import payload_log_root, read_payload_logs
+    from serving.payload_log import read_payload_logs
 
     cfg = load_with_overrides(config_path, overrides)
-    registry = _registry(cfg)
-    champion = champion or str(registry.aliases(name).get("production") or "")
-    if not champion:
-        raise NotFound(f"{name}: no production version to compare with; pass --champion")
-    champion, challenger = str(registry.get(name, champion).version), str(registry.get(name, challenger).version)
     policy = rollout.Policy(
         metric=metric,
         max_regression=max_regression,
@@ -380,10 +371,55 @@ def deploy_evaluate(
         latency_slack_ms=latency_slack_ms,
         min_labelled=min_labelled,
     )
-    rows = read_payload_logs(payload_logs or payload_log_root(cfg), name)
-    arms = rollout.collect(
-        rows, read_labels(labels_path), read_traffic_log(traffic_path), champion=champion, challenger=challenger
+    decision, result = evaluate_online(
+        cfg,
+        name,
+        challenger=challenger,
+        champion=champion,
+        labels=read_labels(labels_path),
+        traffic=read_traffic_log(traffic_path),
+        payload_rows=read_payload_logs(payload_logs, name) if payload_logs else None,
+        policy=policy,
+        run_id=run_id,
+        dry_run=dry_run,
     )
+    emit_json(result)
+    if decision.action == rollout.ROLLBACK:
+        sys.exit(3)  # the command worked; the challenger did not pass (scripts branch on it)
+
+
+def evaluate_online(
+    cfg,
+    name: str,
+    *,
+    challenger: str,
+    champion: str | None,
+    labels: dict,
+    traffic: list[dict],
+    payload_rows=None,
+    policy=None,
+    run_id: str | None = None,
+    dry_run: bool = False,
+):
+    """The online comparison of `mlops deploy evaluate` (also what `mlops demo` runs): the payload
+    logs (default: the config's) joined with `labels` and the splitter's `traffic`, compared and
+    decided; unless `dry_run`, the decision is recorded in ML Metadata and the aliases move.
+    Returns (decision, its JSON with the record's ids)."""
+    import time
+
+    from components.evaluator.executor import binary_metrics
+    from mlops import rollout
+    from mlops.config import join_uri
+    from serving.payload_log import payload_log_root, read_payload_logs
+
+    registry = _registry(cfg)
+    policy = policy or rollout.Policy()
+    champion = champion or str(registry.aliases(name).get("production") or "")
+    if not champion:
+        raise NotFound(f"{name}: no production version to compare with; pass --champion")
+    champion, challenger = str(registry.get(name, champion).version), str(registry.get(name, challenger).version)
+    rows = payload_rows if payload_rows is not None else read_payload_logs(payload_log_root(cfg), name)
+    arms = rollout.collect(rows, labels, traffic, champion=champion, challenger=challenger)
     comparison = rollout.compare(arms, champion=champion, challenger=challenger, score=binary_metrics, policy=policy)
     decision = rollout.decide(comparison, policy)
     result = decision.to_json()
@@ -399,6 +435,4 @@ def deploy_evaluate(
         )
         result["alias_move"] = rollout.apply_decision(registry, name, decision)
         result["run_id"], result["evidence_uri"] = run_id, evidence_uri
-    emit_json(result)
-    if decision.action == rollout.ROLLBACK:
-        sys.exit(3)  # the command worked; the challenger did not pass (scripts branch on it)
+    return decision, result

@@ -2,6 +2,7 @@
 
     mlops data ...       stage 1/7  dataset repository: ingest, list, show, spans
     mlops features ...   stage 1/7  Feast feature repository: apply, materialize, get
+    mlops demo           all stages: the whole loop, locally, in one command
     mlops run / pipeline stage 2/3  compile and run KFP pipelines
     mlops submit|schedule|runs      stage 2-4  runs and recurring runs on a cluster's KFP
     mlops deploy ...     stage 4    InferenceService of a version, canary/shadow, online comparison, promote/rollback
@@ -20,6 +21,7 @@ from __future__ import annotations
 from cli.alerts import alerts
 from cli.common import group
 from cli.data import data
+from cli.demo import demo
 from cli.deploy import deploy
 from cli.features import features
 from cli.kfp import runs, schedule, submit
@@ -39,6 +41,7 @@ def cli():
 
 
 for command in (
+    demo,
     data,
     features,
     metadata,
