@@ -138,14 +138,25 @@ _SUMMARY_KEYS = {"model_version": "registry", "version_id": "dataset", "rows": "
 
 
 def _print_summary(result) -> None:
-    """The run's results: metrics, blessing, registry version, reports, dataset, time per step."""
+    """The run's results: metrics, blessing, registry version, reports, dataset; per step its wall
+    time, CPU seconds and peak RSS (also in ML Metadata and the step metrics)."""
     lines = [f"pipeline {result.pipeline} finished in {result.seconds:.1f} s (run {result.run_id}): {result.run_dir}"]
     for step in result.steps:
         for key, value in step.outputs.items():
             lines += [f"  {label:<9} {text}" for label, text in _summary_of(step.task, key, value)]
-    lines.append("  time      " + ", ".join(f"{s.task} {s.seconds:.1f} s" for s in result.steps))
+    lines += [f"  step      {s.task:<20} {_resources_text(s)}" for s in result.steps]
     lines.append(f"  logs      {Path(result.run_dir, 'logs')}/")
     click.echo("\n".join(lines), err=True)
+
+
+def _resources_text(step) -> str:
+    """A step's use, e.g. `44.2 s wall    61.3 s CPU   1.21 GiB peak RSS` ("-" where not measured)."""
+    from mlops.step_resources import human_bytes
+
+    used = step.resources
+    cpu = f"{used.cpu_seconds:7.1f} s" if used and used.cpu_seconds is not None else f"{'-':>7}  "
+    rss = human_bytes(used.peak_rss_bytes) if used and used.peak_rss_bytes is not None else "-"
+    return f"{step.seconds:7.1f} s wall {cpu} CPU {rss:>10} peak RSS"
 
 
 def _summary_of(task: str, key: str, value):

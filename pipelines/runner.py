@@ -10,7 +10,11 @@ kfp.local this module adds what a local run needs and kfp.local lacks (see run_l
   killed (SIGKILL); the step's first process also gets a parent-death signal;
 * the run has a state in ML Metadata: RUNNING, then COMPLETE, FAILED or CANCELED;
 * quiet output: each step's full log goes to `<run dir>/logs/<step>.log` (live on stderr with
-  `verbose`), a failed run names its step and that step's error in one line.
+  `verbose`), a failed run names its step and that step's error in one line;
+* each step's wall time, CPU seconds and peak RSS (mlops.step_resources: its process tree, reaped
+  with wait4) on the execution(s) the step recorded in ML Metadata (an execution named after the
+  step when it recorded none), and as Prometheus metrics: pushed to monitoring.pushgateway_url, else
+  `<run dir>/step_resources.prom`.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import Any
 from mlops.config import PlatformConfig, join_uri
 from mlops.envs import REPO_ROOT
 from mlops.errors import InvalidInput, MlopsError, NotFound
+from mlops.step_resources import StepResources, from_rusage
 
 # name -> "module:function"
 PIPELINES = {
@@ -138,6 +143,7 @@ class StepResult:
     status: str  # "ok", "cache hit", "failed", "cancelled"
     log: str
     outputs: dict[str, Any] = field(default_factory=dict)  # kfp.local's: parameters and dsl.Artifacts
+    resources: StepResources | None = None  # wall = seconds; CPU and peak RSS of its process tree
 
 
 @dataclass
@@ -229,7 +235,9 @@ def run_local(
         # The run's parameters, for `mlops runs compare` (a cluster run's are in the KFP API).
         parameters = json.dumps(args, sort_keys=True, default=str)
         store.start_run(name, run_id, {"runner": "kfp.local", "run_dir": str(run_dir), "parameters": parameters})
-    session = _RunSession(run_dir, verbose, on_step, cancel_grace_s, _display_names(spec))
+    session = _RunSession(
+        run_dir, verbose, on_step, cancel_grace_s, _display_names(spec), _StepRecorder(store, name, run_id)
+    )
     started = time.monotonic()
     state, reason = "FAILED", ""
     try:
@@ -266,7 +274,60 @@ def run_local(
     finally:
         if store is not None:
             store.finish_run(run_id, state, reason)
+        _publish_step_resources(name, session.steps, config, run_dir)
     return RunResult(name, run_id, str(run_dir), time.monotonic() - started, session.steps)
+
+
+def _publish_step_resources(pipeline: str, steps: list[StepResult], config: PlatformConfig | None, run_dir: Path):
+    """The run's step resources as Prometheus metrics (after the run, whatever its end); a failure
+    to write them is one warning line, never the run's error."""
+    from mlops import step_resources
+
+    measured = {s.task: s.resources for s in steps if s.resources is not None}
+    if not measured:
+        return
+    gateway = config.monitoring.pushgateway_url if config is not None else None
+    try:
+        step_resources.publish(pipeline, measured, gateway, str(run_dir / step_resources.METRICS_FILE))
+    except (MlopsError, OSError) as e:
+        print(f"step resources: not published: {e}", file=sys.stderr)
+
+
+class _StepRecorder:
+    """Puts a step's measured resources on the ML Metadata execution(s) it recorded: the ones of
+    the run that are new or updated since the step started (steps run one at a time). A step that
+    recorded none (resolve_config, a step that failed early) gets an execution named after it, so
+    every step that ran has its numbers; a cancelled one gets nothing (its run records no results)."""
+
+    def __init__(self, store, pipeline: str, run_id: str):
+        self.store, self.pipeline, self.run_id = store, pipeline, run_id
+
+    def before_step(self) -> dict[int, int]:
+        return self.store.execution_update_times(self.run_id) if self.store is not None else {}
+
+    def after_step(self, step: StepResult, before: dict[int, int]) -> None:
+        if self.store is None or step.status == "cancelled" or step.resources is None:
+            return
+        from ml_metadata import errors as mlmd_errors
+
+        properties = {"step": step.task, **step.resources.properties()}
+        try:
+            after = self.store.execution_update_times(self.run_id)
+            recorded = [execution_id for execution_id, updated in after.items() if before.get(execution_id) != updated]
+            for execution_id in recorded:
+                self.store.update_execution_properties(execution_id, properties)
+            if not recorded:
+                failed = step.status == "failed"
+                error = {"error": step_error(Path(step.log).read_text(errors="replace"))} if failed else {}
+                run = self.store.run_context(self.pipeline, self.run_id)
+                self.store.record_execution(
+                    run, step.task, {}, {}, {**properties, **error}, state="FAILED" if failed else "COMPLETE"
+                )
+        except RunCancelled:
+            raise
+        except (MlopsError, mlmd_errors.StatusError, OSError) as e:
+            # the numbers describe the step; the step's own result stands without them
+            print(f"step resources of {step.task}: not recorded in ML Metadata: {e}", file=sys.stderr)
 
 
 def step_error(log_text: str) -> str:
@@ -312,9 +373,18 @@ class _RunSession:
     """The hooks a local run installs into kfp.local for its duration (kfp.local has no API for
     them: it calls these module functions by name, so replacing the attributes is enough)."""
 
-    def __init__(self, run_dir: Path, verbose: bool, on_step, cancel_grace_s: float, display_names: dict[str, str]):
+    def __init__(
+        self,
+        run_dir: Path,
+        verbose: bool,
+        on_step,
+        cancel_grace_s: float,
+        display_names: dict[str, str],
+        recorder: _StepRecorder,
+    ):
         self.run_dir, self.verbose, self.on_step = run_dir, verbose, on_step
-        self.cancel_grace_s, self.display_names = cancel_grace_s, display_names
+        self.cancel_grace_s, self.display_names, self.recorder = cancel_grace_s, display_names, recorder
+        self._usage = None  # os.wait4's rusage of the current step's process tree, once reaped
         self.steps: list[StepResult] = []
         self.current: str | None = None
         self._log = None  # the current step's log file
@@ -383,6 +453,8 @@ class _RunSession:
             self.current = task
             if self.on_step:
                 self.on_step(task, None)
+            recorded_before = self.recorder.before_step()
+            self._usage = None
             started = time.monotonic()
             status = "failed"
             with open(log_path, "a", buffering=1) as self._log:
@@ -395,14 +467,17 @@ class _RunSession:
                     raise
                 finally:
                     self._log = None
+                    wall = time.monotonic() - started
                     result = StepResult(
                         task,
-                        time.monotonic() - started,
+                        wall,
                         status,
                         str(log_path),
                         outputs if status not in ("failed", "cancelled") else {},
+                        from_rusage(wall, self._usage) if self._usage else StepResources(wall),
                     )
                     self.steps.append(result)
+                    self.recorder.after_step(result, recorded_before)
                     if self.on_step:
                         self.on_step(task, result)
             self.current = None
@@ -454,7 +529,11 @@ class _RunSession:
                 self._log.write(line)
                 if self.verbose:
                     sys.stderr.write(line)
-            return process.wait()
+            # Reaped with wait4 (not Popen.wait): its rusage is the step's process tree's CPU and
+            # peak RSS. Setting returncode keeps Popen from waiting on the reaped pid again.
+            _, wait_status, self._usage = os.wait4(process.pid, 0)
+            process.returncode = os.waitstatus_to_exitcode(wait_status)
+            return process.returncode
         except BaseException:  # cancelled (or the driver failed): the step must not outlive it
             self._kill_group(signal.SIGTERM)
             try:

@@ -459,6 +459,31 @@ class MetadataStore:
             ids[kind].setdefault(key, []).append(artifact_id)
         return RecordedExecution(execution_id, ids[pb.Event.INPUT], ids[pb.Event.OUTPUT])
 
+    def execution_update_times(self, run_id: str) -> dict[int, int]:
+        """Execution id -> last update time (ms) of a run's executions. Two snapshots around a step
+        tell which executions that step recorded (a local run's steps run one at a time)."""
+        run = self.mlmd.get_context_by_type_and_name(T.RUN_CONTEXT, run_id)
+        return (
+            {e.id: e.last_update_time_since_epoch for e in self.mlmd.get_executions_by_context(run.id)} if run else {}
+        )
+
+    def update_execution_properties(self, execution_id: int, properties: dict[str, Any]) -> ExecutionRecord:
+        """Merges `properties` into a stored execution (declared names typed, others custom),
+        leaving its state, events and contexts as they are: MLMD replaces an execution's properties
+        wholesale when it is put, so the stored ones are copied first."""
+        found = self.mlmd.get_executions_by_id([execution_id])
+        if not found:
+            raise MetadataNotFound(f"no execution with id {execution_id} in ML Metadata")
+        execution = pb.Execution()
+        execution.CopyFrom(found[0])
+        _set_properties(
+            execution,
+            properties,
+            T.EXECUTION_TYPES.get(self._type_name(execution.type_id, self.mlmd.get_execution_types_by_id), {}),
+        )
+        self.mlmd.put_executions([execution])
+        return self._execution_record(execution)
+
     def _merged_artifact(self, ref: ArtifactRef, ext_id: str, stored: pb.Artifact | None) -> pb.Artifact:
         """The artifact to write: the stored one (if any) with `ref`'s name and properties on top,
         because MLMD's update replaces properties it is not given."""

@@ -2,10 +2,11 @@
 panel, query or option that does not exist is an AttributeError here, not a blank panel in Grafana).
 
 Rows: serving (throughput, latency, errors, payload log), the serving process's CPU and memory,
-drift per feature, performance (CBPE estimate vs live vs offline AUC, label lag), data quality.
+drift per feature, performance (CBPE estimate vs live vs offline AUC, label lag), data quality,
+pipeline steps (wall time, CPU seconds, peak RSS per step of each pipeline's last local run).
 Metric names: serving/metrics.py (the model server), mlops/monitoring/prometheus.py (a monitoring
 run), components/monitor/live_evaluation.py (continuous evaluation: LIVE_METRIC, OFFLINE_METRIC,
-LABEL_LAG below).
+LABEL_LAG below), mlops/step_resources.py (pipeline steps, measured by pipelines/runner.py).
 
     python -m mlops.monitoring.dashboard            rewrite manifests/base/grafana-dashboard.yaml
     python -m mlops.monitoring.dashboard --check    exit 1 when the committed file is stale
@@ -21,6 +22,8 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+
+from mlops import step_resources
 
 UID = "mlops-platform"
 TITLE = "MLOps platform: serving and monitoring"
@@ -208,6 +211,32 @@ def panels() -> list[tuple[str, list[dict]]]:
                         )
                     ],
                 },
+            ],
+        ),
+        (
+            "Pipeline steps (last run of each pipeline)",
+            [
+                {
+                    "title": title,
+                    "unit": unit,
+                    "queries": [(f"max by (pipeline, step) ({metric})", "{{pipeline}} {{step}}")],
+                    "description": description,
+                }
+                for title, unit, metric, description in (
+                    ("Step wall time", "s", step_resources.WALL, "Wall time of each step."),
+                    (
+                        "Step CPU time",
+                        "s",
+                        step_resources.CPU,
+                        "User + system CPU seconds of the step's process tree (its workers included).",
+                    ),
+                    (
+                        "Step peak RSS",
+                        "bytes",
+                        step_resources.PEAK_RSS,
+                        "Peak resident memory of the step's largest process: compare with its memory limit.",
+                    ),
+                )
             ],
         ),
     ]

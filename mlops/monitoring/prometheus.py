@@ -106,16 +106,21 @@ def export(result: dict, pushgateway_url: str | None, textfile_uri: str) -> str:
     return publish(registry_for(result), pushgateway_url, textfile_uri, job=JOB, model=result["model_name"])
 
 
-def publish(registry, pushgateway_url: str | None, textfile_uri: str, *, job: str, model: str) -> str:
-    """One registry of a batch job's numbers to the Pushgateway (grouped by job and model: the
-    model's previous numbers of that job are replaced) or, without one, to a textfile."""
+def publish(
+    registry, pushgateway_url: str | None, textfile_uri: str, *, job: str, model: str = "", grouping: dict | None = None
+) -> str:
+    """One registry of a batch job's numbers to the Pushgateway (grouped by job and model, or by
+    job and `grouping` when given, e.g. {"pipeline": name}: that group's previous numbers of the
+    job are replaced) or, without one, to a textfile."""
     from prometheus_client import generate_latest, push_to_gateway
 
     if pushgateway_url:
         from mlops.errors import Unavailable
 
         try:
-            push_to_gateway(pushgateway_url, job=job, registry=registry, grouping_key={"model": model}, timeout=10)
+            push_to_gateway(
+                pushgateway_url, job=job, registry=registry, grouping_key=grouping or {"model": model}, timeout=10
+            )
         except OSError as e:
             raise Unavailable(f"monitoring.pushgateway_url {pushgateway_url}: push failed: {e}") from None
         return pushgateway_url

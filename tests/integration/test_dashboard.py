@@ -4,7 +4,8 @@
 * Every panel query of the COMMITTED dashboard returns series from a real Prometheus scraping a
   real model server under traffic (a few requests refused, so errors exist) and a real Pushgateway
   holding a monitoring run's metrics (exported by mlops.monitoring.prometheus from a result) and
-  representative continuous-evaluation and pipeline-step numbers (serving environment).
+  representative continuous-evaluation and pipeline-step numbers (the latter through
+  mlops.step_resources.publish, as the local runner pushes them; serving environment).
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def test_committed_dashboard_is_what_the_generator_writes():
         "Feature drift effect size",
         "AUC: estimated (CBPE) vs live vs offline",
         "Label lag",
+        "Step wall time",
+        "Step CPU time",
+        "Step peak RSS",
     ):
         assert wanted in titles
     assert all(
@@ -113,6 +117,7 @@ def monitoring_result() -> dict:
 def push_monitoring_numbers(gateway_url: str) -> None:
     from prometheus_client import CollectorRegistry, Gauge
 
+    from mlops import step_resources
     from mlops.monitoring import dashboard, prometheus
 
     prometheus.export(monitoring_result(), gateway_url, "")
@@ -124,6 +129,12 @@ def push_monitoring_numbers(gateway_url: str) -> None:
     offline.labels("flights", "1", "auc").set(0.71)
     lag.labels("flights", "1", "0.5").set(3600)
     prometheus.publish(registry, gateway_url, "", job="mlops_live_evaluation", model="flights")
+    # a local training run's step numbers, as pipelines.runner publishes them
+    steps = {
+        "transform": step_resources.StepResources(44.2, 61.3, 1_300_000_000),
+        "trainer": step_resources.StepResources(120.5, 190.0, 2_100_000_000),
+    }
+    step_resources.publish("training", steps, gateway_url, "")
 
 
 def grafana_to_promql(expr: str) -> str:
@@ -184,10 +195,15 @@ def test_every_panel_query_returns_series_from_a_real_prometheus(tmp_path, tiny_
     finally:
         stop.set()
         server.stop()
-    assert len(results) == len(queries) >= 18
+    assert len(results) == len(queries) >= 21
     drift = results[next(k for k in results if k[0] == "Feature drift effect size")]
     assert {s["metric"]["feature"] for s in drift} == {"temp", "carrier"}
     errors = results[next(k for k in results if k[0] == "Error ratio")]
     assert 0 < float(errors[0]["value"][1]) < 1
     memory = results[next(k for k in results if k[0] == "Resident memory")]
     assert [s["metric"]["job"] for s in memory] == ["model-server"]  # the serving process, not the gateway
+    rss = results[next(k for k in results if k[0] == "Step peak RSS")]
+    assert {(s["metric"]["pipeline"], s["metric"]["step"]): float(s["value"][1]) for s in rss} == {
+        ("training", "transform"): 1.3e9,
+        ("training", "trainer"): 2.1e9,
+    }
