@@ -61,7 +61,7 @@ import re
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -359,6 +359,7 @@ class ColumnPlan:
     time_column: str | None  # the lookup's event time column, when the input has it
     id_column: str | None  # None: row ids are row positions
     passthrough: tuple[str, ...]
+    logged_keys: tuple[str, ...] = ()  # entity keys / event time read for the payload log only
 
     @property
     def enrich(self) -> bool:
@@ -368,7 +369,7 @@ class ColumnPlan:
     def read_columns(self) -> list[str]:
         names = [s.name for s in self.direct + self.lookup_keys]
         names += [c for c in (self.time_column, self.id_column) if c] + list(self.passthrough)
-        return list(dict.fromkeys(names))
+        return list(dict.fromkeys(names + list(self.logged_keys)))
 
 
 def plan_columns(
@@ -632,6 +633,10 @@ def run_batch(
         where=f"input {inp.spec}",
     )
     model_inputs = served.predictor.inputs
+    logs_payloads = payload_logger is not None and getattr(payload_logger, "enabled", True)
+    if logs_payloads:  # the input's entity keys and event time go to the payload log beside the inputs
+        available = set(input_columns(inp))
+        plan = replace(plan, logged_keys=tuple(k for k in enricher.logged_keys if k in available))
     seconds = dict.fromkeys(("read", "encode", "enrich", "predict", "write", "payload_log"), 0.0)
     rows = chunks = 0
     if plan.enrich:  # an online store that does not answer fails the run before any output exists
@@ -686,6 +691,7 @@ def run_batch(
                         {s.name: features[s.name] for s in model_inputs},
                         predictions,
                         now.timestamp(),
+                        logged_key_columns(chunk.table, plan.logged_keys, enricher.time_key) if logs_payloads else {},
                     )
                 seconds["enrich"] += t1 - t0
                 seconds["predict"] += t2 - t1
@@ -791,8 +797,24 @@ def _store_errors_named(config, when: str):
         ) from None
 
 
+def logged_key_columns(table: pa.Table, names: Sequence[str], time_key: str | None) -> dict[str, np.ndarray]:
+    """The payload log's key columns of a chunk: text, the event time as the lookup takes it
+    (epoch seconds or text; the logger stores it as a UTC timestamp)."""
+    return {
+        k: encode_time(table.column(k)) if k == time_key else encode_column(InputSpec(k, CATEGORICAL), table.column(k))
+        for k in names
+    }
+
+
 def _log_payloads(
-    logger, config, served, row_ids, features: dict[str, np.ndarray], predictions: np.ndarray, timestamp: float
+    logger,
+    config,
+    served,
+    row_ids,
+    features: dict[str, np.ndarray],
+    predictions: np.ndarray,
+    timestamp: float,
+    keys: dict[str, np.ndarray] | None = None,
 ) -> None:
     """Logs a chunk without dropping rows: batch has no latency to protect, so when the logger's
     queue cannot take the rows, wait for it to write (backpressure) instead."""
@@ -812,6 +834,7 @@ def _log_payloads(
             features={k: v[lo:hi] for k, v in features.items()},
             predictions=predictions[lo:hi],
             timestamp=timestamp,
+            keys={k: v[lo:hi] for k, v in (keys or {}).items()},
         )
 
 

@@ -14,6 +14,11 @@ missing token). A request never fails because an entity is unknown; such rows ar
 A caller may also send a feature-store feature itself: its value wins over the lookup (useful
 for replaying logged requests and for a store outage).
 
+The entity keys and the event time identify the request's row; those that are not model inputs
+(`logged_keys`, flights: tailnum, time_hour) are taken (optional without a lookup) and checked
+even when nothing is looked up, and handed to the payload log beside the model inputs
+(`Enriched.keys`), so a prediction can be joined with its label later by what identifies the row.
+
 In the model server the read goes through GuardedOnlineReads (serving.feature_store): a deadline,
 a failure policy (defaults + a degraded mark, or 503) and a circuit breaker, so a hung or dead
 store costs a request at most the deadline and usually nothing. Batch prediction calls
@@ -126,10 +131,17 @@ class FeatureEnricher:
         self.store_features = [s for s in self.model_inputs if s.name in provided]
         self.lookup = bool(self.store_features)
         self.time_column = config.dataset.event_timestamp if self.lookup else None
+        model_names = {s.name for s in self.model_inputs}
+        event_time = config.dataset.event_timestamp or None
+        # The request's entity keys and event time beyond the model inputs: logged beside them.
+        self.logged_keys = [
+            k for k in dict.fromkeys([*config.dataset.entity_keys, event_time]) if k and k not in model_names
+        ]
+        # The event time column a request may send, parsed as a time (ISO-8601 text out).
+        self.time_key = self.time_column or (event_time if event_time in self.logged_keys else None)
         # the keys of the online read (the time column only selects the day, see online_features)
         self.lookup_keys = [k for k in config.dataset.entity_keys if k != self.time_column] if self.lookup else []
         self._store = store
-        model_names = {s.name for s in self.model_inputs}
         # Missing values (null, NaN, "") are allowed only in what the feature store provides: the
         # store may know nothing of an entity, so the model was trained with those gaps and imputes
         # them. The request's own fields (entity keys, request-time features) always had a value
@@ -139,9 +151,9 @@ class FeatureEnricher:
         required = [s for s in specs if s.name not in provided]
         if self.lookup:
             required += [InputSpec(k, CATEGORICAL, nullable=False) for k in self.lookup_keys if k not in model_names]
-        optional = ([InputSpec(self.time_column, CATEGORICAL)] if self.time_column else []) + [
-            s for s in specs if s.name in provided
-        ]
+        required_names = {s.name for s in required}
+        optional = [InputSpec(k, CATEGORICAL) for k in self.logged_keys if k not in required_names]
+        optional += [s for s in specs if s.name in provided]
         self.schema = RequestSchema(sorted(required, key=lambda s: s.name), optional)
         self.rows_without_features = 0  # rows the store knew nothing about (defaults used)
 
@@ -160,7 +172,7 @@ class FeatureEnricher:
         PredictionInputError names what is wrong."""
         from serving.predictor import validate_rows
 
-        given_optional = [s for s in self.schema.optional if s.name in rows and s.name != self.time_column]
+        given_optional = [s for s in self.schema.optional if s.name in rows and s.name != self.time_key]
         checked, n = validate_rows(
             self.schema.required + given_optional,
             rows,
@@ -168,11 +180,11 @@ class FeatureEnricher:
             allow_extra=[s.name for s in self.schema.optional],
             datatypes=datatypes,
         )
-        if self.time_column is not None and self.time_column in rows:
-            times = request_times(self.time_column, rows[self.time_column])
+        if self.time_key is not None and self.time_key in rows:
+            times = request_times(self.time_key, rows[self.time_key])
             if len(times) != n:
-                raise PredictionInputError(f"input {self.time_column!r}: {len(times)} rows, expected {n}")
-            checked[self.time_column] = times
+                raise PredictionInputError(f"input {self.time_key!r}: {len(times)} rows, expected {n}")
+            checked[self.time_key] = times
         return checked, n
 
     def complete(
@@ -180,13 +192,20 @@ class FeatureEnricher:
     ) -> tuple[dict[str, np.ndarray], int]:
         """Validated request columns -> (every model input as a raw column, row count). The online
         read has no deadline here (batch prediction); the server reads through GuardedOnlineReads."""
+        enriched = self.enrich(rows, max_rows=max_rows, datatypes=datatypes)
+        return enriched.columns, enriched.n
+
+    def enrich(
+        self, rows: Mapping[str, object], *, max_rows: int | None = None, datatypes: Mapping[str, str] | None = None
+    ) -> Enriched:
+        """complete(), with the request's logged keys (entity keys and event time) beside the inputs."""
         checked, n = self.check(rows, max_rows=max_rows, datatypes=datatypes)
         missing_store = self.missing_store_features(checked)
         if missing_store:
             fetched = self.fetch(checked, n, checked.get(self.time_column) if self.time_column else None)
             for spec in missing_store:
                 checked[spec.name] = fetched[spec.name]
-        return self.model_columns(checked), n
+        return Enriched(self.model_columns(checked), n, keys=self.key_columns(checked))
 
     def missing_store_features(self, checked: Mapping[str, np.ndarray]) -> list[InputSpec]:
         """The store features the request did not send (what the online read must provide)."""
@@ -194,6 +213,10 @@ class FeatureEnricher:
 
     def model_columns(self, checked: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {s.name: checked[s.name] for s in self.model_inputs}
+
+    def key_columns(self, checked: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The logged keys the request sent (text; the event time as ISO-8601 UTC text)."""
+        return {k: checked[k] for k in self.logged_keys if k in checked}
 
     def fetch(self, cols: Mapping[str, np.ndarray], n: int, times: np.ndarray | None) -> dict[str, np.ndarray]:
         """One online read for all n rows; defaults where the store has no value."""
@@ -267,6 +290,7 @@ class Enriched:
     columns: dict[str, np.ndarray]
     n: int
     degraded: str | None = None  # "feature_store_<reason>" when the defaults replaced the read
+    keys: dict[str, np.ndarray] = field(default_factory=dict)  # FeatureEnricher.key_columns: for the payload log
 
 
 class GuardedOnlineReads:
@@ -323,20 +347,22 @@ class GuardedOnlineReads:
         checked, n = enricher.check(rows, max_rows=max_rows, datatypes=datatypes)
         missing = enricher.missing_store_features(checked)
         if not missing:
-            return Enriched(enricher.model_columns(checked), n)
+            return Enriched(enricher.model_columns(checked), n, keys=enricher.key_columns(checked))
         times = checked.get(enricher.time_column) if enricher.time_column else None
         entity_rows = enricher.entity_rows(checked, n, times)
         result, reason = await self._read(enricher, entity_rows)
         if reason is None:
             checked.update(enricher.store_columns(result, n))
-            return Enriched(enricher.model_columns(checked), n)
+            return Enriched(enricher.model_columns(checked), n, keys=enricher.key_columns(checked))
         self.failures[reason] += 1
         if self.on_failure is not None:
             self.on_failure(reason)
         if self.policy == "fail":
             raise self._unavailable(reason, missing)
         checked.update(enricher.default_columns(missing, n))
-        return Enriched(enricher.model_columns(checked), n, degraded=f"feature_store_{reason}")
+        return Enriched(
+            enricher.model_columns(checked), n, degraded=f"feature_store_{reason}", keys=enricher.key_columns(checked)
+        )
 
     async def _read(self, enricher: FeatureEnricher, entity_rows: list[dict]) -> tuple[list[dict] | None, str | None]:
         """(the read's rows, None) or (None, the failure reason)."""

@@ -118,6 +118,7 @@ class Prepared:
     predictions: np.ndarray | None = None
     version: str = ""
     degraded: str | None = None  # "feature_store_<reason>": the store's features are the defaults
+    keys: dict[str, np.ndarray] | None = None  # the request's entity keys / event time, for the payload log
 
 
 class RegistryModel(Model):
@@ -343,22 +344,21 @@ class RegistryModel(Model):
             rows = columns_from_v1(payload, max_rows=self.max_rows)
             request_id = (headers or {}).get("x-request-id") or new_request_id()
         enricher = served.enricher
-        degraded = None
         if enricher.lookup and any(s.name not in rows for s in enricher.store_features):
             # one Feast online read, always off the event loop, with a deadline (GuardedOnlineReads)
             enriched = await self.feature_reads.complete(enricher, rows, max_rows=self.max_rows, datatypes=datatypes)
-            columns, n, degraded = enriched.columns, enriched.n, enriched.degraded
         else:  # no lookup: checks only, tens of microseconds
-            columns, n = enricher.complete(rows, max_rows=self.max_rows, datatypes=datatypes)
+            enriched = enricher.enrich(rows, max_rows=self.max_rows, datatypes=datatypes)
         return Prepared(
             served,
-            columns,
-            n,
+            enriched.columns,
+            enriched.n,
             request_id,
             protocol,
             payload if protocol == V2 else None,
             version=served.version,
-            degraded=degraded,
+            degraded=enriched.degraded,
+            keys=enriched.keys,
         )
 
     async def predict(
@@ -386,6 +386,7 @@ class RegistryModel(Model):
             request_ids=row_ids(result.request_id, n),
             features=result.columns,
             predictions=p,
+            keys=result.keys,
         )
         metrics.PREDICTED_ROWS.labels(self.name, result.version).inc(n)
         if result.protocol == V1:

@@ -121,6 +121,8 @@ def test_metadata_is_the_request_schema(loaded):
         "origin": "BYTES",
         "seats": "FP32",
         "temp": "FP32",
+        "tailnum": "BYTES",  # optional: what identifies the row, for the payload log
+        "time_hour": "BYTES",
     }
     assert all(i["shape"] == [-1] for i in inputs)
     assert loaded.get_output_types() == [{"name": "probability", "datatype": "FP32", "shape": [-1]}]

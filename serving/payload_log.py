@@ -2,7 +2,8 @@
 
     logger = PayloadLogger.from_config(config)      # a no-op logger if serving.payload_log.enabled is false
     logger.log(model="flights", version="3", source="online", request_ids=ids,
-               features=model_input_columns, predictions=probabilities)    # -> bool, microseconds
+               features=model_input_columns, predictions=probabilities,
+               keys=entity_key_and_event_time_columns)                    # -> bool, microseconds
     logger.stats()    # queued_rows, logged_rows, written_rows, dropped_rows, write_errors, lost_rows
     logger.flush(); logger.close()
 
@@ -14,20 +15,30 @@ waits. Counters: logged_rows = written_rows + queued_rows + lost_rows at any tim
 were accepted but could not be written (bad data, or a sink that failed every retry; each failed
 attempt is a write error). `source` says which entry point predicted: "online", "batch", "stream".
 
+`keys`: the request's entity keys and event time (the dataset's `entity_keys` and
+`event_timestamp`) that are not model inputs, so a prediction can be joined with its label by
+what identifies the row (flights: tailnum, time_hour; origin, dest, carrier are model inputs and
+logged as such, once). Text, and the event time column (`event_time`, from the config) as ISO-8601
+text, epoch seconds or datetimes; the writer converts it to a UTC timestamp. A key a call does not
+have is simply absent (null when read beside rows that have it).
+
 Sinks (serving.payload_log.sink):
 
 * parquet (default): `<path or artifact_root/payload_logs>/<model>/date=YYYY-MM-DD/hour=HH/part-*.parquet`,
   Hive partitions by the UTC hour of each logged call, one file per (model, hour, feature set) per
   flush. Columns: request_id, model, version, source, timestamp (UTC, microseconds), prediction, then
-  one column per feature with its raw type (float32 / string). A feature named like a fixed column
+  one column per feature with its raw type (float32 / string), then one per key (string; the event
+  time as timestamp, UTC, microseconds; null when the request did not send it). A feature or key
+  named like a fixed column
   or a partition key (flights has `hour`) is stored as `feature_<name>`, so Hive readers can
   tell it from the partition; `read_payload_logs` gives partition-named features their own name
   back. Files appear atomically (a `.tmp-` file renamed on a
   local disk, one PUT on an object store), and readers (pyarrow.dataset, pandas, `read_payload_logs`)
   skip dot-files, so a reader never sees a partial file, even after a SIGKILL mid-write.
 * redis: one XADD per row to `redis_stream` (MAXLEN ~ redis_maxlen, pipelined), fields request_id,
-  model, version, source, timestamp (epoch seconds), prediction and `features` (a JSON object; NaN
-  -> null). Needs redis-py: the serving environment.
+  model, version, source, timestamp (epoch seconds), prediction, `features` (a JSON object; NaN
+  -> null) and, when the call had keys, `keys` (a JSON object; the event time as ISO-8601 UTC text,
+  null when missing). Needs redis-py: the serving environment.
 
 A sink that is down (Redis refusing connections, or hung: every call has a socket timeout) costs
 the request path nothing: the writer holds the rows it was writing and retries with a bounded,
@@ -72,12 +83,12 @@ def payload_log_root(config) -> str:
 
 
 def feature_column(name: str) -> str:
-    """The stored column name of a feature: fixed columns and partition keys are not shadowed."""
+    """The stored column name of a feature or key: fixed columns and partition keys are not shadowed."""
     return f"feature_{name}" if name in FIXED_COLUMNS or name in PARTITION_KEYS else name
 
 
 # An accepted log() call, exactly as the caller handed it over (conversion is the writer's job).
-# (model, version, source, request_ids, features, predictions, epoch seconds)
+# (model, version, source, request_ids, features, predictions, epoch seconds, keys)
 Entry = tuple
 
 
@@ -126,10 +137,11 @@ class PayloadLogger:
         spec = config.serving.payload_log
         if not spec.enabled:
             return NullPayloadLogger()
+        event_time = config.dataset.event_timestamp or None
         if spec.sink == "redis":
-            sink = RedisSink(spec.redis_url, spec.redis_stream, spec.redis_maxlen)
+            sink = RedisSink(spec.redis_url, spec.redis_stream, spec.redis_maxlen, event_time=event_time)
         else:
-            sink = ParquetSink(payload_log_root(config))
+            sink = ParquetSink(payload_log_root(config), event_time=event_time)
         return cls(sink, queue_size=spec.queue_size, flush_rows=spec.flush_rows, flush_seconds=spec.flush_seconds)
 
     # ---- the request path --------------------------------------------------------------------
@@ -143,15 +155,20 @@ class PayloadLogger:
         features: Mapping[str, np.ndarray],
         predictions: np.ndarray,
         timestamp: float | None = None,
+        keys: Mapping[str, Sequence] | None = None,
     ) -> bool:
         """Queues one prediction call's rows; never blocks. False: not accepted (queue full or
-        closed), the rows are counted in dropped_rows. Mismatched lengths are a caller bug: ValueError."""
+        closed), the rows are counted in dropped_rows. Mismatched lengths are a caller bug: ValueError.
+        `keys`: the request's entity keys and event time beside the model inputs (module doc)."""
         n = len(predictions)
         if len(request_ids) != n:
             raise ValueError(f"payload log: {len(request_ids)} request ids for {n} predictions")
         for name, column in features.items():
             if len(column) != n:
                 raise ValueError(f"payload log: feature {name!r} has {len(column)} rows for {n} predictions")
+        for name, column in (keys or {}).items():
+            if len(column) != n:
+                raise ValueError(f"payload log: key {name!r} has {len(column)} rows for {n} predictions")
         if n == 0:
             return True
         entry = (
@@ -162,6 +179,7 @@ class PayloadLogger:
             dict(features),
             predictions,
             time.time() if timestamp is None else float(timestamp),
+            dict(keys) if keys else {},
         )
         with self._cond:
             if self._closed or self._queued + n > self.queue_size:
@@ -312,14 +330,49 @@ def _column(values: Sequence) -> np.ndarray:
     return arr.reshape(-1)
 
 
+def _extra_keys(entry: Entry) -> dict[str, Sequence]:
+    """The call's keys that are not among its features (a key that is a model input is stored once)."""
+    features = entry[4]
+    return {k: v for k, v in entry[7].items() if k not in features}
+
+
+def _utc_times(values: np.ndarray):
+    """Event times -> a pyarrow timestamp[us, UTC] array: ISO-8601 text (naive = UTC), epoch seconds
+    or datetimes; missing ("" / None / NaN) and what does not parse -> null."""
+    import pandas as pd
+    import pyarrow as pa
+
+    arr = _column(values)
+    if arr.dtype.kind == "M":
+        times = pd.Series(pd.to_datetime(arr, utc=True))
+    elif arr.dtype.kind in "iuf":
+        times = pd.Series(pd.to_datetime(arr.astype(np.float64), unit="s", utc=True, errors="coerce"))
+    else:
+        text = pd.Series(arr, dtype=object)
+        text = text.where(text.notna() & (text != ""), None)
+        # pandas 2 parses any ISO-8601 variant per value with format="ISO8601"; pandas 1.5 (the
+        # pipeline environment) has no such format and parses ISO text per value by default.
+        iso = {"format": "ISO8601"} if int(pd.__version__.split(".", 1)[0]) >= 2 else {}
+        times = pd.Series(pd.to_datetime(text, utc=True, errors="coerce", **iso))
+    return pa.Array.from_pandas(times.dt.round("us")).cast(pa.timestamp("us", tz="UTC"))
+
+
+def _key_texts(values: np.ndarray) -> list:
+    """Entity key values as text; missing ("" / None / NaN) -> None."""
+    return [
+        None if v is None or v == "" or (isinstance(v, float) and v != v) else str(v) for v in _column(values).tolist()
+    ]
+
+
 class ParquetSink:
-    def __init__(self, root: str):
+    def __init__(self, root: str, *, event_time: str | None = None):
         import pyarrow as pa
         import pyarrow.parquet  # noqa: F401
 
         from mlops import storage  # noqa: F401
 
         self.root = root.rstrip("/")
+        self.event_time = event_time  # the key stored as a UTC timestamp
         self.name = f"parquet {self.root}"
         self._swept: set[str] = set()
         # Everything the writer needs is imported now: the atexit flush runs when imports are no
@@ -329,8 +382,10 @@ class ParquetSink:
     def units(self, entries: list[Entry]) -> Iterator[tuple[int, Callable[[], tuple[str, bytes]]]]:
         groups: dict[tuple, list[Entry]] = {}
         for e in entries:
-            groups.setdefault((e[0], int(e[6] // 3600), tuple(sorted(e[4]))), []).append(e)
-        for (model, hour, _), group in groups.items():
+            groups.setdefault((e[0], int(e[6] // 3600), tuple(sorted(e[4])), tuple(sorted(_extra_keys(e)))), []).append(
+                e
+            )
+        for (model, hour, *_), group in groups.items():
             yield sum(len(e[5]) for e in group), (lambda m=model, h=hour, g=group: self._build(m, h, g))
 
     def _build(self, model: str, hour: int, group: list[Entry]) -> tuple[str, bytes]:
@@ -354,6 +409,10 @@ class ParquetSink:
             values = np.concatenate([_column(e[4][name]) for e in group])
             # Object columns: None/NaN are missing values; float columns keep NaN (the raw encoding).
             cols[feature_column(name)] = pa.array(values, from_pandas=values.dtype == object)
+        for name in _extra_keys(group[0]):
+            values = np.concatenate([np.asarray(_column(e[7][name]), dtype=object) for e in group])
+            is_time = name == self.event_time
+            cols[feature_column(name)] = _utc_times(values) if is_time else pa.array(_key_texts(values), pa.string())
         sink = pa.BufferOutputStream()
         pq.write_table(pa.table(cols), sink)
         start = dt.datetime.fromtimestamp(hour * 3600, dt.UTC)
@@ -384,11 +443,12 @@ def _json_values(column: np.ndarray) -> list:
 class RedisSink:
     CHUNK_ROWS = 1000  # XADDs per pipeline round trip
 
-    def __init__(self, url: str, stream: str, maxlen: int):
+    def __init__(self, url: str, stream: str, maxlen: int, *, event_time: str | None = None):
         from serving.redis_conn import broker_errors, connect
 
         self.client = connect(url, purpose="serving.payload_log.redis_url", socket_timeout=SINK_TIMEOUT_S)
         self.stream, self.maxlen = stream, maxlen
+        self.event_time = event_time  # the key sent as ISO-8601 UTC text
         self.name = f"redis {url} stream {stream}"
         self.unavailable = broker_errors()
 
@@ -404,30 +464,37 @@ class RedisSink:
         if chunk:
             yield rows, (lambda c=chunk: self._build(c))
 
-    @staticmethod
-    def _build(chunk: list[Entry]) -> list[dict]:
+    def _key_values(self, name: str, values: Sequence) -> list:
+        if name != self.event_time:
+            return _key_texts(np.asarray(_column(values), dtype=object))
+        return [None if t is None else t.isoformat() for t in _utc_times(values).to_pylist()]
+
+    def _build(self, chunk: list[Entry]) -> list[dict]:
         messages = []
-        for model, version, source, ids, features, predictions, ts in chunk:
+        for entry in chunk:
+            model, version, source, ids, features, predictions, ts, _ = entry
             names = list(features)
             columns = [_json_values(_column(features[k])) for k in names]
+            keys = {k: self._key_values(k, v) for k, v in _extra_keys(entry).items()}
             preds = _column(predictions).tolist()
             for i, rid in enumerate(ids):
-                messages.append(
-                    {
-                        "request_id": str(rid),
-                        "model": model,
-                        "version": version,
-                        "source": source,
-                        "timestamp": repr(ts),
-                        "prediction": repr(float(preds[i])),
-                        "features": json.dumps(
-                            dict(zip(names, (c[i] for c in columns))),
-                            separators=(",", ":"),
-                            allow_nan=False,
-                            default=str,
-                        ),
-                    }
-                )
+                fields = {
+                    "request_id": str(rid),
+                    "model": model,
+                    "version": version,
+                    "source": source,
+                    "timestamp": repr(ts),
+                    "prediction": repr(float(preds[i])),
+                    "features": json.dumps(
+                        dict(zip(names, (c[i] for c in columns))),
+                        separators=(",", ":"),
+                        allow_nan=False,
+                        default=str,
+                    ),
+                }
+                if keys:
+                    fields["keys"] = json.dumps({k: v[i] for k, v in keys.items()}, separators=(",", ":"))
+                messages.append(fields)
         return messages
 
     def write(self, messages: list[dict]) -> None:
@@ -452,10 +519,22 @@ def _utc(value) -> Any:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
+def _with_columns(table, fields: Mapping[str, Any]):
+    """`table` with the columns it lacks added as typed nulls (older files: no key columns)."""
+    import pyarrow as pa
+
+    for name, type_ in fields.items():
+        if name not in table.column_names:
+            table = table.append_column(pa.field(name, type_), pa.nulls(table.num_rows, type_))
+    return table
+
+
 def read_payload_logs(root: str, model: str, start=None, end=None):
     """The logged rows of `model` with start <= timestamp < end (datetimes, ISO text or epoch
     seconds; naive = UTC), sorted by time, as a pandas DataFrame. Only the hour partitions that
-    overlap the range are opened. `root` is payload_log_root(config)."""
+    overlap the range are opened. `root` is payload_log_root(config). A column some files lack
+    (keys logged since a given day, features of another schema) is null in their rows, typed as in
+    the files that have it."""
     import pandas as pd
     import pyarrow.parquet as pq
 
@@ -464,7 +543,7 @@ def read_payload_logs(root: str, model: str, start=None, end=None):
     lo, hi = _utc(start), _utc(end)
     base = f"{root.rstrip('/')}/{model}"
     fs, _ = storage.fs_and_path(base)
-    frames = []
+    tables = []
     for day in storage.listdir(base):
         if not day.startswith("date="):
             continue
@@ -478,9 +557,14 @@ def read_payload_logs(root: str, model: str, start=None, end=None):
             for name in storage.listdir(directory):
                 if name.endswith(".parquet") and not name.startswith((".", "_")):
                     with fs.open(storage.fs_and_path(f"{directory}/{name}")[1], "rb") as f:
-                        frames.append(pq.read_table(f).to_pandas())
-    if not frames:
+                        tables.append(pq.read_table(f))
+    if not tables:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in FIXED_COLUMNS})
+    fields: dict[str, Any] = {}  # every column of any file, with its first type
+    for t in tables:
+        for f in t.schema:
+            fields.setdefault(f.name, f.type)
+    frames = [_with_columns(t, fields).to_pandas() for t in tables]
     # The reader adds no partition columns, so partition-named features get their names back.
     df = pd.concat(frames, ignore_index=True).rename(columns={feature_column(k): k for k in PARTITION_KEYS})
     keep = np.ones(len(df), dtype=bool)

@@ -102,7 +102,8 @@ def test_enricher_without_feature_store_requires_every_feature(tiny_config, tiny
     from serving.predictor import load_predictor
 
     enricher = FeatureEnricher(tiny_config, load_predictor(tiny_model_dirs[1]).inputs)
-    assert not enricher.lookup and not enricher.schema.optional
+    # optional: only what identifies the row (logged beside the inputs), no store features
+    assert not enricher.lookup and [s.name for s in enricher.schema.optional] == ["tailnum", "time_hour"]
     rows = _rows(2)
     cols, n = enricher.complete(rows)
     assert n == 2 and set(cols) == set(rows)

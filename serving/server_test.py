@@ -261,19 +261,22 @@ def test_metadata_lists_the_request_schema(http, stub):
     r = http.get("/v2/models/flights")
     assert r.status_code == 200
     meta = r.json()
-    want = {k: "FP32" if k in NUMERIC else "BYTES" for k in ROWS}
+    # the optional inputs: what identifies the row (entity keys and event time), for the payload log
+    want = {**{k: "FP32" if k in NUMERIC else "BYTES" for k in ROWS}, "tailnum": "BYTES", "time_hour": "BYTES"}
     assert {i["name"]: i["datatype"] for i in meta["inputs"]} == want
     assert all(i["shape"] == [-1] for i in meta["inputs"])
     assert meta["outputs"] == [{"name": "probability", "datatype": "FP32", "shape": [-1]}]
     assert meta["versions"] == ["1"] and meta["platform"] == "mlops-savedmodel"
     # no feature lookup here: every model input is required; only the store's features may be missing
     assert {i["name"]: i["parameters"] for i in meta["inputs"]} == {
-        k: {"optional": False, "nullable": k in ("temp", "seats")} for k in ROWS
+        **{k: {"optional": False, "nullable": k in ("temp", "seats")} for k in ROWS},
+        "tailnum": {"optional": True, "nullable": True},
+        "time_hour": {"optional": True, "nullable": True},
     }
     g, call = stub.ModelMetadata.with_call(pb.ModelMetadataRequest(name="flights"))
     assert {i.name: i.datatype for i in g.inputs} == want and list(g.outputs[0].shape) == [-1]
     assert list(g.versions) == ["1"] and g.platform == "mlops-savedmodel"
-    assert dict(call.trailing_metadata())["optional-inputs"] == ""
+    assert dict(call.trailing_metadata())["optional-inputs"] == "tailnum,time_hour"
 
 
 def test_keep_alive_answers_are_not_held_by_nagle(server, http):
@@ -658,6 +661,57 @@ def test_payload_log_has_every_prediction_with_its_request_id(server, http):
     first = mine[mine["request_id"].str.startswith("plog-0-")].sort_values("request_id")
     np.testing.assert_allclose(first["prediction"], expected(), rtol=1e-6)
     assert set(mine["version"]) == {"1"} and list(first["carrier"]) == ROWS["carrier"]
+
+
+def _logged_rows(server, prefix: str, n: int) -> pd.DataFrame:  # noqa: F821
+    from serving.payload_log import read_payload_logs
+
+    deadline = time.monotonic() + 20
+    while True:
+        logged = read_payload_logs(str(server.tmp / "payload_logs"), "flights")
+        mine = logged[logged["request_id"].str.startswith(prefix)] if len(logged) else logged
+        if len(mine) >= n or time.monotonic() > deadline:
+            return mine.sort_values("request_id").reset_index(drop=True)
+        time.sleep(0.2)
+
+
+def test_payload_log_carries_the_requests_entity_keys_and_event_time(server, http, stub):
+    """REST v2, REST v1 and gRPC: each logged row has its request's tailnum and time_hour (not
+    model inputs: logged beside them, the time as a UTC timestamp whatever form was sent), and
+    origin/dest/carrier (model inputs) once, under their own names."""
+    import pandas as pd
+
+    tailnums = ["N14228", "N24211", "N619AA"]
+    sent_times = ["2013-02-01T05:00:00Z", "2013-02-01 06:00:00", "2013-02-01T07:00:00-05:00"]
+    want_times = pd.to_datetime(["2013-02-01T05:00:00Z", "2013-02-01T06:00:00Z", "2013-02-01T12:00:00Z"], utc=True)
+    keyed = {**ROWS, "tailnum": tailnums, "time_hour": sent_times}
+    assert http.post("/v2/models/flights/infer", json=v2_body(keyed, request_id="keys-v2")).status_code == 200
+    stub.ModelInfer(grpc_request(keyed, request_id="keys-grpc"))
+    epochs = [int(t.timestamp()) for t in want_times]  # v1: the event time as epoch seconds
+    instances = [
+        {**{k: v[i] for k, v in ROWS.items()}, "tailnum": tailnums[i], "time_hour": epochs[i]} for i in range(3)
+    ]
+    v1 = http.post("/v1/models/flights:predict", json={"instances": instances}, headers={"x-request-id": "keys-v1"})
+    assert v1.status_code == 200
+    without = http.post("/v2/models/flights/infer", json=v2_body(request_id="keys-none"))  # keys are optional
+    assert without.status_code == 200
+
+    logged = _logged_rows(server, "keys-", 12)
+    assert len(logged) == 12
+    for prefix in ("keys-v2", "keys-v1", "keys-grpc"):
+        rows = logged[logged["request_id"].str.startswith(prefix + "-")]
+        assert list(rows["tailnum"]) == tailnums, prefix
+        assert list(rows["time_hour"]) == list(want_times), prefix
+        assert list(rows["origin"]) == ROWS["origin"] and list(rows["carrier"]) == ROWS["carrier"], prefix
+        np.testing.assert_allclose(rows["prediction"], expected(), rtol=1e-6)
+    assert isinstance(logged["time_hour"].dtype, pd.DatetimeTZDtype) and str(logged["time_hour"].dt.tz) == "UTC"
+    assert set(logged.columns) == {  # each key once: origin, dest, carrier are model inputs
+        *("request_id", "model", "version", "source", "timestamp", "prediction"),
+        *ROWS,
+        *("tailnum", "time_hour"),
+    }
+    bare = logged[logged["request_id"].str.startswith("keys-none-")]
+    assert bare["tailnum"].isna().all() and bare["time_hour"].isna().all()
 
 
 # ---- hot reload --------------------------------------------------------------------------------------------------

@@ -164,7 +164,7 @@ def decode_event(fields: Mapping[bytes, bytes], enricher) -> tuple[str, dict[str
     for name, value in data.items():
         if isinstance(value, (list, dict)):
             raise MalformedEvent(f"data field {name!r}: expected a single value, got a JSON {type(value).__name__}")
-    time_column = enricher.time_column
+    time_column = enricher.time_key
     time_value = data.get(time_column) if time_column else None
     if time_value is not None and (isinstance(time_value, bool) or not isinstance(time_value, (str, int, float))):
         raise MalformedEvent(f"data field {time_column!r}: expected ISO-8601 text or epoch seconds")
@@ -317,10 +317,10 @@ class StreamConsumer:
             groups.setdefault(tuple(sorted(data)), []).append((event_id, request_id, data, fields))
 
         answered: list[tuple[bytes, str]] = []
-        predictions, columns = [], []
+        predictions, columns, keys = [], [], []
         for names, events in groups.items():
             try:
-                preds, cols, events = self._predict(served, names, events, dead)
+                preds, cols, group_keys, events = self._predict(served, names, events, dead)
             except Exception:  # the model or the store, not the client: retried after claim_idle_ms
                 log.exception("%d events left pending after a server-side error", len(events))
                 self.stats.retried_later += len(events)
@@ -330,31 +330,35 @@ class StreamConsumer:
             answered += [(e[0], e[1]) for e in events]
             predictions.append(preds)
             columns.append(cols)
-        self._commit_batch(served, answered, predictions, columns, dead)
+            keys.append(group_keys)
+        self._commit_batch(served, answered, predictions, columns, dead, keys)
 
     def _predict(self, served, names: tuple, events: list, dead: list):
         """Predictions for a group of valid events; events whose completion fails on their own
-        (e.g. a time the store cannot parse) move to `dead`. -> (predictions, columns, events)."""
+        (e.g. a time the store cannot parse) move to `dead`. -> (predictions, columns, the
+        request keys for the payload log, events)."""
         enricher = served.enricher
         try:
-            cols, _ = enricher.complete({name: [e[2][name] for e in events] for name in names})
+            enriched = enricher.enrich({name: [e[2][name] for e in events] for name in names})
+            cols, keys = enriched.columns, enriched.keys
         except PredictionInputError:
             # Rare (each event passed validation): complete them one by one, so the culprits are
             # named and the others are still answered, from their own completed rows.
             kept, parts = [], []
             for e in events:
                 try:
-                    parts.append(enricher.complete({name: [e[2][name]] for name in names})[0])
+                    parts.append(enricher.enrich({name: [e[2][name]] for name in names}))
                     kept.append(e)
                 except PredictionInputError as err:
                     dead.append((e[0], e[3], str(err), e[1]))
             if not kept:
-                return np.zeros(0, np.float32), {}, []
-            cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+                return np.zeros(0, np.float32), {}, {}, []
+            cols = {k: np.concatenate([p.columns[k] for p in parts]) for k in parts[0].columns}
+            keys = {k: np.concatenate([p.keys[k] for p in parts]) for k in parts[0].keys}
             events = kept
-        return served.predictor.predict(cols), cols, events
+        return served.predictor.predict(cols), cols, keys, events
 
-    def _commit_batch(self, served, answered, predictions, columns, dead) -> None:
+    def _commit_batch(self, served, answered, predictions, columns, dead, keys=()) -> None:
         if not answered and not dead:
             return
         s = self.spec
@@ -386,6 +390,14 @@ class StreamConsumer:
         if self.logger.enabled and sum(written):
             mask = np.asarray(written, dtype=bool)
             features = {k: np.concatenate([c[k] for c in columns if c])[mask] for k in columns[0]} if columns else {}
+            # Groups differ in the optional fields they sent: a key a group lacks is missing ("") there.
+            key_names = dict.fromkeys(k for group in keys for k in group)
+            logged_keys = {
+                k: np.concatenate(
+                    [g[k] if k in g else np.full(len(p), "", dtype=object) for g, p in zip(keys, predictions)]
+                )[mask]
+                for k in key_names
+            }
             self.logger.log(
                 model=served.name,
                 version=served.version,
@@ -394,6 +406,7 @@ class StreamConsumer:
                 features=features,
                 predictions=preds[mask],
                 timestamp=now,
+                keys=logged_keys,
             )
 
 
