@@ -432,6 +432,52 @@ def test_every_prediction_is_payload_logged_without_drops(tiny_registry, served,
     np.testing.assert_allclose(logged["prediction"], expected(df), rtol=1e-6, atol=1e-6)
 
 
+def test_payload_log_carries_each_rows_entity_keys_and_event_time(tiny_registry, served, tmp_path):
+    """Batch logs the input's tailnum and time_hour (not model inputs) beside the inputs, row by
+    row: from a parquet timestamp column and from csv text alike; a missing key is null."""
+    from mlops.config import load_config
+    from serving.payload_log import PayloadLogger, read_payload_logs
+    from tests.support.fixtures import FLIGHTS_CONFIG
+
+    config = load_config(
+        FLIGHTS_CONFIG,
+        overrides={
+            "artifact_root": str(tiny_registry),
+            "serving.feature_lookup": False,
+            "serving.payload_log.path": str(tmp_path / "logs"),
+        },
+    )
+    df = flights_frame(300)
+    df["tailnum"] = [None if i % 50 == 7 else f"N{i:04d}" for i in range(len(df))]
+    df["time_hour"] = pd.Timestamp("2013-02-01T05:00:00Z") + pd.to_timedelta(np.arange(len(df)), unit="h")
+    df.to_parquet(tmp_path / "in.parquet")
+    df.assign(time_hour=df["time_hour"].dt.strftime("%Y-%m-%d %H:%M:%S"), flight_key="c" + df["flight_key"]).to_csv(
+        tmp_path / "in.csv", index=False
+    )
+    logger = PayloadLogger.from_config(config)
+    try:
+        for name in ("in.parquet", "in.csv"):
+            run_batch(
+                config,
+                served,
+                resolve_input(config, str(tmp_path / name)),
+                str(tmp_path / f"{name}.out.parquet"),
+                chunk_rows=128,
+                id_column="flight_key",
+                payload_logger=logger,
+            )
+    finally:
+        logger.close()
+    logged = read_payload_logs(str(tmp_path / "logs"), "flights")
+    for prefix in ("f", "cf"):
+        rows = logged[logged["request_id"].str.startswith(prefix)].sort_values("request_id")
+        assert rows["request_id"].tolist() == [prefix[:-1] + k for k in df["flight_key"]]
+        assert rows["tailnum"].tolist() == df["tailnum"].tolist(), prefix
+        assert rows["time_hour"].tolist() == df["time_hour"].tolist(), prefix
+        assert rows["origin"].tolist() == df["origin"].tolist()  # a key that is a model input: once
+    assert "feature_origin" not in logged.columns
+
+
 # ---- the serving environment ---------------------------------------------------------------------
 @pytest.mark.serving_env
 def test_batch_runs_in_the_serving_environment_too(tiny_config, served, tmp_path):

@@ -357,7 +357,7 @@ def _utc_times(values: np.ndarray):
     return pa.Array.from_pandas(times.dt.round("us")).cast(pa.timestamp("us", tz="UTC"))
 
 
-def _key_texts(values: np.ndarray) -> list:
+def _key_texts(values: Sequence) -> list:
     """Entity key values as text; missing ("" / None / NaN) -> None."""
     return [
         None if v is None or v == "" or (isinstance(v, float) and v != v) else str(v) for v in _column(values).tolist()
@@ -410,9 +410,10 @@ class ParquetSink:
             # Object columns: None/NaN are missing values; float columns keep NaN (the raw encoding).
             cols[feature_column(name)] = pa.array(values, from_pandas=values.dtype == object)
         for name in _extra_keys(group[0]):
-            values = np.concatenate([np.asarray(_column(e[7][name]), dtype=object) for e in group])
-            is_time = name == self.event_time
-            cols[feature_column(name)] = _utc_times(values) if is_time else pa.array(_key_texts(values), pa.string())
+            if name == self.event_time:  # per call: one call's times are text, another's epoch seconds
+                cols[feature_column(name)] = pa.concat_arrays([_utc_times(e[7][name]) for e in group])
+            else:
+                cols[feature_column(name)] = pa.array([v for e in group for v in _key_texts(e[7][name])], pa.string())
         sink = pa.BufferOutputStream()
         pq.write_table(pa.table(cols), sink)
         start = dt.datetime.fromtimestamp(hour * 3600, dt.UTC)
@@ -466,7 +467,7 @@ class RedisSink:
 
     def _key_values(self, name: str, values: Sequence) -> list:
         if name != self.event_time:
-            return _key_texts(np.asarray(_column(values), dtype=object))
+            return _key_texts(values)
         return [None if t is None else t.isoformat() for t in _utc_times(values).to_pylist()]
 
     def _build(self, chunk: list[Entry]) -> list[dict]:

@@ -317,7 +317,7 @@ class StreamConsumer:
             groups.setdefault(tuple(sorted(data)), []).append((event_id, request_id, data, fields))
 
         answered: list[tuple[bytes, str]] = []
-        predictions, columns, keys = [], [], []
+        predictions, columns, request_keys = [], [], []
         for names, events in groups.items():
             try:
                 preds, cols, group_keys, events = self._predict(served, names, events, dead)
@@ -330,8 +330,8 @@ class StreamConsumer:
             answered += [(e[0], e[1]) for e in events]
             predictions.append(preds)
             columns.append(cols)
-            keys.append(group_keys)
-        self._commit_batch(served, answered, predictions, columns, dead, keys)
+            request_keys.append(group_keys)
+        self._commit_batch(served, answered, predictions, columns, dead, request_keys)
 
     def _predict(self, served, names: tuple, events: list, dead: list):
         """Predictions for a group of valid events; events whose completion fails on their own
@@ -358,7 +358,7 @@ class StreamConsumer:
             events = kept
         return served.predictor.predict(cols), cols, keys, events
 
-    def _commit_batch(self, served, answered, predictions, columns, dead, keys=()) -> None:
+    def _commit_batch(self, served, answered, predictions, columns, dead, request_keys=()) -> None:
         if not answered and not dead:
             return
         s = self.spec
@@ -391,10 +391,10 @@ class StreamConsumer:
             mask = np.asarray(written, dtype=bool)
             features = {k: np.concatenate([c[k] for c in columns if c])[mask] for k in columns[0]} if columns else {}
             # Groups differ in the optional fields they sent: a key a group lacks is missing ("") there.
-            key_names = dict.fromkeys(k for group in keys for k in group)
+            key_names = dict.fromkeys(k for group in request_keys for k in group)
             logged_keys = {
                 k: np.concatenate(
-                    [g[k] if k in g else np.full(len(p), "", dtype=object) for g, p in zip(keys, predictions)]
+                    [g[k] if k in g else np.full(len(p), "", dtype=object) for g, p in zip(request_keys, predictions)]
                 )[mask]
                 for k in key_names
             }

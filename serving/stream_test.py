@@ -121,6 +121,47 @@ def test_predictions_equal_the_tiny_model_and_are_payload_logged(tiny_config, ha
     np.testing.assert_allclose(by_id.loc["r7", "prediction"], expected(7), atol=1e-6)
 
 
+def test_payload_log_stream_carries_each_events_entity_keys_and_event_time(tiny_config, handle, tmp_path):
+    """On a private redis-server: events that send tailnum and time_hour (ISO text, epoch seconds)
+    and events that do not, in one micro-batch; the Redis payload-log sink's `keys` field holds
+    each event's own (time as ISO-8601 UTC, null when not sent); origin stays in `features` only."""
+    from serving.payload_log import PayloadLogger, RedisSink
+    from serving.stream import StreamConsumer
+    from tests.support.redis_server import RedisServer
+
+    with RedisServer(tmp_path / "redis", persistent=False) as server:
+        client = server.client()
+        names = {"input_stream": "in", "output_stream": "out", "dead_letter_stream": "dead", "group": "g"}
+        config = with_stream(tiny_config, **names, redis_url=server.url, batch_size=64)
+        times = ["2013-02-01T05:00:00Z", 1359698400, None]  # ISO text, epoch seconds (06:00 UTC), not sent
+        events = []
+        for i in range(30):
+            row = request_row(i)
+            if times[i % 3] is not None:
+                row.update(tailnum=f"N{i:03d}", time_hour=times[i % 3])
+            events.append({"request_id": f"k{i}", "data": json.dumps(row)})
+        send(client, "in", events)
+        logger = PayloadLogger(RedisSink(server.url, "payloads", 10_000, event_time="time_hour"))
+        stats = StreamConsumer(config, handle, logger, consumer="c1").run(max_events=30)
+        logger.close()
+        assert stats.answered == 30 and stats.batches == 1
+
+        logged = {m["request_id"]: m for m in outputs(client, "payloads")}
+        client.close()
+    assert sorted(logged) == sorted(f"k{i}" for i in range(30))
+    want_time = {0: "2013-02-01T05:00:00+00:00", 1: "2013-02-01T06:00:00+00:00"}
+    for i in range(30):
+        message = logged[f"k{i}"]
+        keys = json.loads(message["keys"])
+        if i % 3 == 2:
+            assert keys == {"tailnum": None, "time_hour": None}, message
+        else:
+            assert keys == {"tailnum": f"N{i:03d}", "time_hour": want_time[i % 3]}, message
+        features = json.loads(message["features"])
+        assert features["origin"] == request_row(i)["origin"] and "origin" not in keys
+        assert message["source"] == "stream"
+
+
 def test_malformed_events_go_to_the_dead_letter_stream_with_the_reason(tiny_config, handle, streams):
     from serving.stream import StreamConsumer
 
