@@ -343,6 +343,61 @@ def test_disabled_is_a_no_op(env, tmp_path):
     assert not (tmp_path / "payload_logs").exists()
 
 
+@BOTH_ENVS
+def test_keys_beside_features_and_logs_written_without_them_read_as_null(env, tmp_path):
+    """Keys that are not features get their own columns (the config's event time as a UTC
+    timestamp from ISO text or epoch seconds), a key that is a feature is stored once, and files
+    written before keys were logged read back with null keys (typed as in the newer files)."""
+    import pandas as pd
+
+    logger = PayloadLogger.from_config(config(tmp_path, flush_seconds=60))
+    assert log_call(logger, 3, offset=0, ts=T0)  # as every call was logged before: no keys
+    logger.flush()
+    ids = ["k0", "k1", "k2"]
+    for keys, ts in (
+        (
+            {
+                "tailnum": np.array(["N1", "", "N3"], dtype=object),
+                "time_hour": np.array(["2013-02-01T05:00:00+00:00", "", "2013-02-01T07:30:00+00:00"], dtype=object),
+                "carrier": np.array(["XX"] * 3, dtype=object),
+            },
+            T0 + 0.5,
+        ),  # fmt: skip
+        (
+            {
+                "tailnum": np.array(["N4", "N5", "N6"], dtype=object),
+                "time_hour": np.array([1359694800.0, np.nan, 1359703800.0]),
+            },
+            T0 + 0.7,
+        ),  # fmt: skip
+    ):
+        assert logger.log(
+            model="flights",
+            version="1",
+            source="batch",
+            request_ids=[f"{i}@{ts}" for i in ids],
+            features=features(3),
+            predictions=np.zeros(3, np.float32),
+            timestamp=ts,
+            keys=keys,
+        )
+    with pytest.raises(ValueError, match="key 'tailnum' has 2 rows for 3 predictions"):
+        logger.log(model="flights", version="1", source="online", request_ids=ids, features=features(3),
+                   predictions=np.zeros(3, np.float32), keys={"tailnum": ["a", "b"]})  # fmt: skip
+    logger.close()
+    assert logger.stats()["lost_rows"] == 0
+
+    logged = read_payload_logs(payload_log_root(config(tmp_path)), "flights")
+    assert len(logged) == 9 and "feature_carrier" not in logged.columns
+    assert isinstance(logged["time_hour"].dtype, pd.DatetimeTZDtype)
+    old, new = logged.iloc[:3], logged.iloc[3:]
+    assert old["tailnum"].isna().all() and old["time_hour"].isna().all()
+    assert new["tailnum"].tolist() == ["N1", None, "N3", "N4", "N5", "N6"]
+    want = ["2013-02-01T05:00:00Z", None, "2013-02-01T07:30:00Z", "2013-02-01T05:00:00Z", None, "2013-02-01T07:30:00Z"]
+    assert new["time_hour"].tolist() == [pd.NaT if t is None else pd.Timestamp(t) for t in want]
+    assert new["carrier"].tolist() == ["UA", "DL", ""] * 2  # the feature, not the key of the same name
+
+
 def test_redis_sink_needs_the_serving_env(tmp_path):
     """Pipeline env (no redis-py): the Redis sink refuses to start and says why."""
     from serving.redis_conn import RedisUnavailable
