@@ -1,6 +1,6 @@
 # The pipeline image = the pipeline environment: exactly requirements/pipeline.lock.txt plus this project.
 # Built by scripts/build-images.sh (or skaffold); the KFP steps run in it
-# (each component names its own command) and its entrypoint is the `mlops` command line.
+# (each component names its own command); its default command is the `mlops` command line.
 #
 # The base is pinned by tag. For bit-for-bit rebuilds pin its digest as well:
 #   docker buildx imagetools inspect python:3.11.14-slim-bookworm    # -> sha256:...
@@ -40,6 +40,17 @@ RUN /opt/venv/bin/pip install --no-deps --no-build-isolation --no-index -e . \
 
 # --- final: the interpreter, the environment and the code; no compilers, no pip downloads -----
 FROM ${BASE_IMAGE}
+# Bytecode was compiled in the builder; the root file system is read-only in the cluster.
+ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PYTHONFAULTHANDLER=1 \
+    PATH=/opt/venv/bin:$PATH HOME=/home/mlops
+# The uid/gid the manifests run as (securityContext.runAsUser/runAsGroup 10001).
+RUN groupadd --gid 10001 mlops \
+    && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/mlops --shell /usr/sbin/nologin mlops
+COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /app /app
+WORKDIR /app
+USER 10001:10001
+# Per build, last: a new commit or date re-runs only these metadata steps, not the copies above.
 ARG VERSION=0.1.0
 ARG GIT_COMMIT=unknown
 ARG CREATED=unknown
@@ -51,15 +62,9 @@ LABEL org.opencontainers.image.title="mlops-platform pipeline" \
       org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.created="${CREATED}" \
       org.opencontainers.image.licenses="Apache-2.0"
-# Bytecode was compiled in the builder; the root file system is read-only in the cluster.
-# MLOPS_GIT_COMMIT is the code version recorded with every step in ML Metadata.
-ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PYTHONFAULTHANDLER=1 \
-    PATH=/opt/venv/bin:$PATH HOME=/home/mlops MLOPS_GIT_COMMIT=${GIT_COMMIT}
-# The uid/gid the manifests run as (securityContext.runAsUser/runAsGroup 10001).
-RUN groupadd --gid 10001 mlops \
-    && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/mlops --shell /usr/sbin/nologin mlops
-COPY --from=builder /opt/venv /opt/venv
-COPY --from=builder /app /app
-WORKDIR /app
-USER 10001:10001
-ENTRYPOINT ["mlops"]
+# The code version recorded with every step in ML Metadata.
+ENV MLOPS_GIT_COMMIT=${GIT_COMMIT}
+# A default command, not an ENTRYPOINT: KFP runners give each step its own command, and
+# kfp.local.DockerRunner passes it as the container's arguments, which an entrypoint would swallow
+# (`mlops sh -c ...`). `docker run IMAGE` runs `mlops`; `docker run IMAGE mlops pipeline compile`.
+CMD ["mlops"]

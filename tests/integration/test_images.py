@@ -147,7 +147,8 @@ def test_image_runs_as_its_user_with_labels_and_no_compilers(images, name):
     assert labels["org.opencontainers.image.revision"] in (head, f"{head}-dirty")
     assert labels["org.opencontainers.image.version"] and labels["org.opencontainers.image.created"].endswith("Z")
     assert config["User"] == f"{IMAGE_UID}:{IMAGE_UID}"
-    assert config["Entrypoint"] == {"pipeline": ["mlops"], "serving": ["python", "-m", "serving"]}[name]
+    expected = {"pipeline": (None, ["mlops"]), "serving": (["python", "-m", "serving"], None)}[name]
+    assert (config["Entrypoint"], config["Cmd"] if name == "pipeline" else None) == expected
     done = run_in(ref, "-c", "id -u; id -g; command -v gcc cc g++ make || echo no-compilers", entrypoint="sh")
     assert done.stdout.split() == [str(IMAGE_UID), str(IMAGE_UID), "no-compilers"], done.stdout + done.stderr
     # the environment is the lock's: the image's interpreter imports its stack and the project
@@ -157,7 +158,7 @@ def test_image_runs_as_its_user_with_labels_and_no_compilers(images, name):
 
 
 def test_entrypoints_answer(images):
-    done = run_in(images["pipeline"], "--help")
+    done = run_in(images["pipeline"], "mlops", "--help")
     assert done.returncode == 0 and "pipeline" in done.stdout, done.stderr[-2000:]
     done = run_in(images["serving"], "--help")
     assert done.returncode == 0, done.stderr[-2000:]

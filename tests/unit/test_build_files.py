@@ -22,7 +22,9 @@ IMAGE_PACKAGES = {
     "pipeline": {"mlops", "components", "serving", "pipelines", "cli", "configs", "feature_repo"},
     "serving": {"mlops", "serving", "cli", "configs", "feature_repo"},
 }
-ENTRYPOINTS = {"pipeline": ["mlops"], "serving": ["python", "-m", "serving"]}
+# The serving image's entrypoint is the model server. The pipeline image has a default command
+# only: kfp.local.DockerRunner passes a step's command as arguments, which an entrypoint swallows.
+STARTS = {"pipeline": {"CMD": ["mlops"]}, "serving": {"ENTRYPOINT": ["python", "-m", "serving"]}}
 # The uid:gid the images run as; the manifests' runAsUser/runAsGroup for the platform's images.
 IMAGE_UID = 10001
 PINNED_BASE = re.compile(r"^python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?$")
@@ -127,8 +129,8 @@ def test_dockerfile_is_a_production_build(env):
     env_lines = " ".join(rest for word, rest in final if word == "ENV")
     for setting in ("PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1", "MLOPS_GIT_COMMIT=${GIT_COMMIT}"):
         assert setting in env_lines, setting
-    entrypoint = [json.loads(rest) for word, rest in final if word == "ENTRYPOINT"]
-    assert entrypoint == [ENTRYPOINTS[env]]
+    starts = {word: json.loads(rest) for word, rest in final if word in ("ENTRYPOINT", "CMD")}
+    assert starts == STARTS[env]
 
 
 def test_dockerfile_checks_catch_a_floating_base_and_a_compiler_in_the_final_stage(tmp_path):
