@@ -1112,6 +1112,91 @@ def test_mlops_serve_real_model_with_feast_enrichment(tmp_path, feast_online_roo
         assert server.stop() == 0, server.log()
 
 
+@pytest.mark.integration
+def test_online_predictions_of_real_flights_join_their_labels_by_entity_keys_and_event_time(
+    tmp_path, feast_online_root, real_model_dir
+):
+    """A few hundred real February 2013 flights predicted by the real model through the server
+    (Feast enrichment, payload log on), then `mlops monitor evaluate --labels flights@2013-02`
+    (pipeline env) joins them with the ingested span by origin, dest, carrier, tailnum, time_hour:
+    every keyed prediction labelled, the keyless ones counted unmatched, and the live AUC is the
+    Evaluator's binary_metrics on the matched rows."""
+    import httpx
+    import pandas as pd
+
+    from components.evaluator.executor import binary_metrics
+    from mlops.datasets.repository import DatasetRepository
+    from mlops.registry.store import ModelRegistry
+    from serving.payload_log import read_payload_logs
+    from tests.support.fixtures import PIPELINE_PY
+    from tests.support.serving_models import register
+
+    seeded, project = feast_online_root
+    root = tmp_path / "artifacts"
+    shutil.copytree(seeded, root, symlinks=True)
+    version = register(root, "flights", real_model_dir)
+    ModelRegistry(str(root)).promote("flights", version.version, "production", reason="test")
+    sets = {
+        "artifact_root": str(root),
+        "features.project": project,
+        "features.online_store": "sqlite",
+        "serving.payload_log.flush_seconds": 0.2,
+    }
+    repo = DatasetRepository(str(root))
+    span = repo.load(repo.resolve("flights", "2013-02")[0])
+    flights = span.sample(300, random_state=7).reset_index(drop=True)
+    http_port, grpc_port = free_port(), free_port()
+    argv = [sys.executable, "-m", "serving", "--config", str(FLIGHTS_CONFIG), "--model", "flights@production"]
+    argv += ["--http_port", str(http_port), "--grpc_port", str(grpc_port)]
+    for key, value in sets.items():
+        argv += ["--set", f"{key}={json.dumps(value)}"]
+    server = ServerProcess(argv, tmp_path / "serve.log", http_port, grpc_port)
+    started = pd.Timestamp.now(tz="UTC").floor("s")
+    try:
+        server.ready()
+        meta = httpx.get(f"{server.url}/v2/models/flights").json()
+        required = [i["name"] for i in meta["inputs"] if not i["parameters"]["optional"]]
+        numeric = {i["name"] for i in meta["inputs"] if i["datatype"] == "FP32"}
+
+        def instance(f, keyed: bool) -> dict:
+            row = {k: float(f[k]) if k in numeric else str(f[k]) for k in required}
+            return {**row, "time_hour": f["time_hour"].isoformat()} if keyed else row
+
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            for lo in range(0, len(flights), 100):
+                part = flights.iloc[lo : lo + 100]
+                body = {"instances": [instance(f, keyed=True) for _, f in part.iterrows()]}
+                r = http.post("/v1/models/flights:predict", json=body, headers={"x-request-id": f"feb-{lo}"})
+                assert r.status_code == 200, r.text
+            # the same flights sent without their event time: predictions no label can be joined to
+            body = {"instances": [instance(f, keyed=False) for _, f in flights.iloc[:10].iterrows()]}
+            assert http.post("/v1/models/flights:predict", json=body).status_code == 200
+    finally:
+        assert server.stop() == 0, server.log()  # SIGTERM: the payload log is flushed
+    window = f"{started.isoformat()}:{(pd.Timestamp.now(tz='UTC') + pd.Timedelta(minutes=1)).isoformat()}"
+    cli = [str(PIPELINE_PY), "-m", "cli", "monitor", "evaluate", "--config", str(FLIGHTS_CONFIG)]
+    cli += ["--model", "flights@production", "--labels", "flights@2013-02", "--window", window]
+    for key, value in sets.items():
+        cli += ["--set", f"{key}={json.dumps(value)}"]
+    proc = subprocess.run(cli, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    live = json.loads(Path(json.loads(proc.stdout[proc.stdout.index("{") :])["result"]).read_text())
+
+    assert live["labels"]["join_keys"] == ["origin", "dest", "carrier", "tailnum", "time_hour"]
+    counts = live["counts"]
+    assert counts["predictions"] == 310 and counts["matched"] == 300 and counts["unmatched_predictions"] == 10
+    assert counts["labels"] == len(span) and counts["unmatched_labels"] == len(span) - 300
+    assert counts["duplicate_labels"] == 0 and counts["duplicate_prediction_keys"] == 0
+    # the live AUC is the Evaluator's on the matched rows (joined here independently)
+    keys = ["origin", "dest", "carrier", "tailnum", "time_hour"]
+    logged = read_payload_logs(str(root / "payload_logs"), "flights").dropna(subset=["time_hour"])
+    labels = span[[*keys, "is_delayed"]].astype({"time_hour": logged["time_hour"].dtype})
+    matched = logged.merge(labels, on=keys, validate="one_to_one")
+    assert len(matched) == 300
+    expected_metrics = binary_metrics(matched["is_delayed"].to_numpy(), matched["prediction"].to_numpy(np.float64))
+    assert live["metrics"]["auc"] == pytest.approx(expected_metrics["auc"], abs=1e-9)
+
+
 # ---- values the datatype or the schema does not allow (issue 8) ------------------------------------------
 BAD_VALUES = [
     (
