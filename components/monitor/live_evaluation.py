@@ -11,11 +11,11 @@ The join (one prediction row = one payload-log row of the selected version in [s
   * by `request_id` when the labels have that column (the client's id, what the server logs);
   * else by KEYS (`--keys`, default the dataset's entity keys + event timestamp: for flights
     origin, dest, carrier, tailnum, time_hour, unique over the whole dataset). Every key must be
-    in the labels AND in the payload logs. Note: the model server, batch and stream log the model
-    inputs only; tailnum and time_hour are request fields, not model inputs, so flights logs do
-    not carry them today. What else is logged is NOT a key: (origin, dest, carrier, month, hour)
-    is shared by 99.5% of flights, and all 19 model inputs still by 1%, and a span has no weather.
-    A caller that replays spans sends a flight's id as the request id instead (see the README).
+    in the labels AND in the payload logs: the model server, batch and stream log the request's
+    entity keys and event time beside the model inputs (serving.payload_log), the event time as a
+    UTC timestamp; a request that did not send them is an unmatched prediction. Logs written
+    before keys were logged lack the columns (the error names them). The model inputs alone are
+    NOT a key: (origin, dest, carrier, month, hour) is shared by 99.5% of flights, all 19 inputs by 1%.
 Keys are compared as UTC times (a key whose label values are times), float32 numbers (what the
 server logged) or text.
 
