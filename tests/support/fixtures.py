@@ -121,3 +121,14 @@ def real_model_dir(tmp_path_factory) -> str:
     from tests.support.serving_models import build_real_model
 
     return build_real_model(str(tmp_path_factory.mktemp("real-model")), rows=3000)
+
+
+@pytest.fixture(scope="session")
+def q1_flights_model(tmp_path_factory):
+    """flights@1 (production) trained on 20,000 January-March 2013 flights by the training steps'
+    own code (StatisticsGen, SchemaGen, ExampleValidator, Transform, Trainer: lineage in ML Metadata,
+    SQLite) and registered as the pusher does: tests.support.monitoring_data.train_q1_model (pipeline
+    environment; about a minute and a half, once)."""
+    from tests.support.monitoring_data import train_q1_model
+
+    return train_q1_model(str(tmp_path_factory.mktemp("q1-model") / "artifacts"))
