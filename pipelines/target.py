@@ -116,6 +116,12 @@ class CompileTarget:
 
         for task in tasks:
             step = task.component_spec.name.replace("-", "_")
+            if task.container_spec is None:
+                raise ValueError(f"{step}: only single-step components take images and resources")
+            # kfp's setters check the same with inspect.stack(), which reads the source of every
+            # frame and scans sys.modules for each: seconds per call in a process that imported
+            # TensorFlow (a cluster compile inside the test suite took minutes). Checked above.
+            task._ensure_container_spec_exists = _container_spec_checked
             if self.image_registry or self.image_tag:
                 task.set_container_image(self.image_of(task.container_spec.image))
             s = self.step_settings(step)
@@ -136,6 +142,10 @@ class CompileTarget:
                 by_secret.setdefault(item.secret, {})[item.key] = item.env
             for secret, key_to_env in sorted(by_secret.items()):
                 kubernetes.use_secret_as_env(task, secret, key_to_env)
+
+
+def _container_spec_checked() -> None:
+    """CompileTarget.configure checked the container spec already (see there)."""
 
 
 LOCAL = CompileTarget("local")
