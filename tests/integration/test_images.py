@@ -25,7 +25,8 @@ import pytest
 
 from tests.support.fixtures import REPO
 
-pytestmark = [pytest.mark.integration, pytest.mark.images]
+# The first test builds both images (fixture): up to ~30 min uncached on 2 cores.
+pytestmark = [pytest.mark.integration, pytest.mark.images, pytest.mark.timeout(3 * 3600)]
 
 LOCAL_BASE = "local/python:3.11-slim-bookworm"
 REGISTRY, TAG = "local/mlops", "images-test"
