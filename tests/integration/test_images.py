@@ -143,9 +143,11 @@ def run_in(ref: str, *cmd: str, entrypoint: str = "") -> subprocess.CompletedPro
 def test_image_runs_as_its_user_with_labels_and_no_compilers(images, name):
     ref = images[name]
     config = inspect(ref)
-    head = sh("git", "rev-parse", "HEAD", cwd=REPO).stdout.strip()
     labels = config["Labels"]
-    assert labels["org.opencontainers.image.revision"] in (head, f"{head}-dirty")
+    # the checkout's commit when it was built (HEAD may have moved since): a real commit of this repo
+    revision = labels["org.opencontainers.image.revision"]
+    sh("git", "cat-file", "-e", revision.removesuffix("-dirty") + "^{commit}", cwd=REPO)
+    assert config["Env"] and f"MLOPS_GIT_COMMIT={revision}" in config["Env"]
     assert labels["org.opencontainers.image.version"] and labels["org.opencontainers.image.created"].endswith("Z")
     assert config["User"] == f"{IMAGE_UID}:{IMAGE_UID}"
     expected = {"pipeline": (None, ["mlops"]), "serving": (["python", "-m", "serving"], None)}[name]
