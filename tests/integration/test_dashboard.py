@@ -203,7 +203,6 @@ def test_every_panel_query_returns_series_from_a_real_prometheus(tmp_path, tiny_
     memory = results[next(k for k in results if k[0] == "Resident memory")]
     assert [s["metric"]["job"] for s in memory] == ["model-server"]  # the serving process, not the gateway
     rss = results[next(k for k in results if k[0] == "Step peak RSS")]
-    assert {(s["metric"]["pipeline"], s["metric"]["step"]): float(s["value"][1]) for s in rss} == {
-        ("training", "transform"): 1.3e9,
-        ("training", "trainer"): 2.1e9,
-    }
+    pushed = {(s["metric"]["pipeline"], s["metric"]["step"]): float(s["value"][1]) for s in rss}
+    # the values pushed above (a pipeline run elsewhere in the session may add its own steps)
+    assert pushed.items() >= {("training", "transform"): 1.3e9, ("training", "trainer"): 2.1e9}.items()
