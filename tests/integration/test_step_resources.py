@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import urllib.request
 from pathlib import Path
 
@@ -59,7 +60,11 @@ def test_a_local_run_records_each_steps_wall_cpu_and_peak_rss(artifact_root, mon
         assert 0 < used["cpu_seconds"] <= used["wall_seconds"] * os.cpu_count()
         assert 0 < used["peak_rss_bytes"] < 8 << 30
     assert allocate.properties["peak_rss_bytes"] >= 200 * MIB  # the worker's block
-    assert burn.properties["peak_rss_bytes"] < 200 * MIB  # each step its own peak, not the run's
+    # Each step its own peak, not the run's. Linux keeps a forked child's high-water mark across
+    # exec, so a step never reads below the driver's RSS when it was started: here the driver is
+    # this test process (it may have imported TensorFlow for other tests).
+    driver_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    assert burn.properties["peak_rss_bytes"] < max(200 * MIB, driver_peak + 50 * MIB)
     assert burn.properties["cpu_seconds"] >= 0.8  # the worker's burn
 
     # no Pushgateway configured: the metrics file beside the run holds the same numbers
