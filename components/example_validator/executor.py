@@ -33,14 +33,14 @@ from mlops import storage
 from mlops.artifacts import ANOMALIES_SUMMARY, SCHEMA_FILE, SPLITS, STATS_SUFFIX, stats_path
 from mlops.config import PlatformConfig, join_uri
 from mlops.errors import NotFound, Refused
-from mlops.steps import Location, RunContext, StepResult
+from mlops.steps import Location, RunContext, StepResult, source_version
 from mlops.validation import anomalies as A
 from mlops.validation import report
 from mlops.validation.schema import SERVING, TRAINING, load_schema
 from mlops.validation.statistics import num_examples, read_statistics
 
 COMPONENT = "example_validator"
-CODE_VERSION = "example_validator/1"
+CODE_VERSION = source_version("example_validator", __name__)
 HTML_FILE = "index.html"
 DEFAULT_DRIFT_SPLITS = ("train",)
 SKEW_SPLIT = "train"

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from mlops import artifacts, storage
 from mlops.config import PlatformConfig, join_uri
-from mlops.steps import Location, RunContext, StepResult
+from mlops.steps import Location, RunContext, StepResult, source_version
 
-CODE_VERSION = "pusher/1"
+CODE_VERSION = source_version("pusher", __name__)
 
 
 @dataclass

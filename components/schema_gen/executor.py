@@ -26,7 +26,7 @@ from mlops import storage
 from mlops.artifacts import SCHEMA_FILE, stats_path
 from mlops.config import PlatformConfig, join_uri
 from mlops.errors import NotFound
-from mlops.steps import Location, RunContext, StepResult
+from mlops.steps import Location, RunContext, StepResult, source_version
 from mlops.validation import report
 from mlops.validation.schema import (
     SERVING,
@@ -43,7 +43,7 @@ from mlops.validation.schema import (
 from mlops.validation.statistics import read_statistics
 
 COMPONENT = "schema_gen"
-CODE_VERSION = "schema_gen/1"
+CODE_VERSION = source_version("schema_gen", __name__)
 SCHEMA_INFO = "schema.json"
 SUMMARY_MD = "schema.md"
 HTML_FILE = "index.html"

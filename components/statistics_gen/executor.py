@@ -22,12 +22,12 @@ from mlops import artifacts, storage
 from mlops.artifacts import SPLITS, STATS_SUFFIX, stats_path
 from mlops.config import PlatformConfig, join_uri
 from mlops.errors import MlopsError
-from mlops.steps import Location, RunContext, StepResult
+from mlops.steps import Location, RunContext, StepResult, source_version
 from mlops.validation import report
 from mlops.validation.statistics import compute_statistics, feature_summary, read_statistics, write_statistics
 
 COMPONENT = "statistics_gen"
-CODE_VERSION = "statistics_gen/1"
+CODE_VERSION = source_version("statistics_gen", __name__)
 STATS_INDEX = "statistics.json"
 HTML_FILE = "index.html"
 

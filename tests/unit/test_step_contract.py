@@ -47,3 +47,20 @@ def test_component_body_calls_only_execute(step):
     }
     assert "execute" in imported
     assert imported - {"execute"} <= {"LOGS", "SUMMARY_MD", "HTML_FILE"}  # constants only, no second entry point
+
+
+@pytest.mark.parametrize(
+    "module",
+    sorted(
+        f"components.{path.parent.name}.{path.stem}"
+        for path in (REPO / "components").glob("*/*.py")
+        if "CODE_VERSION =" in path.read_text()
+    ),
+)
+def test_code_version_is_read_from_the_import_graph(module):
+    """A code version recorded in ML Metadata (and keying the step cache) is `source_version`'s hash
+    of the step's import graph, never a hand-kept string someone forgets to bump."""
+    import re
+
+    version = importlib.import_module(module).CODE_VERSION
+    assert re.fullmatch(r"[a-z_]+/[0-9a-f]{12}", version), f"{module}.CODE_VERSION = {version!r}"
