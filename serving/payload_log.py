@@ -54,6 +54,7 @@ flush() and on close(); loggers still open at interpreter exit are closed (flush
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -530,21 +531,17 @@ def _with_columns(table, fields: Mapping[str, Any]):
     return table
 
 
-def read_payload_logs(root: str, model: str, start=None, end=None):
-    """The logged rows of `model` with start <= timestamp < end (datetimes, ISO text or epoch
-    seconds; naive = UTC), sorted by time, as a pandas DataFrame. Only the hour partitions that
-    overlap the range are opened. `root` is payload_log_root(config). A column some files lack
-    (keys logged since a given day, features of another schema) is null in their rows, typed as in
-    the files that have it."""
+def payload_log_files(root: str, model: str, start=None, end=None) -> list[str]:
+    """The parquet files of `model` in the hour partitions that overlap [start, end) (datetimes, ISO
+    text or epoch seconds; naive = UTC), in path order; dot- and underscore-files (being written)
+    are left out. `root` is payload_log_root(config)."""
     import pandas as pd
-    import pyarrow.parquet as pq
 
     from mlops import storage
 
     lo, hi = _utc(start), _utc(end)
     base = f"{root.rstrip('/')}/{model}"
-    fs, _ = storage.fs_and_path(base)
-    tables = []
+    files = []
     for day in storage.listdir(base):
         if not day.startswith("date="):
             continue
@@ -555,22 +552,81 @@ def read_payload_logs(root: str, model: str, start=None, end=None):
             if (lo is not None and h0 + pd.Timedelta(hours=1) <= lo) or (hi is not None and h0 >= hi):
                 continue
             directory = f"{base}/{day}/{hour}"
-            for name in storage.listdir(directory):
-                if name.endswith(".parquet") and not name.startswith((".", "_")):
-                    with fs.open(storage.fs_and_path(f"{directory}/{name}")[1], "rb") as f:
-                        tables.append(pq.read_table(f))
-    if not tables:
+            files += [
+                f"{directory}/{name}"
+                for name in storage.listdir(directory)
+                if name.endswith(".parquet") and not name.startswith((".", "_"))
+            ]
+    return files
+
+
+@contextlib.contextmanager
+def _open_parquet(uri: str):
+    import pyarrow.parquet as pq
+
+    from mlops import storage
+
+    fs, path = storage.fs_and_path(uri)
+    with fs.open(path, "rb") as handle:
+        yield pq.ParquetFile(handle)
+
+
+def payload_log_fields(files: Sequence[str]) -> dict[str, Any]:
+    """Every column of any of the files (from their footers only) with its first type, by the name
+    read_payload_logs gives it (partition-named features get their own name back)."""
+    fields: dict[str, Any] = {}
+    for uri in files:
+        with _open_parquet(uri) as f:
+            for field in f.schema_arrow:
+                fields.setdefault(_logical_name(field.name), field.type)
+    return fields
+
+
+def _logical_name(stored: str) -> str:
+    return {feature_column(k): k for k in PARTITION_KEYS}.get(stored, stored)
+
+
+def iter_payload_logs(
+    files: Sequence[str], start=None, end=None, *, columns: Sequence[str] | None = None, batch_rows: int = 65_536
+):
+    """The logged rows of `files` (payload_log_files) with start <= timestamp < end, as pandas
+    DataFrames of at most `batch_rows` rows each, file after file (not sorted by time): a reader's
+    memory is one batch, whatever the window's size. `columns` (read_payload_logs' names; default
+    all): a column a file lacks is null in its rows, typed as in the files that have it."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    lo, hi = _utc(start), _utc(end)
+    fields = payload_log_fields(files)
+    wanted = list(fields) if columns is None else [c for c in columns if c in fields]
+    for uri in files:
+        with _open_parquet(uri) as f:
+            stored = {_logical_name(n): n for n in f.schema_arrow.names}
+            read = [stored[c] for c in {*wanted, "timestamp"} if c in stored]
+            for batch in f.iter_batches(batch_size=batch_rows, columns=read):
+                table = pa.Table.from_batches([batch]).rename_columns([_logical_name(n) for n in batch.schema.names])
+                keep = None
+                for bound, compare in ((lo, pc.greater_equal), (hi, pc.less)):
+                    if bound is not None:
+                        mask = compare(table["timestamp"], pa.scalar(bound.to_pydatetime(), table["timestamp"].type))
+                        keep = mask if keep is None else pc.and_(keep, mask)
+                if keep is not None:
+                    table = table.filter(keep)
+                if table.num_rows:
+                    table = _with_columns(table, {c: fields[c] for c in wanted})
+                    yield table.select(wanted).to_pandas()
+
+
+def read_payload_logs(root: str, model: str, start=None, end=None):
+    """The logged rows of `model` with start <= timestamp < end (datetimes, ISO text or epoch
+    seconds; naive = UTC), sorted by time, as one pandas DataFrame. Only the hour partitions that
+    overlap the range are opened. `root` is payload_log_root(config). A column some files lack
+    (keys logged since a given day, features of another schema) is null in their rows, typed as in
+    the files that have it. A window too large to hold: iter_payload_logs, batch by batch."""
+    import pandas as pd
+
+    frames = list(iter_payload_logs(payload_log_files(root, model, start, end), start, end))
+    if not frames:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in FIXED_COLUMNS})
-    fields: dict[str, Any] = {}  # every column of any file, with its first type
-    for t in tables:
-        for f in t.schema:
-            fields.setdefault(f.name, f.type)
-    frames = [_with_columns(t, fields).to_pandas() for t in tables]
-    # The reader adds no partition columns, so partition-named features get their names back.
-    df = pd.concat(frames, ignore_index=True).rename(columns={feature_column(k): k for k in PARTITION_KEYS})
-    keep = np.ones(len(df), dtype=bool)
-    if lo is not None:
-        keep &= (df["timestamp"] >= lo).to_numpy()
-    if hi is not None:
-        keep &= (df["timestamp"] < hi).to_numpy()
-    return df[keep].sort_values("timestamp", kind="stable").reset_index(drop=True)
+    df = pd.concat(frames, ignore_index=True)
+    return df.sort_values("timestamp", kind="stable").reset_index(drop=True)

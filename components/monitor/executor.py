@@ -11,6 +11,12 @@ Per version with at least monitoring.min_rows rows:
   * CBPE estimates of AUC, precision and recall with their band (estimates.py);
   * data quality: missing and out-of-vocabulary rates, rows served with feature-store defaults.
 
+The window is read in chunks (serving.payload_log.iter_payload_logs, CHUNK_ROWS rows at a time),
+twice: a first pass counts each version's rows (version and prediction columns only), a second one
+feeds each assessed version's accumulators (mlops.monitoring.window: exact counts for data quality,
+categorical drift and TFDV's merged statistics; a fixed-size uniform row sample for the tests that
+need rows), so memory does not grow with the window (bench/monitoring.py --end-to-end measures it).
+
 Writes, into the output directory, all at once (built in a hidden staging directory, then moved):
     result.json    every number above, per version
     report.html    self-contained report (inline SVG per feature, no external JS/CSS)
@@ -33,6 +39,7 @@ import os
 import re
 import time
 import uuid
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -52,6 +59,7 @@ from mlops.errors import InvalidInput, NotFound, Refused
 from mlops.monitoring import drift as D
 from mlops.monitoring import prometheus, quality
 from mlops.monitoring import report as R
+from mlops.monitoring.window import CHUNK_ROWS, SAMPLE_ROWS, ChunkedStatistics, VersionWindow, accumulate
 from mlops.steps import Location, RunContext, StepResult
 from mlops.validation import anomalies as A
 from serving.payload_log import FIXED_COLUMNS
@@ -123,13 +131,25 @@ def parse_window(window: str = "", last: str = "", default: str = "24h", now=Non
 
 
 # ---- one version -----------------------------------------------------------------------------
-def _tfdv_checks(ref: TrainingReference, serving_stats) -> dict:
+def _vocabularies(schema, kinds: dict[str, str], reference: pd.DataFrame) -> dict[str, set[str]]:
+    """Per categorical feature: the schema's domain, else the reference's categories."""
+    out = {
+        f.name: set(f.string_domain.value) or {v for d in schema.string_domain if d.name == f.domain for v in d.value}
+        for f in schema.feature
+        if f.HasField("string_domain") or f.domain
+    }
+    for name, kind in kinds.items():
+        if kind == D.CATEGORICAL and not out.get(name):
+            out[name] = set(D.value_counts(reference[name].to_numpy()))
+    return out
+
+
+def _tfdv_checks(ref: TrainingReference, schema, serving_stats) -> dict:
     import tensorflow_data_validation as tfdv
 
-    from mlops.validation.schema import SERVING, TRAINING, load_schema
+    from mlops.validation.schema import SERVING, TRAINING
     from mlops.validation.statistics import read_statistics
 
-    schema = load_schema(ref.schema_uri)
     envs = set(schema.default_environment)
     training = read_statistics(ref.statistics_uri)
     skew = tfdv.validate_statistics(
@@ -139,48 +159,74 @@ def _tfdv_checks(ref: TrainingReference, serving_stats) -> dict:
     return {
         "skew": [{**m.__dict__, "exceeded": m.exceeded} for m in A.measurements(skew, A.SKEW, "train")],
         "anomalies": [a.__dict__ for a in A.rows(serving, A.SERVING, SERVING_SPLIT, exclude_comparators=True)],
-        "vocabularies": {
-            f.name: set(f.string_domain.value)
-            or {v for d in schema.string_domain if d.name == f.domain for v in d.value}
-            for f in schema.feature
-            if f.HasField("string_domain") or f.domain
-        },
     }
 
 
-def assess_version(
-    config: PlatformConfig, ref: TrainingReference, rows: pd.DataFrame, seed: int = 0
-) -> tuple[dict, dict, object]:
-    """(the version's result, its per-feature plots, its serving statistics)."""
-    from mlops.validation.statistics import compute_statistics
+@dataclass
+class Assessed:
+    """A version to assess: its training reference, schema, reference sample and window accumulator."""
 
-    m = config.monitoring
-    kinds = ref.features
+    model: object  # the registry's ModelVersion
+    ref: TrainingReference
+    schema: object
+    reference: pd.DataFrame
+    window: VersionWindow
+
+
+def prepare_version(config: PlatformConfig, mv, ref: TrainingReference, sample_rows: int = SAMPLE_ROWS) -> Assessed:
+    from mlops.validation.schema import load_schema
+
+    schema = load_schema(ref.schema_uri)
     reference = reference_frame(config, ref)
-    serving_stats = compute_statistics(rows[list(kinds)], config, name=SERVING_SPLIT, sample_rate=1.0)
-    tfdv_checks = _tfdv_checks(ref, serving_stats)
-    vocabularies = tfdv_checks.pop("vocabularies")
-    for name, kind in kinds.items():  # no schema domain: the reference's categories are the vocabulary
-        if kind == D.CATEGORICAL and not vocabularies.get(name):
-            vocabularies[name] = set(D.present_categorical(reference[name].to_numpy()).tolist())
-
-    features = D.feature_drift(
-        reference,
-        rows,
-        kinds,
-        numeric_threshold=m.numeric_wasserstein,
-        categorical_threshold=m.categorical_js,
-        p_value=m.p_value,
+    window = VersionWindow(
+        ref.features,
+        _vocabularies(schema, ref.features, reference),
+        quality.store_groups(config),
+        extra=(PREDICTION,),
+        statistics=ChunkedStatistics(config, SERVING_SPLIT),
+        sample_rows=sample_rows,
     )
-    predictions = rows[PREDICTION].to_numpy(dtype=np.float64)
+    return Assessed(mv, ref, schema, reference, window)
+
+
+def _feature_drift(reference: pd.DataFrame, window: VersionWindow, sample: pd.DataFrame, m) -> list[D.Drift]:
+    """Per feature: numeric on the window's sample (its exact present count reported), categorical
+    on the window's exact category counts."""
+    out = []
+    for name, kind in window.kinds.items():
+        if kind == D.CATEGORICAL:
+            out.append(
+                D.categorical_drift_of_counts(
+                    name, D.value_counts(reference[name]), window.categories[name], m.categorical_js, m.p_value
+                )
+            )
+            continue
+        d = D.numeric_drift(name, reference[name], sample[name], m.numeric_wasserstein, m.p_value)
+        if d.window_values < window.present[name]:
+            note = f"KS and Wasserstein on a random sample of {d.window_values:,} of the window's values"
+            d = replace(d, window_values=window.present[name], note=note if d.effect is not None else d.note)
+        out.append(d)
+    return out
+
+
+def assess_version(config: PlatformConfig, version: Assessed, seed: int = 0) -> tuple[dict, dict, object]:
+    """(the version's result, its per-feature plots, its serving statistics), from its accumulated window."""
+    m = config.monitoring
+    ref, reference, window = version.ref, version.reference, version.window
+    kinds = ref.features
+    sample = window.sample.frame()
+    serving_stats = window.statistics.result()
+    tfdv_checks = _tfdv_checks(ref, version.schema, serving_stats)
+    features = _feature_drift(reference, window, sample, m)
+    predictions = sample[PREDICTION].to_numpy(dtype=np.float64)
     prediction = D.numeric_drift(PREDICTION, reference[PREDICTION], predictions, m.prediction_wasserstein, m.p_value)
     if m.detector == "alibi":
         from components.monitor import alibi
 
-        features = alibi.feature_drift(reference, rows, features, m.p_value)
-        joint = alibi.mmd(reference, rows, kinds, m.p_value, seed=seed)
+        features = alibi.feature_drift(reference, sample, features, m.p_value)
+        joint = alibi.mmd(reference, sample, kinds, m.p_value, seed=seed)
     else:
-        joint = estimates.domain_classifier(reference, rows, kinds, seed=seed)
+        joint = estimates.domain_classifier(reference, sample, kinds, seed=seed)
         joint["threshold"] = m.domain_auc
         joint["drifted"] = joint["score"] is not None and joint["score"] > m.domain_auc and joint["p_value"] < m.p_value
     cbpe = estimates.cbpe(predictions, seed=seed)
@@ -199,8 +245,9 @@ def assess_version(
     result = {
         "version": ref.selector.split("@")[1],
         "model": ref.selector,
-        "rows": len(rows),
-        "sources": {str(k): int(v) for k, v in rows["source"].value_counts().items()} if "source" in rows else {},
+        "rows": window.rows,
+        "sources": dict(sorted(window.sources.items())),
+        "sample": {"rows": len(sample), "method": "bottom-k (uniform, without replacement)", "seed": seed},
         "reference": {"rows": len(reference), "statistics": ref.statistics_uri, "schema": ref.schema_uri},
         "verdict": {
             "drifted": drifted,
@@ -211,19 +258,63 @@ def assess_version(
         "feature_drift": [d.to_json() for d in features],
         "prediction_drift": prediction.to_json(),
         "joint_drift": joint,
-        "estimated_performance": {"method": "cbpe", "metrics": cbpe},
-        "quality": {q.feature: q.to_json() for q in quality.feature_quality(rows, kinds, vocabularies)},
-        "store_defaults": quality.rows_with_store_defaults(rows, quality.store_groups(config)),
+        "estimated_performance": {"method": "cbpe", "rows": len(predictions), "metrics": cbpe},
+        "quality": {q.feature: q.to_json() for q in window.quality.features()},
+        "store_defaults": window.quality.store_defaults(),
         "tfdv": tfdv_checks,
     }
-    version = result["version"]
-    plots = {f"{version}/{name}": R.feature_plot(kind, reference[name], rows[name]) for name, kind in kinds.items()}
-    plots[f"{version}/{PREDICTION}"] = R.feature_plot(D.NUMERIC, reference[PREDICTION], predictions)
+    number = result["version"]
+    plots = {f"{number}/{name}": R.feature_plot(kind, reference[name], sample[name]) for name, kind in kinds.items()}
+    plots[f"{number}/{PREDICTION}"] = R.feature_plot(D.NUMERIC, reference[PREDICTION], predictions)
     return result, plots, serving_stats
 
 
 # ---- the run ---------------------------------------------------------------------------------
+@dataclass
+class WindowScan:
+    """The first pass over a window: its files, their columns, and per version its rows and how
+    many of them have no numeric prediction (only the version and prediction columns are read)."""
+
+    root: str
+    files: list[str]
+    columns: list[str]
+    rows: dict[str, int]
+    bad_predictions: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.rows.values())
+
+
+def scan_window(config: PlatformConfig, name: str, start, end, chunk_rows: int = CHUNK_ROWS) -> WindowScan:
+    from serving.payload_log import iter_payload_logs, payload_log_fields, payload_log_files, payload_log_root
+
+    root = payload_log_root(config)
+    files = payload_log_files(root, name, start, end)
+    columns = list(payload_log_fields(files))
+    rows: dict[str, int] = {}
+    bad: dict[str, int] = {}
+    wanted = ["version", PREDICTION] if PREDICTION in columns else ["version"]
+    for batch in iter_payload_logs(files, start, end, columns=wanted, batch_rows=chunk_rows):
+        versions = batch["version"].astype(str)
+        if PREDICTION in batch:
+            finite = np.isfinite(pd.to_numeric(batch[PREDICTION], errors="coerce").to_numpy(dtype=np.float64))
+        else:
+            finite = np.zeros(len(batch), dtype=bool)
+        for version, n in versions.value_counts().items():
+            rows[version] = rows.get(version, 0) + int(n)
+        for version, n in versions[~finite].value_counts().items():
+            bad[version] = bad.get(version, 0) + int(n)
+    if not rows:
+        raise EmptyWindow(
+            f"no payload logs of model {name} in the window {start.isoformat()} .. {end.isoformat()} "
+            f"under {join_uri(root, name)}; log predictions (serving.payload_log.enabled) or widen --window/--last"
+        )
+    return WindowScan(root, files, columns, rows, bad)
+
+
 def read_window(config: PlatformConfig, name: str, start, end) -> pd.DataFrame:
+    """The whole window as one frame (a live evaluation joins it with labels)."""
     from serving.payload_log import payload_log_root, read_payload_logs
 
     root = payload_log_root(config)
@@ -237,16 +328,16 @@ def read_window(config: PlatformConfig, name: str, start, end) -> pd.DataFrame:
     return rows
 
 
-def _check_columns(selector: str, rows: pd.DataFrame, ref: TrainingReference) -> None:
-    missing = [n for n in ref.features if n not in rows.columns]
+def _check_columns(selector: str, scan: WindowScan, version: str, ref: TrainingReference) -> None:
+    missing = [n for n in ref.features if n not in scan.columns]
     if missing:
-        logged = sorted(c for c in rows.columns if c not in FIXED_COLUMNS)
+        logged = sorted(c for c in scan.columns if c not in FIXED_COLUMNS)
         raise ForeignPayloads(
             f"payload logs of {selector} lack the feature column(s) {missing} the version takes "
             f"(they have {logged}): "
             "written for another schema"
         )
-    if PREDICTION not in rows.columns or not np.isfinite(pd.to_numeric(rows[PREDICTION], errors="coerce")).all():
+    if scan.bad_predictions.get(version):
         raise ForeignPayloads(f"payload logs of {selector}: the prediction column is missing or not all numbers")
 
 
@@ -260,53 +351,69 @@ def monitor(
     pipeline: str,
     run_id: str,
     log=print,
+    chunk_rows: int = CHUNK_ROWS,
+    sample_rows: int = SAMPLE_ROWS,
 ) -> dict:
-    """Runs the monitoring of `model` (NAME, NAME@ALIAS or NAME@VERSION) over [start, end)."""
+    """Runs the monitoring of `model` (NAME, NAME@ALIAS or NAME@VERSION) over [start, end), reading
+    the window `chunk_rows` payload-log rows at a time (two passes: the versions' row counts, then
+    every assessed version's accumulators, mlops.monitoring.window)."""
     from mlops.registry.errors import RegistryNotFound
     from mlops.registry.store import ModelRegistry
+    from serving.payload_log import iter_payload_logs
 
     t0 = time.perf_counter()
     registry = ModelRegistry.from_config(config)
     selected = registry.resolve(model or config.project)
-    rows = read_window(config, selected.name, start, end)
-    present = sorted(rows["version"].unique(), key=lambda v: (len(v), v))
+    scan = scan_window(config, selected.name, start, end, chunk_rows)
+    present = sorted(scan.rows, key=lambda v: (len(v), v))
     if str(selected.version) not in present:
         raise EmptyWindow(
             f"no payload logs of {selected.selector} (selected by {model or config.project}) in the window "
             f"{start.isoformat()} .. {end.isoformat()}: it holds rows of version(s) {', '.join(present)} only"
         )
-    versions, plots, statistics, refs = [], {}, {}, {}
+    skipped, assessed = {}, {}
     for version in present:
-        part = rows[rows["version"] == version].reset_index(drop=True)
+        n = scan.rows[version]
         is_selected = version == str(selected.version)
         try:
             mv = registry.get(selected.name, version)
             ref = training_reference(config, mv)
-            _check_columns(mv.selector, part, ref)
+            _check_columns(mv.selector, scan, version, ref)
         except (RegistryNotFound, NoTrainingReference, ForeignPayloads) as e:
             if is_selected:
                 raise
-            versions.append(
-                {"version": version, "model": f"{selected.name}@{version}", "rows": len(part), "skipped": e.message}
-            )
+            skipped[version] = {
+                "version": version,
+                "model": f"{selected.name}@{version}",
+                "rows": n,
+                "skipped": e.message,
+            }
             continue
-        if len(part) < config.monitoring.min_rows:
-            versions.append(
-                {
-                    "version": version,
-                    "model": mv.selector,
-                    "rows": len(part),
-                    "skipped": f"{len(part)} rows, fewer than monitoring.min_rows={config.monitoring.min_rows}",
-                }
-            )
+        if n < config.monitoring.min_rows:
+            skipped[version] = {
+                "version": version,
+                "model": mv.selector,
+                "rows": n,
+                "skipped": f"{n} rows, fewer than monitoring.min_rows={config.monitoring.min_rows}",
+            }
             continue
-        log(f"monitor: {mv.selector}: {len(part):,} rows vs its training reference")
-        result, version_plots, stats = assess_version(config, ref, part, seed=config.split.seed)
-        result["selected"] = is_selected
+        log(f"monitor: {mv.selector}: {n:,} rows vs its training reference")
+        assessed[version] = prepare_version(config, mv, ref, sample_rows)
+    columns = ["version", "source", PREDICTION, quality.DEFAULTS_MARK]
+    columns += sorted({name for a in assessed.values() for name in a.ref.features})
+    batches = iter_payload_logs(scan.files, start, end, columns=columns, batch_rows=chunk_rows)
+    accumulate(batches, {v: a.window for v, a in assessed.items()}, seed=config.split.seed)
+    versions, plots, statistics, refs = [], {}, {}, {}
+    for version in present:
+        if version in skipped:
+            versions.append(skipped[version])
+            continue
+        result, version_plots, stats = assess_version(config, assessed[version], seed=config.split.seed)
+        result["selected"] = version == str(selected.version)
         versions.append(result)
         plots.update(version_plots)
         statistics[version] = stats
-        refs[version] = mv
+        refs[version] = assessed[version].model
     finished = time.time()
     result = {
         "model": selected.selector,
@@ -314,7 +421,7 @@ def monitor(
         "window": {"start": start.isoformat(), "end": end.isoformat()},
         "detector": config.monitoring.detector,
         "thresholds": config.monitoring.model_dump(mode="json", exclude={"pushgateway_url"}),
-        "rows": len(rows),
+        "rows": scan.total,
         "versions": versions,
         "drifted": any(v.get("verdict", {}).get("drifted") for v in versions),
         "run_id": run_id,
@@ -322,7 +429,7 @@ def monitor(
         "finished_at_epoch": finished,
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    publish(config, result, plots, statistics, refs, out_dir, pipeline=pipeline, run_id=run_id, rows=rows)
+    publish(config, result, plots, statistics, refs, out_dir, pipeline=pipeline, run_id=run_id, rows=scan.rows)
     return result
 
 
@@ -345,8 +452,9 @@ def _move_into_place(staging: str, out_dir: str) -> None:
         storage.remove(staging, recursive=True)
 
 
-def publish(config, result, plots, statistics, refs, out_dir, *, pipeline, run_id, rows) -> None:
-    """Files (staged, then moved), metrics, then the MLMD record: a failure leaves none of them."""
+def publish(config, result, plots, statistics, refs, out_dir, *, pipeline, run_id, rows: dict[str, int]) -> None:
+    """Files (staged, then moved), metrics, then the MLMD record: a failure leaves none of them.
+    `rows`: the window's rows per version."""
     from mlops.metadata.store import ArtifactRef
     from mlops.steps import record_step
     from mlops.validation.statistics import write_statistics
@@ -384,7 +492,7 @@ def publish(config, result, plots, statistics, refs, out_dir, *, pipeline, run_i
                         "model": name,
                         "start": result["window"]["start"],
                         "end": result["window"]["end"],
-                        "row_count": len(rows),
+                        "row_count": sum(rows.values()),
                     },
                 )
             ],
@@ -404,7 +512,7 @@ def publish(config, result, plots, statistics, refs, out_dir, *, pipeline, run_i
                         "split": SERVING_SPLIT,
                         "span": span,
                         "model": refs[version].selector,
-                        "row_count": int((rows["version"] == version).sum()),
+                        "row_count": rows[version],
                     },
                 )
                 for version in statistics

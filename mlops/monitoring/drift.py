@@ -47,10 +47,19 @@ def present_numeric(values) -> np.ndarray:
     return x[np.isfinite(x)]
 
 
+def missing_categorical(values) -> np.ndarray:
+    """Which values are missing: None, NaN or "" (vectorised: a million values in milliseconds)."""
+    import pandas as pd
+
+    x = np.asarray(values, dtype=object).reshape(-1)
+    missing = pd.isna(x)
+    missing[~missing] = x[~missing] == ""
+    return missing
+
+
 def present_categorical(values) -> np.ndarray:
     x = np.asarray(values, dtype=object).reshape(-1)
-    keep = np.array([v is not None and v == v and v != "" for v in x], dtype=bool) if x.size else np.zeros(0, bool)
-    return x[keep].astype(str)
+    return x[~missing_categorical(x)].astype(str)
 
 
 def normalised_wasserstein(reference: np.ndarray, window: np.ndarray) -> float:
@@ -64,25 +73,31 @@ def normalised_wasserstein(reference: np.ndarray, window: np.ndarray) -> float:
     return float(wasserstein_distance(reference, window)) / scale
 
 
+def not_assessed(name: str, kind: str, threshold: float, reference_values: int, window_values: int) -> Drift:
+    """The result of a feature with too few present values on one side: no effect, not drifted."""
+    numeric = kind == NUMERIC
+    return Drift(
+        name,
+        kind,
+        "wasserstein_norm" if numeric else "jensen_shannon",
+        None,
+        threshold,
+        "ks" if numeric else "chi2",
+        None,
+        None,
+        False,
+        int(reference_values),
+        int(window_values),
+        note="not assessed: no values on one side",
+    )
+
+
 def numeric_drift(name: str, reference, window, threshold: float, p_value: float, min_values: int = 1) -> Drift:
     from scipy.stats import ks_2samp
 
     ref, cur = present_numeric(reference), present_numeric(window)
     if min(ref.size, cur.size) < min_values:
-        return Drift(
-            name,
-            NUMERIC,
-            "wasserstein_norm",
-            None,
-            threshold,
-            "ks",
-            None,
-            None,
-            False,
-            ref.size,
-            cur.size,
-            note="not assessed: no values on one side",
-        )
+        return not_assessed(name, NUMERIC, threshold, ref.size, cur.size)
     effect = normalised_wasserstein(ref, cur)
     ks = ks_2samp(ref, cur, method="asymp")
     drifted = effect > threshold and float(ks.pvalue) < p_value
@@ -101,16 +116,23 @@ def numeric_drift(name: str, reference, window, threshold: float, p_value: float
     )
 
 
+def value_counts(values) -> dict[str, int]:
+    """Present categorical values -> how often each occurs (present_categorical's rule for missing)."""
+    categories, counts = np.unique(present_categorical(values), return_counts=True)
+    return dict(zip(categories.tolist(), counts.tolist()))
+
+
+def aligned_counts(reference: dict[str, int], window: dict[str, int]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(categories, reference counts, window counts) over the union of both sides' categories, sorted."""
+    categories = sorted(set(reference) | set(window))
+    r = np.array([reference.get(c, 0) for c in categories], dtype=np.float64)
+    c = np.array([window.get(v, 0) for v in categories], dtype=np.float64)
+    return categories, r, c
+
+
 def category_counts(reference: np.ndarray, window: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(categories, reference counts, window counts) over the union of both sides' categories."""
-    ref_cats, ref_n = np.unique(reference, return_counts=True)
-    cur_cats, cur_n = np.unique(window, return_counts=True)
-    categories = np.union1d(ref_cats, cur_cats)
-    r = np.zeros(categories.size)
-    c = np.zeros(categories.size)
-    r[np.searchsorted(categories, ref_cats)] = ref_n
-    c[np.searchsorted(categories, cur_cats)] = cur_n
-    return [str(v) for v in categories], r, c
+    """(categories, reference counts, window counts) of two arrays of values."""
+    return aligned_counts(value_counts(reference), value_counts(window))
 
 
 def jensen_shannon(p: np.ndarray, q: np.ndarray) -> float:
@@ -127,25 +149,21 @@ def psi(p: np.ndarray, q: np.ndarray) -> float:
 
 
 def categorical_drift(name: str, reference, window, threshold: float, p_value: float, min_values: int = 1) -> Drift:
+    return categorical_drift_of_counts(
+        name, value_counts(reference), value_counts(window), threshold, p_value, min_values
+    )
+
+
+def categorical_drift_of_counts(
+    name: str, reference: dict[str, int], window: dict[str, int], threshold: float, p_value: float, min_values: int = 1
+) -> Drift:
+    """Categorical drift from the category counts of both sides (a window counted chunk by chunk)."""
     from scipy.stats import chi2_contingency
 
-    ref, cur = present_categorical(reference), present_categorical(window)
-    if min(ref.size, cur.size) < min_values:
-        return Drift(
-            name,
-            CATEGORICAL,
-            "jensen_shannon",
-            None,
-            threshold,
-            "chi2",
-            None,
-            None,
-            False,
-            ref.size,
-            cur.size,
-            note="not assessed: no values on one side",
-        )
-    _, r, c = category_counts(ref, cur)
+    _, r, c = aligned_counts(reference, window)
+    ref_n, cur_n = int(r.sum()), int(c.sum())
+    if min(ref_n, cur_n) < min_values:
+        return not_assessed(name, CATEGORICAL, threshold, ref_n, cur_n)
     effect = jensen_shannon(r, c)
     if r.size < 2:
         statistic, p = 0.0, 1.0  # one category on both sides: nothing can differ
@@ -163,8 +181,8 @@ def categorical_drift(name: str, reference, window, threshold: float, p_value: f
         statistic,
         p,
         drifted,
-        int(ref.size),
-        int(cur.size),
+        ref_n,
+        cur_n,
         psi=psi(r, c),
     )
 

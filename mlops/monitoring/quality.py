@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from mlops.monitoring.drift import CATEGORICAL, present_categorical
+from mlops.monitoring.drift import CATEGORICAL, missing_categorical, present_categorical
 
 DEFAULTS_MARK = "feature_defaults"
 
@@ -39,27 +39,79 @@ def is_missing(column: pd.Series) -> np.ndarray:
     values = column.to_numpy()
     if values.dtype.kind == "f":
         return ~np.isfinite(values)
-    return np.array([v is None or v != v or v == "" for v in values], dtype=bool)
+    return missing_categorical(values)
 
 
-def feature_quality(
-    window: pd.DataFrame, kinds: dict[str, str], vocabularies: dict[str, set[str]]
-) -> list[FeatureQuality]:
-    out = []
-    n = len(window)
-    for name, kind in kinds.items():
-        if name not in window.columns:
-            out.append(FeatureQuality(name, kind, n, 1.0, None, []))
-            continue
-        missing = is_missing(window[name])
-        oov, examples = None, []
-        if kind == CATEGORICAL and name in vocabularies:
-            present = present_categorical(window[name].to_numpy())
-            outside = present[~np.isin(present, list(vocabularies[name]))] if present.size else present
-            oov = float(outside.size / present.size) if present.size else 0.0
-            examples = sorted(set(outside.tolist()))[:5]
-        out.append(FeatureQuality(name, kind, n, float(missing.mean()) if n else 0.0, oov, examples))
-    return out
+OOV_EXAMPLES = 5  # the alphabetically first out-of-vocabulary values reported per feature
+
+
+class QualityCounts:
+    """Exact data-quality counts of a window, added chunk by chunk (the same numbers whatever the
+    chunks): rows, missing values and out-of-vocabulary values per feature, rows served with
+    feature-store defaults per store group (`groups`: store_groups)."""
+
+    def __init__(self, kinds: dict[str, str], vocabularies: dict[str, set[str]], groups: dict[str, list[str]]):
+        self.kinds, self.groups = kinds, groups
+        self.vocabularies = {k: np.array(sorted(v), dtype=str) for k, v in vocabularies.items()}
+        self.rows = 0
+        self.missing = dict.fromkeys(kinds, 0)
+        self.present = dict.fromkeys(kinds, 0)
+        self.outside = dict.fromkeys(kinds, 0)
+        self.examples: dict[str, list[str]] = {k: [] for k in kinds}
+        self.lacking = set(kinds)  # features no chunk had a column for
+        self.marked: int | None = None  # rows counted by a DEFAULTS_MARK column, when the logs have one
+        self.defaults = dict.fromkeys(groups, 0)
+        self.any_defaults = 0
+        self.seen_groups: set[str] = set()  # groups with a column in some chunk
+
+    def add(self, window: pd.DataFrame) -> None:
+        n = len(window)
+        self.rows += n
+        for name, kind in self.kinds.items():
+            if name not in window.columns:
+                self.missing[name] += n
+                continue
+            self.lacking.discard(name)
+            self.missing[name] += int(is_missing(window[name]).sum())
+            if kind == CATEGORICAL and name in self.vocabularies:
+                present = present_categorical(window[name].to_numpy())
+                outside = present[~np.isin(present, self.vocabularies[name])] if present.size else present
+                self.present[name] += int(present.size)
+                self.outside[name] += int(outside.size)
+                self.examples[name] = sorted(set(self.examples[name]) | set(outside.tolist()))[:OOV_EXAMPLES]
+        if DEFAULTS_MARK in window.columns:
+            self.marked = (self.marked or 0) + int(window[DEFAULTS_MARK].fillna(False).astype(bool).sum())
+            return
+        any_group = np.zeros(n, dtype=bool)
+        for group, names in self.groups.items():
+            present = [c for c in names if c in window.columns]
+            if not present:
+                continue
+            self.seen_groups.add(group)
+            all_missing = np.logical_and.reduce([is_missing(window[c]) for c in present])
+            self.defaults[group] += int(all_missing.sum())
+            any_group |= all_missing
+        self.any_defaults += int(any_group.sum())
+
+    def features(self) -> list[FeatureQuality]:
+        out = []
+        for name, kind in self.kinds.items():
+            if name in self.lacking:
+                out.append(FeatureQuality(name, kind, self.rows, 1.0, None, []))
+                continue
+            oov = None
+            if kind == CATEGORICAL and name in self.vocabularies:
+                oov = self.outside[name] / self.present[name] if self.present[name] else 0.0
+            missing = self.missing[name] / self.rows if self.rows else 0.0
+            out.append(FeatureQuality(name, kind, self.rows, missing, oov, list(self.examples[name])))
+        return out
+
+    def store_defaults(self) -> dict[str, int]:
+        """Rows per store group with all of that group's features missing, and `any` of them (or,
+        from a DEFAULTS_MARK column, only `any`)."""
+        if self.marked is not None:
+            return {"any": self.marked}
+        return {**{g: n for g, n in self.defaults.items() if g in self.seen_groups}, "any": self.any_defaults}
 
 
 def store_groups(config) -> dict[str, list[str]]:
@@ -79,22 +131,3 @@ def store_groups(config) -> dict[str, list[str]]:
         if names:
             groups[aggregate.name] = names
     return groups
-
-
-def rows_with_store_defaults(window: pd.DataFrame, groups: dict[str, list[str]]) -> dict[str, int]:
-    """Rows per store group with all of that group's features missing, and `any` of them."""
-    n = len(window)
-    if DEFAULTS_MARK in window.columns:
-        marked = int(window[DEFAULTS_MARK].fillna(False).astype(bool).sum())
-        return {"any": marked}
-    out: dict[str, int] = {}
-    any_group = np.zeros(n, dtype=bool)
-    for group, names in groups.items():
-        present = [c for c in names if c in window.columns]
-        if not present:
-            continue
-        all_missing = np.logical_and.reduce([is_missing(window[c]) for c in present])
-        out[group] = int(all_missing.sum())
-        any_group |= all_missing
-    out["any"] = int(any_group.sum())
-    return out
