@@ -8,7 +8,7 @@ Per version with at least monitoring.min_rows rows:
   * feature drift with effect sizes and p-values (mlops.monitoring.drift; or alibi-detect, by
     monitoring.detector), prediction drift (the model's outputs vs its outputs on the reference
     sample), one joint-space check (a domain classifier's AUC; alibi: MMD);
-  * CBPE estimates of AUC, precision and recall with their band (estimates.py);
+  * CBPE estimates of AUC, precision, recall and the positive rate with their band (cbpe.py);
   * data quality: missing and out-of-vocabulary rates, rows served with feature-store defaults.
 
 The window is read in chunks (serving.payload_log.iter_payload_logs, CHUNK_ROWS rows at a time),
@@ -44,6 +44,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
+from components.monitor import cbpe as C
 from components.monitor import estimates
 from components.monitor.reference import (
     PREDICTION,
@@ -203,7 +204,7 @@ def _feature_drift(reference: pd.DataFrame, window: VersionWindow, sample: pd.Da
             continue
         d = D.numeric_drift(name, reference[name], sample[name], m.numeric_wasserstein, m.p_value)
         if d.window_values < window.present[name]:
-            note = f"KS and Wasserstein on a random sample of {d.window_values:,} of the window's values"
+            note = f"KS and Wasserstein on a random sample of {len(sample):,} rows ({d.window_values:,} values)"
             d = replace(d, window_values=window.present[name], note=note if d.effect is not None else d.note)
         out.append(d)
     return out
@@ -229,7 +230,8 @@ def assess_version(config: PlatformConfig, version: Assessed, seed: int = 0) -> 
         joint = estimates.domain_classifier(reference, sample, kinds, seed=seed)
         joint["threshold"] = m.domain_auc
         joint["drifted"] = joint["score"] is not None and joint["score"] > m.domain_auc and joint["p_value"] < m.p_value
-    cbpe = estimates.cbpe(predictions, seed=seed)
+    fitted = C.fit_reference(config, ref)  # NannyML's CBPE: calibrator and sampling errors from labelled data
+    cbpe = C.estimate(fitted, predictions)
     for metric, value in cbpe.items():
         value["reference"] = ref.metrics.get(metric)
     drifted_features = [d.feature for d in features if d.drifted]
@@ -258,7 +260,12 @@ def assess_version(config: PlatformConfig, version: Assessed, seed: int = 0) -> 
         "feature_drift": [d.to_json() for d in features],
         "prediction_drift": prediction.to_json(),
         "joint_drift": joint,
-        "estimated_performance": {"method": "cbpe", "rows": len(predictions), "metrics": cbpe},
+        "estimated_performance": {
+            "method": "cbpe",
+            "rows": len(predictions),
+            "reference": fitted.describe(),
+            "metrics": cbpe,
+        },
         "quality": {q.feature: q.to_json() for q in window.quality.features()},
         "store_defaults": window.quality.store_defaults(),
         "tfdv": tfdv_checks,

@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 
 from mlops.config import load_config
+from tests.support import monitored_model
 from tests.support.fixtures import FLIGHTS_CONFIG
+from tests.support.monitored_model import log_window
 
 START = pd.Timestamp("2013-07-01T00:00:00Z")
 CARRIERS = np.array(["UA", "AA", "DL", "B6"])
@@ -38,78 +40,9 @@ def synthetic_rows(n: int, seed: int, summer: bool = False) -> dict[str, np.ndar
     }
 
 
-def record_training_lineage(
-    config, store, run_id: str, examples_dir: str, stats_dir: str, schema_dir: str, model_dir: str
-):
-    from mlops.metadata.store import ArtifactRef
-
-    run = store.run_context("training", run_id)
-    examples, statistics = ArtifactRef("Examples", examples_dir), ArtifactRef("Statistics", stats_dir)
-    schema, anomalies = ArtifactRef("Schema", schema_dir), ArtifactRef("Anomalies", f"{examples_dir}-anomalies")
-    graph, model = ArtifactRef("TransformGraph", f"{examples_dir}-transform"), ArtifactRef("Model", model_dir)
-    store.record_execution(run, "statistics_gen", {"examples": [examples]}, {"statistics": [statistics]})
-    store.record_execution(run, "schema_gen", {"statistics": [statistics]}, {"schema": [schema]})
-    store.record_execution(
-        run, "example_validator", {"statistics": [statistics], "schema": [schema]}, {"anomalies": [anomalies]}
-    )
-    store.record_execution(
-        run,
-        "transform",
-        {"examples": [examples], "schema": [schema], "anomalies": [anomalies]},
-        {"transform_graph": [graph]},
-    )
-    store.record_execution(run, "trainer", {"examples": [examples], "transform_graph": [graph]}, {"model": [model]})
-
-
 def train_reference(config, root: str, model_dir: str, rows: int = 3000) -> None:
-    """Registers model_dir as flights@1 (production) with the lineage a training run records."""
-    import tensorflow_data_validation as tfdv
-
-    from mlops.metadata.store import open_store
-    from mlops.registry.lineage import record_registration
-    from mlops.registry.store import ModelRegistry
-    from mlops.validation.schema import apply_comparators, ensure_environments, write_schema
-    from mlops.validation.statistics import compute_statistics, write_statistics
-    from tests.support.serving_models import register, tiny_probability
-
-    frame = pd.DataFrame(synthetic_rows(rows, seed=1))
-    frame["is_delayed"] = (np.random.default_rng(2).random(rows) < tiny_probability(frame)).astype(np.int64)
-    examples_dir, stats_dir, schema_dir = (f"{root}/training/{k}" for k in ("examples", "statistics", "schema"))
-    os.makedirs(examples_dir)
-    frame.to_parquet(f"{examples_dir}/train.parquet", index=False)
-    stats = compute_statistics(frame, config, "train")
-    write_statistics(stats, f"{stats_dir}/train.stats.pb")
-    schema = apply_comparators(ensure_environments(tfdv.infer_schema(stats), "is_delayed"), config)
-    write_schema(schema, f"{schema_dir}/schema.pbtxt")
-    store = open_store(config)
-    record_training_lineage(config, store, "train-1", examples_dir, stats_dir, schema_dir, model_dir)
-    version = register(root, "flights", model_dir, metrics={"auc": 0.66})
-    record_registration(
-        config, version, run_id="train-1", pipeline="training", model_artifact_uri=model_dir, store=store
-    )
-    ModelRegistry(root).promote("flights", version.version, "production", reason="test")
-
-
-def log_window(config, version: str, rows: dict, start: pd.Timestamp, predictions=None, source="online") -> None:
-    """Writes rows as the model server would, spread over the hour after `start`."""
-    from serving.payload_log import ParquetSink, PayloadLogger, payload_log_root
-    from tests.support.serving_models import tiny_probability
-
-    n = len(rows["hour"])
-    predictions = tiny_probability(rows) if predictions is None else predictions
-    logger = PayloadLogger(ParquetSink(payload_log_root(config)), flush_rows=10**6, flush_seconds=60)
-    for i, chunk in enumerate(np.array_split(np.arange(n), 10)):
-        logger.log(
-            model="flights",
-            version=version,
-            source=source,
-            request_ids=[f"r{version}-{start.value}-{j}" for j in chunk],
-            features={k: v[chunk] for k, v in rows.items()},
-            predictions=np.asarray(predictions, dtype=np.float32)[chunk],
-            timestamp=start.timestamp() + i * 300,
-        )
-    logger.close()
-    assert logger.stats()["written_rows"] == n
+    """Registers model_dir as flights@1 (production), trained on `rows` winter rows."""
+    monitored_model.train_reference(config, root, model_dir, pd.DataFrame(synthetic_rows(rows, seed=1)))
 
 
 @pytest.fixture(scope="module")
@@ -174,6 +107,60 @@ def test_stable_window_is_not_flagged_and_a_drifted_one_is(monitored):
     assert 'mlops_monitoring_estimated_metric{bound="value",metric="auc",model="flights",version="1"}' in prom
 
 
+def test_the_window_is_read_in_chunks_and_the_result_does_not_depend_on_their_size(monitored, monkeypatch):
+    """Read 97 rows at a time (spied on: no batch is larger), with a 400-row sample: the same result
+    as one 100,000-row chunk. Counts (rows, sources, missing/OOV rates, categories) are exact, also
+    against a sample as large as the window; only the row-based tests see the sample."""
+    import serving.payload_log as payload_log
+
+    read = payload_log.iter_payload_logs
+    batches: list[int] = []
+
+    def spied(*args, **kwargs):
+        for batch in read(*args, **kwargs):
+            batches.append(len(batch))
+            yield batch
+
+    monkeypatch.setattr(payload_log, "iter_payload_logs", spied)
+
+    def run(chunk_rows, sample_rows, run_id):
+        from components.monitor.executor import PIPELINE, default_out_dir, monitor
+
+        start, end = START + pd.Timedelta(hours=2), START + pd.Timedelta(hours=3)
+        out = default_out_dir(monitored, "flights", run_id)
+        batches.clear()
+        result = monitor(
+            monitored, "flights@production", start, end, out, pipeline=PIPELINE, run_id=run_id,
+            log=lambda *_: None, chunk_rows=chunk_rows, sample_rows=sample_rows,
+        )  # fmt: skip
+        [version] = result["versions"]
+        return version, list(batches)
+
+    small, small_batches = run(97, 400, "mon-chunks-97")
+    one, one_batches = run(100_000, 400, "mon-chunks-1")
+    full, _ = run(97, 10_000, "mon-chunks-full")
+    assert max(small_batches) <= 97 and sum(small_batches) == 2 * 1500  # two passes over the window
+    assert max(one_batches) == 1500
+
+    tfdv_small, tfdv_one = small.pop("tfdv"), one.pop("tfdv")
+    assert small == one
+    assert [a["kind"] for a in tfdv_small["anomalies"]] == [a["kind"] for a in tfdv_one["anomalies"]]
+    for a, b in zip(tfdv_small["skew"], tfdv_one["skew"], strict=True):
+        assert (a["feature"], a["exceeded"]) == (b["feature"], b["exceeded"])
+        assert a["value"] == pytest.approx(b["value"], abs=1e-6)
+
+    assert small["sample"]["rows"] == 400 and full["sample"]["rows"] == 1500
+    for exact in ("rows", "sources", "quality", "store_defaults"):
+        assert small[exact] == full[exact]
+    by_feature = {d["feature"]: d for d in small["feature_drift"]}
+    full_by_feature = {d["feature"]: d for d in full["feature_drift"]}
+    assert by_feature["carrier"] == full_by_feature["carrier"]  # categorical: exact counts
+    temp = by_feature["temp"]
+    assert temp["window_values"] == full_by_feature["temp"]["window_values"] > 1400  # present values, not the sample's
+    assert "random sample of 400 rows" in temp["note"] and temp["drifted"]
+    assert temp["effect"] == pytest.approx(full_by_feature["temp"]["effect"], rel=0.1)
+
+
 def test_the_run_is_recorded_with_lineage_to_the_model(monitored):
     from mlops.metadata.store import open_store
 
@@ -188,25 +175,6 @@ def test_the_run_is_recorded_with_lineage_to_the_model(monitored):
     [stats] = [a for a in store.list_artifacts("Statistics") if a.uri == f"{out}/v1/serving.stats.pb"]
     assert stats.properties["split"] == "serving" and stats.properties["model"] == "flights@1"
     assert stats.properties["row_count"] == 1500
-
-
-def test_cbpe_estimate_lands_in_its_band_of_the_realised_metrics():
-    """Labels drawn from calibrated probabilities: the realised AUC, precision and recall (the
-    Evaluator's binary_metrics on those labels) fall inside the estimate's band."""
-    from components.evaluator.executor import binary_metrics
-    from components.monitor.estimates import cbpe
-
-    inside = 0
-    for seed in range(10):
-        rng = np.random.default_rng(100 + seed)
-        p = 1 / (1 + np.exp(-rng.normal(-1.0, 1.2, 2000)))
-        labels = (rng.random(p.size) < p).astype(float)
-        estimate, realised = cbpe(p, seed=seed), binary_metrics(labels, p)
-        for metric, e in estimate.items():
-            assert e["low"] < e["value"] < e["high"]
-            assert abs(e["value"] - realised[metric]) < 0.05
-            inside += e["low"] <= realised[metric] <= e["high"]
-    assert inside >= 27, f"{inside} of 30 realised metrics inside their 95% band"
 
 
 def test_alibi_detect_agrees_with_the_default_detector():
