@@ -1,20 +1,6 @@
-"""What a monitoring run estimates with models: performance before labels arrive (CBPE) and drift
-in the joint feature space (a domain classifier). Both measure AUC with the Evaluator's
-binary_metrics: the project has one definition of AUC (TFMA's, components/evaluator).
-
-CBPE (confidence-based performance estimation, as NannyML defines it): with calibrated
-probabilities p, the label of a row is a Bernoulli(p) draw, so the EXPECTED confusion matrix at the
-decision threshold is TP = sum(p | p > t), FP = sum(1 - p | p > t), FN = sum(p | p <= t),
-TN = sum(1 - p | p <= t), and the expected ROC curve is the one of the same fractional labels at
-every threshold. That is exactly binary_metrics(label=p, prediction=p): TFMA's metrics already
-take fractional labels as weights. The uncertainty band is the spread of the REALISED metric of a
-window of this size: labels are drawn from p (Monte Carlo, `draws` times) and the band is the
-central `coverage` interval of the realised metrics, i.e. where the metric computed from the real
-labels lands if the probabilities are calibrated. (NannyML's analytical sampling error estimates
-the same spread from the standard deviation over reference chunks.) The model's probabilities are
-taken as calibrated: the Trainer fits them with log-loss, and the Evaluator's `calibration` of the
-version (mean prediction / mean label) is reported beside the estimate so a miscalibrated model is
-visible.
+"""What a monitoring run estimates with a model: drift in the joint feature space (a domain
+classifier), measured with the Evaluator's binary_metrics: the project has one definition of AUC
+(TFMA's, components/evaluator). Performance before labels arrive (CBPE) is in cbpe.py.
 """
 
 from __future__ import annotations
@@ -25,33 +11,6 @@ import numpy as np
 import pandas as pd
 
 from components.evaluator.executor import binary_metrics
-
-CBPE_METRICS = ("auc", "precision", "recall")
-CBPE_DRAWS = 200
-CBPE_COVERAGE = 0.95
-
-
-def cbpe(probabilities, *, draws: int = CBPE_DRAWS, coverage: float = CBPE_COVERAGE, seed: int = 0) -> dict:
-    """{metric: {value, low, high}} for AUC, precision and recall, estimated without labels."""
-    p = np.clip(np.asarray(probabilities, dtype=np.float64).reshape(-1), 0.0, 1.0)
-    if not p.size:
-        return {m: {"value": None, "low": None, "high": None} for m in CBPE_METRICS}
-    estimate = binary_metrics(p, p)
-    rng = np.random.default_rng(seed)
-    realised = {m: [] for m in CBPE_METRICS}
-    for _ in range(draws):
-        drawn = binary_metrics((rng.random(p.size) < p).astype(np.float64), p)
-        for m in CBPE_METRICS:
-            if drawn[m] is not None:
-                realised[m].append(drawn[m])
-    tail = (1.0 - coverage) / 2 * 100
-    out = {}
-    for m in CBPE_METRICS:
-        values = np.asarray(realised[m])
-        low, high = np.percentile(values, [tail, 100 - tail]).tolist() if values.size else (None, None)
-        out[m] = {"value": estimate[m], "low": low, "high": high}
-    return out
-
 
 # ---- joint space: a domain classifier --------------------------------------------------------
 DOMAIN_MAX_ROWS = 5000  # per side; the AUC's standard error at 5,000 + 5,000 rows is ~0.006

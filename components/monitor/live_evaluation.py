@@ -257,12 +257,9 @@ def cbpe_of_window(config: PlatformConfig, selector: str, version: str, start, e
 def _against_cbpe(live: dict, cbpe: dict | None) -> dict | None:
     if cbpe is None:
         return None
-    out = {}
-    for m, e in cbpe["metrics"].items():
-        value, low, high = live.get(m), e.get("low"), e.get("high")
-        within = None if None in (value, low, high) else bool(low <= value <= high)
-        out[m] = {"live": value, "estimate": e.get("value"), "low": low, "high": high, "within_band": within}
-    return {"monitoring_run": cbpe["monitoring_run"], "metrics": out}
+    from components.monitor.cbpe import compare
+
+    return {"monitoring_run": cbpe["monitoring_run"], **compare(live, cbpe["metrics"])}
 
 
 # ---- the run ---------------------------------------------------------------------------------
@@ -391,6 +388,12 @@ def registry_for(result: dict):
         ["model", "version"],
         registry=registry,
     )
+    unreliable = Gauge(
+        "mlops_live_cbpe_unreliable",
+        "1 when a realised metric falls outside its CBPE band (concept drift suspected)",
+        ["model", "version"],
+        registry=registry,
+    )
     finished = Gauge(
         "mlops_live_last_run_timestamp_seconds", "When the live evaluation finished", ["model"], registry=registry
     )
@@ -413,6 +416,8 @@ def registry_for(result: dict):
     changes.labels(model, version).set(len(result["concept_drift"]["changes"]))
     if result["concept_drift"]["error_rate"] is not None:
         error_rate.labels(model, version).set(result["concept_drift"]["error_rate"])
+    if result["cbpe"] and result["cbpe"]["reliable"] is not None:
+        unreliable.labels(model, version).set(int(not result["cbpe"]["reliable"]))
     finished.labels(model).set(result["finished_at_epoch"])
     return registry
 
@@ -445,6 +450,7 @@ def render(result: dict) -> str:
         )
         if cbpe
         else "<p>no monitoring run of this window</p>",
+        f"<p><b>{fmt(cbpe['signal'])}</b></p>" if cbpe and cbpe.get("signal") else "",
         "<h2>Per window</h2>",
         table(
             ["start", "end", "predictions", "labelled", "AUC", "calibration"],
