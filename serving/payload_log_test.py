@@ -435,11 +435,33 @@ def test_redis_sink_xadds_every_row_trimmed_to_maxlen(tmp_path, redis_url):
         }
         assert json.loads(entries[1][1][b"features"]) == {"hour": 1.0, "distance": 1000.0, "carrier": "DL"}
 
+        # keys: the event time as ISO-8601 UTC text, from text or epoch seconds, calls of both in one write
+        calls = {
+            "t0": np.array(["2013-02-01T05:00:00+00:00", ""], dtype=object),
+            "t1": np.array([1359703800.0, np.nan]),
+        }
+        for name, times in calls.items():
+            assert logger.log(model="flights", version="7", source="online", request_ids=[f"{name}a", f"{name}b"],
+                              features=features(2), predictions=np.zeros(2, np.float32),
+                              keys={"tailnum": np.array(["N1", "N2"], dtype=object), "time_hour": times})  # fmt: skip
+        logger.flush()
+        keys = {
+            fields[b"request_id"].decode(): json.loads(fields[b"keys"])
+            for _, fields in client.xrange(stream)
+            if b"keys" in fields
+        }
+        assert keys == {
+            "t0a": {"tailnum": "N1", "time_hour": "2013-02-01T05:00:00+00:00"},
+            "t0b": {"tailnum": "N2", "time_hour": None},
+            "t1a": {"tailnum": "N1", "time_hour": "2013-02-01T07:30:00+00:00"},
+            "t1b": {"tailnum": "N2", "time_hour": None},
+        }
+
         for i in range(20):  # 6,000 rows more: MAXLEN ~ 1000 trims the stream
             log_call(logger, 300, offset=1000 + i * 300)
         logger.flush()
         stats = logger.stats()
-        assert stats["written_rows"] == 6003 and stats["write_errors"] == 0
+        assert stats["written_rows"] == 6007 and stats["write_errors"] == 0
         assert 1000 <= client.xlen(stream) < 2000  # approximate trimming: whole macro nodes
     finally:
         logger.close()
