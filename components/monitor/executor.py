@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
-import os
 import re
 import time
 import uuid
@@ -45,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from components.monitor import cbpe as C
-from components.monitor import estimates
+from components.monitor import estimates, output
 from components.monitor.reference import (
     PREDICTION,
     SERVING_SPLIT,
@@ -54,21 +52,20 @@ from components.monitor.reference import (
     reference_frame,
     training_reference,
 )
-from mlops import storage
 from mlops.config import PlatformConfig, join_uri
-from mlops.errors import InvalidInput, NotFound, Refused
+from mlops.errors import InvalidInput, NotFound
 from mlops.monitoring import drift as D
 from mlops.monitoring import prometheus, quality
 from mlops.monitoring import report as R
 from mlops.monitoring.window import CHUNK_ROWS, SAMPLE_ROWS, ChunkedStatistics, VersionWindow, accumulate
-from mlops.steps import Location, RunContext, StepResult
+from mlops.steps import Location, RunContext, StepResult, source_version
 from mlops.validation import anomalies as A
 from serving.payload_log import FIXED_COLUMNS
 
 COMPONENT = "monitor"
 PIPELINE = "monitoring"
-CODE_VERSION = "monitor/1"
-RESULT_FILE, REPORT_FILE, METRICS_FILE = "result.json", "report.html", "metrics.prom"
+CODE_VERSION = source_version(COMPONENT, __name__)
+RESULT_FILE, REPORT_FILE = "result.json", "report.html"
 STATS_FILE = "serving.stats.pb"
 
 
@@ -440,75 +437,23 @@ def monitor(
     return result
 
 
-def _staging_dir(out_dir: str) -> str:
-    parent, name = out_dir.rstrip("/").rsplit("/", 1)
-    return f"{parent}/.tmp-{name}-{uuid.uuid4().hex[:8]}"
-
-
-def _move_into_place(staging: str, out_dir: str) -> None:
-    if storage.is_local(out_dir):
-        target = storage.local_path(out_dir)
-        if os.path.isdir(target) and not os.listdir(target):
-            os.rmdir(target)  # KFP creates the output directory empty
-        if os.path.exists(target):
-            raise Refused(f"monitoring output {out_dir} already exists: a run id writes once")
-        os.rename(storage.local_path(staging), target)
-    else:
-        fs, src = storage.fs_and_path(staging)
-        fs.copy(src, storage.fs_and_path(out_dir)[1], recursive=True)
-        storage.remove(staging, recursive=True)
-
-
 def publish(config, result, plots, statistics, refs, out_dir, *, pipeline, run_id, rows: dict[str, int]) -> None:
-    """Files (staged, then moved), metrics, then the MLMD record: a failure leaves none of them.
+    """Files, metrics, then the MLMD record, all or nothing (components/monitor/output.py).
     `rows`: the window's rows per version."""
     from mlops.metadata.store import ArtifactRef
     from mlops.steps import record_step
-    from mlops.validation.statistics import write_statistics
 
-    staging = _staging_dir(out_dir)
-    storage.makedirs(staging)
-    try:
-        for version, stats in statistics.items():
-            write_statistics(stats, join_uri(staging, f"v{version}", STATS_FILE))
-        body = json.dumps(result, indent=2, default=str, sort_keys=True)
-        storage.write_bytes_atomic(join_uri(staging, RESULT_FILE), body.encode())
-        storage.write_bytes_atomic(join_uri(staging, REPORT_FILE), R.render(result, plots).encode())
-        pushgateway = config.monitoring.pushgateway_url
-        if not pushgateway:
-            prometheus.export(result, None, join_uri(staging, METRICS_FILE))
-        _move_into_place(staging, out_dir)
-    except BaseException:
-        storage.remove(staging, recursive=True)
-        raise
-    try:
-        if pushgateway:
-            result["metrics"] = prometheus.export(result, pushgateway, "")
-        span = f"{result['window']['start']}/{result['window']['end']}"
-        name = result["model_name"]
-        from serving.payload_log import payload_log_root
+    body = output.result_json(result)
+    files = {f"v{version}/{STATS_FILE}": stats.SerializeToString() for version, stats in statistics.items()}
+    files[RESULT_FILE] = body.encode()
+    files[REPORT_FILE] = R.render(result, plots).encode()
 
+    def record() -> None:
         window = result["window"]
-        window_uri = f"{join_uri(payload_log_root(config), name)}?start={window['start']}&end={window['end']}"
+        span = f"{window['start']}/{window['end']}"
         inputs = {
-            "payload_window": [
-                ArtifactRef(
-                    "PayloadWindow",
-                    window_uri,
-                    properties={
-                        "model": name,
-                        "start": result["window"]["start"],
-                        "end": result["window"]["end"],
-                        "row_count": sum(rows.values()),
-                    },
-                )
-            ],
-            "model": [
-                ArtifactRef(
-                    "PushedModel", mv.uri, name=mv.selector, properties={"name": mv.name, "version": str(mv.version)}
-                )
-                for mv in refs.values()
-            ],
+            "payload_window": [output.payload_window_ref(config, result["model_name"], window, sum(rows.values()))],
+            "model": [output.pushed_model_ref(mv) for mv in refs.values()],
         }
         outputs = {
             "serving_statistics": [
@@ -530,8 +475,8 @@ def publish(config, result, plots, statistics, refs, out_dir, *, pipeline, run_i
                     out_dir,
                     properties={
                         "model": result["model"],
-                        "start": result["window"]["start"],
-                        "end": result["window"]["end"],
+                        "start": window["start"],
+                        "end": window["end"],
                         "drifted": int(result["drifted"]),
                         "content_hash": hashlib.sha256(body.encode()).hexdigest()[:16],
                     },
@@ -547,9 +492,18 @@ def publish(config, result, plots, statistics, refs, out_dir, *, pipeline, run_i
             outputs=outputs,
             properties={"code_version": CODE_VERSION},
         )
-    except BaseException:
-        storage.remove(out_dir, recursive=True)  # no result without its record
-        raise
+
+    where = output.publish(
+        config,
+        out_dir,
+        files,
+        prometheus.registry_for(result),
+        job=prometheus.JOB,
+        model=result["model_name"],
+        record=record,
+    )
+    if config.monitoring.pushgateway_url:
+        result["metrics"] = where
 
 
 def default_out_dir(config: PlatformConfig, model_name: str, run_id: str) -> str:

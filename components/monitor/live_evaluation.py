@@ -47,31 +47,24 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import html
-import json
 import time
 
 import numpy as np
 import pandas as pd
 
 from components.evaluator.executor import DECISION_THRESHOLD, binary_metrics, slice_metrics
-from components.monitor.executor import (
-    PIPELINE,
-    EmptyWindow,
-    _move_into_place,
-    _staging_dir,
-    parse_duration,
-    read_window,
-)
+from components.monitor import output
+from components.monitor.executor import PIPELINE, EmptyWindow, parse_duration, read_window
 from mlops import storage
 from mlops.config import PlatformConfig, join_uri
 from mlops.errors import InvalidInput, NotFound
-from mlops.monitoring import prometheus
 from mlops.monitoring.concept_drift import DDM
+from mlops.steps import source_version
 
 COMPONENT = "live_evaluation"
-CODE_VERSION = "live_evaluation/1"
+CODE_VERSION = source_version(COMPONENT, __name__)
 JOB = "mlops_live_evaluation"
-RESULT_FILE, REPORT_FILE, METRICS_FILE = "live.json", "report.html", "metrics.prom"
+RESULT_FILE, REPORT_FILE = "live.json", "report.html"
 REQUEST_ID, LABEL, LABEL_TIME, PREDICTED_AT = "request_id", "label", "label_time", "timestamp"
 COMPARED = ("auc", "precision", "recall", "binary_accuracy", "calibration", "mean_label", "mean_prediction")
 LAG_QUANTILES = (0.5, 0.95, 1.0)
@@ -494,51 +487,22 @@ def render(result: dict) -> str:
 
 
 def publish(config: PlatformConfig, result: dict, mv, out_dir: str, *, pipeline: str, run_id: str) -> None:
-    """Files (staged, then moved), metrics, then the MLMD record: a failure leaves none of them."""
+    """Files, metrics, then the MLMD record, all or nothing (components/monitor/output.py)."""
     from mlops.metadata.store import ArtifactRef
     from mlops.steps import record_step
-    from serving.payload_log import payload_log_root
 
-    staging = _staging_dir(out_dir)
-    storage.makedirs(staging)
-    pushgateway = config.monitoring.pushgateway_url
-    body = json.dumps(result, indent=2, default=str, sort_keys=True)
-    try:
-        storage.write_bytes_atomic(join_uri(staging, RESULT_FILE), body.encode())
-        storage.write_bytes_atomic(join_uri(staging, REPORT_FILE), render(result).encode())
-        if not pushgateway:
-            prometheus.publish(registry_for(result), None, join_uri(staging, METRICS_FILE), job=JOB, model=mv.name)
-        _move_into_place(staging, out_dir)
-    except BaseException:
-        storage.remove(staging, recursive=True)
-        raise
-    try:
-        if pushgateway:
-            prometheus.publish(registry_for(result), pushgateway, "", job=JOB, model=mv.name)
-        window = result["window"]
-        window_uri = f"{join_uri(payload_log_root(config), mv.name)}?start={window['start']}&end={window['end']}"
+    body = output.result_json(result)
+    window = result["window"]
+
+    def record() -> None:
+        rows = result["counts"]["predictions"] + sum(result["other_versions"].values())
         inputs = {
-            "payload_window": [
-                ArtifactRef(
-                    "PayloadWindow",
-                    window_uri,
-                    properties={
-                        "model": mv.name,
-                        "start": window["start"],
-                        "end": window["end"],
-                        "row_count": result["counts"]["predictions"] + sum(result["other_versions"].values()),
-                    },
-                )
-            ],
+            "payload_window": [output.payload_window_ref(config, mv.name, window, rows)],
             "labels": [
                 ArtifactRef("Dataset", s["uri"], properties={k: v for k, v in s.items() if k != "uri"})
                 for s in result["labels"]["sources"]
             ],
-            "model": [
-                ArtifactRef(
-                    "PushedModel", mv.uri, name=mv.selector, properties={"name": mv.name, "version": str(mv.version)}
-                )
-            ],
+            "model": [output.pushed_model_ref(mv)],
         }
         outputs = {
             "live_evaluation": [
@@ -564,9 +528,9 @@ def publish(config: PlatformConfig, result: dict, mv, out_dir: str, *, pipeline:
             outputs=outputs,
             properties={"code_version": CODE_VERSION},
         )
-    except BaseException:
-        storage.remove(out_dir, recursive=True)  # no result without its record
-        raise
+
+    files = {RESULT_FILE: body.encode(), REPORT_FILE: render(result).encode()}
+    output.publish(config, out_dir, files, registry_for(result), job=JOB, model=mv.name, record=record)
 
 
 def new_run_id() -> str:

@@ -6,6 +6,10 @@ beside the offline AUC, label lag.
 Reads what the runs wrote under <artifact_root>/monitoring/<model>/<run id>/: result.json of a
 monitoring run (components/monitor/executor.py), live.json of a live evaluation
 (components/monitor/live_evaluation.py). Points are placed at the end of their window.
+
+Beside them, what the pipeline steps used (section 6 of the stage: wall time, CPU seconds and peak
+RSS per step, which the local runner, pipelines/runner.py, measures and puts on each step's ML
+Metadata execution; mlops.step_resources): the newest pipeline runs' steps, read from ML Metadata.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import json
 
 from mlops import storage
 from mlops.config import join_uri
-from mlops.errors import NotFound
+from mlops.errors import MlopsError, NotFound
 from mlops.validation import report as html
 
 MONITORING_RESULT, LIVE_RESULT = "result.json", "live.json"
@@ -113,7 +117,66 @@ def _selected_version(result: dict) -> dict | None:
     return next((v for v in assessed if v.get("selected")), assessed[0] if assessed else None)
 
 
-def render(model: str, monitoring: list[dict], live: list[dict]) -> str:
+STEP_RUNS = 10  # newest pipeline runs whose step resources the page shows
+
+
+def step_resources(config, runs: int = STEP_RUNS) -> list[dict]:
+    """Per step of the newest `runs` pipeline runs that have measured steps (newest run first, its
+    steps in order): pipeline, run, step, state, wall_seconds, cpu_seconds, peak_rss_bytes."""
+    from mlops.metadata.store import open_store
+
+    store = open_store(config)
+    out, seen = [], 0
+    for run in sorted(store.list_contexts("PipelineRun"), key=lambda r: (r.create_time_ms, r.id), reverse=True):
+        steps = [e for e in store.list_executions(run.name) if "wall_seconds" in e.properties]
+        if not steps:
+            continue
+        for e in steps:
+            used = e.properties
+            out.append(
+                {
+                    "pipeline": run.properties.get("pipeline_name", ""),
+                    "run": run.name,
+                    "step": used.get("step", e.component),
+                    "state": e.state,
+                    "wall_seconds": used.get("wall_seconds"),
+                    "cpu_seconds": used.get("cpu_seconds"),
+                    "peak_rss_bytes": used.get("peak_rss_bytes"),
+                }
+            )
+        seen += 1
+        if seen == runs:
+            break
+    return out
+
+
+def _resources_section(steps: list[dict] | str) -> list[str]:
+    from mlops.step_resources import human_bytes
+
+    head = "<h2>Pipeline step resources</h2>"
+    if isinstance(steps, str):  # ML Metadata could not be read: the page is still written
+        return [head, f'<p class="note">{html.esc(steps)}</p>']
+    rows = [
+        (
+            s["pipeline"],
+            s["run"],
+            s["step"],
+            s["state"],
+            s["wall_seconds"],
+            s["cpu_seconds"],
+            human_bytes(s["peak_rss_bytes"]) if s["peak_rss_bytes"] is not None else None,
+        )
+        for s in steps
+    ]
+    return [
+        head,
+        '<p class="note">Measured by the pipeline runner per step (its process tree: CPU = user + system, '
+        "peak RSS = the largest process's), recorded in ML Metadata; newest runs first.</p>",
+        html.table(["pipeline", "run", "step", "state", "wall s", "CPU s", "peak RSS"], rows, numeric=(4, 5, 6)),
+    ]
+
+
+def render(model: str, monitoring: list[dict], live: list[dict], steps: list[dict] | str = ()) -> str:
     drift: dict[str, list] = {}
     prediction: dict[str, list] = {}
     estimated, band, rows = [], [], []
@@ -200,6 +263,7 @@ def render(model: str, monitoring: list[dict], live: list[dict]) -> str:
             live_rows,
             numeric=(3, 4),
         ),
+        *_resources_section(list(steps) if not isinstance(steps, str) else steps),
     ]
     return html.page(f"Monitoring history: {model}", sections)
 
@@ -208,5 +272,15 @@ def write_report(config, model: str, out: str, limit: int = 30) -> dict:
     """Renders the page of `model`'s newest runs to `out` (atomically); returns a summary."""
     model_dir = join_uri(config.artifact_root, "monitoring", model)
     monitoring, live = load_runs(model_dir, limit)
-    storage.write_bytes_atomic(out, render(model, monitoring, live).encode())
-    return {"model": model, "monitoring_runs": len(monitoring), "live_evaluations": len(live), "report": out}
+    try:
+        steps: list[dict] | str = step_resources(config)
+    except MlopsError as e:
+        steps = f"step resources not shown: {e}"
+    storage.write_bytes_atomic(out, render(model, monitoring, live, steps).encode())
+    return {
+        "model": model,
+        "monitoring_runs": len(monitoring),
+        "live_evaluations": len(live),
+        "step_resources": len(steps) if isinstance(steps, list) else None,
+        "report": out,
+    }

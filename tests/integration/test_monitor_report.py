@@ -113,7 +113,13 @@ def test_monitor_report_draws_the_history_in_a_real_browser(tmp_path):
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     report = root / "monitoring" / "flights" / "history.html"
-    assert summary == {"model": "flights", "monitoring_runs": 4, "live_evaluations": 4, "report": str(report)}
+    assert summary == {
+        "model": "flights",
+        "monitoring_runs": 4,
+        "live_evaluations": 4,
+        "step_resources": 0,  # no pipeline ran under this root
+        "report": str(report),
+    }
     page = report.read_text()
     assert "<script" not in page and "http://" not in page.replace("http://www.w3.org/2000/svg", "")
 
@@ -149,3 +155,46 @@ def test_no_runs_is_one_line_and_no_file(tmp_path):
     assert done.returncode == 1
     assert "no monitoring runs under" in done.stderr and "mlops monitor run" in done.stderr
     assert not (root / "monitoring" / "flights" / "history.html").exists()
+
+
+def test_the_report_shows_each_pipeline_steps_wall_cpu_and_peak_rss_from_ml_metadata(artifact_root, monkeypatch):
+    """A real local run (tests.support.resource_pipeline: `allocate` holds 120 MiB in a worker,
+    `burn` burns CPU) measured by the runner; the report's table holds each step's numbers as ML
+    Metadata has them."""
+    from click.testing import CliRunner
+
+    from cli.main import cli
+    from mlops.config import load_config
+    from mlops.metadata.store import open_store
+    from mlops.step_resources import human_bytes
+    from mlops.validation.report import fmt
+    from pipelines import runner
+
+    monkeypatch.setitem(runner.PIPELINES, "resources", "tests.support.resource_pipeline:resource_pipeline")
+    ran = CliRunner().invoke(
+        cli, ["run", "resources", "--param", "allocate_mib=120", "--param", "burn_cpu_seconds=0.5"]
+    )
+    assert ran.exit_code == 0, ran.output
+    store = open_store(load_config(FLIGHTS_CONFIG))
+    [run] = [r for r in store.list_contexts("PipelineRun") if r.properties["pipeline_name"] == "resources"]
+    executions = {e.component: e.properties for e in store.list_executions(run.name)}
+    assert set(executions) == {"allocate", "burn"}
+
+    write_runs(artifact_root / "monitoring" / "flights")
+    done = mlops("--model", "flights", root=artifact_root)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["step_resources"] == 2
+    page = (artifact_root / "monitoring" / "flights" / "history.html").read_text()
+    section = page.split("<h2>Pipeline step resources</h2>", 1)[1]
+    rows = re.findall(r"<tr>((?:<td[^>]*>[^<]*</td>){7})</tr>", section)
+    cells = [re.findall(r"<td[^>]*>([^<]*)</td>", row) for row in rows]
+    shown = {c[2]: c for c in cells}
+    assert set(shown) == {"allocate", "burn"}
+    for step, used in executions.items():
+        assert shown[step][:4] == ["resources", run.name, step, "COMPLETE"]
+        assert shown[step][4:] == [
+            fmt(used["wall_seconds"]),
+            fmt(used["cpu_seconds"]),
+            human_bytes(used["peak_rss_bytes"]),
+        ]
+    assert shown["allocate"][6].endswith("MiB") and float(shown["allocate"][6].split()[0]) >= 120
