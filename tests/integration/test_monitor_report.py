@@ -161,23 +161,12 @@ def test_the_report_shows_each_pipeline_steps_wall_cpu_and_peak_rss_from_ml_meta
     """A real local run (tests.support.resource_pipeline: `allocate` holds 120 MiB in a worker,
     `burn` burns CPU) measured by the runner; the report's table holds each step's numbers as ML
     Metadata has them."""
-    from click.testing import CliRunner
-
-    from cli.main import cli
-    from mlops.config import load_config
-    from mlops.metadata.store import open_store
     from mlops.step_resources import human_bytes
     from mlops.validation.report import fmt
-    from pipelines import runner
+    from tests.support.resource_pipeline import run_locally
 
-    monkeypatch.setitem(runner.PIPELINES, "resources", "tests.support.resource_pipeline:resource_pipeline")
-    ran = CliRunner().invoke(
-        cli, ["run", "resources", "--param", "allocate_mib=120", "--param", "burn_cpu_seconds=0.5"]
-    )
-    assert ran.exit_code == 0, ran.output
-    store = open_store(load_config(FLIGHTS_CONFIG))
-    [run] = [r for r in store.list_contexts("PipelineRun") if r.properties["pipeline_name"] == "resources"]
-    executions = {e.component: e.properties for e in store.list_executions(run.name)}
+    _, run, recorded = run_locally(monkeypatch, allocate_mib=120, burn_cpu_seconds=0.5)
+    executions = {component: e.properties for component, e in recorded.items()}
     assert set(executions) == {"allocate", "burn"}
 
     write_runs(artifact_root / "monitoring" / "flights")

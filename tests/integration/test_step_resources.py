@@ -15,10 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
-
-from tests.support.fixtures import FLIGHTS_CONFIG
 
 pytestmark = pytest.mark.integration
 
@@ -36,20 +33,9 @@ def samples(text: str, pipeline: str) -> dict[tuple[str, str], float]:
 
 
 def test_a_local_run_records_each_steps_wall_cpu_and_peak_rss(artifact_root, monkeypatch):
-    from cli.main import cli
-    from mlops.config import load_config
-    from mlops.metadata.store import open_store
-    from pipelines import runner
+    from tests.support.resource_pipeline import run_locally
 
-    monkeypatch.setitem(runner.PIPELINES, "resources", "tests.support.resource_pipeline:resource_pipeline")
-    result = CliRunner().invoke(
-        cli, ["run", "resources", "--param", "allocate_mib=200", "--param", "burn_cpu_seconds=1"]
-    )
-    assert result.exit_code == 0, result.output
-
-    store = open_store(load_config(FLIGHTS_CONFIG))
-    [run] = [r for r in store.list_contexts("mlops.PipelineRun") if r.properties["pipeline_name"] == "resources"]
-    executions = {e.component: e for e in store.list_executions(run.name)}
+    result, run, executions = run_locally(monkeypatch, allocate_mib=200, burn_cpu_seconds=1)
     assert set(executions) == {"allocate", "burn"}
     allocate, burn = executions["allocate"], executions["burn"]
     assert allocate.state == burn.state == "COMPLETE"

@@ -44,3 +44,24 @@ def resource_pipeline(
         mib=allocate_mib,
     ).set_caching_options(False)
     burn(cpu_seconds=burn_cpu_seconds).set_caching_options(False).after(allocated)
+
+
+def run_locally(monkeypatch, *, allocate_mib: int, burn_cpu_seconds: float):
+    """`mlops run resources` in this process (kfp.local, measured by the runner), with the config
+    the `artifact_root` fixture points at: (the CLI result, the run's context, its executions by
+    component). The run must succeed."""
+    from click.testing import CliRunner
+
+    from cli.main import cli
+    from mlops.config import load_config
+    from mlops.metadata.store import open_store
+    from pipelines import runner
+    from tests.support.fixtures import FLIGHTS_CONFIG
+
+    monkeypatch.setitem(runner.PIPELINES, PIPELINE_NAME, "tests.support.resource_pipeline:resource_pipeline")
+    params = ["--param", f"allocate_mib={allocate_mib}", "--param", f"burn_cpu_seconds={burn_cpu_seconds}"]
+    result = CliRunner().invoke(cli, ["run", PIPELINE_NAME, *params])
+    assert result.exit_code == 0, result.output
+    store = open_store(load_config(FLIGHTS_CONFIG))
+    [run] = [r for r in store.list_contexts("PipelineRun") if r.properties["pipeline_name"] == PIPELINE_NAME]
+    return result, run, {e.component: e for e in store.list_executions(run.name)}
