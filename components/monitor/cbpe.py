@@ -68,8 +68,9 @@ class Reference:
 
 # ---- the reference ---------------------------------------------------------------------------
 def evaluation_frame(config, ref) -> tuple[pd.DataFrame, str | None]:
-    """(label, prediction) of the version on its labelled evaluation split, and the split's name;
-    cached per version. An empty frame when the lineage's Examples hold no labelled split."""
+    """(label, prediction) of the version on the labelled rows of its held-out splits (test + eval;
+    train when neither exists) and their names ("test+eval"); cached per version. An empty frame
+    when the lineage's Examples hold no labelled row."""
     from components.monitor.reference import predict
     from mlops import artifacts, storage
     from mlops.config import join_uri
@@ -182,7 +183,7 @@ def fit(labels, scores, split: str | None = None) -> Reference:
 
 
 def fit_reference(config, ref) -> Reference:
-    """CBPE fitted on a registered version's labelled evaluation split (ref: a TrainingReference)."""
+    """CBPE fitted on a registered version's labelled held-out rows (ref: a TrainingReference)."""
     frame, split = evaluation_frame(config, ref)
     return fit(frame[LABEL].to_numpy(), frame[SCORE].to_numpy(), split)
 

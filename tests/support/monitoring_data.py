@@ -289,6 +289,9 @@ def summary(version: dict, live: dict) -> dict:
         "labels": {k: live["counts"][k] for k in ("predictions", "matched", "unmatched_predictions")},
         "mean_label": rounded(live["metrics"].get("mean_label")),
         "mean_prediction": rounded(live["metrics"].get("mean_prediction")),
+        "cbpe_reference": version["estimated_performance"].get("reference"),
+        "cbpe_reliable": live["cbpe"]["reliable"],
+        "cbpe_signal": live["cbpe"]["signal"],
         "cbpe_vs_realised": {
             m: {
                 k: rounded(v[k]) if k != "within_band" else v[k]
