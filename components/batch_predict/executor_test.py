@@ -226,6 +226,51 @@ main()
     assert rest.strip() == "exit handler ran", proc.stdout
 
 
+def test_the_cli_imports_tensorflow_without_what_batch_never_uses(trained, tmp_path):
+    """`mlops predict batch` imports TensorFlow without the optional imports TensorFlow makes at
+    import time for Keras and the GCE cluster resolver (half the import's CPU time); the switches
+    that skip them are gone afterwards (those modules import as usual) and the predictions are
+    the model's."""
+    from serving.batch import _TF_OPTIONAL_IMPORTS
+    from tests.support.serving_models import tiny_probability
+
+    config, _, _ = trained
+    source, out = tmp_path / "full.parquet", tmp_path / "p.parquet"
+    frame = tiny_frame(50)
+    frame.to_parquet(source)
+    code = """
+import atexit, json, sys
+
+WATCHED = ("tensorflow", "keras", "tf_keras", "googleapiclient", "matplotlib", "sklearn")
+
+def report():
+    loaded = {m: m in sys.modules for m in WATCHED}
+    switches = sorted(name for name, module in sys.modules.items() if module is None)
+    import googleapiclient
+    print("REPORT " + json.dumps({"loaded": loaded, "switches": switches, "later import": googleapiclient.__name__}))
+
+atexit.register(report)
+source, out = sys.argv[1:]
+sys.argv = ["mlops", "predict", "batch", "--model", "flights@production", "--input", source, "--output", out]
+from cli.main import main
+main()
+"""
+    proc = run_python(Path(sys.executable), code, str(source), str(out), root=config.artifact_root)
+    report = json.loads(proc.stdout.split("REPORT ", 1)[1])
+    assert report["loaded"] == {
+        "tensorflow": True,
+        "keras": False,
+        "tf_keras": False,
+        "googleapiclient": False,
+        "matplotlib": False,
+        "sklearn": False,
+    }, proc.stderr[-3000:]
+    assert not set(report["switches"]) & set(_TF_OPTIONAL_IMPORTS) and report["later import"] == "googleapiclient"
+    rows = {c: frame[c].to_numpy() for c in ("hour", "distance", "temp")}
+    rows.update({c: frame[c].astype(str).to_numpy(dtype=object) for c in ("carrier", "origin")})
+    np.testing.assert_allclose(pd.read_parquet(out)["prediction"], tiny_probability(rows), rtol=1e-5)
+
+
 # ---- end to end ----------------------------------------------------------------------------------
 @pytest.mark.integration
 def test_batch_inference_pipeline_under_kfp_local(tmp_path, tiny_model):
