@@ -145,13 +145,29 @@ PROJECT_PACKAGES = ("mlops", "components", "serving", "pipelines")
 
 
 def _module_file(module: str) -> str | None:
-    import importlib.util
-
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):  # a parent is not a package: `from pkg.mod import name`
-        return None
+    spec = _spec_without_importing(module)
     return spec.origin if spec is not None and spec.origin and spec.origin.endswith(".py") else None
+
+
+def _spec_without_importing(module: str):
+    """The module's spec, found without running any module: importlib.util.find_spec("a.b.c")
+    imports a.b, so for `from mlops.dask_runner import DaskRunner` it ran mlops.dask_runner and
+    Apache Beam with it (seconds at each import of an executor that computes its code version).
+    None when a parent is a module, not a package (`from pkg.mod import name`: name is an
+    attribute)."""
+    import importlib.util
+    from importlib.machinery import PathFinder
+
+    parent, _, _ = module.rpartition(".")
+    if not parent:
+        try:
+            return importlib.util.find_spec(module)  # a top-level name: nothing is imported
+        except (ImportError, ValueError):
+            return None
+    parent_spec = _spec_without_importing(parent)
+    if parent_spec is None or not parent_spec.submodule_search_locations:
+        return None
+    return PathFinder.find_spec(module, list(parent_spec.submodule_search_locations))
 
 
 def _imported_modules(path: str, module: str) -> set[str]:

@@ -150,6 +150,21 @@ def test_code_version_follows_the_import_graph(fake_project):
     assert source_version("step", "fakeproj.entry") != before
 
 
+def test_the_code_version_imports_nothing(fake_project):
+    """Reading the import graph runs no module: `from fakeproj.deep import VALUE` once made
+    find_spec import fakeproj.deep (for mlops.dask_runner that was Apache Beam, seconds at each
+    import of an executor, e.g. in `mlops monitor run`)."""
+    (fake_project / "helper.py").write_text("from fakeproj.deep import VALUE\n\ndef work():\n    return VALUE\n")
+    (fake_project / "deep.py").write_text("raise RuntimeError('fakeproj.deep was imported')\n")
+    assert set(steps.import_closure("fakeproj.entry")) == {
+        "fakeproj",
+        "fakeproj.entry",
+        "fakeproj.helper",
+        "fakeproj.deep",
+    }
+    assert not [m for m in sys.modules if m.split(".")[0] == "fakeproj"]
+
+
 def test_a_changed_helper_two_imports_away_is_a_cache_miss(config, tmp_path, fake_project):
     a = make_input(tmp_path, "in", "rows")
     calls = []
