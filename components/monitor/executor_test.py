@@ -159,6 +159,13 @@ def test_the_window_is_read_in_chunks_and_the_result_does_not_depend_on_their_si
     assert temp["window_values"] == full_by_feature["temp"]["window_values"] > 1400  # present values, not the sample's
     assert "random sample of 400 rows" in temp["note"] and temp["drifted"]
     assert temp["effect"] == pytest.approx(full_by_feature["temp"]["effect"], rel=0.1)
+    from components.monitor.executor import default_out_dir
+
+    def page(run_id):
+        return open(f"{default_out_dir(monitored, 'flights', run_id)}/report.html").read()
+
+    assert "uniform random sample of 400 rows" in page("mon-chunks-97")  # the report says what was sampled
+    assert "random sample" not in page("mon-chunks-full")
 
 
 def test_the_run_is_recorded_with_lineage_to_the_model(monitored):

@@ -89,9 +89,17 @@ def render(result: dict, plots: dict[str, str]) -> str:
             continue
         verdict = v["verdict"]
         cls = "fail" if verdict["drifted"] else "ok"
+        sampled = v.get("sample", {}).get("rows", v["rows"])
+        note = (
+            f'<p class="note">Counts, missing/OOV rates, categorical drift and TFDV statistics over all '
+            f"{v['rows']:,} rows; numeric and prediction drift, the joint check, CBPE and the plots on a "
+            f"uniform random sample of {sampled:,} rows.</p>"
+            if sampled < v["rows"]
+            else ""
+        )
         sections.append(
             head + f'<p class="{cls}"><b>{"DRIFT" if verdict["drifted"] else "no drift"}</b>: '
-            f"{html.esc(verdict['summary'])}</p>"
+            f"{html.esc(verdict['summary'])}</p>" + note
         )
         est = v["estimated_performance"]
         sections.append(
