@@ -1,10 +1,12 @@
 # Two commands do everything on a fresh clone (each builds what is missing first):
-#   make demo   the main job on embedded defaults (local artifact dir, SQLite MLMD, local Feast)
+#   make demo   the main job, `mlops demo`: the whole loop on embedded defaults (local artifact dir,
+#               SQLite MLMD, local Feast); DEMO_ARGS=--full for the whole year
 #   make test   the whole test suite, in both environments
 SHELL := /bin/bash
 PIPELINE_PY := .venv/pipeline/bin/python
 SERVING_PY := .venv/serving/bin/python
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 .PHONY: setup demo test test-unit lint format lock compile services
 
@@ -12,7 +14,7 @@ setup:
 	@scripts/setup-envs.sh all
 
 demo: setup
-	@scripts/demo.sh
+	@scripts/demo.sh $(DEMO_ARGS)
 
 # Unit + integration tests: one pytest run per environment; conftest.py routes each test to
 # the environment it needs (marker serving_env), so nothing runs twice or is skipped silently.

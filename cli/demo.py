@@ -519,7 +519,9 @@ def _loop(cfg, opts: Options, progress: Progress, children: Children) -> dict:
         children.wait_ready("splitter", split, splitter_url + "/v2/health/live", split_log, timeout=120)
         traffic = traffic_of(cfg, plan.canary, opts.canary_requests, opts.seed)
         canary_start = pd.Timestamp.now(tz="UTC").floor("s")
-        answers = replay(splitter_url, name, traffic)
+        # One request at a time: the splitter draws its seeded RNG in arrival order, so only a fixed
+        # order gives the same split (and the same per-version AUCs) in every run.
+        answers = replay(splitter_url, name, traffic, workers=1)
         rows = wait_for_payload_rows(cfg, name, set(answers), canary_start)
         served = {}
         for answer in answers.values():

@@ -23,14 +23,14 @@ from tests.support.fixtures import FLIGHTS_CONFIG, REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.demo, pytest.mark.timeout(1800)]
 
-TINY = [
-    "--epochs", "2", "--requests", "150", "--canary-requests", "400", "--canary-percent", "50",
+SETTINGS = [
     "--set", 'dataset.row_filter="dep_delay.notna() and flight % 8 == 0"',
     "--set", 'validation.on_anomaly="warn"',  # a sparse sample leaves rolling aggregates often empty
     "--set", "model.learning_rate=0.01",
     "--set", "evaluation.min_auc=0.0",  # the story needs a registered model, not a good one
     "--set", "evaluation.max_auc_drop=1.0",
 ]  # fmt: skip
+TINY = ["--epochs", "2", "--requests", "150", "--canary-requests", "400", "--canary-percent", "50", *SETTINGS]
 PHASES = ["ingest", "train", "register", "serve", "replay", "monitor", "retrain", "canary", "compare"]
 
 
@@ -94,6 +94,27 @@ def test_every_phase_runs_and_the_decision_is_recorded(first_run):
     assert not servers_with(root)  # every server and the splitter stopped
 
 
+def test_the_readme_examples_read_what_it_leaves(first_run, tmp_path):
+    """README, Command line: "After `make demo` these run as written": the batch prediction of span
+    2013-02 with the staging model, its store features from the online store the demo materialized."""
+    root, _, _ = first_run
+    out_path = tmp_path / "flights-2013-02.parquet"
+    argv = [sys.executable, "-m", "cli", "predict", "batch", "--config", str(FLIGHTS_CONFIG), *SETTINGS]
+    argv += ["--set", f"artifact_root={json.dumps(str(root))}"]
+    argv += ["--model", "flights@staging", "--input", "flights@2013-02", "--output", str(out_path)]
+    out = subprocess.run(argv, cwd=str(REPO), env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True,
+                         text=True, timeout=600)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    import pyarrow.parquet as pq
+
+    from mlops.datasets.repository import DatasetRepository
+
+    repo = DatasetRepository(str(root))
+    rows = len(repo.load(repo.resolve("flights", "2013-02")))
+    predictions = pq.read_table(out_path)
+    assert predictions.num_rows == rows > 0 and "prediction" in predictions.column_names
+
+
 def test_a_second_run_reuses_the_caches(first_run):
     root, summary, _ = first_run
     proc = mlops_demo(root)
@@ -104,6 +125,11 @@ def test_a_second_run_reuses_the_caches(first_run):
     # example-gen .. evaluator (the steps with a step cache) served from it; the same registry versions
     assert again["first_model"]["cache_hits"] >= 3 and again["retrained"]["cache_hits"] >= 3, err.decode()[-3000:]
     assert (again["first_model"]["version"], again["retrained"]["version"]) == (1, 2)
+    # deterministic: the same replay sample, the same canary split, the same AUCs on it
+    assert again["monitor"]["realised_auc"] == pytest.approx(summary["monitor"]["realised_auc"], abs=1e-9)
+    assert again["canary"]["served"] == summary["canary"]["served"]
+    for key in ("champion_auc", "challenger_auc", "difference"):
+        assert again["decision"][key] == pytest.approx(summary["decision"][key], abs=1e-9), key
     assert not servers_with(root)
 
 

@@ -67,11 +67,14 @@ def demo_root(seed_root, real_model_dir, tmp_path_factory):
 
 
 def test_demo_sets_up_what_the_examples_read():
-    """demo_root above stands in for `make demo` (minutes on the full year): the demo script must
-    do the same set-up, span 2013-02 ingested and the store materialized from February."""
-    demo = (REPO / "scripts" / "demo.sh").read_text()
-    assert re.search(r"for m in [^;]*\b02\b[^;]*; do \$MLOPS data ingest --span 2013-\$m", demo)
-    assert "features materialize --start 2013-02-01T00:00:00+00:00" in demo
+    """demo_root above stands in for `make demo` (`mlops demo`, minutes): the demo must do the same
+    set-up, span 2013-02 ingested (default sample and --full) and the online store materialized over
+    the sources' whole range, a model at staging (tests/integration/test_demo_loop.py runs a batch
+    prediction of flights@2013-02 with flights@staging on what the demo leaves)."""
+    from cli import demo
+
+    assert re.search(r"^exec \S*mlops demo\b", (REPO / "scripts" / "demo.sh").read_text(), re.M)
+    assert all("2013-02" in plan.spans for plan in (demo.SAMPLE, demo.FULL))
 
 
 def test_readme_examples_run_as_written(demo_root, tmp_path):
