@@ -20,8 +20,8 @@ What each computation needs, and what is kept of the window (per model version):
     effective size n*m/(n+m) is 8,333 with a 50,000-row sample and 9,901 with 1,000,000 rows); the
     sample's Wasserstein distance is within ~0.01 reference sd of the window's (the empirical
     distribution of 50,000 draws); the domain classifier and alibi-detect's MMD subsample further
-    (5,000 and 1,000 rows per side). CBPE's band is the spread of the realised metric of a window of
-    the sample's size, so for a window larger than the sample it is wider (conservative).
+    (5,000 and 1,000 rows per side). CBPE's band comes from the sampling error of a window of the
+    sample's size, so for a window larger than the sample it is wider (conservative).
 """
 
 from __future__ import annotations
