@@ -203,27 +203,56 @@ def validate_rows(
         raise PredictionInputError(f"missing input(s) {missing}")
     out: dict[str, np.ndarray] = {}
     n = None
+    encoded = _numeric_block(inputs, rows) or {}
     for spec in inputs:
         values = rows[spec.name]
         if datatypes and spec.name in datatypes:
             check_datatype(spec, datatypes[spec.name], values)
-        col = as_numeric(spec.name, values) if spec.dtype == NUMERIC else as_text(spec.name, values)
-        if col.ndim == 0:
-            col = col.reshape(1)
-        elif col.ndim == 2 and col.shape[1] == 1:
-            col = col.reshape(-1)
-        elif col.ndim != 1:
-            raise PredictionInputError(f"input {spec.name!r}: expected shape [n] or [n, 1], got {list(col.shape)}")
+        col = encoded.get(spec.name)
+        checked = col is not None  # encoded and checked with the other numeric inputs
+        if not checked:
+            col = as_numeric(spec.name, values) if spec.dtype == NUMERIC else as_text(spec.name, values)
+            if col.ndim == 0:
+                col = col.reshape(1)
+            elif col.ndim == 2 and col.shape[1] == 1:
+                col = col.reshape(-1)
+            elif col.ndim != 1:
+                raise PredictionInputError(f"input {spec.name!r}: expected shape [n] or [n, 1], got {list(col.shape)}")
         if n is None:
             n = len(col)
         elif len(col) != n:
             raise PredictionInputError(f"input {spec.name!r}: {len(col)} rows, but {inputs[0].name!r} has {n}")
-        out[spec.name] = check_values(spec, col)
+        out[spec.name] = col if checked else check_values(spec, col)
     if not n:
         raise PredictionInputError("empty batch: every input has 0 rows")
     if max_rows is not None and n > max_rows:
         raise PredictionInputError(f"batch of {n} rows exceeds the limit of {max_rows}")
     return out, n
+
+
+def _numeric_block(inputs: Sequence[InputSpec], rows: Mapping[str, object]) -> dict[str, np.ndarray] | None:
+    """The numeric inputs encoded and checked in a few NumPy calls for all of them, as the common
+    request has them (1-D arrays of numbers, one length, every value one check_values accepts);
+    None otherwise, and each column then goes through as_numeric / check_values, whose messages
+    name the input and row. Same values as as_numeric (a direct cast to float32 per column); a
+    column is a row of one float32 block. (Column by column, the ~8 NumPy calls per input were
+    ~40% of a 1-row request's checks.)"""
+    specs = [s for s in inputs if s.dtype == NUMERIC]
+    if len(specs) < 2:
+        return None
+    columns = [rows[s.name] for s in specs]
+    n = len(columns[0]) if type(columns[0]) is np.ndarray else -1
+    for col in columns:
+        if type(col) is not np.ndarray or col.ndim != 1 or col.dtype.kind not in "iuf" or len(col) != n:
+            return None
+    with np.errstate(over="ignore"):
+        block = np.array(columns, dtype=np.float32)
+    if np.isinf(block).any():  # inf, or beyond FP32: as_numeric names it
+        return None
+    strict = [i for i, s in enumerate(specs) if not s.nullable]
+    if strict and np.isnan(block[strict]).any():  # a missing value where none may be: check_values names it
+        return None
+    return {s.name: block[i] for i, s in enumerate(specs)}
 
 
 class SavedModelPredictor:

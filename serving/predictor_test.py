@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from serving.predictor import CATEGORICAL, NUMERIC, InputSpec, PredictionInputError, as_text, validate_rows
+from serving.predictor import CATEGORICAL, NUMERIC, InputSpec, PredictionInputError, as_numeric, as_text, validate_rows
 
 INPUTS = [InputSpec("hour", NUMERIC), InputSpec("carrier", CATEGORICAL)]
 
@@ -41,6 +41,35 @@ def test_validate_rows_names_the_problem(rows, message):
     with pytest.raises(PredictionInputError) as e:
         validate_rows(INPUTS, rows, max_rows=4)
     assert message in str(e.value)
+
+
+def test_numeric_inputs_checked_together_as_one_by_one():
+    """Several numeric inputs (what tensor_column gives: 1-D int or float arrays) are encoded and
+    checked together; same float32 values as column by column, and a bad value still names its
+    input and row."""
+    inputs = [InputSpec("a", NUMERIC), InputSpec("b", NUMERIC), InputSpec("c", NUMERIC, nullable=False)]
+    inputs.append(InputSpec("carrier", CATEGORICAL))
+    rows = {
+        "a": np.array([2**40 + 1, -3, 7]),
+        "b": np.array([np.nan, 1e-3, 3.4e38]),
+        "c": np.array([0.1, 2.5, -1e30]),
+        "carrier": ["UA", "DL", "AA"],
+    }
+    cols, n = validate_rows(inputs, rows)
+    assert n == 3
+    for name in "abc":
+        assert cols[name].dtype == np.float32
+        np.testing.assert_array_equal(cols[name], as_numeric(name, rows[name]))
+    for bad, message in (
+        ({"b": np.array([1.0, np.inf, 2.0])}, "input 'b': inf at row 1 is not a finite number"),
+        ({"b": np.array([1.0, 1e39, 2.0])}, "input 'b': 1e+39 at row 1 is not a finite number FP32 holds"),
+        ({"c": np.array([1.0, 2.0, np.nan])}, "input 'c': missing value (null or NaN) at row 2"),
+        ({"b": np.array([1.0, 2.0])}, "input 'b': 2 rows, but 'a' has 3"),
+        ({"c": np.array([True, False, True])}, "input 'c': expected numbers, got booleans"),
+    ):
+        with pytest.raises(PredictionInputError) as e:
+            validate_rows(inputs, {**rows, **bad})
+        assert message in str(e.value)
 
 
 def test_as_text_matches_training_encoding():

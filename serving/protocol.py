@@ -198,9 +198,20 @@ def tensor_column(t: Tensor) -> np.ndarray:
         _check_datatype(name, datatype, values, None)
         column = np.empty(n, dtype=object)
         column[:] = values
+    elif (
+        n <= _FEW
+        and (limit := _FLOAT_MAX.get(datatype)) is not None
+        and all(-limit <= v <= limit or v != v for v in values)
+    ):
+        pass  # a few numbers the float datatype holds (NaN: missing), checked without NumPy's per-call cost
     else:
         _check_datatype(name, datatype, values, column)
     return column
+
+
+# Up to this many values a tensor's range check runs in Python (what a 1-row request has).
+_FEW = 16
+_FLOAT_MAX = {k: float(np.finfo(NUMERIC_DATATYPES[k]).max) for k in ("FP16", "FP32", "FP64")}
 
 
 def columns_from_tensors(

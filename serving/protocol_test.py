@@ -61,6 +61,18 @@ def test_v2_tensor_errors_name_the_input(tensors, message):
     assert message in str(e.value)
 
 
+def test_a_few_float_values_are_range_checked_like_many():
+    """Small float tensors are range-checked in Python, large ones with NumPy: same answers."""
+    for n in (1, 100):
+        assert np.isnan(columns_from_tensors([Tensor("x", "FP32", [n], [float("nan")] * n)])["x"]).all()
+        assert columns_from_tensors([Tensor("x", "FP16", [n], [65504.0] * n)])["x"].tolist() == [65504.0] * n
+        for datatype, value in (("FP32", 1e39), ("FP32", float("-inf")), ("FP16", 70000), ("FP64", 10**400)):
+            with pytest.raises(
+                PredictionInputError, match=f"input 'x': data\\[{n - 1}\\] = .* is outside what {datatype} holds"
+            ):
+                columns_from_tensors([Tensor("x", datatype, [n], [1.0] * (n - 1) + [value])])
+
+
 def test_v1_instances_to_columns():
     cols = columns_from_v1({"instances": [{"hour": 7, "carrier": "UA"}, {"hour": 8}]})
     assert cols == {"hour": [7, 8], "carrier": ["UA", None]}  # absent in a row = null there
