@@ -37,6 +37,7 @@ ISSUE_ALERTS = {
     "MlopsEstimatedAucLow",
     "MlopsLiveAucLow",
     "MlopsConceptDrift",
+    "MlopsCbpeUnreliable",
     "MlopsLabelLag",
     "MlopsMonitoringStale",
     "MlopsNoSuccessfulTraining",
