@@ -23,6 +23,9 @@ DRIVER = (
     "runner.PIPELINES['slow'] = 'tests.support.slow_pipeline:slow_pipeline'; "
     "from cli.main import main; main()"
 )
+# The slow step's work: long enough to kill the run mid-step, short enough that waiting for an
+# orphaned worker to have finished (and recorded its step) costs the suite little.
+WORK_S = 3
 
 
 def mlops(*args, **popen):
@@ -73,12 +76,12 @@ def test_sigkill_of_the_driver_kills_every_step_process_and_the_run_reads_abando
     from mlops.config import load_config
     from mlops.metadata.store import open_store, run_state
 
-    driver = mlops("run", "slow", "--param", "seconds=6")
+    driver = mlops("run", "slow", "--param", f"seconds={WORK_S}")
     descendants = wait_for_worker(driver)
     driver.kill()
     driver.wait()
     assert survivors(descendants) == []
-    time.sleep(7)  # the worker would have finished by now and its step recorded COMPLETE
+    time.sleep(WORK_S + 1)  # an orphaned worker would have finished by now and its step recorded COMPLETE
     store = open_store(load_config(FLIGHTS_CONFIG))
     run = the_run(store)
     assert run.properties["state"] == "RUNNING" and run_state(run) == "ABANDONED"
@@ -94,7 +97,7 @@ def test_sigterm_cancels_the_run_in_one_line_and_marks_it_canceled(artifact_root
     from mlops.config import load_config
     from mlops.metadata.store import open_store
 
-    driver = mlops("run", "slow", "--param", "seconds=6")
+    driver = mlops("run", "slow", "--param", f"seconds={WORK_S}")
     descendants = wait_for_worker(driver)
     driver.send_signal(signal.SIGTERM)
     out, err = driver.communicate(timeout=30)
@@ -102,7 +105,7 @@ def test_sigterm_cancels_the_run_in_one_line_and_marks_it_canceled(artifact_root
     last = err.strip().splitlines()[-1]
     assert "cancelled (SIGTERM) during step slow-step" in last and "Traceback" not in err, err
     assert survivors(descendants, timeout=5) == []
-    time.sleep(7)
+    time.sleep(WORK_S + 1)
     store = open_store(load_config(FLIGHTS_CONFIG))
     run = the_run(store)
     assert run.properties["state"] == "CANCELED" and "SIGTERM" in run.properties["state_reason"]
