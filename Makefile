@@ -16,14 +16,12 @@ setup:
 demo: setup
 	@scripts/demo.sh $(DEMO_ARGS)
 
-# Unit + integration tests: one pytest run per environment; conftest.py routes each test to
-# the environment it needs (marker serving_env), so nothing runs twice or is skipped silently.
+# Unit + integration tests: one pytest run per environment, side by side (scripts/run-tests.sh);
+# conftest.py routes each test to the environment it needs (marker serving_env), so nothing runs
+# twice or is skipped silently. TEST_SERIAL=1 runs the two one after the other.
 test: setup lint
 	@scripts/ensure-services.sh
-	@status=0; \
-	$(PIPELINE_PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS) || status=$$?; \
-	$(SERVING_PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS) || status=$$?; \
-	exit $$status
+	@scripts/run-tests.sh $(PYTEST_ARGS)
 
 # ruff (configured in pyproject.toml): lint rules and the one format, checked before any test runs.
 lint: setup
