@@ -22,10 +22,11 @@ import uuid
 from collections.abc import Sequence
 
 from mlops.config import PlatformConfig, join_uri
+from mlops.steps import source_version
 
 COMPONENT = "batch_predict"
 PIPELINE = "batch_inference"  # the MLMD pipeline context (KFP runs and `mlops predict batch` alike)
-CODE_VERSION = "batch_predict/1"
+CODE_VERSION = source_version(COMPONENT, __name__)
 
 
 def new_run_id() -> str:
