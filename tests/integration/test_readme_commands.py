@@ -48,10 +48,11 @@ def test_every_command_answers_help():
 
 
 @pytest.fixture(scope="module")
-def demo_root(seed_root, real_model_dir, tmp_path_factory):
+def demo_root(seed_root, q1_flights_model, tmp_path_factory):
     """What `make demo` leaves that the examples read: monthly spans (2013-02 among them) and the
     Feast source tables, the feature repo applied and materialized from February, and a blessed
-    flights model at staging (a small trained one, standing in for the demo's pipeline run)."""
+    flights model at staging (a trained one standing in for the demo's pipeline run: the session's
+    q1_flights_model, which the monitoring proof trains anyway, so no second model is trained)."""
     from tests.support.serving_models import register
 
     root = tmp_path_factory.mktemp("demo") / "artifacts"
@@ -62,7 +63,7 @@ def demo_root(seed_root, real_model_dir, tmp_path_factory):
             [sys.executable, "-m", "cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
         )
         assert out.returncode == 0, out.stderr[-3000:]
-    register(str(root), "flights", real_model_dir)
+    register(str(root), "flights", q1_flights_model.model_dir)
     return root
 
 

@@ -37,6 +37,7 @@ class TrainedModel:
     examples_dir: str
     training_ids: set[str]  # the flights of the examples (all three splits)
     metrics: dict  # the test split, the Evaluator's binary_metrics
+    model_dir: str  # the Trainer's output (SavedModel + TFLite), as registered
 
 
 def flight_ids(frame: pd.DataFrame) -> np.ndarray:
@@ -121,7 +122,7 @@ def train_q1_model(
     )
     record_registration(config, version, run_id=RUN_ID, pipeline="training", model_artifact_uri=model_dir)
     registry.promote(config.project, version.version, PRODUCTION, reason="monitoring proof")
-    return TrainedModel(artifact_root, version.selector, examples, set(sample["request_id"]), metrics)
+    return TrainedModel(artifact_root, version.selector, examples, set(sample["request_id"]), metrics, model_dir)
 
 
 def replay(config, frame: pd.DataFrame, *, source: str = "online") -> np.ndarray:
