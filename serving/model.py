@@ -310,9 +310,41 @@ class RegistryModel(Model):
             # themselves, so the first one sees it is not alone (a request runs to its first
             # await without yielding otherwise).
             await asyncio.sleep(0)
-            return await super().__call__(body, headers, verb)
+            if verb is not InferenceVerb.PREDICT or self.enable_latency_logging or self.required_response_headers:
+                return await super().__call__(body, headers, verb)
+            # KServe's Model.__call__ for this model's own three stages, same per-stage histograms,
+            # without its per-request label lookups and coroutine checks (~3-4% of a request).
+            # A stage that fails is timed too, as there.
+            pre, pred, post = self._stage_histograms()
+            clock = time.perf_counter
+            started = clock()
+            try:
+                payload = await self.preprocess(body, headers)
+            finally:
+                pre.observe(clock() - started)
+            started = clock()
+            try:
+                payload = await self.predict(payload, headers)
+            finally:
+                pred.observe(clock() - started)
+            started = clock()
+            try:
+                return self.postprocess(payload, headers), {}
+            finally:
+                post.observe(clock() - started)
         finally:
             self.in_flight -= 1
+
+    def _stage_histograms(self):
+        """KServe's request_{preprocess,predict,postprocess}_seconds for this model's name."""
+        cached = self.__dict__.get("_histograms")
+        if cached is None or cached[0] != self.name:
+            from kserve.metrics import POST_HIST_TIME, PRE_HIST_TIME, PREDICT_HIST_TIME, get_labels
+
+            labels = get_labels(self.name)
+            cached = (self.name, tuple(h.labels(**labels) for h in (PRE_HIST_TIME, PREDICT_HIST_TIME, POST_HIST_TIME)))
+            self._histograms = cached
+        return cached[1]
 
     def _offload(self) -> bool:
         return self.pool is not None and self.in_flight > 1

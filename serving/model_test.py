@@ -80,6 +80,29 @@ def test_v2_v1_and_the_payload_log(loaded, tiny_config):
     assert list(first["carrier"]) == ROWS["carrier"] and np.isnan(first["temp"].iloc[0])
 
 
+def test_each_stage_is_timed_in_kserves_histograms(loaded):
+    """KServe's request_{preprocess,predict,postprocess}_seconds{model_name} count every request,
+    with or without KServe's per-request latency log; a failed preprocess is timed too."""
+    from prometheus_client import REGISTRY
+
+    from mlops.errors import InvalidInput
+
+    def counts():
+        return [
+            REGISTRY.get_sample_value(f"request_{stage}_seconds_count", {"model_name": "flights"}) or 0
+            for stage in ("preprocess", "predict", "postprocess")
+        ]
+
+    before = counts()
+    for latency_logging in (False, True, False):
+        loaded.enable_latency_logging = latency_logging
+        asyncio.run(loaded(v2_request("t")))
+    assert [a - b for a, b in zip(counts(), before)] == [3, 3, 3]
+    with pytest.raises(InvalidInput):
+        asyncio.run(loaded(v2_request("t", {**ROWS, "colour": ["red"] * 3})))
+    assert [a - b for a, b in zip(counts(), before)] == [4, 3, 3]
+
+
 @pytest.mark.parametrize(
     "mutate, message",
     [
