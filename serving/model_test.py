@@ -223,25 +223,31 @@ def test_threads_0_predicts_in_the_event_loop(tiny_config):
         model.stop()
 
 
-def test_concurrent_requests_predict_in_the_pool_a_lone_one_inline(loaded):
+def test_concurrent_large_batches_predict_in_the_pool_small_or_lone_ones_inline(loaded):
+    from serving.predictor import SMALL_BATCH_ROWS
+
     served = loaded.handle.current
     predict, threads = served.predictor.predict, []
+    repeat = SMALL_BATCH_ROWS // len(ROWS["hour"]) + 1
+    large = {k: v * repeat for k, v in ROWS.items()}  # more than SMALL_BATCH_ROWS rows
 
     def recording_predict(columns):  # the real predictor; notes which thread ran it
         threads.append(threading.current_thread().name)
         return predict(columns)
 
+    async def together(rows):
+        return await asyncio.gather(*(loaded(v2_request(f"c{i}", rows)) for i in range(4)))
+
     served.predictor.predict = recording_predict
     try:
-        asyncio.run(loaded(v2_request("alone")))
+        asyncio.run(loaded(v2_request("alone", large)))
         assert threads == ["MainThread"]
-
-        async def together():
-            return await asyncio.gather(*(loaded(v2_request(f"c{i}")) for i in range(4)))
-
-        for response, _ in asyncio.run(together()):
+        for response, _ in asyncio.run(together(ROWS)):  # small batches: the thread hop costs more than it saves
             np.testing.assert_allclose(response.outputs[0].data, expected(), rtol=1e-6)
-        assert any(name.startswith("predict") for name in threads[1:])
+        assert threads == ["MainThread"] * 5
+        for response, _ in asyncio.run(together(large)):
+            np.testing.assert_allclose(response.outputs[0].data, np.tile(expected(), repeat), rtol=1e-6)
+        assert any(name.startswith("predict") for name in threads[5:])
         assert loaded.in_flight == 0
     finally:
         del served.predictor.predict
