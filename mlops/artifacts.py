@@ -103,6 +103,17 @@ def split_path(examples_dir: str, split: str) -> str:
     return join_uri(examples_dir, f"{split}.parquet")
 
 
+def parquet_rows(uri: str) -> int:
+    """Rows of a parquet file (local path or fsspec URI), from its footer."""
+    import pyarrow.parquet as pq
+
+    from mlops import storage
+
+    fs, path = storage.fs_and_path(uri)
+    with fs.open(path, "rb") as f:
+        return int(pq.ParquetFile(f).metadata.num_rows)
+
+
 class ExamplesError(MlopsError):
     """An Examples directory lacks a split (the message names the file and the splits found)."""
 

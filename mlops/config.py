@@ -232,8 +232,39 @@ class TransformSpec(_Strict):
     bucketize: dict[str, int] = Field(default_factory=dict)  # numeric feature -> bucket count
     crosses: list[list[str]] = Field(default_factory=list)  # categorical features to cross
     cross_hash_buckets: int = Field(1000, gt=0)
-    beam_runner: str = "DirectRunner"  # DataflowRunner / FlinkRunner / SparkRunner: config only
-    beam_options: list[str] = Field(default_factory=list)  # e.g. ["--project=x", "--region=y"]
+
+
+class DaskSpec(_Strict):
+    """Where `beam.runner: dask` runs: a Dask scheduler, or a LocalCluster the step starts."""
+
+    address: str | None = None  # scheduler, e.g. tcp://dask-scheduler:8786; unset: a LocalCluster on this machine
+    workers: int = Field(2, gt=0)  # worker processes of that LocalCluster (one thread each)
+
+
+class BeamSpec(_Strict):
+    """The Beam runner of the steps that run Beam (TFDV statistics, TFT, TFMA). One section, one
+    helper (mlops.beam.pipeline) that builds every step's pipeline from it: changing runner is
+    configuration, the steps' code is the same.
+
+    runner: direct (this process; StatisticsGen computes in memory, no Beam), dask (Beam's
+    DaskRunner on a dask.distributed cluster: `dask.address`, else a LocalCluster of
+    `dask.workers` processes; StatisticsGen only, Transform and the Evaluator stay in-process:
+    README "Scale-out"), or any Beam runner name (DataflowRunner, FlinkRunner, SparkRunner,
+    PortableRunner) or a PipelineRunner's dotted path, with its flags in `options`."""
+
+    runner: str = Field("direct", pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")
+    options: list[str] = Field(default_factory=list)  # flags as on a command line, e.g. ["--project=x", "--region=y"]
+    dask: DaskSpec = DaskSpec()
+
+    @field_validator("options")
+    @classmethod
+    def _flags(cls, v: list[str]) -> list[str]:
+        for flag in v:
+            if not flag.startswith("--") or len(flag) < 3:
+                raise ValueError(f"{flag!r} is not a pipeline flag (--name or --name=value)")
+            if flag.split("=", 1)[0] == "--runner":
+                raise ValueError("the runner is beam.runner, not a flag in beam.options")
+        return v
 
 
 class ModelSpec(_Strict):
@@ -366,6 +397,7 @@ class PlatformConfig(_Strict):
     model: ModelSpec = ModelSpec()
     validation: ValidationSpec = ValidationSpec()
     transform: TransformSpec = TransformSpec()
+    beam: BeamSpec = BeamSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
     metadata: MetadataSpec = MetadataSpec()
     serving: ServingSpec = ServingSpec()
@@ -402,8 +434,9 @@ class PlatformConfig(_Strict):
 
     def content_hash(self) -> str:
         """Stable hash of the semantic content (not of the file's formatting): recorded in MLMD."""
-        # serving and monitoring: ports, sinks and drift thresholds do not change what a training run produces.
-        body = self.model_dump(mode="json", exclude={"source_path", "serving", "monitoring"})
+        # serving and monitoring: ports, sinks and drift thresholds do not change what a training run
+        # produces; nor does the Beam runner (the same outputs on every runner: tests/unit/test_beam_runners.py).
+        body = self.model_dump(mode="json", exclude={"source_path", "serving", "monitoring", "beam"})
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
     @property

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from mlops import artifacts, storage
-from mlops.config import PlatformConfig, TaskType, join_uri
+from mlops.config import BeamSpec, PlatformConfig, TaskType, join_uri
 from mlops.errors import InvalidInput, MlopsError
 from mlops.steps import Location, RunContext, StepResult, source_version
 
@@ -140,14 +140,17 @@ def _value(v) -> float | None:
 
 
 def _analyze_raw_data(df: pd.DataFrame, eval_config, output_path: str) -> None:
-    """tfma.analyze_raw_data with an explicit in-process runner. TFMA's own version uses Beam's
+    """tfma.analyze_raw_data on mlops.beam's direct pipeline (TFMA's own version uses Beam's
     default DirectRunner, which in Beam 2.71 first tries the Prism runner, downloading its binary
-    from the internet at run time; the FnApiRunner is what DirectRunner falls back to anyway."""
+    at run time). Always in-process, whatever config.beam says: its input is the predictions this
+    step made, already in memory, and `output_path` a local directory; and on the DaskRunner
+    TFMA's file sinks receive no elements (empty metrics files; README "Scale-out")."""
     import apache_beam as beam
     import pyarrow as pa
     import tensorflow_model_analysis as tfma
-    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
     from tfx_bsl.arrow import table_util
+
+    from mlops import beam as mlops_beam
 
     for spec in eval_config.model_specs:
         for col in (spec.prediction_key, spec.label_key):
@@ -155,7 +158,7 @@ def _analyze_raw_data(df: pd.DataFrame, eval_config, output_path: str) -> None:
                 raise EvaluationInputError(f"column {col!r} not in the evaluation frame: {list(df.columns)}")
     batch = table_util.CanonicalizeRecordBatch(pa.RecordBatch.from_pandas(df, preserve_index=False))
     writers = tfma.default_writers(output_path, eval_config=eval_config)
-    with beam.Pipeline(runner=FnApiRunner()) as p:
+    with mlops_beam.pipeline(BeamSpec()) as p:
         _ = (
             p
             | beam.Create([batch])

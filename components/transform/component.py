@@ -36,6 +36,7 @@ def transform(
         anomalies: Optional ExampleValidator output: the validation this step ran behind (lineage).
     """
     from components.transform.executor import execute
+    from mlops import beam
     from mlops.steps import Location, RunContext, load_step_config
 
     config = load_step_config(config_path, config_overrides, artifact_root)
@@ -53,7 +54,7 @@ def transform(
             "row_counts": result["rows"],
             "vocabulary_sizes": result["vocabulary_sizes"],
             "content_hash": result["content_hash"],
-            "beam_runner": config.transform.beam_runner,
+            "beam_runner": beam.describe(beam.for_step(config.beam, "transform")),
             "transformed_features": result["transformed_features"],
             "seconds": result["seconds"],
         }

@@ -2,8 +2,8 @@
 
 Plain Python on paths and config; the KFP interface in component.py only maps its parameters and
 artifacts to these functions. The preprocessing itself is mlops.modeling.preprocessing (derived
-from the config's feature kinds); the Beam runner and its options come from config.transform
-(beam_runner, beam_options), so DataflowRunner/FlinkRunner/SparkRunner need no code change.
+from the config's feature kinds); the Beam runner and its options come from config.beam (through
+mlops.beam.pipeline), so Dask/Dataflow/Flink/Spark runners need no code change.
 
 The Beam/TFT work runs in a child process (components.transform.worker, via
 mlops.modeling.child): TFT processes crash with SIGSEGV in interpreter teardown after writing all
@@ -22,8 +22,8 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 
-from mlops import storage
-from mlops.artifacts import SCHEMA_FILE, SPLITS, TRANSFORM_OUTPUT, TRANSFORMED_EXAMPLES, split_path
+from mlops import beam, storage
+from mlops.artifacts import SCHEMA_FILE, SPLITS, TRANSFORM_OUTPUT, TRANSFORMED_EXAMPLES, parquet_rows, split_path
 from mlops.config import PlatformConfig, join_uri
 from mlops.errors import MlopsError
 from mlops.modeling.child import ChildError, run_child
@@ -64,14 +64,6 @@ class TransformResult:
 
 def transformed_path(out_dir: str, split: str) -> str:
     return join_uri(out_dir, TRANSFORMED_EXAMPLES, f"{split}.tfrecord.gz")
-
-
-def parquet_rows(uri: str) -> int:
-    import pyarrow.parquet as pq
-
-    fs, path = storage.fs_and_path(uri)
-    with fs.open(path, "rb") as f:
-        return pq.ParquetFile(f).metadata.num_rows
 
 
 def _check_examples(examples_dir: str) -> dict[str, int]:
@@ -127,6 +119,7 @@ def run_transform(
     <out_dir>/transformed/<split>.tfrecord.gz for every split. Raises TransformError when an
     output is missing or a split lost rows."""
     started = time.monotonic()
+    config = config.model_copy(update={"beam": beam.for_step(config.beam, "transform")})
     rows_in = _check_examples(examples_dir)
     storage.makedirs(out_dir)
     request = {
@@ -256,14 +249,13 @@ def execute(
     config: PlatformConfig, inputs: dict[str, Location], outputs: dict[str, Location], context: RunContext
 ) -> StepResult:
     """The step contract (mlops.steps): inputs {"examples", "schema"?, "anomalies"?}; outputs
-    {"transform_graph"}. A distributed Beam runner (Dataflow/Flink/Spark) reads and writes through
-    the artifact URIs, which its workers reach; the local runners use the mounted paths."""
+    {"transform_graph"}. A runner whose workers do not share this file system (Dataflow, a remote
+    Dask cluster, ...) reads and writes through the artifact URIs; the others use the mounted paths
+    (mlops.beam.where)."""
     from dataclasses import asdict
 
-    from components.transform.worker import LOCAL_RUNNERS
-
-    local = config.transform.beam_runner in LOCAL_RUNNERS
-    where = lambda loc: loc.path if local else loc.uri
+    config = config.model_copy(update={"beam": beam.for_step(config.beam, "transform")})
+    where = lambda loc: beam.where(config.beam, loc)  # noqa: E731
     optional = lambda name: inputs[name].path if inputs.get(name) is not None else None
     result = run(
         config,

@@ -8,13 +8,14 @@ analyzes the train split, transforms train/eval/test and writes the TransformGra
 mlops.artifacts, then reports {"rows_in", "rows_out", ...} through the marker and leaves with
 os._exit() (TFT processes crash with SIGSEGV in interpreter teardown after writing everything).
 
-Input: Arrow, not Python dicts per instance. The Beam source reads the parquet files
-(beam.io.ReadFromParquetBatched: any file system Beam knows, so Dataflow/Flink/Spark need no code
-change), each table is cut into RecordBatches of `batch_rows` rows and every column is wrapped in
-a length-1 list (tfx_bsl's dense-tensor adapter wants list<T> columns).
+Input: Arrow, not Python dicts per instance. A ParDo reads the parquet files
+(mlops.beam.read_parquet: any fsspec URI, on every runner, DaskRunner included), each table
+is cut into RecordBatches of `batch_rows` rows and every column is wrapped in a length-1 list
+(tfx_bsl's dense-tensor adapter wants list<T> columns). The pipeline is mlops.beam.pipeline's, on
+config.beam's runner.
 
 On a distributed runner, pass URIs the Beam workers can reach (the component does) and run the
-workers from the pipeline image (e.g. --sdk_container_image=... in transform.beam_options): the
+workers from the pipeline image (e.g. --sdk_container_image=... in beam.options): the
 Beam functions here are referenced by module path (components.transform.worker).
 """
 
@@ -92,42 +93,6 @@ def tensor_adapter_config(raw_dtypes: dict[str, str]):
     return tensor_adapter.TensorAdapterConfig(arrow_schema, reps)
 
 
-LOCAL_RUNNERS = ("DirectRunner", "direct")
-
-
-def make_pipeline(runner: str, beam_options: list[str]):
-    """A Beam pipeline on `runner` with `beam_options` (flags as on a command line).
-
-    DirectRunner runs on Beam's in-process FnApiRunner with one worker (measured: 2 workers are
-    slower on 2 cores, start-up dominates). Beam >= 2.6x's DirectRunner would first try the Prism
-    runner, which downloads a Go binary at run time (impossible offline, and not what was
-    measured), so the FnApiRunner is chosen explicitly here. Any other runner name
-    (DataflowRunner, FlinkRunner, SparkRunner, PortableRunner...) goes to Beam unchanged, with
-    its options from config.transform.beam_options."""
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    given = {f.split("=", 1)[0] for f in beam_options}
-    if runner not in LOCAL_RUNNERS:
-        return beam.Pipeline(options=PipelineOptions([f"--runner={runner}", *beam_options]))
-    flags = list(beam_options)
-    if "--direct_num_workers" not in given:
-        flags.append("--direct_num_workers=1")
-    if "--direct_running_mode" not in given:
-        flags.append("--direct_running_mode=in_memory")
-    options = PipelineOptions(flags)
-    from apache_beam.portability.api import beam_provision_api_pb2
-    from apache_beam.runners.portability.fn_api_runner import fn_runner
-    from apache_beam.runners.portability.portable_runner import JobServiceHandle
-
-    provision_info = fn_runner.ExtendedProvisionInfo(
-        beam_provision_api_pb2.ProvisionInfo(
-            pipeline_options=JobServiceHandle.encode_pipeline_options(options.get_all_options())
-        )
-    )
-    return beam.Pipeline(runner=fn_runner.FnApiRunner(provision_info=provision_info), options=options)
-
-
 def merge_shards(pattern: str, target: str) -> int:
     """Moves the shards matching `pattern` into the single file `target` (a rename for one shard;
     for several, a byte concatenation: concatenated gzip members are one valid gzip stream, which
@@ -167,6 +132,8 @@ def run(request: dict) -> dict:
 
     from mlops import storage
     from mlops.artifacts import SPLITS, TRANSFORM_OUTPUT, TRANSFORMED_EXAMPLES, split_path
+    from mlops.beam import describe, read_parquet, read_slices
+    from mlops.beam import pipeline as beam_pipeline
     from mlops.config import PlatformConfig, join_uri
     from mlops.modeling.preprocessing import FeaturePlan, build_preprocessing_fn, raw_feature_spec
 
@@ -176,6 +143,7 @@ def run(request: dict) -> dict:
     plan = FeaturePlan.from_config(config)
     raw_dtypes = plan.raw_dtypes(with_label=True)
     tac = tensor_adapter_config(raw_dtypes)
+    slices = read_slices(config.beam)
 
     transform_output = join_uri(out_dir, TRANSFORM_OUTPUT)
     transformed_dir = join_uri(out_dir, TRANSFORMED_EXAMPLES)
@@ -186,14 +154,16 @@ def run(request: dict) -> dict:
     storage.makedirs(join_uri(work, COUNTS_DIR))
 
     t0 = time.monotonic()
-    with make_pipeline(config.transform.beam_runner, config.transform.beam_options) as p:
+    with beam_pipeline(config.beam) as p:
         with tft_beam.Context(temp_dir=join_uri(work, "tft")):
             raw = {}
             for split in SPLITS:
                 raw[split] = (
                     p
+                    | f"Files[{split}]"
+                    >> beam.Create([(split_path(examples_dir, split), k, slices) for k in range(slices)])
                     | f"Read[{split}]"
-                    >> beam.io.ReadFromParquetBatched(split_path(examples_dir, split), columns=list(raw_dtypes))
+                    >> beam.FlatMapTuple(read_parquet, columns=list(raw_dtypes), batch_rows=8 * batch_rows)
                     | f"ToRecordBatches[{split}]" >> beam.FlatMap(to_tfxio_batches, raw_dtypes, batch_rows)
                 )
                 _ = (
@@ -261,7 +231,7 @@ def run(request: dict) -> dict:
         "rows_out": rows_out,
         "vocabulary_sizes": vocab_sizes,
         "beam_seconds": round(beam_seconds, 3),
-        "runner": config.transform.beam_runner,
+        "runner": describe(config.beam),
         "transformed_features": sorted(tft_output.transformed_feature_spec()),
     }
 

@@ -72,6 +72,51 @@ def compute_statistics(
     return stats
 
 
+def _tfdv_batch(table, config: PlatformConfig):
+    """An Arrow table of examples as TFDV's dataframe API feeds it to the generators (the same
+    frame cleaning as in memory, then tfdv.utils.stats_gen_lib's conversion)."""
+    import pyarrow as pa
+    from tfx_bsl.arrow import table_util
+
+    frame = stats_frame(table.to_pandas(), config)
+    supported = [c for c, t in zip(frame.columns, frame.dtypes) if table_util.NumpyKindToArrowType(t.kind)]
+    return table_util.CanonicalizeRecordBatch(pa.RecordBatch.from_pandas(frame[supported], preserve_index=False))
+
+
+def _write_named(stats: StatsList, name: str, uri: str) -> None:
+    for ds in stats.datasets:
+        ds.name = name
+    write_statistics(stats, uri)
+
+
+def compute_statistics_beam(parquet_uri: str, config: PlatformConfig, out_uri: str, name: str = "") -> StatsList:
+    """TFDV statistics of a parquet file of raw-feature examples, computed by tfdv.GenerateStatistics
+    in a Beam pipeline on config.beam's runner (mlops.beam), written to `out_uri` and returned.
+    The same generators and frame cleaning as `compute_statistics`: equal statistics (float
+    tolerance, feature order aside). The workers read the file (beam.dask.workers slices of it on
+    Dask) and write the result, so on a remote runner both are URIs they reach. A sample rate
+    below 1 is TFDV's per-batch sampling (StatsOptions.sample_rate), not the seeded frame sample."""
+    import apache_beam as beam
+    import tensorflow_data_validation as tfdv
+
+    from mlops import beam as mlops_beam
+
+    rate = config.validation.stats_sample_rate
+    options = tfdv.StatsOptions(sample_rate=rate) if rate < 1.0 else tfdv.StatsOptions()
+    slices = mlops_beam.read_slices(config.beam)
+    columns = stats_columns(config)
+    with mlops_beam.pipeline(config.beam) as p:
+        _ = (
+            p
+            | "Slices" >> beam.Create([(parquet_uri, k, slices) for k in range(slices)])
+            | "Read" >> beam.FlatMapTuple(mlops_beam.read_parquet, columns=columns)
+            | "ToTFDV" >> beam.Map(_tfdv_batch, config)
+            | "GenerateStatistics" >> tfdv.GenerateStatistics(options)
+            | "Write" >> beam.Map(_write_named, name, out_uri)
+        )
+    return read_statistics(out_uri)
+
+
 def write_statistics(stats: StatsList, uri: str) -> None:
     """Binary DatasetFeatureStatisticsList (what tfdv.load_stats_binary reads), atomically."""
     storage.write_bytes_atomic(uri, stats.SerializeToString())
