@@ -328,10 +328,11 @@ materialize_online(sys.argv[1], sys.argv[2], online_store="sqlite")
 
 
 @pytest.mark.integration
-def test_cli_real_model_over_a_dataset_version_with_online_features(tmp_path, seed_root):
+def test_cli_real_model_over_a_dataset_version_with_online_features(tmp_path, seed_root, q1_flights_model):
     """The Feast writes come from the serving environment (as in production); batch runs in the
     pipeline environment and reads that online store for the weather, plane and delay features
-    the dataset version does not carry."""
+    the dataset version does not carry. The model is the session's trained flights model
+    (q1_flights_model: the monitoring proof trains it anyway), registered here afresh."""
     from mlops.config import load_config
     from mlops.datasets.repository import DatasetRepository
     from mlops.features.store import online_features
@@ -339,13 +340,13 @@ def test_cli_real_model_over_a_dataset_version_with_online_features(tmp_path, se
     from mlops.registry.store import ModelRegistry
     from serving.batch import encode_column
     from serving.predictor import load_predictor
-    from tests.support.serving_models import build_real_model, register
+    from tests.support.serving_models import register
 
     root = tmp_path / "artifacts"
     shutil.copytree(seed_root / "datasets", root / "datasets")
     project = f"t{uuid.uuid4().hex[:12]}"
     run_python(SERVING_PY, _MATERIALIZE, str(root), project, root=root, timeout=600)
-    model_dir = build_real_model(str(tmp_path / "real"), rows=3000)
+    model_dir = q1_flights_model.model_dir
     register(root, "flights", model_dir)
     ModelRegistry(str(root)).promote("flights", 1, "production", reason="test")
 
