@@ -1,10 +1,10 @@
 """A local run measures every step (wall, CPU of its process tree, peak RSS of its largest process)
 and keeps the numbers in ML Metadata, in Prometheus metrics and in `mlops run`'s summary.
 
-The run uses tests.support.resource_pipeline: `allocate` holds 200 MiB in a worker child and
-records itself in ML Metadata, `burn` burns 1 s of CPU in a worker child and records nothing; both
-floors are only reached when the step's children are counted (the kfp executor alone stays near
-100 MB and a few tenths of a second)."""
+The run (the session's resource_run fixture) uses tests.support.resource_pipeline: `allocate`
+holds 200 MiB in a worker child and records itself in ML Metadata, `burn` burns 1 s of CPU in a
+worker child and records nothing; both floors are only reached when the step's children are
+counted (the kfp executor alone stays near 100 MB and a few tenths of a second)."""
 
 from __future__ import annotations
 
@@ -32,10 +32,8 @@ def samples(text: str, pipeline: str) -> dict[tuple[str, str], float]:
     }
 
 
-def test_a_local_run_records_each_steps_wall_cpu_and_peak_rss(artifact_root, monkeypatch):
-    from tests.support.resource_pipeline import run_locally
-
-    result, run, executions = run_locally(monkeypatch, allocate_mib=200, burn_cpu_seconds=1)
+def test_a_local_run_records_each_steps_wall_cpu_and_peak_rss(resource_run):
+    result, run, executions = resource_run.result, resource_run.run, resource_run.executions
     assert set(executions) == {"allocate", "burn"}
     allocate, burn = executions["allocate"], executions["burn"]
     assert allocate.state == burn.state == "COMPLETE"

@@ -132,3 +132,20 @@ def q1_flights_model(tmp_path_factory):
     from tests.support.monitoring_data import train_q1_model
 
     return train_q1_model(str(tmp_path_factory.mktemp("q1-model") / "artifacts"))
+
+
+@pytest.fixture(scope="session")
+def resource_run(tmp_path_factory):
+    """One measured `mlops run resources` (tests.support.resource_pipeline: `allocate` holds 200 MiB
+    in a worker, `burn` burns 1 s of CPU) under its own artifact root, run once for the tests that
+    read its steps' numbers (copy `root` before writing next to it): a namespace of root, result
+    (the CLI's), run (its ML Metadata context) and executions (by component)."""
+    from types import SimpleNamespace
+
+    from tests.support.resource_pipeline import run_locally
+
+    root = tmp_path_factory.mktemp("resource-run") / "artifacts"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLOPS_ARTIFACT_ROOT", str(root))
+        result, run, executions = run_locally(mp, allocate_mib=200, burn_cpu_seconds=1)
+    return SimpleNamespace(root=root, result=result, run=run, executions=executions)
