@@ -435,7 +435,7 @@ class PlatformConfig(_Strict):
     def content_hash(self) -> str:
         """Stable hash of the semantic content (not of the file's formatting): recorded in MLMD."""
         # serving and monitoring: ports, sinks and drift thresholds do not change what a training run
-        # produces; nor does the Beam runner (the same outputs on every runner: tests/unit/test_beam_runners.py).
+        # produces; nor does the Beam runner (the same outputs on every runner: tests/integration/test_dask_runner.py).
         body = self.model_dump(mode="json", exclude={"source_path", "serving", "monitoring", "beam"})
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
