@@ -624,8 +624,27 @@ def iter_payload_logs(
 ):
     """The logged rows of `files` (payload_log_files) with start <= timestamp < end, as pandas
     DataFrames of at most `batch_rows` rows each, file after file (not sorted by time): a reader's
-    memory is one batch, whatever the window's size. `columns` (read_payload_logs' names; default
-    all): a column a file lacks is null in its rows, typed as in the files that have it."""
+    memory is one batch, whatever the window's size. Rows of consecutive small files (a logger
+    flushes every few seconds, so an hour may hold thousands of files of a few rows) are joined into
+    one batch, so a reader's per-batch work is paid per `batch_rows`, not per file. `columns`
+    (read_payload_logs' names; default all): a column a file lacks is null in its rows, typed as in
+    the files that have it."""
+    import pyarrow as pa
+
+    pending: list = []  # arrow tables of one schema, fewer than batch_rows rows together
+    for table in _payload_log_tables(files, start, end, columns, batch_rows):
+        if pending and (
+            sum(t.num_rows for t in pending) + table.num_rows > batch_rows or not table.schema.equals(pending[0].schema)
+        ):
+            yield pa.concat_tables(pending).to_pandas()
+            pending = []
+        pending.append(table)
+    if pending:
+        yield pa.concat_tables(pending).to_pandas()
+
+
+def _payload_log_tables(files: Sequence[str], start, end, columns: Sequence[str] | None, batch_rows: int):
+    """iter_payload_logs' rows as arrow tables, one per parquet batch of each file (<= batch_rows)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -647,7 +666,7 @@ def iter_payload_logs(
                     table = table.filter(keep)
                 if table.num_rows:
                     table = _with_columns(table, {c: fields[c] for c in wanted})
-                    yield table.select(wanted).to_pandas()
+                    yield table.select(wanted)
 
 
 def read_payload_logs(root: str, model: str, start=None, end=None):

@@ -183,3 +183,32 @@ def test_the_payload_log_reader_hands_over_one_chunk_at_a_time(tmp_path):
     assert together["tailnum"].isna().sum() == 5 * 500  # calls 1..5 had no key column
     only = next(iter_payload_logs(files, start, end, columns=["version", "prediction", "nothing"], batch_rows=64))
     assert list(only.columns) == ["version", "prediction"]
+
+
+def test_the_payload_log_reader_joins_small_files_into_full_batches(tmp_path):
+    """A logger that flushes every few seconds leaves many files of a few rows: the reader joins
+    them, so a window of 60 files of 7 rows comes in batches of batch_rows (the last one shorter),
+    not one batch per file, with every row once."""
+    from serving.payload_log import ParquetSink, PayloadLogger, iter_payload_logs, payload_log_files
+
+    root = str(tmp_path / "logs")
+    t0 = pd.Timestamp("2024-03-05T10:00:00Z").timestamp()
+    logger = PayloadLogger(ParquetSink(root), flush_rows=1_000, flush_seconds=60)
+    for i in range(60):
+        logger.log(
+            model="flights",
+            version="1",
+            source="online",
+            request_ids=[f"r{i}-{j}" for j in range(7)],
+            features={"hour": np.full(7, 10, np.float32)},
+            predictions=np.full(7, 0.5, np.float32),
+            timestamp=t0 + i * 10,
+        )
+        logger.flush()
+    logger.close()
+    files = payload_log_files(root, "flights", t0, t0 + 3600)
+    assert len(files) == 60
+    sizes = [len(b) for b in iter_payload_logs(files, t0, t0 + 3600, batch_rows=100)]
+    assert sizes == [98, 98, 98, 98, 28]  # 14 files of 7 rows fill 98 of 100; 420 rows in all
+    ids = pd.concat(iter_payload_logs(files, t0, t0 + 3600, batch_rows=100))["request_id"]
+    assert ids.is_unique and len(ids) == 420
