@@ -152,6 +152,7 @@ def build(args: argparse.Namespace):
         enable_docs_url=args.enable_docs_url,
         access_log_format=args.access_log_format,
         timeout_keep_alive=args.timeout_keep_alive,
+        event_loop=args.event_loop,
         predictor_config=predictor_config,
         kserve_args=vars(args),
     )

@@ -536,7 +536,10 @@ class ModelServer(KServeModelServer):
         self.register_signal_handler()  # until the event loop takes over: a signal during start-up
         freeze_heap()  # the app and routes are built; the model freezes its own objects once loaded
         try:
-            asyncio.run(self._serve(models))
+            # KServe's --event-loop (auto: uvloop when installed), which uvicorn applies only when it
+            # runs the loop itself: both transports run in this one.
+            with asyncio.Runner(loop_factory=self._rest_server.config.get_loop_factory()) as runner:
+                runner.run(self._serve(models))
         finally:
             for model_name in list(self.registered_models.get_models()):  # last: nothing is in flight
                 self.registered_models.unload(model_name)
