@@ -222,10 +222,24 @@ def _build_feature_store_in_background(config) -> Future | None:
             future.set_exception(e)
             return
         log.info("built the Feast FeatureStore in %.1f s (in the background)", time.perf_counter() - started)
+        _first_online_read(config, store)
         future.set_result(store)
 
     threading.Thread(target=build, name="feast-store", daemon=True).start()
     return future
+
+
+def _first_online_read(config, store) -> None:
+    """The first online read plans the feature service and opens the online store (~0.5 s): done
+    here, while TensorFlow imports, so _warm_up's read after the model load is quick. A failure
+    is left for _warm_up to report (it reads again)."""
+    from mlops.features.store import online_features
+
+    keys = [k for k in config.dataset.entity_keys if k != config.dataset.event_timestamp]
+    try:
+        online_features(config, [dict.fromkeys(keys, "")], store=store)
+    except Exception:  # noqa: BLE001 - _warm_up reads again and says what is wrong
+        log.debug("background warm-up read failed", exc_info=True)
 
 
 @contextlib.contextmanager
