@@ -58,7 +58,6 @@ import contextlib
 import datetime as dt
 import os
 import re
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -80,13 +79,6 @@ OUTPUT_COLUMNS = ("row_id", "prediction", "model_name", "model_version", "predic
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.zip", ".csv.bz2")
 SOURCE = "batch"  # the payload log's `source`
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
-# Optional imports TensorFlow 2.16-2.21 make at import time, each inside `try: ... except
-# ImportError`, which batch inference never uses: see tensorflow_without_unused_imports.
-_TF_OPTIONAL_IMPORTS = (
-    "keras.src.optimizers",  # Keras 3's optimizers, for reviving them from a SavedModel
-    "tf_keras.src.optimizers",  # the same under TF_USE_LEGACY_KERAS
-    "googleapiclient",  # the GCE and Cloud TPU cluster resolvers
-)
 
 
 class BatchInputError(InvalidInput):
@@ -846,37 +838,6 @@ def _log_payloads(
         )
 
 
-@contextlib.contextmanager
-def tensorflow_without_unused_imports():
-    """While TensorFlow may be imported (by the model handle, once per process), the optional
-    imports it makes for things batch inference never uses (_TF_OPTIONAL_IMPORTS) are skipped.
-
-    TensorFlow's __init__ imports Keras's optimizers, only so that a SavedModel holding a Keras
-    optimizer revives it as a Keras object rather than a plain one; that pulls all of Keras 3 and
-    with it matplotlib, scikit-learn, scipy.stats and IPython. Its distribute package imports
-    googleapiclient for the GCE cluster resolver, and google.api_core then scans every installed
-    distribution's metadata. Together half of the import's CPU time (measured, TF 2.16: 4.4 s ->
-    2.2 s), the largest part of a short `mlops predict batch`; batch inference calls the model's
-    serving signature only. Each is skipped by the import system's own switch (a None in
-    sys.modules makes that one import raise ModuleNotFoundError, which TensorFlow catches), and
-    the switches are removed on the way out: `tf.keras`, `import keras` and `import
-    googleapiclient` load as usual afterwards. Predictions are the same (tested). Nothing is
-    skipped once TensorFlow is imported (a test process, a server)."""
-    if "tensorflow" in sys.modules:
-        yield
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # as serving.predictor: no start-up INFO lines
-    skipped = [name for name in _TF_OPTIONAL_IMPORTS if name not in sys.modules]
-    for name in skipped:
-        sys.modules[name] = None
-    try:
-        yield
-    finally:
-        for name in skipped:
-            if name in sys.modules and sys.modules[name] is None:
-                del sys.modules[name]
-
-
 def predict_batch(
     config,
     *,
@@ -899,8 +860,7 @@ def predict_batch(
     runtime = runtime or config.serving.runtime
     if runtime == "auto":  # one engine per run: the SavedModel (auto would take TFLite for a short last chunk)
         runtime = "savedmodel"
-    with tensorflow_without_unused_imports():
-        handle = ModelHandle.from_config(config, model, runtime=runtime)
+    handle = ModelHandle.from_config(config, model, runtime=runtime)  # TensorFlow without its unused imports
     served = handle.current
     logger = None
     if log_payloads:

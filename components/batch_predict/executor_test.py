@@ -231,7 +231,7 @@ def test_the_cli_imports_tensorflow_without_what_batch_never_uses(trained, tmp_p
     import time for Keras and the GCE cluster resolver (half the import's CPU time); the switches
     that skip them are gone afterwards (those modules import as usual) and the predictions are
     the model's."""
-    from serving.batch import _TF_OPTIONAL_IMPORTS
+    from serving.handle import _TF_OPTIONAL_IMPORTS
     from tests.support.serving_models import tiny_probability
 
     config, _, _ = trained
