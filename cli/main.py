@@ -18,6 +18,8 @@ there (mlops.envs), so imports stay lazy: `mlops --help` starts without TensorFl
 
 from __future__ import annotations
 
+import warnings
+
 from cli.alerts import alerts
 from cli.common import group
 from cli.data import data
@@ -64,6 +66,10 @@ for command in (
 
 
 def main():
+    # Google's client libraries (imported by TFX, Beam and Feast) warn on every import that they will
+    # drop this Python version: nothing a user of this command can act on. The filter is this
+    # process's only; pipeline steps and servers keep their own warnings in their logs.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
     cli(prog_name="mlops")
 
 

@@ -69,3 +69,34 @@ def test_the_check_sees_a_heavy_import(tmp_path):
     """The probe itself: a command that does import a heavy package is caught (`data list` reads
     the dataset repository with pandas)."""
     assert "pandas" in imported(["data", "list"], tmp_path)
+
+
+def test_the_command_line_drops_google_libraries_python_version_warnings():
+    """Google's client libraries (imported by TFX, Beam, Feast) warn at import that they will drop
+    this Python version: `mlops` filters those in its own process; without it (the control) they
+    print."""
+    code = """
+import sys
+if sys.argv[1] == "cli":
+    from cli.main import main
+    sys.argv = ["mlops", "--help"]
+    try:
+        main()
+    except SystemExit:
+        pass
+import google.api_core.operations_v1
+"""
+    stderr = {}
+    for case in ("cli", "control"):
+        proc = subprocess.run(
+            [sys.executable, "-c", code, case],
+            cwd=str(REPO),
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        stderr[case] = proc.stderr
+    assert "FutureWarning" in stderr["control"]
+    assert "FutureWarning" not in stderr["cli"]
