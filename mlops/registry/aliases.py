@@ -19,7 +19,8 @@ that dies between 2 and 3 (kill -9) leaves aliases.json as it was and a history 
 `history_seq`: readers ignore it and the next writer drops it, so the failed move never takes
 effect. An error between 2 and 3 also puts history.jsonl back byte for byte. Readers take
 aliases.json first, then the history: its committed part only ever grows, so a concurrent
-writer cannot make the two disagree.
+writer cannot make the two disagree (a reader that found no aliases.json and then a history has
+raced the model's first move, and reads both again).
 
 Invariant, checked on every read: aliases.json == replay(history[:history_seq]), and every
 alias names an existing version. A file that breaks it (hand edits, a foreign tool, a damaged
@@ -168,6 +169,11 @@ class AliasBook:
         disagree, or (with `check_targets`) an alias names a missing version."""
         committed = self._read_committed_seq()  # aliases.json first: see the module docstring
         moves = self._read_history()
+        if committed is None and moves and storage.exists(self.aliases_uri):
+            # aliases.json appeared between the two reads: the model's first move ran in between
+            # (it writes aliases.json before any history). Read both again, in the same order.
+            committed = self._read_committed_seq()
+            moves = self._read_history()
         if committed is None:  # never committed a move (the first move writes aliases.json before any history)
             if moves:
                 raise CorruptRegistryFile(

@@ -453,3 +453,30 @@ def test_the_trainer_output_is_byte_reproducible(tmp_path):
         "tflite_preprocessing.json",
     ):
         assert Path(runs[0], rel).read_bytes() == Path(runs[1], rel).read_bytes(), rel
+
+
+def test_a_reader_racing_a_models_first_move_sees_the_move_not_damage(tmp_path):
+    """A reader takes aliases.json (missing: no move yet), then the history; if the model's first
+    move lands between the two reads (aliases.json, then history.jsonl, then aliases.json again),
+    the reader must see that move, not 'aliases.json is missing but history.jsonl records 1 moves'
+    (seen with concurrent registrations of a new model)."""
+    from mlops.registry.aliases import AliasBook
+
+    model_uri = str(tmp_path / "flights")
+    os.makedirs(model_uri)
+    reader = AliasBook(model_uri, version_exists=lambda n: True)
+    writer = AliasBook(model_uri, version_exists=lambda n: True)
+    read_aliases = reader._read_committed_seq
+    raced = []
+
+    def aliases_then_a_concurrent_first_move():
+        committed = read_aliases()
+        if not raced:
+            raced.append(committed)
+            writer.move("staging", 1, action="register")
+        return committed
+
+    reader._read_committed_seq = aliases_then_a_concurrent_first_move
+    state = reader.load()
+    assert raced == [None]  # the first read saw no aliases.json
+    assert state.aliases == {"staging": 1} and len(state.history) == 1
